@@ -1,0 +1,74 @@
+# iotpipe - local-first serverless IoT pipeline.  `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Lambda runtime is python3.12: both environments use a CPython 3.12 (pyenv's, or the system's).
+PY312 ?= $(shell for c in $$HOME/.pyenv/versions/3.12.*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12 python3.12; do \
+  "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$c"; break; }; done)
+VENV := .venv
+EMU_VENV := .venv-emulator
+PY := $(VENV)/bin/python
+MINISTACK_VERSION := 1.5.33
+# boto3 matching ministack's exact botocore pin: the Lambda runtime on AWS ships boto3, so the
+# emulator's interpreter (which runs the functions) must too.
+EMU_BOTO3 := 1.43.106
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHON := $(CURDIR)/$(PY)
+
+.PHONY: help venv emulator-env install up down status test test-unit test-integration lint bench build deploy-dry-run clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -n "$(PY312)" || { echo "Python 3.12 not found (set PY312=/path/to/python3.12)"; exit 1; }
+	@test -x $(PY) || $(PY312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+$(EMU_VENV)/.installed:
+	@test -n "$(PY312)" || { echo "Python 3.12 not found (set PY312=/path/to/python3.12)"; exit 1; }
+	@test -x $(EMU_VENV)/bin/python || $(PY312) -m venv $(EMU_VENV)
+	$(EMU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "ministack==$(MINISTACK_VERSION)" "boto3==$(EMU_BOTO3)"
+	@touch $@
+
+venv: $(VENV)/.installed ## create the development environment (.venv, Python 3.12)
+
+emulator-env: $(EMU_VENV)/.installed ## create the embedded emulator's environment (.venv-emulator)
+
+install: venv emulator-env ## both environments
+
+up: install ## run the whole pipeline on the embedded emulator (Ctrl-C stops it)
+	$(VENV)/bin/iotpipe up
+
+down: ## stop what `make up` started
+	$(VENV)/bin/iotpipe down
+
+status: ## pipeline counts and stack outputs
+	$(VENV)/bin/iotpipe status
+
+build: venv ## build the function bundle and the dependency layer
+	$(PY) scripts/build.py
+
+lint: venv ## ruff and cfn-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/cfn-lint cloudformation/template.yaml
+
+test-unit: venv ## unit tests (no network)
+	$(VENV)/bin/pytest tests/unit -q
+
+test-integration: install ## integration tests against the embedded emulator (or AWS_ENDPOINT_URL)
+	$(VENV)/bin/pytest tests/integration -q
+
+test: install ## every test: lint, unit, integration
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+bench: install ## every benchmark in bench/
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+deploy-dry-run: ## print the AWS CLI calls a deploy to AWS would make
+	TARGET=aws scripts/deploy.sh --dry-run --yes
+
+clean: ## remove build output and emulator state
+	rm -rf build .iotpipe

@@ -1,0 +1,171 @@
+"""Benchmark: processor core throughput (decode, validate, enrich from a warm cache, window fold; no I/O).
+
+Runs the same code path as ``process_batch`` up to the storage boundary (``prepare_batch`` + the window
+fold of every (device, window) group), in ESM-sized batches, over 100,000 simulator-like readings, and
+compares it with bare ``orjson.loads`` of the same JSON bytes measured in the same run.
+
+    .venv/bin/python bench/processor.py [--records 100000] [--devices 1000] [--batch 500] [--repeat 3]
+
+Readable lines first; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from functions.processor import windows
+from functions.processor.decode import DecodeRules, format_ms
+from functions.processor.enrich import DeviceCache
+from functions.processor.ingestion_processor import gc_paused, prepare_batch
+from functions.processor.records import KinesisRecord
+from functions.readings import DeviceInfo
+
+NOW_S = 1_795_000_000.0
+
+
+def generate_payloads(n: int, n_devices: int, seed: int) -> tuple[list[bytes], list[str]]:
+    """Simulator-like readings: 1 Hz per device, ISO 'Z' timestamps, realistic channel values."""
+    try:  # prefer the real simulator when it exists
+        from simulator.stream import generate_readings  # type: ignore[import-not-found]
+
+        docs = list(generate_readings(count=n, devices=n_devices, seed=seed))  # pragma: no cover
+        ids = sorted({d["device_id"] for d in docs})
+        return [orjson.dumps(d) for d in docs], ids
+    except Exception:  # noqa: S110 - fall back to the built-in generator below
+        pass
+    rng = np.random.default_rng(seed)
+    ids = [f"dev-{i:06d}" for i in range(n_devices)]
+    base_t = rng.normal(20, 5, n_devices)
+    base_h = rng.uniform(30, 70, n_devices)
+    base_p = rng.normal(1013, 8, n_devices)
+    dev = np.arange(n) % n_devices
+    tick = np.arange(n) // n_devices  # one reading per device per second
+    start_ms = int(NOW_S * 1000) - 300_000
+    t = start_ms + tick * 1000 + rng.integers(0, 900, n)
+    temp = np.round(base_t[dev] + rng.normal(0, 0.3, n), 2)
+    hum = np.round(np.clip(base_h[dev] + rng.normal(0, 1.0, n), 0, 100), 1)
+    pres = np.round(base_p[dev] + rng.normal(0, 0.5, n), 2)
+    payloads = [
+        orjson.dumps(
+            {
+                "device_id": ids[d],
+                "timestamp": format_ms(int(ts)),
+                "temperature": float(a),
+                "humidity": float(b),
+                "pressure": float(c),
+                "ground_truth": "normal",
+            }
+        )
+        for d, ts, a, b, c in zip(dev.tolist(), t.tolist(), temp.tolist(), hum.tolist(), pres.tolist(), strict=True)
+    ]
+    return payloads, ids
+
+
+class _WarmRegistry:
+    def __init__(self, ids: list[str]) -> None:
+        self.devices = {d: DeviceInfo(device_id=d, site="site-1", location="Porto, PT") for d in ids}
+
+    def get_many(self, device_ids: Any) -> dict[str, DeviceInfo]:
+        return {d: self.devices[d] for d in device_ids if d in self.devices}
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        # CPU time of this process: "records/s on one core", insensitive to other processes on the machine.
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=5000, help="records per batch (recommended ESM BatchSize)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    payloads, ids = generate_payloads(args.records, args.devices, args.seed)
+    arrival_ms = int(NOW_S * 1000)
+    records = [
+        KinesisRecord("shardId-000000000000", str(10**20 + i), base64.b64encode(p).decode(), arrival_ms, "pk")
+        for i, p in enumerate(payloads)
+    ]
+    batches = [records[i : i + args.batch] for i in range(0, len(records), args.batch)]
+    rules = DecodeRules()
+    cache = DeviceCache(_WarmRegistry(ids), ttl_s=3600, clock=lambda: 0.0)
+    cache.resolve(ids)  # warm: enrichment is a dict lookup, as in a warm Lambda container
+    now_ms = int(NOW_S * 1000)
+    counts = {"aggregated": 0, "rejected": 0, "windows": 0}
+
+    def core() -> None:
+        aggregated = rejected = n_windows = 0
+        for batch in batches:
+            with gc_paused():  # as process_batch does for each batch
+                prepared = prepare_batch(batch, cache, rules, now_ms)
+                rejected += len(prepared.rejections)
+                for group in prepared.groups.values():
+                    acc = windows.agg_all(group.readings)
+                    windows.result(acc)
+                    aggregated += acc.count
+                    n_windows += 1
+        counts.update(aggregated=aggregated, rejected=rejected, windows=n_windows)
+
+    def bare_orjson() -> None:
+        loads = orjson.loads
+        for p in payloads:
+            loads(p)
+
+    core()  # warm-up (compiles regexes, fills the day cache)
+    t_core = best_of(args.repeat, core)
+    t_json = best_of(args.repeat, bare_orjson)
+    n = len(records)
+    rps = n / t_core
+    json_rps = n / t_json
+    print(f"python {platform.python_version()} on {platform.machine()}, {n} records, {args.devices} devices, "
+          f"batches of {args.batch}, best of {args.repeat} (CPU time)")
+    print(f"processor core: {t_core * 1000:8.1f} ms  {rps:12,.0f} records/s  ({t_core / n * 1e6:.2f} us/record)")
+    print(f"bare orjson:    {t_json * 1000:8.1f} ms  {json_rps:12,.0f} records/s  ({t_json / n * 1e6:.2f} us/record)")
+    print(f"ratio core/orjson: {rps / json_rps:.3f}; aggregated {counts['aggregated']}, "
+          f"rejected {counts['rejected']}, windows {counts['windows']}")
+    target = 100_000
+    print(f"target >= {target:,} records/s: {'met' if rps >= target else 'NOT met'}")
+    print(
+        orjson.dumps(
+            {
+                "benchmark": "processor_core",
+                "records": n,
+                "devices": args.devices,
+                "batch_size": args.batch,
+                "records_per_s": round(rps),
+                "us_per_record": round(t_core / n * 1e6, 3),
+                "orjson_decode_records_per_s": round(json_rps),
+                "ratio_to_orjson": round(rps / json_rps, 4),
+                "target_records_per_s": target,
+                "target_met": rps >= target,
+                "aggregated": counts["aggregated"],
+                "rejected": counts["rejected"],
+                "windows": counts["windows"],
+                "python": platform.python_version(),
+            }
+        ).decode()
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""boto3 clients, created once per process and lazily, from settings (endpoint and region)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from functions.settings import get_settings
+
+
+@cache
+def client(service: str) -> Any:
+    """A cached boto3 client for ``service`` honouring AWS_ENDPOINT_URL and AWS_REGION."""
+    import boto3  # deferred: unit tests of pure logic never import boto3
+    from botocore.config import Config
+
+    settings = get_settings()
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": 8},
+        connect_timeout=5,
+        read_timeout=30,
+        tcp_keepalive=True,
+    )
+    return boto3.client(
+        service, region_name=settings.region, endpoint_url=settings.endpoint_url, config=config
+    )

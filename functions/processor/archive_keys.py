@@ -1,0 +1,69 @@
+"""Stage 5 helpers: deterministic archive keys and the JSON lines written under them (pure).
+
+Keys depend only on the shard and the sequence range of the records they hold, and the gzip bytes are
+deterministic (mtime 0, sorted keys), so a retried batch overwrites the same object with the same bytes.
+Partitions (dt=/hour=) are those of the batch's arrival: the approximate arrival time of its first record.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from functions.processor.decode import format_ms
+from functions.processor.records import Rejection
+from functions.readings import Reading
+
+PROCESSED_PREFIX = "processed"
+QUARANTINE_PREFIX = "quarantine"
+
+
+def archive_key(prefix: str, shard_id: str, first_seq: str, last_seq: str, arrival_ms: int) -> str:
+    """``<prefix>/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz``."""
+    t = datetime.fromtimestamp(arrival_ms / 1000, tz=UTC)
+    return f"{prefix}/dt={t:%Y-%m-%d}/hour={t:%H}/{shard_id}-{first_seq}-{last_seq}.jsonl.gz"
+
+
+def processed_line(reading: Reading, status: str) -> bytes:
+    """One processed reading (status "aggregated" or "duplicate"); carries ground_truth, never decides."""
+    device = reading.device
+    doc: dict[str, Any] = {
+        "device_id": reading.device_id,
+        "timestamp": format_ms(reading.epoch_ms),
+        "epoch_ms": reading.epoch_ms,
+        "channels": reading.channels,
+        "site": device.site if device else "",
+        "location": device.location if device else "",
+        "shard_id": reading.shard_id,
+        "sequence_number": reading.sequence_number,
+        "status": status,
+    }
+    if reading.ground_truth is not None:
+        doc["ground_truth"] = reading.ground_truth
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def quarantine_line(rejection: Rejection) -> bytes:
+    """One quarantined record (quarantined.schema.json): raw bytes as received, reason, stage, detail."""
+    record = rejection.record
+    doc: dict[str, Any] = {
+        "reason": rejection.reason,
+        "stage": rejection.stage,
+        "detail": rejection.detail[:512],
+        "shard_id": record.shard_id,
+        "sequence_number": record.sequence_number,
+        "approximate_arrival": format_ms(record.approximate_arrival_ms),
+        "raw_b64": record.data_b64,
+    }
+    if rejection.device_id is not None:
+        doc["device_id"] = rejection.device_id
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def gzip_lines(lines: Sequence[bytes]) -> bytes:
+    """Deterministic gzip of newline-terminated lines (mtime=0: same input, same bytes, same ETag)."""
+    return gzip.compress(b"".join(line + b"\n" for line in lines), compresslevel=6, mtime=0)

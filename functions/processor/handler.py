@@ -1,0 +1,84 @@
+"""Processor Lambda entry point (template: ``functions.processor.handler.handler``).
+
+Thin on purpose: parse the Kinesis event into records, call the pure ``process_batch`` with ports built
+once per container, log one structured summary line, and return the partial-batch response.
+
+Why not Powertools' ``process_partial_response``: it drives a per-record handler, while windowing,
+deduplication and the one-write-per-window rule need the whole batch at once. The contract it implements
+(``{"batchItemFailures": [{"itemIdentifier": <sequence number>}]}``) is the same.
+
+The handler never raises for bad data. It can raise only if building the ports fails (misconfiguration),
+which is the one case where failing loudly on every invocation is the right thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+from functions.processor.decode import DecodeRules
+from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
+from functions.processor.records import KinesisRecord
+from functions.settings import get_settings
+
+logger = Logger(service="processor")
+copy_config_to_registered_loggers(source_logger=logger, include={"functions"})
+
+_ports: ProcessorPorts | None = None
+_config: ProcessorConfig | None = None
+
+
+def build_ports() -> ProcessorPorts:
+    """Real adapters, created once per container (the device cache lives as long as the container)."""
+    from functions.adapters.aggregates import DynamoAggregateStore
+    from functions.adapters.archive import S3Archive
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from functions.adapters.metrics import get_metrics_sink
+    from functions.processor.enrich import DeviceCache
+
+    settings = get_settings()
+    detector = anomaly_store = alerter = handle = None
+    try:
+        # The detector stage is a colleague's module; imported lazily so this handler works without it.
+        from functions.adapters.alerts import Alerter
+        from functions.adapters.anomalies import AnomalyStore
+        from functions.detector.anomaly_detector import get_detector
+        from functions.detector.pipeline_stage import handle_verdicts
+
+        detector, anomaly_store, alerter, handle = get_detector(), AnomalyStore(), Alerter(), handle_verdicts
+    except ImportError as exc:
+        logger.warning("anomaly detection disabled: detector modules unavailable", extra={"error": repr(exc)})
+    return ProcessorPorts(
+        devices=DeviceCache(DynamoDeviceRegistry(), ttl_s=settings.device_cache_ttl_s),
+        aggregates=DynamoAggregateStore(),
+        archive=S3Archive(),
+        metrics=get_metrics_sink("processor"),
+        detector=detector,
+        anomaly_store=anomaly_store,
+        alerter=alerter,
+        handle_verdicts=handle,
+    )
+
+
+def _get() -> tuple[ProcessorPorts, ProcessorConfig]:
+    global _ports, _config
+    if _ports is None or _config is None:
+        settings = get_settings()
+        _config = ProcessorConfig(rules=DecodeRules.from_settings(settings), window_s=settings.window_seconds)
+        _ports = build_ports()
+    return _ports, _config
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = [KinesisRecord.from_event_record(r) for r in event.get("Records") or []]
+    ports, config = _get()
+    outcome = process_batch(records, ports, config)
+    summary = outcome.summary()
+    if outcome.failed_sequence_numbers:
+        logger.warning("batch partially failed; redelivery requested", extra=summary)
+    else:
+        logger.info("batch processed", extra=summary)
+    return {"batchItemFailures": outcome.batch_item_failures()}

@@ -1,0 +1,73 @@
+"""What enters the processor (Kinesis records) and what it rejects (reason + stage + raw bytes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Reason codes (docs/data-model.md). "duplicate" is deliberately not a quarantine reason.
+MALFORMED_JSON = "malformed_json"
+SCHEMA_INVALID = "schema_invalid"
+OUT_OF_RANGE = "out_of_range"
+FUTURE_TIMESTAMP = "future_timestamp"
+LATE = "late"
+UNKNOWN_DEVICE = "unknown_device"
+OVERSIZED = "oversized"
+REASONS: tuple[str, ...] = (
+    MALFORMED_JSON,
+    SCHEMA_INVALID,
+    OUT_OF_RANGE,
+    FUTURE_TIMESTAMP,
+    LATE,
+    UNKNOWN_DEVICE,
+    OVERSIZED,
+)
+
+# Stages that can reject a record.
+STAGE_DECODE = "decode"
+STAGE_VALIDATE = "validate"
+STAGE_ENRICH = "enrich"
+
+
+@dataclass(frozen=True, slots=True)
+class KinesisRecord:
+    """One record of a Kinesis event, still encoded: decoding is a stage that may reject it."""
+
+    shard_id: str
+    sequence_number: str  # decimal string, up to 128 digits; compare as int within one shard
+    data_b64: str  # exactly as delivered, so a rejected record keeps its raw bytes for free
+    approximate_arrival_ms: int
+    partition_key: str = ""
+
+    @property
+    def seq(self) -> int:
+        return int(self.sequence_number)
+
+    @classmethod
+    def from_event_record(cls, record: dict[str, Any]) -> KinesisRecord:
+        """From one element of a Lambda Kinesis event's ``Records``.
+
+        The shard id is the part of ``eventID`` before ':' ("shardId-000000000000:4954...").
+        """
+        kinesis = record.get("kinesis") or {}
+        event_id = str(record.get("eventID") or "")
+        shard_id = event_id.split(":", 1)[0] if ":" in event_id else "shardId-unknown"
+        arrival = kinesis.get("approximateArrivalTimestamp") or 0
+        return cls(
+            shard_id=shard_id,
+            sequence_number=str(kinesis.get("sequenceNumber") or "0"),
+            data_b64=str(kinesis.get("data") or ""),
+            approximate_arrival_ms=int(float(arrival) * 1000),
+            partition_key=str(kinesis.get("partitionKey") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A quarantined record: its raw bytes (base64, as received), a reason code and the stage."""
+
+    record: KinesisRecord
+    reason: str
+    stage: str
+    detail: str
+    device_id: str | None = None

@@ -1,0 +1,41 @@
+"""The in-memory shapes that flow between the processor's stages and the detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CORE_CHANNELS: tuple[str, ...] = ("temperature", "humidity", "pressure")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """Registry metadata used for enrichment (devices table item)."""
+
+    device_id: str
+    name: str = ""
+    site: str = ""
+    location: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    model: str = ""
+    timezone: str = "UTC"
+    # Per-channel baseline means the device was registered with (optional).
+    baseline: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Reading:
+    """A validated, enriched reading: what the window fold and the detector consume."""
+
+    device_id: str
+    epoch_ms: int
+    channels: dict[str, float]  # temperature, humidity, pressure + optional extra channels
+    shard_id: str
+    sequence_number: str
+    device: DeviceInfo | None = None
+    ground_truth: str | None = None  # carried to the archive, never used to decide
+
+    @property
+    def window_start(self) -> int:
+        """Epoch seconds of the 1-minute window this reading belongs to."""
+        return (self.epoch_ms // 60_000) * 60

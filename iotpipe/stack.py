@@ -1,0 +1,60 @@
+"""Read a deployed stack: its outputs, the API key's value and the API URL for the current target."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+
+
+def api_base_url(rest_api_id: str, region: str, endpoint_url: str | None, stage: str = "prod") -> str:
+    """The URL clients call: the emulator's execute-api path locally, the AWS hostname otherwise."""
+    if endpoint_url:
+        return f"{endpoint_url.rstrip('/')}/_aws/execute-api/{rest_api_id}/{stage}"
+    return f"https://{rest_api_id}.execute-api.{region}.amazonaws.com/{stage}"
+
+
+def stack_outputs(stack_name: str) -> dict[str, str]:
+    """Stack outputs by key, plus ``ApiKey`` (the key's value) and ``ApiUrl`` for this target."""
+    cfn = _client("cloudformation")
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    outputs["StackStatus"] = stack["StackStatus"]
+    if "ApiKeyId" in outputs:
+        key = _client("apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)
+        outputs["ApiKey"] = key["value"]
+    if "RestApiId" in outputs:
+        outputs["AwsApiUrl"] = outputs.get("ApiUrl", "")
+        outputs["ApiUrl"] = api_base_url(
+            outputs["RestApiId"],
+            os.environ.get("AWS_REGION", "us-east-1"),
+            os.environ.get("AWS_ENDPOINT_URL") or None,
+        )
+    return outputs
+
+
+def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | None = None,
+           quiet: bool = False) -> None:
+    """Run scripts/deploy.sh (the one deploy path for every target)."""
+    cmd = ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--stack", stack_name, "--yes",
+           *(extra_args or [])]
+    kwargs: dict[str, Any] = {}
+    if quiet:
+        kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    result = subprocess.run(cmd, check=False, **kwargs)
+    if result.returncode != 0:
+        detail = result.stdout[-4000:] if quiet and result.stdout else ""
+        raise RuntimeError(f"deploy of {stack_name} to {target} failed (exit {result.returncode})\n{detail}")

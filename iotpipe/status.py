@@ -1,0 +1,114 @@
+"""Pipeline status: stack outputs and counts (readings in, aggregated, quarantined, anomalies)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from iotpipe.stack import _client, stack_outputs
+
+NAMESPACE = "IoTPipeline"
+
+
+@dataclass
+class PipelineStatus:
+    stack: str
+    stack_status: str = "UNKNOWN"
+    api_url: str = ""
+    api_key: str = ""
+    readings_in: int = 0
+    aggregated: int = 0  # sum of window counts in the aggregates table (exact)
+    quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    anomalies: int = 0
+    windows: int = 0
+    devices: int = 0
+    throughput_per_s: float = 0.0  # RecordsIn over the last 60 s
+    window_lag_s: float | None = None  # latest WindowLagSeconds (processing time - event time)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["api_key"] = self.api_key
+        return data
+
+
+def _metric_sum(cw: Any, name: str, start: dt.datetime, end: dt.datetime,
+                dims: list[dict[str, str]] | None = None) -> float:
+    resp = cw.get_metric_statistics(
+        Namespace=NAMESPACE, MetricName=name, Dimensions=dims or [], StartTime=start, EndTime=end,
+        Period=max(60, int((end - start).total_seconds()) // 60 * 60 or 60), Statistics=["Sum"],
+    )
+    return float(sum(p.get("Sum", 0.0) for p in resp.get("Datapoints", [])))
+
+
+def _scan(ddb: Any, table: str, projection: str, names: dict[str, str] | None = None) -> list[dict]:
+    """Every item of a table (projected); fine for local stacks, not meant for AWS-sized tables."""
+    kwargs: dict[str, Any] = {"TableName": table, "ProjectionExpression": projection}
+    if names:
+        kwargs["ExpressionAttributeNames"] = names
+    items: list[dict] = []
+    while True:
+        page = ddb.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
+    status = PipelineStatus(stack=stack)
+    outputs = stack_outputs(stack)
+    status.outputs = outputs
+    status.stack_status = outputs.get("StackStatus", "UNKNOWN")
+    status.api_url = outputs.get("ApiUrl", "")
+    status.api_key = outputs.get("ApiKey", "")
+
+    ddb = _client("dynamodb")
+    windows = _scan(ddb, outputs["AggregatesTableName"], "device_id, #c", {"#c": "count"})
+    status.windows = len(windows)
+    status.aggregated = sum(int(float(w["count"]["N"])) for w in windows if "count" in w)
+    anomalies = _scan(ddb, outputs["AnomaliesTableName"], "device_id, ts_seq")
+    # "~alert" rows are the alerter's cooldown bookkeeping, not anomalies.
+    status.anomalies = sum(1 for a in anomalies if not a["ts_seq"]["S"].startswith("~"))
+    status.devices = len(_scan(ddb, outputs["DevicesTableName"], "device_id"))
+
+    cw = _client("cloudwatch")
+    end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    start = end - dt.timedelta(hours=window_hours)
+    status.readings_in = int(_metric_sum(cw, "RecordsIn", start, end))
+    status.quarantined = int(_metric_sum(cw, "RecordsRejected", start, end))
+    status.duplicates = int(_metric_sum(cw, "DuplicatesDropped", start, end))
+    metrics = cw.list_metrics(Namespace=NAMESPACE, MetricName="RecordsRejected").get("Metrics", [])
+    for metric in metrics:
+        dims = metric.get("Dimensions", [])
+        reason = next((d["Value"] for d in dims if d["Name"] == "Reason"), None)
+        if reason:
+            status.quarantined_by_reason[reason] = int(_metric_sum(cw, "RecordsRejected", start, end, dims))
+    recent_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
+    status.throughput_per_s = round(_metric_sum(cw, "RecordsIn", recent_start, end) / 60.0, 2)
+    lag = cw.get_metric_statistics(
+        Namespace=NAMESPACE, MetricName="WindowLagSeconds", StartTime=end - dt.timedelta(minutes=5),
+        EndTime=end, Period=60, Statistics=["Average"],
+    ).get("Datapoints", [])
+    if lag:
+        status.window_lag_s = round(max(lag, key=lambda p: p["Timestamp"])["Average"], 2)
+    return status
+
+
+def render(status: PipelineStatus) -> str:
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(status.quarantined_by_reason.items())) or "-"
+    lag = "-" if status.window_lag_s is None else f"{status.window_lag_s:.1f} s"
+    return "\n".join([
+        f"stack        {status.stack} ({status.stack_status})",
+        f"api          {status.api_url}   (x-api-key: {status.api_key})",
+        f"devices      {status.devices}",
+        f"readings in  {status.readings_in}   ({status.throughput_per_s:.1f}/s over the last minute)",
+        f"aggregated   {status.aggregated} in {status.windows} windows   (window lag {lag})",
+        f"quarantined  {status.quarantined}   [{reasons}]",
+        f"duplicates   {status.duplicates}",
+        f"anomalies    {status.anomalies}",
+    ])
+

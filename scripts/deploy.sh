@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Build, package and deploy cloudformation/template.yaml to one target.
+#
+#   scripts/deploy.sh [--target embedded|localstack|aws] [--stack NAME] [--region REGION]
+#                     [--param Key=Value ...] [--yes] [--dry-run] [--no-build]
+#
+# The same template and the same AWS CLI calls serve every target; only the endpoint and the
+# credentials differ:
+#   embedded    AWS_ENDPOINT_URL from the environment (iotpipe up / the test fixture set it),
+#               test credentials
+#   localstack  AWS_ENDPOINT_URL (default http://localhost:4566), test credentials
+#   aws         no endpoint, your credentials; shows account and region and asks before deploying
+#               (--yes skips the question, for CI)
+# --dry-run prints the AWS CLI calls instead of making them.
+# Environment: TARGET, STACK_NAME, AWS_REGION, AWS_ENDPOINT_URL, AWS_CLI (default: aws), PYTHON.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${TARGET:-embedded}"
+STACK="${STACK_NAME:-iotpipe}"
+REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}"
+# The project's environment has the AWS CLI and a Python 3.12 for the build; fall back to PATH.
+DEFAULT_BIN="$ROOT/.venv/bin"
+[ -x "$DEFAULT_BIN/aws" ] || DEFAULT_BIN=""
+AWS_CLI="${AWS_CLI:-${DEFAULT_BIN:+$DEFAULT_BIN/}aws}"
+PYTHON="${PYTHON:-${DEFAULT_BIN:+$DEFAULT_BIN/}python3}"
+YES=0
+DRY_RUN=0
+BUILD=1
+PARAMS=()
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --target) TARGET="$2"; shift 2 ;;
+    --stack) STACK="$2"; shift 2 ;;
+    --region) REGION="$2"; shift 2 ;;
+    --param) PARAMS+=("$2"); shift 2 ;;
+    --yes|-y) YES=1; shift ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "deploy.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+case "$TARGET" in
+  embedded)
+    if [ -z "${AWS_ENDPOINT_URL:-}" ]; then
+      echo "deploy.sh: target 'embedded' needs AWS_ENDPOINT_URL (start it with 'iotpipe up' or 'iotpipe emulator start')" >&2
+      [ "$DRY_RUN" = 1 ] || exit 2
+      export AWS_ENDPOINT_URL="http://127.0.0.1:4566"
+    fi
+    export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
+  localstack)
+    export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://localhost:4566}"
+    export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
+  aws)
+    unset AWS_ENDPOINT_URL ;;
+  *) echo "deploy.sh: --target must be embedded, localstack or aws (got '$TARGET')" >&2; exit 2 ;;
+esac
+export AWS_REGION="$REGION" AWS_DEFAULT_REGION="$REGION"
+
+ENDPOINT_ARGS=()
+[ -n "${AWS_ENDPOINT_URL:-}" ] && ENDPOINT_ARGS=(--endpoint-url "$AWS_ENDPOINT_URL")
+
+# Print a command the way a person would type it; run it unless this is a dry run.
+run() {
+  printf '+ %s\n' "$(printf '%q ' "$@")" >&2
+  [ "$DRY_RUN" = 1 ] && return 0
+  "$@"
+}
+
+if [ "$TARGET" = aws ] && [ "$DRY_RUN" = 0 ]; then
+  ACCOUNT="$("$AWS_CLI" sts get-caller-identity --query Account --output text)"
+else
+  ACCOUNT="000000000000"
+  if [ "$DRY_RUN" = 0 ]; then
+    ACCOUNT="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" sts get-caller-identity --query Account --output text 2>/dev/null || echo 000000000000)"
+  fi
+fi
+ARTIFACTS_BUCKET="${ARTIFACTS_BUCKET:-${STACK}-artifacts-${ACCOUNT}-${REGION}}"
+
+echo "== deploy: target=$TARGET stack=$STACK region=$REGION account=$ACCOUNT endpoint=${AWS_ENDPOINT_URL:-<AWS>}" >&2
+if [ "$TARGET" = aws ] && [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
+  read -r -p "Deploy stack '$STACK' to AWS account $ACCOUNT in $REGION? [y/N] " answer
+  case "$answer" in y|Y|yes|YES) ;; *) echo "aborted" >&2; exit 1 ;; esac
+fi
+
+if [ "$BUILD" = 1 ]; then
+  echo "== build: function bundle and dependency layer" >&2
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '+ %s\n' "$PYTHON scripts/build.py --out $ROOT/build" >&2
+  else
+    "$PYTHON" "$ROOT/scripts/build.py" --out "$ROOT/build"
+  fi
+fi
+
+echo "== artifacts bucket: $ARTIFACTS_BUCKET" >&2
+if [ "$DRY_RUN" = 1 ] || ! "$AWS_CLI" "${ENDPOINT_ARGS[@]}" s3api head-bucket --bucket "$ARTIFACTS_BUCKET" >/dev/null 2>&1; then
+  if [ "$REGION" = us-east-1 ]; then
+    run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" s3api create-bucket --bucket "$ARTIFACTS_BUCKET" >/dev/null
+  else
+    run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" s3api create-bucket --bucket "$ARTIFACTS_BUCKET" \
+      --create-bucket-configuration "LocationConstraint=$REGION" >/dev/null
+  fi
+  run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" s3api put-public-access-block --bucket "$ARTIFACTS_BUCKET" \
+    --public-access-block-configuration BlockPublicAcls=true,IgnorePublicAcls=true,BlockPublicPolicy=true,RestrictPublicBuckets=true
+  run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" s3api put-bucket-encryption --bucket "$ARTIFACTS_BUCKET" \
+    --server-side-encryption-configuration '{"Rules":[{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"AES256"}}]}'
+fi
+
+echo "== package" >&2
+mkdir -p "$ROOT/build"
+run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation package \
+  --template-file "$ROOT/cloudformation/template.yaml" \
+  --s3-bucket "$ARTIFACTS_BUCKET" --s3-prefix "$STACK" \
+  --output-template-file "$ROOT/build/packaged.yaml" >/dev/null
+
+# A first create that failed leaves the stack in ROLLBACK_COMPLETE, which CloudFormation can only
+# delete; remove it so this run can create it again.
+if [ "$DRY_RUN" = 0 ]; then
+  STATUS="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
+    --query "Stacks[0].StackStatus" --output text 2>/dev/null || true)"
+  if [ "$STATUS" = ROLLBACK_COMPLETE ]; then
+    echo "== stack $STACK is ROLLBACK_COMPLETE from a failed create: deleting it first" >&2
+    run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation delete-stack --stack-name "$STACK"
+    run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation wait stack-delete-complete --stack-name "$STACK"
+  fi
+fi
+
+echo "== deploy (creates or updates in place; waits for completion)" >&2
+OVERRIDES=()
+[ ${#PARAMS[@]} -gt 0 ] && OVERRIDES=(--parameter-overrides "${PARAMS[@]}")
+if ! run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation deploy \
+  --template-file "$ROOT/build/packaged.yaml" \
+  --stack-name "$STACK" \
+  --capabilities CAPABILITY_IAM CAPABILITY_NAMED_IAM \
+  --no-fail-on-empty-changeset \
+  "${OVERRIDES[@]}"; then
+  echo "== deploy failed; the failed events:" >&2
+  "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stack-events --stack-name "$STACK" \
+    --query "StackEvents[?contains(ResourceStatus,'FAILED')].[LogicalResourceId,ResourceStatusReason]" \
+    --output text >&2 || true
+  exit 1
+fi
+
+echo "== outputs" >&2
+run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
+  --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text
+if [ "$DRY_RUN" = 0 ] && [ -n "${AWS_ENDPOINT_URL:-}" ]; then
+  API_ID="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
+    --query "Stacks[0].Outputs[?OutputKey=='RestApiId'].OutputValue" --output text)"
+  echo "LocalApiUrl	${AWS_ENDPOINT_URL%/}/_aws/execute-api/${API_ID}/prod"
+fi

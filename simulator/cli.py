@@ -1,0 +1,283 @@
+"""``python -m simulator {run,register,replay}``: flags over ``SIM_*`` environment variables.
+
+Every flag has an environment variable (shown in ``--help``); a flag given on the command line wins.
+Progress goes to stderr every ``--progress-interval`` seconds; stdout is kept for the stdout sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from simulator.config import (
+    ANOMALY_KINDS,
+    ENV_PREFIX,
+    MALFORMED_KINDS,
+    SINKS,
+    ConfigError,
+    SimulatorConfig,
+    parse_bool,
+    parse_value,
+)
+from simulator.runner import RunStats, pump, run
+from simulator.sinks import make_sink
+
+# (flag, config field, help); the env var is SIM_<FIELD>.
+RUN_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--devices", "devices", "number of devices (default 100)"),
+    ("--rate-hz", "rate_hz", "readings per second per device, fractional allowed (default 1)"),
+    ("--seed", "seed", "random seed: same seed, same fleet and readings (default 42)"),
+    ("--anomaly-rate", "anomaly_rate", "fraction of good readings inside anomaly episodes (default 0.01)"),
+    ("--anomaly-mix", "anomaly_mix", "weights, e.g. spike=2,drift=1 (default: all kinds equally)"),
+    ("--malformed-rate", "malformed_rate", "fraction of records made malformed (default 0)"),
+    ("--malformed-mix", "malformed_mix", "weights, e.g. invalid_json=1,duplicate=3 (default: equal)"),
+    ("--duration", "duration_s", "stop after this many seconds"),
+    ("--count", "count", "stop after this many records"),
+    ("--jitter", "jitter", "timing jitter as a fraction of the period (default 0.1)"),
+    ("--extra-channels", "extra_channels", "comma-separated extra channels: co2, light"),
+    ("--start-time", "start_time", "simulated clock origin (ISO 8601 or epoch ms; default now)"),
+    ("--timestamp-format", "timestamp_format", "iso (default) or epoch_ms"),
+    ("--sink", "sink", f"one of {', '.join(SINKS)} (default stdout)"),
+    ("--stream-name", "stream_name", "Kinesis stream (default iotpipe-readings; also STREAM_NAME)"),
+    ("--ingest-url", "ingest_url", "API Gateway .../ingest URL for the http sink"),
+    ("--api-key", "api_key", "x-api-key header for the http sink"),
+    ("--endpoint-url", "endpoint_url", "AWS endpoint (emulator); also AWS_ENDPOINT_URL"),
+    ("--region", "region", "AWS region (default us-east-1; also AWS_REGION)"),
+    ("--shard-count", "shard_count", "shards, for rate limits (default: ask Kinesis)"),
+    ("--output", "output_path", "file for the file sink (JSON lines)"),
+    ("--labels", "labels_path", "write ground-truth labels here (.csv or .jsonl)"),
+    ("--control-port", "control_port", "serve the control endpoint on 127.0.0.1:PORT (0 = any)"),
+    ("--control-host", "control_host", "address of the control endpoint (default 127.0.0.1)"),
+    ("--progress-interval", "progress_interval_s", "seconds between progress lines (default 2)"),
+    ("--devices-table", "devices_table", "devices table for register (default iotpipe-devices)"),
+)
+_ANOMALY = frozenset(ANOMALY_KINDS)
+_MALFORMED = frozenset(MALFORMED_KINDS)
+BOOL_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--burst", "burst", "unpaced: send as fast as the sink accepts"),
+    ("--no-ground-truth", "include_ground_truth", "omit the ground_truth field from readings"),
+)
+
+
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    for flag, name, help_text in RUN_OPTIONS:
+        parser.add_argument(flag, dest=name, default=None, help=f"{help_text} [{_env_name(name)}]")
+    for flag, name, help_text in BOOL_OPTIONS:
+        parser.add_argument(
+            flag, dest=name, action="store_true", default=None, help=f"{help_text} [{_env_name(name)}]"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="simulate the fleet and send readings in real time")
+    _add_config_options(run_parser)
+    register = commands.add_parser("register", help="write the fleet to the devices table")
+    _add_config_options(register)
+    register.add_argument("--dry-run", action="store_true", help="print the items as JSON lines instead")
+    replay = commands.add_parser("replay", help="stream a recorded CSV (e.g. SKAB) as one device")
+    _add_config_options(replay)
+    replay.add_argument(
+        "--file",
+        dest="replay_file",
+        default=os.environ.get("SIM_REPLAY_FILE"),
+        help="CSV to replay [SIM_REPLAY_FILE]",
+    )
+    replay.add_argument(
+        "--device-id",
+        dest="replay_device_id",
+        default=os.environ.get("SIM_REPLAY_DEVICE_ID", "replay-000000"),
+        help="device id of the virtual device [SIM_REPLAY_DEVICE_ID]",
+    )
+    replay.add_argument(
+        "--mapping",
+        dest="replay_mapping",
+        default=os.environ.get("SIM_REPLAY_MAPPING"),
+        help="Column=channel[*scale][+offset],... (default: SKAB) [SIM_REPLAY_MAPPING]",
+    )
+    replay.add_argument(
+        "--delimiter",
+        dest="replay_delimiter",
+        default=os.environ.get("SIM_REPLAY_DELIMITER", ";"),
+        help="CSV delimiter (default ;) [SIM_REPLAY_DELIMITER]",
+    )
+    replay.add_argument(
+        "--speed",
+        dest="replay_speed",
+        type=float,
+        default=float(os.environ.get("SIM_REPLAY_SPEED", "1")),
+        help="1 = original pace, 10 = ten times faster, 0 = unpaced [SIM_REPLAY_SPEED]",
+    )
+    replay.add_argument(
+        "--keep-timestamps",
+        dest="replay_keep_timestamps",
+        action="store_true",
+        default=parse_bool(os.environ.get("SIM_REPLAY_KEEP_TIMESTAMPS", "false")),
+        help="keep recorded timestamps instead of shifting them to now [SIM_REPLAY_KEEP_TIMESTAMPS]",
+    )
+    replay.add_argument(
+        "--anomaly-label",
+        dest="replay_anomaly_label",
+        default=os.environ.get("SIM_REPLAY_ANOMALY_LABEL", "drift"),
+        help="ground_truth for rows labelled anomalous (default drift) [SIM_REPLAY_ANOMALY_LABEL]",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    overrides: dict[str, Any] = {}
+    for _, name, _ in RUN_OPTIONS:
+        raw = getattr(args, name, None)
+        if raw is not None:
+            overrides[name] = parse_value(name, raw)
+    if getattr(args, "burst", None):
+        overrides["burst"] = True
+    if getattr(args, "include_ground_truth", None):
+        overrides["include_ground_truth"] = False
+    return SimulatorConfig.from_env(**overrides)
+
+
+class ProgressPrinter:
+    """One line to stderr per progress interval; never per record."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def note(self, message: str) -> None:
+        print(f"[simulator] {message}", file=self.stream, flush=True)
+
+    def __call__(self, stats: RunStats) -> None:
+        anomalies = sum(v for k, v in stats.by_kind.items() if k in _ANOMALY)
+        malformed = sum(v for k, v in stats.by_kind.items() if k in _MALFORMED)
+        sink = stats.sink
+        self.note(
+            f"t={stats.elapsed_s:7.1f}s produced={stats.produced} rate={stats.recent_rate:,.1f}/s "
+            f"target={stats.target_rate:,.1f}/s ratio={stats.recent_rate / max(stats.target_rate, 1e-9):.3f} "
+            f"anomalies={anomalies} malformed={malformed} sent={sink.get('sent', 0)} "
+            f"failed={sink.get('failed', 0)} lag={stats.max_lag_s:.2f}s"
+            + ("  CANNOT KEEP UP" if stats.lagging else "")
+        )
+
+
+def _summary(printer: ProgressPrinter, stats: RunStats) -> None:
+    printer.note(
+        f"done: produced={stats.produced} in {stats.elapsed_s:.1f}s, achieved {stats.achieved_rate:,.1f}/s "
+        f"of target {stats.target_rate:,.1f}/s (ratio {stats.rate_ratio:.4f})"
+        + ("; could not keep up" if stats.lagging else "")
+    )
+    print(orjson.dumps(stats.as_dict()).decode(), file=printer.stream, flush=True)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    printer = ProgressPrinter()
+    if args.command == "register":
+        return _register(config, args, printer)
+    stop = _stop_on_signals()
+    sink = make_sink(config)
+    if args.command == "run":
+        printer.note(
+            f"{config.devices} devices x {config.rate_hz} Hz = {config.target_rate:,.1f} readings/s "
+            f"-> {config.sink}" + (" (burst)" if config.burst else "")
+        )
+        stats = run(config, sink, progress=printer, stop=stop, announce=printer.note)
+    else:
+        stats = _replay(config, args, sink, printer, stop)
+    _summary(printer, stats)
+    return 0
+
+
+def _register(config: SimulatorConfig, args: argparse.Namespace, printer: ProgressPrinter) -> int:
+    from simulator.fleet import generate_fleet, register_fleet
+
+    fleet = generate_fleet(config.devices, config.seed)
+    if args.dry_run:
+        for device in fleet:
+            sys.stdout.write(orjson.dumps(device.to_registry_item()).decode() + "\n")
+        return 0
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=config.endpoint_url, region_name=config.region)
+    written = register_fleet(fleet, config.devices_table, client)
+    printer.note(f"registered {written} devices in {config.devices_table}")
+    return 0
+
+
+def _replay(
+    config: SimulatorConfig,
+    args: argparse.Namespace,
+    sink: Any,
+    printer: ProgressPrinter,
+    stop: threading.Event,
+) -> RunStats:
+    import time
+
+    from simulator.replay import parse_mapping, replay_readings
+
+    if not args.replay_file:
+        raise SystemExit("replay needs --file or SIM_REPLAY_FILE")
+    now_ms = int(time.time() * 1000)
+    items = list(
+        replay_readings(
+            args.replay_file,
+            device_id=args.replay_device_id,
+            mapping=parse_mapping(args.replay_mapping) if args.replay_mapping else None,
+            start_ms=None if args.replay_keep_timestamps else now_ms,
+            delimiter=args.replay_delimiter,
+            anomaly_label=args.replay_anomaly_label,
+            timestamp_format=config.timestamp_format,
+            include_ground_truth=config.include_ground_truth,
+        )
+    )
+    if config.count is not None:
+        items = items[: config.count]
+    if not items:
+        raise SystemExit(f"{args.replay_file}: no rows")
+    speed = args.replay_speed
+    span_s = max((items[-1].send_ms - items[0].send_ms) / 1000.0, 1e-3)
+    # Unpaced replay has no target rate (0 = not applicable).
+    target = len(items) / span_s * speed if speed > 0 else 0.0
+    printer.note(
+        f"replaying {len(items)} rows of {args.replay_file} as {args.replay_device_id} "
+        f"at {'max speed' if speed <= 0 else f'{speed}x'}"
+    )
+    return pump(
+        items,
+        sink,
+        origin_ms=items[0].send_ms,
+        target_rate=target,
+        speed=speed if speed > 0 else 1.0,
+        unpaced=speed <= 0,
+        progress=printer,
+        progress_interval_s=config.progress_interval_s,
+        labels_path=config.labels_path,
+        stop=stop,
+    )

@@ -1,0 +1,417 @@
+"""Where records go: a small base class with ``setup / add / flush / close`` and one class per target.
+
+Clients are created in ``setup()`` (never at import, never per call) from an injectable endpoint, or
+injected directly (tests pass in-memory fakes).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from simulator.clock import Clock, SystemClock
+from simulator.config import SimulatorConfig
+from simulator.ratelimit import TokenBucket
+from simulator.stream import Produced
+
+KINESIS_MAX_RECORDS = 500
+KINESIS_MAX_BATCH_BYTES = 5 * 1024 * 1024
+SHARD_RECORDS_PER_S = 1000
+SHARD_BYTES_PER_S = 1024 * 1024
+# Kinesis answers these (whole call or per entry) when it is busy; anything else is not worth retrying.
+_RETRYABLE = {
+    "ProvisionedThroughputExceededException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ThrottlingException",
+    "KMSThrottlingException",
+    "LimitExceededException",
+}
+
+
+@dataclass
+class SinkStats:
+    sent: int = 0  # accepted by the target
+    failed: int = 0  # given up on after retries
+    rejected: int = 0  # refused by the target as invalid (HTTP 4xx): expected for malformed records
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled_s: float = 0.0  # time spent waiting for the rate limiter
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "bytes": self.bytes,
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled_s": round(self.throttled_s, 3),
+            "errors": dict(self.errors),
+        }
+
+
+class Sink:
+    """Base class: buffer in ``add``, deliver in ``flush``; ``close`` flushes and releases clients."""
+
+    name = "sink"
+
+    def __init__(self) -> None:
+        self.stats = SinkStats()
+
+    def setup(self) -> None:
+        """Create clients and open files."""
+
+    def add(self, produced: Produced) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Deliver everything buffered."""
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> Sink:
+        self.setup()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NullSink(Sink):
+    """Counts and drops: measures the generator alone."""
+
+    name = "null"
+
+    def add(self, produced: Produced) -> None:
+        self.stats.sent += 1
+        self.stats.bytes += len(produced.payload)
+
+
+class ListSink(Sink):
+    """Keeps everything in memory (tests)."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[Produced] = []
+        self.flushes = 0
+
+    def add(self, produced: Produced) -> None:
+        self.items.append(produced)
+        self.stats.sent += 1
+        self.stats.bytes += len(produced.payload)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+class JsonLinesSink(Sink):
+    """One payload per line to a file, or to stdout when ``path`` is None or ``-``."""
+
+    name = "jsonl"
+
+    def __init__(self, path: str | None = None, stream: IO[bytes] | None = None) -> None:
+        super().__init__()
+        self.path = None if path in (None, "-") else path
+        self._stream = stream
+        self._owned = False
+        self._buffer = io.BytesIO()
+
+    def setup(self) -> None:
+        if self._stream is None:
+            if self.path is None:
+                self._stream = sys.stdout.buffer
+            else:
+                self._stream = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+                self._owned = True
+
+    def add(self, produced: Produced) -> None:
+        # Payloads never contain a raw newline (orjson escapes them), so lines stay one record each.
+        self._buffer.write(produced.payload)
+        self._buffer.write(b"\n")
+        self.stats.sent += 1
+        self.stats.bytes += len(produced.payload)
+        if self._buffer.tell() > 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._stream is None:
+            return
+        self._stream.write(self._buffer.getvalue())
+        self._stream.flush()
+        self._buffer = io.BytesIO()
+
+    def close(self) -> None:
+        self.flush()
+        if self._owned and self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog): sleep U(0, min(cap, base * 2^n))."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random) -> None:
+        self.base_s, self.cap_s, self.rng = base_s, cap_s, rng
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
+
+
+class KinesisSink(Sink):
+    """PutRecords in batches of <= 500 records and <= 5 MiB, partition key = device id.
+
+    Only the entries that failed are resent (PutRecords is not all-or-nothing), with exponential
+    backoff and jitter. A token bucket keeps the producer under the stream's write limits
+    (1000 records/s and 1 MiB/s per shard) assuming device ids spread evenly over shards.
+    """
+
+    name = "kinesis"
+
+    def __init__(
+        self,
+        stream_name: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        shard_count: int | None = None,
+        client: Any = None,
+        clock: Clock | None = None,
+        max_attempts: int = 10,
+        backoff_base_s: float = 0.05,
+        backoff_cap_s: float = 2.0,
+        headroom: float = 0.95,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        self.stream_name = stream_name
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.shard_count = shard_count
+        self.client = client
+        self.clock = clock or SystemClock()
+        self.max_attempts = max_attempts
+        self.backoff = Backoff(backoff_base_s, backoff_cap_s, rng or random.Random())
+        self.headroom = headroom
+        self._batch: list[dict[str, Any]] = []
+        self._batch_bytes = 0
+        self.max_batch_records = KINESIS_MAX_RECORDS
+        self.max_batch_bytes = KINESIS_MAX_BATCH_BYTES
+        self._records_bucket: TokenBucket | None = None
+        self._bytes_bucket: TokenBucket | None = None
+
+    def setup(self) -> None:
+        if self.client is None:
+            import boto3
+            from botocore.config import Config
+
+            self.client = boto3.client(
+                "kinesis",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                # We retry failed entries ourselves; keep botocore's whole-call retries modest.
+                config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5),
+            )
+        if self.shard_count is None:
+            summary = self.client.describe_stream_summary(StreamName=self.stream_name)
+            self.shard_count = int(summary["StreamDescriptionSummary"]["OpenShardCount"])
+        shards = max(1, self.shard_count)
+        records_per_s = shards * SHARD_RECORDS_PER_S * self.headroom
+        bytes_per_s = shards * SHARD_BYTES_PER_S * self.headroom
+        self._records_bucket = TokenBucket(records_per_s, records_per_s, self.clock)
+        self._bytes_bucket = TokenBucket(bytes_per_s, bytes_per_s, self.clock)
+        # A batch bigger than one second of the stream's budget would be throttled on arrival.
+        self.max_batch_records = min(KINESIS_MAX_RECORDS, int(records_per_s))
+        self.max_batch_bytes = min(KINESIS_MAX_BATCH_BYTES, int(bytes_per_s))
+
+    def add(self, produced: Produced) -> None:
+        size = len(produced.payload) + len(produced.device_id.encode())
+        if self._batch and (
+            len(self._batch) >= self.max_batch_records or self._batch_bytes + size > self.max_batch_bytes
+        ):
+            self.flush()
+        self._batch.append({"Data": produced.payload, "PartitionKey": produced.device_id})
+        self._batch_bytes += size
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        batch, size = self._batch, self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+        assert self._records_bucket is not None, "call setup() first"
+        assert self._bytes_bucket is not None, "call setup() first"
+        self.stats.throttled_s += self._records_bucket.take(len(batch))
+        self.stats.throttled_s += self._bytes_bucket.take(size)
+        self._send(batch)
+
+    def _send(self, entries: list[dict[str, Any]]) -> None:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        pending = entries
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self.stats.retries += 1
+                self.clock.sleep(self.backoff.delay(attempt - 1))
+            try:
+                self.stats.requests += 1
+                response = self.client.put_records(StreamName=self.stream_name, Records=pending)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "ClientError")
+                self.stats.errors[code] += 1
+                if code not in _RETRYABLE:
+                    break
+                continue
+            except EndpointConnectionError:
+                self.stats.errors["EndpointConnectionError"] += 1
+                continue
+            results = response.get("Records", [])
+            retry: list[dict[str, Any]] = []
+            for entry, result in zip(pending, results, strict=False):
+                code = result.get("ErrorCode")
+                if code:
+                    self.stats.errors[code] += 1
+                    retry.append(entry)
+                else:
+                    self.stats.sent += 1
+                    self.stats.bytes += len(entry["Data"])
+            # A response shorter than the request would be a service bug; treat the rest as failed.
+            retry.extend(pending[len(results) :])
+            pending = retry
+            if not pending:
+                return
+        self.stats.failed += len(pending)
+
+
+class HttpSink(Sink):
+    """POST JSON arrays to the API Gateway ``/ingest`` URL with header ``x-api-key``.
+
+    Records whose payload is not valid JSON cannot sit inside an array, so each is sent alone as the
+    raw body: that is how a broken device would reach the endpoint. 4xx answers count as rejected
+    (expected for malformed records); 429 and 5xx are retried with backoff.
+    """
+
+    name = "http"
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str = "",
+        *,
+        max_records: int = 500,
+        max_body_bytes: int = 1_000_000,
+        timeout_s: float = 10.0,
+        client: Any = None,
+        clock: Clock | None = None,
+        max_attempts: int = 6,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        if not url:
+            raise ValueError("HttpSink needs the ingest URL (SIM_INGEST_URL)")
+        self.url = url
+        self.api_key = api_key
+        self.max_records = max_records
+        self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.client = client
+        self.clock = clock or SystemClock()
+        self.max_attempts = max_attempts
+        self.backoff = Backoff(0.1, 5.0, rng or random.Random())
+        self._batch: list[bytes] = []
+        self._batch_bytes = 2
+        self.statuses: Counter[int] = Counter()
+
+    def setup(self) -> None:
+        if self.client is None:
+            import httpx
+
+            self.client = httpx.Client(timeout=self.timeout_s)
+
+    def add(self, produced: Produced) -> None:
+        payload = produced.payload
+        if not _is_json(payload):
+            self._post(payload, 1)
+            return
+        if self._batch and (
+            len(self._batch) >= self.max_records or self._batch_bytes + len(payload) + 1 > self.max_body_bytes
+        ):
+            self.flush()
+        self._batch.append(payload)
+        self._batch_bytes += len(payload) + 1
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        body = b"[" + b",".join(self._batch) + b"]"
+        count = len(self._batch)
+        self._batch, self._batch_bytes = [], 2
+        self._post(body, count)
+
+    def _post(self, body: bytes, count: int) -> None:
+        headers = {"content-type": "application/json", "x-api-key": self.api_key}
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self.stats.retries += 1
+                self.clock.sleep(self.backoff.delay(attempt - 1))
+            self.stats.requests += 1
+            try:
+                response = self.client.post(self.url, content=body, headers=headers)
+            except Exception as exc:  # any transport error is retried, then counted
+                self.stats.errors[type(exc).__name__] += 1
+                continue
+            status = response.status_code
+            self.statuses[status] += 1
+            if 200 <= status < 300:
+                self.stats.sent += count
+                self.stats.bytes += len(body)
+                return
+            if status == 429 or status >= 500:
+                continue
+            self.stats.rejected += count
+            return
+        self.stats.failed += count
+
+    def close(self) -> None:
+        self.flush()
+        if self.client is not None and hasattr(self.client, "close"):
+            self.client.close()
+
+
+def _is_json(payload: bytes) -> bool:
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def make_sink(config: SimulatorConfig, clock: Clock | None = None) -> Sink:
+    """The sink ``config.sink`` names, configured from ``config`` (not yet set up)."""
+    if config.sink == "kinesis":
+        return KinesisSink(
+            config.stream_name,
+            endpoint_url=config.endpoint_url,
+            region=config.region,
+            shard_count=config.shard_count,
+            clock=clock,
+        )
+    if config.sink == "http":
+        return HttpSink(config.ingest_url, config.api_key, clock=clock)
+    if config.sink == "file":
+        if not config.output_path:
+            raise ValueError("the file sink needs SIM_OUTPUT_PATH / --output")
+        return JsonLinesSink(config.output_path)
+    if config.sink == "null":
+        return NullSink()
+    return JsonLinesSink(None)

@@ -1,0 +1,48 @@
+"""scripts/deploy.sh: the same package/deploy calls for every target, only the endpoint differs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dry_run(target: str, extra_env: dict[str, str]) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(extra_env)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--dry-run", "--yes"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )
+    return [line[2:] for line in result.stderr.splitlines() if line.startswith("+ ")]
+
+
+def _without_endpoint(call: str) -> str:
+    return re.sub(r"--endpoint-url \S+ ", "", call)
+
+
+def test_aws_dry_run_makes_the_same_calls_as_the_emulator_with_only_the_endpoint_different() -> None:
+    # GIVEN dry runs against the embedded emulator and against AWS
+    embedded = _dry_run("embedded", {"AWS_ENDPOINT_URL": "http://127.0.0.1:4566"})
+    aws = _dry_run("aws", {})
+
+    # THEN both build, package and deploy with the same commands
+    assert any("cloudformation package" in c for c in aws)
+    assert any("cloudformation deploy" in c for c in aws)
+    assert all("--endpoint-url" not in c for c in aws)
+    aws_calls = [c for c in embedded if c.split()[0].endswith("aws")]
+    assert aws_calls
+    assert all("--endpoint-url http://127.0.0.1:4566" in c for c in aws_calls)
+    assert [_without_endpoint(c) for c in embedded] == aws
+
+
+def test_unknown_target_is_refused_with_a_clear_message() -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", "mars", "--dry-run"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--target must be embedded, localstack or aws" in result.stderr

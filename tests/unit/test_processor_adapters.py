@@ -1,0 +1,190 @@
+"""Adapters behind the processor's ports, with stub boto3 clients (no network)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from typing import Any
+
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+
+from functions.adapters.aggregates import DynamoAggregateStore, item_from_dynamo, item_to_dynamo
+from functions.adapters.archive import S3Archive
+from functions.adapters.devices import DynamoDeviceRegistry
+from functions.adapters.metrics import CloudWatchMetrics, EmfMetrics, NullMetrics
+from functions.processor.ports import StoreError, VersionConflict, is_transient
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+
+class StubDynamo:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.responses: list[Any] = []
+
+    def _next(self, name: str, kwargs: dict[str, Any]) -> Any:
+        self.calls.append((name, kwargs))
+        response = self.responses.pop(0) if self.responses else {}
+        if isinstance(response, BaseException):
+            raise response
+        return response
+
+    def batch_get_item(self, **kwargs: Any) -> Any:
+        return self._next("batch_get_item", kwargs)
+
+    def get_item(self, **kwargs: Any) -> Any:
+        return self._next("get_item", kwargs)
+
+    def put_item(self, **kwargs: Any) -> Any:
+        return self._next("put_item", kwargs)
+
+
+ITEM = {
+    "device_id": "dev-1",
+    "window_start": 1795302300,
+    "window_end": 1795302360,
+    "count": 2,
+    "channels": {"temperature": {"count": 2, "sum": 42.1, "sumsq": 886.21, "min": 21.0, "max": 21.1, "mean": 21.05, "std": 0.05}},
+    "site": "s",
+    "location": "Porto, PT",
+    "watermarks": {"shardId-000000000000": "49650000000000000000000000000000000000000001"},
+    "seen_offsets_ms": [1000, 2000],
+    "version": 3,
+    "first_event_at": "2026-11-21T23:05:01.000Z",
+    "last_event_at": "2026-11-21T23:05:02.000Z",
+    "updated_at": "2026-11-21T23:05:10Z",
+    "anomaly_count": 0,
+}
+
+
+def test_item_round_trips_through_dynamodb_types_exactly() -> None:
+    # GIVEN an aggregate item / WHEN converted to AttributeValues and back / THEN nothing changes
+    attrs = item_to_dynamo(ITEM)
+    assert attrs["seen_offsets_ms"] == {"NS": ["1000", "2000"]}
+    assert attrs["watermarks"]["M"]["shardId-000000000000"] == {"S": ITEM["watermarks"]["shardId-000000000000"]}
+    assert item_from_dynamo(attrs) == ITEM
+
+
+def test_put_is_conditional_on_version_or_absence() -> None:
+    stub = StubDynamo()
+    store = DynamoAggregateStore("aggs", stub)
+    store.put(ITEM, expected_version=None)
+    store.put(ITEM, expected_version=3)
+    first, second = (kwargs for _, kwargs in stub.calls)
+    assert first["ConditionExpression"] == "attribute_not_exists(device_id)"
+    assert second["ConditionExpression"] == "#v = :v" and second["ExpressionAttributeValues"] == {":v": {"N": "3"}}
+
+
+def test_conditional_check_failure_is_a_version_conflict_and_throttling_is_transient() -> None:
+    stub = StubDynamo()
+    stub.responses = [client_error("ConditionalCheckFailedException"), client_error("ProvisionedThroughputExceededException")]
+    store = DynamoAggregateStore("aggs", stub)
+    with pytest.raises(VersionConflict):
+        store.put(ITEM, 3)
+    with pytest.raises(StoreError) as info:
+        store.put(ITEM, 3)
+    assert info.value.transient and info.value.code == "ProvisionedThroughputExceededException"
+
+
+def test_get_many_follows_unprocessed_keys_with_consistent_reads() -> None:
+    stub = StubDynamo()
+    attrs = item_to_dynamo(ITEM)
+    stub.responses = [
+        {"Responses": {"aggs": []}, "UnprocessedKeys": {"aggs": {"Keys": [{"device_id": {"S": "dev-1"}}], "ConsistentRead": True}}},
+        {"Responses": {"aggs": [attrs]}},
+    ]
+    store = DynamoAggregateStore("aggs", stub, sleep=lambda _: None)
+    found = store.get_many([("dev-1", 1795302300), ("dev-2", 1795302300)])
+    assert found == {("dev-1", 1795302300): ITEM}
+    assert stub.calls[0][1]["RequestItems"]["aggs"]["ConsistentRead"] is True
+    assert len(stub.calls) == 2
+
+
+def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
+    stub = StubDynamo()
+    ids = [f"d{i:03d}" for i in range(150)]
+    stub.responses = [
+        {"Responses": {"devs": [{"device_id": {"S": "d000"}, "site": {"S": "plant"}, "location": {"S": "Oslo, NO"},
+                                 "latitude": {"N": "59.9"}, "baseline": {"M": {"temperature": {"N": "20.5"}}}}]}},
+        {"Responses": {"devs": []}},
+    ]
+    found = DynamoDeviceRegistry("devs", stub).get_many(ids)
+    assert [len(kwargs["RequestItems"]["devs"]["Keys"]) for _, kwargs in stub.calls] == [100, 50]
+    info = found["d000"]
+    assert (info.site, info.location, info.latitude, info.baseline) == ("plant", "Oslo, NO", 59.9, {"temperature": 20.5})
+
+
+def test_s3_archive_writes_gzip_json_lines() -> None:
+    class StubS3:
+        def __init__(self) -> None:
+            self.puts: list[dict[str, Any]] = []
+
+        def put_object(self, **kwargs: Any) -> None:
+            self.puts.append(kwargs)
+
+    s3 = StubS3()
+    S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}'])
+    (put,) = s3.puts
+    assert put["Bucket"] == "bucket" and gzip.decompress(put["Body"]) == b'{"a":1}\n{"a":2}\n'
+
+
+def test_is_transient_classification() -> None:
+    assert is_transient(client_error("ThrottlingException"))
+    assert is_transient(client_error("Whatever", status=503))
+    assert not is_transient(client_error("ValidationException"))
+    assert not is_transient(client_error("AccessDeniedException", status=403))
+    assert is_transient(ConnectionError())
+
+
+def test_emf_sink_writes_one_document_per_dimension_set() -> None:
+    # GIVEN counts with and without the Reason dimension
+    out = io.StringIO()
+    sink = EmfMetrics("IoTPipeline", stream=out)
+    sink.add("RecordsIn", 10)
+    sink.add("RecordsIn", 5)
+    sink.add("RecordsRejected", 2, dimensions={"Reason": "late"})
+    sink.add("BatchDurationMs", 12.5, unit="Milliseconds")
+    # WHEN flushed
+    sink.flush()
+    docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    # THEN counts are summed, each dimension set has its own EMF document
+    plain = next(d for d in docs if "RecordsIn" in d)
+    assert plain["RecordsIn"] == 15 and plain["BatchDurationMs"] == 12.5
+    assert plain["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "IoTPipeline"
+    assert plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]
+    reason = next(d for d in docs if "RecordsRejected" in d)
+    assert reason["Reason"] == "late" and reason["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Reason"]]
+    # AND a second flush has nothing left to write
+    sink.flush()
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_cloudwatch_sink_puts_metric_data_and_swallows_errors() -> None:
+    class StubCloudWatch:
+        def __init__(self, fail: bool = False) -> None:
+            self.calls: list[dict[str, Any]] = []
+            self.fail = fail
+
+        def put_metric_data(self, **kwargs: Any) -> None:
+            if self.fail:
+                raise client_error("Throttling", 400)
+            self.calls.append(kwargs)
+
+    cw = StubCloudWatch()
+    sink = CloudWatchMetrics("IoTPipeline", cw)
+    sink.add("RecordsRejected", 3, dimensions={"Reason": "late"})
+    sink.add("WindowLagSeconds", 1.0, unit="Seconds")
+    sink.add("WindowLagSeconds", 3.0, unit="Seconds")
+    sink.flush()
+    (call,) = cw.calls
+    data = {d["MetricName"]: d for d in call["MetricData"]}
+    assert data["RecordsRejected"]["Dimensions"] == [{"Name": "Reason", "Value": "late"}]
+    assert data["WindowLagSeconds"]["Values"] == [1.0, 3.0]
+    failing = CloudWatchMetrics("IoTPipeline", StubCloudWatch(fail=True))
+    failing.add("RecordsIn", 1)
+    failing.flush()  # does not raise
+    NullMetrics().flush()

@@ -1,0 +1,150 @@
+"""Config from the environment, the control endpoint's logic, replay, labels and the CLI parser."""
+
+from __future__ import annotations
+
+import csv
+from http import HTTPStatus
+from pathlib import Path
+
+import orjson
+import pytest
+
+from simulator.cli import build_parser, config_from_args
+from simulator.config import ConfigError, SimulatorConfig
+from simulator.control import LiveConfig, handle
+from simulator.fleet import generate_fleet
+from simulator.labels import LabelWriter
+from simulator.replay import SKAB_MAPPING, parse_mapping, replay_readings
+from simulator.stream import generate_readings
+
+SKAB_FILE = Path("/work/shared/datasets/skab/valve1/0.csv")
+
+
+def test_from_env_reads_sim_variables() -> None:
+    # GIVEN SIM_* variables WHEN read THEN they land typed in the config; AWS_* are honoured too
+    env = {
+        "SIM_DEVICES": "250",
+        "SIM_RATE_HZ": "0.5",
+        "SIM_SEED": "7",
+        "SIM_ANOMALY_RATE": "0.02",
+        "SIM_ANOMALY_MIX": "spike=2,drift",
+        "SIM_MALFORMED_RATE": "0.01",
+        "SIM_DURATION_S": "30",
+        "SIM_SINK": "kinesis",
+        "SIM_STREAM_NAME": "readings",
+        "SIM_INGEST_URL": "http://127.0.0.1:9/ingest",
+        "SIM_API_KEY": "secret",
+        "SIM_CONTROL_PORT": "0",
+        "SIM_BURST": "true",
+        "SIM_EXTRA_CHANNELS": "co2,light",
+        "SIM_START_TIME": "2026-11-21T23:05:16Z",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+    }
+    config = SimulatorConfig.from_env(env)
+    assert (config.devices, config.rate_hz, config.seed) == (250, 0.5, 7)
+    assert config.anomaly_mix == {"spike": 2.0, "drift": 1.0}
+    assert config.sink == "kinesis"
+    assert config.stream_name == "readings"
+    assert config.endpoint_url == "http://127.0.0.1:4566"
+    assert config.burst is True
+    assert config.extra_channels == ("co2", "light")
+    assert config.control_port == 0
+    assert config.start_time is not None
+    assert config.start_time.year == 2026
+    assert "secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"SIM_DEVICES": "0"}, {"SIM_RATE_HZ": "abc"}, {"SIM_ANOMALY_MIX": "meteor=1"}, {"SIM_SINK": "kafka"}],
+)
+def test_from_env_fails_fast_on_bad_values(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        SimulatorConfig.from_env(env)
+
+
+def test_cli_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN an env var and a flag for the same option WHEN parsed THEN the flag wins
+    monkeypatch.setenv("SIM_DEVICES", "5")
+    monkeypatch.setenv("SIM_SEED", "3")
+    args = build_parser().parse_args(["run", "--devices", "9", "--burst", "--sink", "null"])
+    config = config_from_args(args)
+    assert (config.devices, config.seed, config.burst, config.sink) == (9, 3, True, "null")
+
+
+def test_control_endpoint_logic() -> None:
+    # GIVEN a live config
+    live = LiveConfig(SimulatorConfig(devices=10))
+    # WHEN read, updated and given bad input
+    status, body = handle(live, lambda: {"produced": 3}, "GET", "/config")
+    assert status == HTTPStatus.OK
+    assert body["devices"] == 10
+    status, body = handle(
+        live,
+        dict,
+        "POST",
+        "/config",
+        b'{"devices": 20, "rate_hz": 2, "anomaly_rate": 0.1, "malformed_rate": 0.05}',
+    )
+    # THEN changes apply (version bumps so the runner picks them up) and bad ones are refused whole
+    assert status == HTTPStatus.OK
+    assert (body["devices"], body["rate_hz"], body["target_rate_per_s"]) == (20, 2.0, 40.0)
+    assert live.version == 1
+    for bad in (b'{"devices": 0}', b'{"seed": 1}', b'{"rate_hz": "fast"}', b"[1]", b"{nope"):
+        status, body = handle(live, dict, "POST", "/config", bad)
+        assert status == HTTPStatus.BAD_REQUEST, bad
+        assert "error" in body
+    assert live.config.devices == 20
+    assert live.version == 1
+    assert handle(live, lambda: {"produced": 3}, "GET", "/stats") == (HTTPStatus.OK, {"produced": 3})
+    assert handle(live, dict, "GET", "/nope")[0] == HTTPStatus.NOT_FOUND
+
+
+@pytest.mark.skipif(not SKAB_FILE.exists(), reason="SKAB subset not present")
+def test_replay_skab_as_one_device() -> None:
+    # GIVEN a SKAB file WHEN replayed from a chosen start THEN each row is a reading of one device
+    items = list(replay_readings(str(SKAB_FILE), device_id="skab-valve1-0", start_ms=1_780_000_000_000))
+    assert len(items) == 1147
+    first = orjson.loads(items[0].payload)
+    assert first["device_id"] == "skab-valve1-0"
+    assert first["temperature"] == pytest.approx(79.3366)
+    assert first["pressure"] == pytest.approx(0.054711 * 100 + 1000)
+    assert set(first["extra"]) == {"accel1_rms", "accel2_rms", "current", "voltage", "thermocouple"}
+    # AND time keeps its recorded spacing (1 s), shifted to the start
+    assert items[1].send_ms - items[0].send_ms == 1000
+    assert items[0].send_ms == 1_780_000_000_000
+    # AND SKAB's anomaly column becomes the ground truth
+    assert {p.kind for p in items} == {"normal", "drift"}
+
+
+def test_mapping_parser() -> None:
+    mapping = parse_mapping("Temperature=temperature, Pressure=pressure*100+1000,Current=extra.current")
+    assert mapping["Pressure"].apply("0.5") == pytest.approx(1050.0)
+    assert mapping["Current"].channel == "extra.current"
+    assert set(SKAB_MAPPING) >= {"Temperature", "Pressure"}
+    with pytest.raises(ValueError, match="bad"):
+        parse_mapping("Temperature=kelvin")
+
+
+def test_labels_file_has_one_row_per_record_with_expected_reason(tmp_path: Path) -> None:
+    # GIVEN produced records with anomalies and malformed ones
+    config = SimulatorConfig(devices=20, count=2000, anomaly_rate=0.2, malformed_rate=0.2)
+    items = list(generate_readings(config, generate_fleet(20, 1)))
+    path = tmp_path / "labels.csv"
+    # WHEN they are written to a labels file
+    with LabelWriter(str(path)) as writer:
+        for produced in items:
+            writer.write(produced)
+    rows = list(csv.DictReader(path.open()))
+    # THEN rows match records and malformed ones carry the quarantine reason to expect
+    assert len(rows) == len(items)
+    assert [r["label"] for r in rows] == [p.kind for p in items]
+    reasons = {r["label"]: r["expected_reason"] for r in rows if r["category"] == "malformed"}
+    assert reasons["invalid_json"] == "malformed_json"
+    assert reasons["stale_timestamp"] == "late"
+    assert all(r["expected_reason"] == "" for r in rows if r["category"] != "malformed")
+    # AND JSON lines work too
+    jsonl = tmp_path / "labels.jsonl"
+    with LabelWriter(str(jsonl)) as writer:
+        writer.write(items[0])
+    assert orjson.loads(jsonl.read_text().splitlines()[0])["device_id"] == items[0].device_id

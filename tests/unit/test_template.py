@@ -1,0 +1,133 @@
+"""cloudformation/template.yaml: lint clean, every resource the design names, least privilege."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "cloudformation" / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation short-form tags (!Ref, !Sub, ...) as {Tag: value}."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {suffix: value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), str(TEMPLATE)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_component_of_the_design_is_declared(template: dict[str, Any]) -> None:
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    for kind in [
+        "AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
+        "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::Lambda::LayerVersion", "AWS::Lambda::Function",
+        "AWS::Lambda::EventSourceMapping", "AWS::ApiGateway::RestApi", "AWS::ApiGateway::ApiKey",
+        "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::Stage", "AWS::Logs::LogGroup",
+        "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::KMS::Key",
+    ]:
+        assert kind in kinds, kind
+    assert len(_resources(template, "AWS::DynamoDB::Table")) == 3
+    for fn in _resources(template, "AWS::Lambda::Function").values():
+        assert fn["Properties"]["Runtime"] == "python3.12"
+
+
+def test_encryption_at_rest_everywhere(template: dict[str, Any]) -> None:
+    stream = next(iter(_resources(template, "AWS::Kinesis::Stream").values()))
+    assert stream["Properties"]["StreamEncryption"]["EncryptionType"] == "KMS"
+    for table in _resources(template, "AWS::DynamoDB::Table").values():
+        props = table["Properties"]
+        assert props["SSESpecification"]["SSEEnabled"] is True
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+    for queue in _resources(template, "AWS::SQS::Queue").values():
+        assert "KmsMasterKeyId" in queue["Properties"]
+    for topic in _resources(template, "AWS::SNS::Topic").values():
+        assert "KmsMasterKeyId" in topic["Properties"]
+    bucket = template["Resources"]["ArchiveBucket"]["Properties"]
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    policy = template["Resources"]["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+               for s in policy)
+
+
+def test_event_source_mapping_reports_partial_failures_and_has_a_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    esm = next(iter(_resources(template, "AWS::Lambda::EventSourceMapping").values()))["Properties"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["BisectBatchOnFunctionError"] is True
+    assert "OnFailure" in esm["DestinationConfig"]
+    assert "MaximumRetryAttempts" in esm and "MaximumRecordAgeInSeconds" in esm
+
+
+def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, role in _resources(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            out += [(name, s) for s in policy["PolicyDocument"]["Statement"]]
+    return out
+
+
+# Actions that IAM cannot scope to a resource; each must carry a condition instead.
+UNSCOPABLE = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics"}
+
+
+def test_iam_has_no_wildcard_action_and_no_unscoped_resource_where_a_scoped_one_exists(
+    template: dict[str, Any],
+) -> None:
+    statements = _statements(template)
+    assert statements
+    for role, statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            assert "*" not in action, f"{role}: wildcard action {action}"
+        if statement.get("Resource") == "*":
+            assert set(actions) <= UNSCOPABLE, f"{role}: {actions} on '*'"
+
+
+def test_every_function_has_its_own_role_and_log_group_with_retention(template: dict[str, Any]) -> None:
+    functions = _resources(template, "AWS::Lambda::Function")
+    roles = [fn["Properties"]["Role"]["GetAtt"] for fn in functions.values()]
+    assert len(set(roles)) == len(functions)
+    for group in _resources(template, "AWS::Logs::LogGroup").values():
+        assert "RetentionInDays" in group["Properties"]
+    assert len(_resources(template, "AWS::Logs::LogGroup")) >= len(functions)
+
+
+def test_every_api_route_but_the_public_ones_requires_the_api_key(template: dict[str, Any]) -> None:
+    public = {"HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod"}
+    for name, method in _resources(template, "AWS::ApiGateway::Method").items():
+        assert method["Properties"]["ApiKeyRequired"] is (name not in public), name
