@@ -41,7 +41,7 @@ def generate_payloads(n: int, n_devices: int, seed: int) -> tuple[list[bytes], l
         docs = list(generate_readings(count=n, devices=n_devices, seed=seed))  # pragma: no cover
         ids = sorted({d["device_id"] for d in docs})
         return [orjson.dumps(d) for d in docs], ids
-    except Exception:  # noqa: S110 - fall back to the built-in generator below
+    except Exception:
         pass
     rng = np.random.default_rng(seed)
     ids = [f"dev-{i:06d}" for i in range(n_devices)]
@@ -66,7 +66,9 @@ def generate_payloads(n: int, n_devices: int, seed: int) -> tuple[list[bytes], l
                 "ground_truth": "normal",
             }
         )
-        for d, ts, a, b, c in zip(dev.tolist(), t.tolist(), temp.tolist(), hum.tolist(), pres.tolist(), strict=True)
+        for d, ts, a, b, c in zip(
+            dev.tolist(), t.tolist(), temp.tolist(), hum.tolist(), pres.tolist(), strict=True
+        )
     ]
     return payloads, ids
 
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=5000, help="records per batch (recommended ESM BatchSize)")
+    parser.add_argument(
+        "--batch", type=int, default=5000, help="records per batch (recommended ESM BatchSize)"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
@@ -136,12 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     n = len(records)
     rps = n / t_core
     json_rps = n / t_json
-    print(f"python {platform.python_version()} on {platform.machine()}, {n} records, {args.devices} devices, "
-          f"batches of {args.batch}, best of {args.repeat} (CPU time)")
-    print(f"processor core: {t_core * 1000:8.1f} ms  {rps:12,.0f} records/s  ({t_core / n * 1e6:.2f} us/record)")
-    print(f"bare orjson:    {t_json * 1000:8.1f} ms  {json_rps:12,.0f} records/s  ({t_json / n * 1e6:.2f} us/record)")
-    print(f"ratio core/orjson: {rps / json_rps:.3f}; aggregated {counts['aggregated']}, "
-          f"rejected {counts['rejected']}, windows {counts['windows']}")
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {n} records, {args.devices} devices, "
+        f"batches of {args.batch}, best of {args.repeat} (CPU time)"
+    )
+    print(
+        f"processor core: {t_core * 1000:8.1f} ms  {rps:12,.0f} records/s  ({t_core / n * 1e6:.2f} us/record)"
+    )
+    print(
+        f"bare orjson:    {t_json * 1000:8.1f} ms  {json_rps:12,.0f} records/s  "
+        f"({t_json / n * 1e6:.2f} us/record)"
+    )
+    print(
+        f"ratio core/orjson: {rps / json_rps:.3f}; aggregated {counts['aggregated']}, "
+        f"rejected {counts['rejected']}, windows {counts['windows']}"
+    )
     target = 100_000
     print(f"target >= {target:,} records/s: {'met' if rps >= target else 'NOT met'}")
     print(

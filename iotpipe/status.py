@@ -79,7 +79,6 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
     end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     start = end - dt.timedelta(hours=window_hours)
     status.readings_in = int(_metric_sum(cw, "RecordsIn", start, end))
-    status.quarantined = int(_metric_sum(cw, "RecordsRejected", start, end))
     status.duplicates = int(_metric_sum(cw, "DuplicatesDropped", start, end))
     metrics = cw.list_metrics(Namespace=NAMESPACE, MetricName="RecordsRejected").get("Metrics", [])
     for metric in metrics:
@@ -87,6 +86,9 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
         reason = next((d["Value"] for d in dims if d["Name"] == "Reason"), None)
         if reason:
             status.quarantined_by_reason[reason] = int(_metric_sum(cw, "RecordsRejected", start, end, dims))
+    # Summed from the per-reason series: ministack answers a dimensionless query with every series
+    # of the metric, so the dimensionless total would be counted twice there.
+    status.quarantined = sum(status.quarantined_by_reason.values())
     recent_start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
     status.throughput_per_s = round(_metric_sum(cw, "RecordsIn", recent_start, end) / 60.0, 2)
     lag = cw.get_metric_statistics(

@@ -1,7 +1,7 @@
 """Model evaluation: SKAB's outlier protocol, or labelled simulator data. The last output line is JSON.
 
-    python -m model.evaluate --dataset skab --data-dir ../shared/datasets/skab
-    python -m model.evaluate --dataset simulator [--artifact model/artifacts/iforest-v1.json]
+python -m model.evaluate --dataset skab --data-dir ../shared/datasets/skab
+python -m model.evaluate --dataset simulator [--artifact model/artifacts/iforest-v1.json]
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def evaluate_skab(data_dir: Path, params: SkabParams) -> dict[str, Any]:
     metrics = total.metrics()
     _log("")
     _log(f"{'detector':<44} {'F1':>6} {'FAR %':>7} {'MAR %':>7}")
-    _log(f"{'this model (IForest, numpy scorer)':<44} {metrics['f1']:>6.2f} {metrics['far_pct']:>7.2f} "
-         f"{metrics['mar_pct']:>7.2f}")
+    _log(
+        f"{'this model (IForest, numpy scorer)':<44} {metrics['f1']:>6.2f} {metrics['far_pct']:>7.2f} "
+        f"{metrics['mar_pct']:>7.2f}"
+    )
     for name, group in sorted(groups.items()):
         m = group.metrics()
         _log(f"{'  of which ' + name:<44} {m['f1']:>6.2f} {m['far_pct']:>7.2f} {m['mar_pct']:>7.2f}")
@@ -54,8 +56,9 @@ def evaluate_skab(data_dir: Path, params: SkabParams) -> dict[str, Any]:
         "confusion": asdict(total),
         "groups": {name: {**g.metrics(), "confusion": asdict(g)} for name, g in sorted(groups.items())},
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(params).items()},
-        "leaderboard": {name: {"f1": f1, "far_pct": far, "mar_pct": mar} for name, (f1, far, mar) in
-                        LEADERBOARD.items()},
+        "leaderboard": {
+            name: {"f1": f1, "far_pct": far, "mar_pct": mar} for name, (f1, far, mar) in LEADERBOARD.items()
+        },
         "duration_s": round(time.perf_counter() - t0, 1),
     }
 
@@ -76,16 +79,24 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "tp": tp, "fp": fp, "fn": fn}
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
 
 
 def evaluate_simulator(
     artifact: Path, devices: int, duration_s: float, seed: int, anomaly_rate: float, batch_size: int
 ) -> dict[str, Any]:
     """One simulated run per anomaly kind (only that kind injected), so precision is per kind."""
-    _log(f"simulator evaluation: {devices} devices x {duration_s:.0f}s, anomaly rate {anomaly_rate}, "
-         f"fleet seed {seed} (training used a different fleet), artifact {artifact}")
+    _log(
+        f"simulator evaluation: {devices} devices x {duration_s:.0f}s, anomaly rate {anomaly_rate}, "
+        f"fleet seed {seed} (training used a different fleet), artifact {artifact}"
+    )
     per_kind: dict[str, Any] = {}
     t0 = time.perf_counter()
     for kind in SIM_KINDS:
@@ -94,12 +105,16 @@ def evaluate_simulator(
         flagged = detect_stream(detector, data, batch_size)
         truth = np.array([label == kind for label in data.labels])
         normal = np.array([label == "normal" for label in data.labels])
-        result = _prf(int(np.sum(flagged & truth)), int(np.sum(flagged & normal)), int(np.sum(~flagged & truth)))
+        result = _prf(
+            int(np.sum(flagged & truth)), int(np.sum(flagged & normal)), int(np.sum(~flagged & truth))
+        )
         result["far_pct"] = round(100.0 * float(np.mean(flagged[normal])), 3)
         per_kind[kind] = result
-        _log(f"  {kind:<13} precision {result['precision']:.3f} recall {result['recall']:.3f} "
-             f"F1 {result['f1']:.3f}  (TP {result['tp']}, FP {result['fp']}, FN {result['fn']}, "
-             f"FAR {result['far_pct']}%)")
+        _log(
+            f"  {kind:<13} precision {result['precision']:.3f} recall {result['recall']:.3f} "
+            f"F1 {result['f1']:.3f}  (TP {result['tp']}, FP {result['fp']}, FN {result['fn']}, "
+            f"FAR {result['far_pct']}%)"
+        )
     passed = all(per_kind[k]["f1"] >= target for k, target in SIM_TARGETS.items())
     _log(f"targets (F1 >= 0.9 for spike, stuck, out_of_range): {'met' if passed else 'NOT met'}")
     return {
@@ -138,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         overrides = {
             k: v
-            for k, v in (("smooth", args.smooth), ("threshold_quantile", args.quantile),
-                         ("threshold_factor", args.factor))
+            for k, v in (
+                ("smooth", args.smooth),
+                ("threshold_quantile", args.quantile),
+                ("threshold_factor", args.factor),
+            )
             if v is not None
         }
         result = evaluate_skab(args.data_dir, SkabParams(**overrides))

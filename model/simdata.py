@@ -107,7 +107,11 @@ def from_simulator(
     fleet = generate_fleet(devices, seed)
     infos = {
         d.device_id: DeviceInfo(
-            device_id=d.device_id, name=d.name, site=d.site, location=d.location, model=d.model,
+            device_id=d.device_id,
+            name=d.name,
+            site=d.site,
+            location=d.location,
+            model=d.model,
             baseline=dict(d.baseline),
         )
         for d in fleet
@@ -142,8 +146,12 @@ def from_csv(path: Path, channels: tuple[str, ...] = CORE_CHANNELS) -> ReadingSe
         for record in csv.DictReader(handle):
             key = record["device_id"]
             rows.append(
-                (key, _epoch_ms(record["timestamp"]), [float(record[ch]) for ch in channels],
-                 record.get("label") or "normal")
+                (
+                    key,
+                    _epoch_ms(record["timestamp"]),
+                    [float(record[ch]) for ch in channels],
+                    record.get("label") or "normal",
+                )
             )
             for ch in channels:
                 value = record.get(f"baseline_{ch}")

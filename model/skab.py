@@ -50,7 +50,12 @@ class SkabParams:
     """
 
     kinds: tuple[str, ...] = ("dev",)
-    exclude_channels: tuple[str, ...] = ("Temperature", "Thermocouple", "Accelerometer1RMS", "Accelerometer2RMS")
+    exclude_channels: tuple[str, ...] = (
+        "Temperature",
+        "Thermocouple",
+        "Accelerometer1RMS",
+        "Accelerometer2RMS",
+    )
     smooth: int = 5
     smooth_stat: str = "mean"
     window_s: int = 60
@@ -126,8 +131,13 @@ def predict_file(data: SkabFile, params: SkabParams) -> tuple[np.ndarray, np.nda
     train_v, test_v = values[:TRAIN_ROWS], values[TRAIN_ROWS:]
     train_ms, test_ms = data.epoch_ms[:TRAIN_ROWS], data.epoch_ms[TRAIN_ROWS:]
     spec = fit_spec(
-        channels, [key] * len(train_v), train_v, kinds=params.kinds, window_s=params.window_s,
-        smooth=params.smooth, smooth_stat=params.smooth_stat,
+        channels,
+        [key] * len(train_v),
+        train_v,
+        kinds=params.kinds,
+        window_s=params.window_s,
+        smooth=params.smooth,
+        smooth_stat=params.smooth_stat,
     )
     builder = FeatureBuilder(spec)
     train_x = builder.transform([key] * len(train_v), train_ms, train_v)

@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         params: dict[str, Any] = {"file": args.csv.name}
     else:
         _progress(f"simulating {args.devices} devices x {args.duration_s:.0f}s at {args.rate_hz} Hz ...")
-        data = from_simulator(args.devices, args.duration_s, args.seed, anomaly_rate=0.0, rate_hz=args.rate_hz)
+        data = from_simulator(
+            args.devices, args.duration_s, args.seed, anomaly_rate=0.0, rate_hz=args.rate_hz
+        )
         params = {"devices": args.devices, "duration_s": args.duration_s, "rate_hz": args.rate_hz}
     artifact = train(
         data,
@@ -177,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         source_params=params,
     )
     digest = write_artifact(artifact, args.out)
-    print(f"wrote {args.out} sha256={digest} threshold={artifact['threshold']:.6f} "
-          f"holdout_far={artifact['validation']['holdout_far']} in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"wrote {args.out} sha256={digest} threshold={artifact['threshold']:.6f} "
+        f"holdout_far={artifact['validation']['holdout_far']} in {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 

@@ -11,12 +11,14 @@
 # checkov pins many packages (boto3, pydantic, ...) that would fight the project's own pins, so it lives in
 # an environment of its own, .venv-checkov, created on first use with CPython 3.12 (found like the
 # Makefile does; PY312=/path/to/python3.12 overrides) and CHECKOV_VERSION (pinned below).
+# TEMPLATE=path and AUDIT_REQUIREMENTS=pinned-requirements.txt override what is checked, and
+# PIP_AUDIT_OSV_URL an OSV-compatible endpoint (a mirror; or a local fake to test the failure path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
-TEMPLATE=cloudformation/template.yaml
+TEMPLATE="${TEMPLATE:-cloudformation/template.yaml}"
 VENV_PY="$ROOT/.venv/bin/python"
 CHECKOV_VENV="$ROOT/.venv-checkov"
 LAYER="$ROOT/build/layer/python"
@@ -27,7 +29,7 @@ for arg in "$@"; do
   case "$arg" in
     --no-checkov) run_checkov=0 ;;
     --no-audit) run_audit=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +38,7 @@ mkdir -p "$OUT_DIR"
 
 failed=0
 cfn_status=skipped checkov_status=skipped audit_status=skipped
-checkov_failed=0 checkov_skipped=0 vulns=0
+checkov_failed=0 checkov_skipped=0 vulns=0 audited=0 skipped=0
 
 find_python312() {
   if [ -n "${PY312:-}" ]; then echo "$PY312"; return; fi
@@ -70,7 +72,8 @@ if [ "$run_checkov" = 1 ]; then
   # Not --quiet/--compact: the report must list the suppressed checks too.
   BC_SKIP_MAPPING=TRUE "$CHECKOV_VENV/bin/checkov" -f "$TEMPLATE" --framework cloudformation --output json \
     --skip-download > "$report" 2> "$OUT_DIR/checkov.stderr" || true
-  if read -r checkov_failed checkov_skipped < <("$VENV_PY" - "$report" "$TEMPLATE" <<'PY'
+  counts="$OUT_DIR/checkov.counts"
+  "$VENV_PY" - "$report" "$TEMPLATE" > "$counts" <<'PY' || echo "-1 0" > "$counts"
 import json, sys
 import yaml
 
@@ -95,6 +98,9 @@ for rep in reports:
 for c in skipped:
     logical = c.get("resource", "").rsplit(".", 1)[-1]
     reason = c.get("suppress_comment") or reasons.get((logical, c["check_id"]), "")
+    if len(reason.strip()) < 20:  # a suppression without a written reason does not count as one
+        failed.append({**c, "check_name": f"suppressed without a written reason: {c.get('check_name', '')}"})
+        continue
     print(f"  suppressed {c['check_id']:<12} {c.get('resource', ''):<45} {reason[:90]}", file=sys.stderr)
 for c in failed:
     lines = c.get("file_line_range") or ["?", "?"]
@@ -104,9 +110,9 @@ if not reports or not doc:
     print("  checkov produced no report (see out/security/checkov.stderr)", file=sys.stderr)
     print(-1, 0)
 else:
-    print(len(failed), len(skipped))
+    print(len(failed), len(skipped) - sum(1 for c in failed if "written reason" in c.get("check_name", "")))
 PY
-  ); then :; fi
+  read -r checkov_failed checkov_skipped < "$counts"
   if [ "$checkov_failed" = 0 ]; then
     checkov_status=ok; echo "checkov: no unsuppressed findings ($checkov_skipped suppressed with a reason)"
   elif [ "$checkov_failed" = -1 ]; then
@@ -124,7 +130,11 @@ if [ "$run_audit" = 1 ]; then
   # Audit exactly what ships: the dependency layer's installed distributions, pinned, without resolving
   # again. Without a built layer, the runtime requirements from pyproject.toml (pip resolves them).
   requirements="$OUT_DIR/runtime-requirements.txt"
-  if [ -d "$LAYER" ] && ls "$LAYER"/*.dist-info >/dev/null 2>&1; then
+  if [ -n "${AUDIT_REQUIREMENTS:-}" ]; then  # an explicit pinned list (used to test this script)
+    cp "$AUDIT_REQUIREMENTS" "$requirements"
+    audit_args=(-r "$requirements" --no-deps --disable-pip)
+    echo "== pip-audit: $AUDIT_REQUIREMENTS"
+  elif [ -d "$LAYER" ] && ls "$LAYER"/*.dist-info >/dev/null 2>&1; then
     "$VENV_PY" - "$LAYER" > "$requirements" <<'PY'
 import sys
 from importlib.metadata import distributions
@@ -141,40 +151,58 @@ PY
     audit_args=(-r "$requirements")
     echo "== pip-audit: runtime requirements from pyproject.toml (no build/layer; run scripts/build.py to audit the shipped set)"
   fi
-  set +e
-  "$ROOT/.venv/bin/pip-audit" "${audit_args[@]}" --format json --output "$audit_json" --progress-spinner off \
-    --timeout "${PIP_AUDIT_TIMEOUT:-20}" 2> "$audit_err"
-  rc=$?
-  set -e
-  if [ -s "$audit_json" ]; then
-    vulns=$("$VENV_PY" - "$audit_json" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-n = 0
+  # PyPI's per-release JSON carries the advisories (the default service); OSV is the fallback. A
+  # dependency the service does not know is *skipped* by pip-audit with exit 0, so "not audited" is
+  # read from the report, never inferred from the exit code.
+  total=$(grep -c . "$requirements" || true)
+  for service in pypi osv; do
+    rm -f "$audit_json"
+    extra=()
+    if [ "$service" = osv ] && [ -n "${PIP_AUDIT_OSV_URL:-}" ]; then extra=(--osv-url "$PIP_AUDIT_OSV_URL"); fi
+    set +e
+    "$ROOT/.venv/bin/pip-audit" "${audit_args[@]}" "${extra[@]}" --vulnerability-service "$service" --format json \
+      --output "$audit_json" --progress-spinner off --timeout "${PIP_AUDIT_TIMEOUT:-20}" 2> "$audit_err"
+    rc=$?
+    set -e
+    read -r vulns audited skipped < <("$VENV_PY" - "$audit_json" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+doc = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+vulns = audited = skipped = 0
 for dep in doc.get("dependencies", []):
+    if dep.get("skip_reason"):
+        skipped += 1
+        continue
+    audited += 1
     for v in dep.get("vulns", []):
-        n += 1
+        vulns += 1
         fix = ", ".join(v.get("fix_versions") or []) or "no fix yet"
         print(f"  VULNERABLE {dep['name']}=={dep.get('version')}: {v['id']} (fixed in: {fix})", file=sys.stderr)
-print(n)
+print(vulns, audited, skipped)
 PY
     )
-  fi
+    echo "pip-audit ($service): exit $rc, $audited audited, $skipped not known to the service, $vulns vulnerabilities"
+    if [ "$vulns" -gt 0 ] || { [ "$rc" = 0 ] && [ "$audited" -gt 0 ]; }; then break; fi
+  done
   if [ "$vulns" -gt 0 ]; then
     audit_status=vulnerable; failed=1; echo "pip-audit: $vulns known vulnerabilit(y/ies) in runtime dependencies"
-  elif [ "$rc" = 0 ]; then
+  elif [ "$rc" = 0 ] && [ "$audited" -gt 0 ] && [ "$skipped" = 0 ]; then
     audit_status=ok; echo "pip-audit: no known vulnerabilities"
-  elif grep -qiE "connection|resolve|timed? ?out|unreachable|Max retries|NameResolution|ServiceError|SSLError|Temporary failure|Network is" "$audit_err"; then
-    audit_status=unreachable
-    echo "pip-audit: WARNING - the vulnerability service could not be reached; dependencies were NOT audited"
-    grep -iE "error|connection" "$audit_err" | tail -3 | sed 's/^/  /'
+  elif [ "$rc" = 0 ] && [ "$audited" -gt 0 ]; then
+    audit_status=partial
+    echo "pip-audit: WARNING - no known vulnerabilities in $audited audited; $skipped NOT audited (see $audit_json)"
+  elif [ "$rc" = 0 ] || grep -qiE "connection|resolve|timed? ?out|unreachable|Max retries|NameResolution|ServiceError|SSLError|Temporary failure|Network is|ProxyError" "$audit_err"; then
+    audit_status=unreachable; audited=0; skipped=$total
+    echo "pip-audit: WARNING - no vulnerability service answered for these releases (PyPI JSON API, OSV):"
+    echo "           the runtime dependencies were NOT audited. Run this script where pypi.org/api.osv.dev are reachable."
+    grep -iE "error" "$audit_err" | tail -2 | cut -c1-200 | sed 's/^/  /' || true
   else
     audit_status=error; failed=1; echo "pip-audit: failed (exit $rc)"; tail -5 "$audit_err" | sed 's/^/  /'
   fi
 fi
 
 echo "== security checks: $([ "$failed" = 0 ] && echo passed || echo FAILED)"
-printf '{"cfn_lint": "%s", "checkov": "%s", "checkov_failed": %s, "checkov_suppressed": %s, "pip_audit": "%s", "vulnerabilities": %s, "passed": %s}\n' \
-  "$cfn_status" "$checkov_status" "$checkov_failed" "$checkov_skipped" "$audit_status" "$vulns" \
+printf '{"cfn_lint": "%s", "checkov": "%s", "checkov_failed": %s, "checkov_suppressed": %s, "pip_audit": "%s", "packages_audited": %s, "packages_not_audited": %s, "vulnerabilities": %s, "passed": %s}\n' \
+  "$cfn_status" "$checkov_status" "$checkov_failed" "$checkov_skipped" "$audit_status" "$audited" "$skipped" "$vulns" \
   "$([ "$failed" = 0 ] && echo true || echo false)"
 exit "$failed"

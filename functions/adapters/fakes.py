@@ -127,9 +127,8 @@ class InMemoryMetrics:
         self.flushes += 1
 
     def total(self, name: str, **dimensions: str) -> float:
-        return sum(
-            v for n, v, _, d in self.points if n == name and all(d.get(k) == x for k, x in dimensions.items())
-        )
+        """Sum of one metric series, matched on exact dimensions as CloudWatch does."""
+        return sum(v for n, v, _, d in self.points if n == name and dict(d) == dimensions)
 
 
 class FakeKinesisClient:

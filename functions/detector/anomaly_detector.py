@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -99,7 +97,9 @@ class ArtifactModel:
         norm = artifact["normalisation"]
         self._center = np.asarray(norm["center"], dtype=np.float64)
         self._scale = np.asarray(norm["scale"], dtype=np.float64)
-        self.envelope = Envelope.from_dict(artifact["envelope"], self._scale) if "envelope" in artifact else None
+        self.envelope = (
+            Envelope.from_dict(artifact["envelope"], self._scale) if "envelope" in artifact else None
+        )
         self._names = self.spec.feature_names
         self._channels = self.spec.channels
         self._center_by_channel = dict(zip(self.spec.channels, self.spec.center, strict=True))
@@ -109,7 +109,9 @@ class ArtifactModel:
         n = len(readings)
         keys = [r.device_id for r in readings]
         order = None
-        if any((keys[i], readings[i].epoch_ms) > (keys[i + 1], readings[i + 1].epoch_ms) for i in range(n - 1)):
+        if any(
+            (keys[i], readings[i].epoch_ms) > (keys[i + 1], readings[i + 1].epoch_ms) for i in range(n - 1)
+        ):
             order = sorted(range(n), key=lambda i: (keys[i], readings[i].epoch_ms))
             readings = [readings[i] for i in order]
             keys = [keys[i] for i in order]
@@ -149,7 +151,9 @@ class ArtifactModel:
             name = self._names[j]
             if rank:
                 channel = name.partition(":")[0]
-                raw = float(values[i, self._channels.index(channel)]) if channel in self._channels else math.nan
+                raw = (
+                    float(values[i, self._channels.index(channel)]) if channel in self._channels else math.nan
+                )
                 reason = _reason(name, float(feats[i, j]), float(z[i, j]), raw)
             else:
                 reason = ""
@@ -168,15 +172,15 @@ class ArtifactModel:
         return out
 
     def unscored(self, n: int, why: str) -> list[Verdict]:
-        return [
-            Verdict(0.0, False, "none", 0, "", why, self.threshold, self.version) for _ in range(n)
-        ]
+        return [Verdict(0.0, False, "none", 0, "", why, self.threshold, self.version) for _ in range(n)]
 
 
 class EmbeddedDetector:
     """Scores in-process with the numpy Isolation Forest (no scikit-learn, no boto3)."""
 
-    def __init__(self, artifact: dict[str, Any] | Path | str | None = None, max_devices: int = 20_000) -> None:
+    def __init__(
+        self, artifact: dict[str, Any] | Path | str | None = None, max_devices: int = 20_000
+    ) -> None:
         if artifact is None:
             artifact = default_artifact_path()
         if not isinstance(artifact, dict):
@@ -223,12 +227,16 @@ class SageMakerDetector:
         # The embedded detector owns the feature state and the artifact metadata; with "fallback" it also
         # scores when the endpoint fails, so per-device state stays continuous either way.
         self.embedded = embedded
+        from concurrent.futures import ThreadPoolExecutor  # deferred: only this backend needs threads
+
         self._client_factory = client_factory or _sagemaker_client
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagemaker")
         self.failures = 0
 
     def _invoke(self, feats: np.ndarray) -> np.ndarray:
-        body = json.dumps({"features": feats.tolist(), "feature_names": self.embedded.model.spec.feature_names})
+        body = json.dumps(
+            {"features": feats.tolist(), "feature_names": self.embedded.model.spec.feature_names}
+        )
         response = self._client_factory().invoke_endpoint(
             EndpointName=self.endpoint, ContentType="application/json", Accept="application/json", Body=body
         )
@@ -248,12 +256,14 @@ class SageMakerDetector:
         future = self._pool.submit(self._invoke, feats)
         try:
             scores = future.result(timeout=self.timeout_s)
-        except (FutureTimeout, Exception) as exc:  # any endpoint failure goes through the policy
+        except Exception as exc:  # timeout (concurrent.futures.TimeoutError) or any endpoint error
             self.failures += 1
             if self.policy == "fallback":
                 return model.verdicts(self.embedded.score_features(feats), feats, values)
             if self.policy == "skip":
-                return model.unscored(len(readings), f"not scored: SageMaker unavailable ({type(exc).__name__})")
+                return model.unscored(
+                    len(readings), f"not scored: SageMaker unavailable ({type(exc).__name__})"
+                )
             raise DetectorUnavailable(f"SageMaker endpoint {self.endpoint!r} failed: {exc!r}") from exc
         return model.verdicts(scores, feats, values)
 

@@ -33,7 +33,7 @@ FEATURE_KINDS: tuple[str, ...] = ("raw", "dev", "roc", "wmean", "wstd", "wz", "f
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which features to build and the per-channel scales fitted on training data (serialised in the artifact)."""
+    """Which features to build and the per-channel scales fitted on training data (in the artifact)."""
 
     channels: tuple[str, ...]
     kinds: tuple[str, ...]

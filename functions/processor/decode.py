@@ -192,7 +192,11 @@ def certainly_valid_shape(doc: Any) -> bool:
     t = type(doc.get("temperature"))
     h = type(doc.get("humidity"))
     p = type(doc.get("pressure"))
-    if (t is not float and t is not int) or (h is not float and h is not int) or (p is not float and p is not int):
+    if (
+        (t is not float and t is not int)
+        or (h is not float and h is not int)
+        or (p is not float and p is not int)
+    ):
         return False
     if n == 5:
         return True
@@ -312,7 +316,9 @@ def check_document(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: 
         )
 
     # Positional arguments: measurably cheaper than keywords on this per-record path.
-    return Reading(device_id, epoch_ms, channels, record.shard_id, record.sequence_number, None, doc.get("ground_truth"))
+    return Reading(
+        device_id, epoch_ms, channels, record.shard_id, record.sequence_number, None, doc.get("ground_truth")
+    )
 
 
 def _range_detail(doc: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from functions.settings import get_settings
 logger = Logger(service="processor")
 copy_config_to_registered_loggers(source_logger=logger, include={"functions"})
 
+WRITE_CONCURRENCY = 16  # parallel conditional writes (one per window); see ProcessorConfig
 _ports: ProcessorPorts | None = None
 _config: ProcessorConfig | None = None
 
@@ -42,14 +43,22 @@ def build_ports() -> ProcessorPorts:
     detector = anomaly_store = alerter = handle = None
     try:
         # The detector stage is a colleague's module; imported lazily so this handler works without it.
-        from functions.adapters.alerts import Alerter
-        from functions.adapters.anomalies import AnomalyStore
+        from functions.adapters.alerts import default_alerter
+        from functions.adapters.anomalies import DynamoAnomalyStore
         from functions.detector.anomaly_detector import get_detector
         from functions.detector.pipeline_stage import handle_verdicts
 
-        detector, anomaly_store, alerter, handle = get_detector(), AnomalyStore(), Alerter(), handle_verdicts
-    except ImportError as exc:
-        logger.warning("anomaly detection disabled: detector modules unavailable", extra={"error": repr(exc)})
+        detector, anomaly_store, alerter, handle = (
+            get_detector(),
+            DynamoAnomalyStore(),
+            default_alerter(),
+            handle_verdicts,
+        )
+    except Exception as exc:
+        # Aggregates are the primary product: a missing or broken model must not stop the stream (a raising
+        # handler blocks the shard forever on ministack). Loud in the logs, and detection resumes on the
+        # next cold start once fixed.
+        logger.error("anomaly detection disabled: detector unavailable", extra={"error": repr(exc)})
     return ProcessorPorts(
         devices=DeviceCache(DynamoDeviceRegistry(), ttl_s=settings.device_cache_ttl_s),
         aggregates=DynamoAggregateStore(),
@@ -66,7 +75,11 @@ def _get() -> tuple[ProcessorPorts, ProcessorConfig]:
     global _ports, _config
     if _ports is None or _config is None:
         settings = get_settings()
-        _config = ProcessorConfig(rules=DecodeRules.from_settings(settings), window_s=settings.window_seconds)
+        _config = ProcessorConfig(
+            rules=DecodeRules.from_settings(settings),
+            window_s=settings.window_seconds,
+            write_concurrency=WRITE_CONCURRENCY,
+        )
         _ports = build_ports()
     return _ports, _config
 

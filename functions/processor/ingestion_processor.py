@@ -21,6 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,9 @@ class ProcessorConfig:
     window_s: int = 60
     max_write_attempts: int = exactly_once.MAX_ATTEMPTS
     sleep: Callable[[float], None] = time.sleep
+    # Windows are independent items, so their conditional writes can run in parallel: a 5,000-record
+    # batch over 1,000 devices is ~1,000 writes, ~10 s serially at ~10 ms each, under 1 s with 16 threads.
+    write_concurrency: int = 1
 
 
 @dataclass
@@ -285,11 +289,12 @@ def _process_batch(
     # One conditional write per window.
     applied_ids: set[int] = set()
     dup_ids: set[int] = set()
-    for key, group in groups.items():
+
+    def apply(key: WindowKey) -> exactly_once.ApplyResult | BaseException:
         try:
-            result = exactly_once.apply_group(
+            return exactly_once.apply_group(
                 ports.aggregates,
-                group,
+                groups[key],
                 current.get(key),
                 lambda r: id(r) in anomalous,
                 now_s,
@@ -297,10 +302,19 @@ def _process_batch(
                 config.max_write_attempts,
                 config.sleep,
             )
-        except Exception as exc:
-            logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], exc)
-            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(exc).__name__}")
-            for r in group.readings:
+        except Exception as exc:  # reported below; BaseException (a kill) still ends the invocation
+            return exc
+
+    keys = list(groups)
+    if config.write_concurrency > 1 and len(keys) > 1:
+        results = list(_executor(config.write_concurrency).map(apply, keys))
+    else:
+        results = [apply(key) for key in keys]
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], result)
+            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
+            for r in groups[key].readings:
                 _fail_point(failed_at, r.shard_id, int(r.sequence_number))
             continue
         outcome.write_conflicts += result.conflicts
@@ -319,6 +333,19 @@ def _process_batch(
     return outcome
 
 
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    # One pool per container, reused across invocations (boto3 clients are thread-safe).
+    pool = _EXECUTORS.get(workers)
+    if pool is None:
+        pool = _EXECUTORS[workers] = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="window-write"
+        )
+    return pool
+
+
 def _detect(
     ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float, outcome: Outcome
 ) -> set[int]:
@@ -332,7 +359,8 @@ def _detect(
     if handle is None:
         from functions.detector.pipeline_stage import handle_verdicts as handle  # lazy: colleague's module
     stage = handle(readings, verdicts, ports.anomaly_store, ports.alerter, now_s)
-    outcome.anomalies += int(getattr(stage, "anomalies", 0))
+    flagged = getattr(stage, "anomalies", 0)  # the stored anomaly items (a list), or a count
+    outcome.anomalies += len(flagged) if isinstance(flagged, list | tuple) else int(flagged)
     outcome.alerts_sent += int(getattr(stage, "alerts_sent", 0))
     outcome.alerts_suppressed += int(getattr(stage, "alerts_suppressed", 0))
     return {id(r) for r, v in zip(readings, verdicts, strict=True) if v.is_anomaly}
@@ -443,10 +471,17 @@ def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
         metrics.add("RecordsAggregated", outcome.aggregated)
         metrics.add("DuplicatesDropped", outcome.duplicates)
         metrics.add("RecordsRetried", outcome.retry)
+        rejected_total = 0
         for reason in REASONS:
             count = outcome.rejected.get(reason, 0)
             if count:
                 metrics.add("RecordsRejected", count, dimensions={"Reason": reason})
+                rejected_total += count
+        # The total (no dimension) feeds the dashboard; the per-batch percentage feeds the
+        # rejection-ratio alarm, because ministack rejects metric-math alarms.
+        metrics.add("RecordsRejected", rejected_total)
+        if outcome.records_in:
+            metrics.add("RejectedPercent", 100.0 * rejected_total / outcome.records_in, unit="Percent")
         metrics.add("AnomaliesDetected", outcome.anomalies)
         metrics.add("AlertsSent", outcome.alerts_sent)
         metrics.add("AlertsSuppressed", outcome.alerts_suppressed)

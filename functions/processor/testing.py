@@ -118,7 +118,9 @@ def devices(*ids: str, site: str = "site-a", location: str = "Lisbon, PT") -> li
     return [DeviceInfo(device_id=d, name=d, site=site, location=location) for d in ids]
 
 
-def api_gateway_event(body: str | bytes | None, method: str = "POST", base64_encoded: bool = False) -> dict[str, Any]:
+def api_gateway_event(
+    body: str | bytes | None, method: str = "POST", base64_encoded: bool = False
+) -> dict[str, Any]:
     """An API Gateway REST proxy event for POST /ingest."""
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode() if base64_encoded else body.decode()
@@ -129,7 +131,12 @@ def api_gateway_event(body: str | bytes | None, method: str = "POST", base64_enc
         "headers": {"Content-Type": "application/json", "x-api-key": "test"},
         "queryStringParameters": None,
         "pathParameters": None,
-        "requestContext": {"resourcePath": "/ingest", "httpMethod": method, "stage": "v1", "requestId": "req-1"},
+        "requestContext": {
+            "resourcePath": "/ingest",
+            "httpMethod": method,
+            "stage": "v1",
+            "requestId": "req-1",
+        },
         "body": body,
         "isBase64Encoded": base64_encoded,
     }

@@ -30,7 +30,8 @@ def test_localstack_is_pinned_overridable_healthchecked_and_has_the_docker_socke
 def test_deployer_runs_the_same_deploy_script_after_localstack_is_healthy(compose: dict[str, Any]) -> None:
     deployer = compose["services"]["deployer"]
     assert deployer["command"][:2] == ["bash", "scripts/deploy.sh"]
-    assert "--target" in deployer["command"] and "localstack" in deployer["command"]
+    assert "--target" in deployer["command"]
+    assert "localstack" in deployer["command"]
     assert deployer["depends_on"]["localstack"]["condition"] == "service_healthy"
     assert deployer["environment"]["AWS_ENDPOINT_URL"] == "http://localstack:4566"
 

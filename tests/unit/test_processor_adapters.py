@@ -18,7 +18,9 @@ from functions.processor.ports import StoreError, VersionConflict, is_transient
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
 
 
 class StubDynamo:
@@ -48,7 +50,17 @@ ITEM = {
     "window_start": 1795302300,
     "window_end": 1795302360,
     "count": 2,
-    "channels": {"temperature": {"count": 2, "sum": 42.1, "sumsq": 886.21, "min": 21.0, "max": 21.1, "mean": 21.05, "std": 0.05}},
+    "channels": {
+        "temperature": {
+            "count": 2,
+            "sum": 42.1,
+            "sumsq": 886.21,
+            "min": 21.0,
+            "max": 21.1,
+            "mean": 21.05,
+            "std": 0.05,
+        }
+    },
     "site": "s",
     "location": "Porto, PT",
     "watermarks": {"shardId-000000000000": "49650000000000000000000000000000000000000001"},
@@ -65,7 +77,9 @@ def test_item_round_trips_through_dynamodb_types_exactly() -> None:
     # GIVEN an aggregate item / WHEN converted to AttributeValues and back / THEN nothing changes
     attrs = item_to_dynamo(ITEM)
     assert attrs["seen_offsets_ms"] == {"NS": ["1000", "2000"]}
-    assert attrs["watermarks"]["M"]["shardId-000000000000"] == {"S": ITEM["watermarks"]["shardId-000000000000"]}
+    assert attrs["watermarks"]["M"]["shardId-000000000000"] == {
+        "S": ITEM["watermarks"]["shardId-000000000000"]
+    }
     assert item_from_dynamo(attrs) == ITEM
 
 
@@ -76,25 +90,33 @@ def test_put_is_conditional_on_version_or_absence() -> None:
     store.put(ITEM, expected_version=3)
     first, second = (kwargs for _, kwargs in stub.calls)
     assert first["ConditionExpression"] == "attribute_not_exists(device_id)"
-    assert second["ConditionExpression"] == "#v = :v" and second["ExpressionAttributeValues"] == {":v": {"N": "3"}}
+    assert second["ConditionExpression"] == "#v = :v"
+    assert second["ExpressionAttributeValues"] == {":v": {"N": "3"}}
 
 
 def test_conditional_check_failure_is_a_version_conflict_and_throttling_is_transient() -> None:
     stub = StubDynamo()
-    stub.responses = [client_error("ConditionalCheckFailedException"), client_error("ProvisionedThroughputExceededException")]
+    stub.responses = [
+        client_error("ConditionalCheckFailedException"),
+        client_error("ProvisionedThroughputExceededException"),
+    ]
     store = DynamoAggregateStore("aggs", stub)
     with pytest.raises(VersionConflict):
         store.put(ITEM, 3)
     with pytest.raises(StoreError) as info:
         store.put(ITEM, 3)
-    assert info.value.transient and info.value.code == "ProvisionedThroughputExceededException"
+    assert info.value.transient
+    assert info.value.code == "ProvisionedThroughputExceededException"
 
 
 def test_get_many_follows_unprocessed_keys_with_consistent_reads() -> None:
     stub = StubDynamo()
     attrs = item_to_dynamo(ITEM)
     stub.responses = [
-        {"Responses": {"aggs": []}, "UnprocessedKeys": {"aggs": {"Keys": [{"device_id": {"S": "dev-1"}}], "ConsistentRead": True}}},
+        {
+            "Responses": {"aggs": []},
+            "UnprocessedKeys": {"aggs": {"Keys": [{"device_id": {"S": "dev-1"}}], "ConsistentRead": True}},
+        },
         {"Responses": {"aggs": [attrs]}},
     ]
     store = DynamoAggregateStore("aggs", stub, sleep=lambda _: None)
@@ -108,14 +130,30 @@ def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
     stub = StubDynamo()
     ids = [f"d{i:03d}" for i in range(150)]
     stub.responses = [
-        {"Responses": {"devs": [{"device_id": {"S": "d000"}, "site": {"S": "plant"}, "location": {"S": "Oslo, NO"},
-                                 "latitude": {"N": "59.9"}, "baseline": {"M": {"temperature": {"N": "20.5"}}}}]}},
+        {
+            "Responses": {
+                "devs": [
+                    {
+                        "device_id": {"S": "d000"},
+                        "site": {"S": "plant"},
+                        "location": {"S": "Oslo, NO"},
+                        "latitude": {"N": "59.9"},
+                        "baseline": {"M": {"temperature": {"N": "20.5"}}},
+                    }
+                ]
+            }
+        },
         {"Responses": {"devs": []}},
     ]
     found = DynamoDeviceRegistry("devs", stub).get_many(ids)
     assert [len(kwargs["RequestItems"]["devs"]["Keys"]) for _, kwargs in stub.calls] == [100, 50]
     info = found["d000"]
-    assert (info.site, info.location, info.latitude, info.baseline) == ("plant", "Oslo, NO", 59.9, {"temperature": 20.5})
+    assert (info.site, info.location, info.latitude, info.baseline) == (
+        "plant",
+        "Oslo, NO",
+        59.9,
+        {"temperature": 20.5},
+    )
 
 
 def test_s3_archive_writes_gzip_json_lines() -> None:
@@ -129,7 +167,8 @@ def test_s3_archive_writes_gzip_json_lines() -> None:
     s3 = StubS3()
     S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}'])
     (put,) = s3.puts
-    assert put["Bucket"] == "bucket" and gzip.decompress(put["Body"]) == b'{"a":1}\n{"a":2}\n'
+    assert put["Bucket"] == "bucket"
+    assert gzip.decompress(put["Body"]) == b'{"a":1}\n{"a":2}\n'
 
 
 def test_is_transient_classification() -> None:
@@ -153,11 +192,13 @@ def test_emf_sink_writes_one_document_per_dimension_set() -> None:
     docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
     # THEN counts are summed, each dimension set has its own EMF document
     plain = next(d for d in docs if "RecordsIn" in d)
-    assert plain["RecordsIn"] == 15 and plain["BatchDurationMs"] == 12.5
+    assert plain["RecordsIn"] == 15
+    assert plain["BatchDurationMs"] == 12.5
     assert plain["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "IoTPipeline"
     assert plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]
     reason = next(d for d in docs if "RecordsRejected" in d)
-    assert reason["Reason"] == "late" and reason["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Reason"]]
+    assert reason["Reason"] == "late"
+    assert reason["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Reason"]]
     # AND a second flush has nothing left to write
     sink.flush()
     assert len(out.getvalue().splitlines()) == 2

@@ -44,7 +44,8 @@ def test_mixed_batch_is_fully_accounted_for() -> None:
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
     # THEN every record lands in exactly one bucket and no failure is reported
     assert out.records_in == 10
-    assert out.aggregated == 3 and out.duplicates == 1
+    assert out.aggregated == 3
+    assert out.duplicates == 1
     assert dict(out.rejected) == {
         "malformed_json": 1,
         "schema_invalid": 1,
@@ -57,9 +58,12 @@ def test_mixed_batch_is_fully_accounted_for() -> None:
     assert out.batch_item_failures() == []
     # AND the aggregates hold the good readings once, enriched with site and location
     item = ports.aggregates.items[("dev-1", WINDOW)]
-    assert item["count"] == 2 and item["channels"]["temperature"]["mean"] == 21.0
-    assert item["site"] == "site-a" and item["location"] == "Lisbon, PT"
-    assert item["window_end"] == WINDOW + 60 and item["version"] == 1
+    assert item["count"] == 2
+    assert item["channels"]["temperature"]["mean"] == 21.0
+    assert item["site"] == "site-a"
+    assert item["location"] == "Lisbon, PT"
+    assert item["window_end"] == WINDOW + 60
+    assert item["version"] == 1
     assert item["watermarks"] == {"shardId-000000000000": str(SEQ_BASE + 1)}
     assert ports.aggregates.items[("dev-2", WINDOW)]["count"] == 1
 
@@ -76,9 +80,11 @@ def test_quarantine_and_processed_archives_are_complete_and_schema_valid() -> No
     assert out.archived_keys == [keys[0], keys[1]]
     # AND every quarantined line matches quarantined.schema.json and keeps the raw bytes
     quarantined = [orjson.loads(x) for x in ports.archive.lines("quarantine/")]
-    assert len(quarantined) == 6 and all(is_valid("quarantined", q) for q in quarantined)
+    assert len(quarantined) == 6
+    assert all(is_valid("quarantined", q) for q in quarantined)
     malformed = next(q for q in quarantined if q["reason"] == "malformed_json")
-    assert malformed["raw_b64"] == records[2].data_b64 and malformed["stage"] == "decode"
+    assert malformed["raw_b64"] == records[2].data_b64
+    assert malformed["stage"] == "decode"
     assert next(q for q in quarantined if q["reason"] == "unknown_device")["stage"] == "enrich"
     # AND processed lines cover the other 4 records (3 aggregated + 1 duplicate), with ground truth kept
     processed = [orjson.loads(x) for x in ports.archive.lines("processed/")]
@@ -94,11 +100,17 @@ def test_metrics_use_the_data_model_names() -> None:
     ports = fake_ports()
     process_batch(make_records(mixed_payloads(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     m = ports.metrics
-    assert m.total("RecordsIn") == 10 and m.total("RecordsAggregated") == 3
-    assert m.total("DuplicatesDropped") == 1 and m.total("RecordsRejected") == 6
+    assert m.total("RecordsIn") == 10
+    assert m.total("RecordsAggregated") == 3
+    assert m.total("DuplicatesDropped") == 1
+    assert m.total("RecordsRejected") == 6
     assert m.total("RecordsRejected", Reason="late") == 1
     assert {n for n, *_ in m.points} >= {
-        "AnomaliesDetected", "AlertsSent", "AlertsSuppressed", "WindowLagSeconds", "BatchDurationMs",
+        "AnomaliesDetected",
+        "AlertsSent",
+        "AlertsSuppressed",
+        "WindowLagSeconds",
+        "BatchDurationMs",
     }
     assert m.flushes == 1
 
@@ -106,7 +118,9 @@ def test_metrics_use_the_data_model_names() -> None:
 def test_empty_batch_is_a_no_op() -> None:
     ports = fake_ports()
     out = process_batch([], ports, CONFIG, now_s=NOW_S)
-    assert out.records_in == 0 and out.batch_item_failures() == [] and not ports.archive.objects
+    assert out.records_in == 0
+    assert out.batch_item_failures() == []
+    assert not ports.archive.objects
 
 
 # --- anomaly stage ---------------------------------------------------------------------------------
@@ -136,8 +150,8 @@ class HotDetector:
 
 
 @dataclass
-class StageResult:
-    anomalies: int
+class StageResult:  # the shape of functions.detector.pipeline_stage.StageResult
+    anomalies: list[dict]
     alerts_sent: int
     alerts_suppressed: int
 
@@ -151,9 +165,11 @@ class RecordingStage:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("anomalies table unavailable")
-        flagged = sum(v.is_anomaly for v in verdicts)
-        self.calls.append(flagged)
-        return StageResult(flagged, min(flagged, 1), max(flagged - 1, 0))
+        flagged = [
+            {"device_id": r.device_id} for r, v in zip(readings, verdicts, strict=True) if v.is_anomaly
+        ]
+        self.calls.append(len(flagged))
+        return StageResult(flagged, min(len(flagged), 1), max(len(flagged) - 1, 0))
 
 
 def hot_batch() -> list[dict]:
@@ -176,13 +192,16 @@ def test_detector_sees_fresh_readings_sorted_by_device_and_time_and_counts_land_
     again = process_batch(records, ports, CONFIG, now_s=NOW_S)
     # THEN the detector saw the readings once, sorted by (device, time)
     t = WINDOW * 1000
-    assert detector.seen == [[("dev-1", t + 1000), ("dev-1", t + 2000), ("dev-1", t + 4000), ("dev-2", t + 3000)]]
+    assert detector.seen == [
+        [("dev-1", t + 1000), ("dev-1", t + 2000), ("dev-1", t + 4000), ("dev-2", t + 3000)]
+    ]
     # AND the counts flow into the outcome, the metrics and the window's anomaly_count
     assert (out.anomalies, out.alerts_sent, out.alerts_suppressed) == (2, 1, 1)
     assert ports.metrics.total("AnomaliesDetected") == 2
     assert ports.aggregates.items[("dev-1", WINDOW)]["anomaly_count"] == 2
     assert ports.aggregates.items[("dev-2", WINDOW)]["anomaly_count"] == 0
-    assert again.anomalies == 0 and again.duplicates == 4
+    assert again.anomalies == 0
+    assert again.duplicates == 4
 
 
 def test_anomaly_stage_failure_leaves_the_batch_to_redelivery() -> None:
@@ -194,10 +213,13 @@ def test_anomaly_stage_failure_leaves_the_batch_to_redelivery() -> None:
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
     # THEN nothing is written, the first record is reported, nothing is archived as done
     assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
-    assert out.retry == 4 and not ports.aggregates.items and not ports.archive.objects
+    assert out.retry == 4
+    assert not ports.aggregates.items
+    assert not ports.archive.objects
     # AND the redelivery processes everything, detecting the anomalies once
     again = process_batch(records, ports, CONFIG, now_s=NOW_S)
-    assert again.batch_item_failures() == [] and again.anomalies == 2
+    assert again.batch_item_failures() == []
+    assert again.anomalies == 2
     assert ports.aggregates.items[("dev-1", WINDOW)]["anomaly_count"] == 2
 
 
@@ -214,7 +236,8 @@ def test_registry_outage_reports_earliest_reading_and_archives_what_came_before(
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
     # THEN the first reading's sequence number is reported; the malformed record before it is archived
     assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE + 1)}]
-    assert out.rejected["malformed_json"] == 1 and out.retry == 2
+    assert out.rejected["malformed_json"] == 1
+    assert out.retry == 2
     assert len(ports.archive.lines("quarantine/")) == 1
     assert next(iter(ports.archive.objects)).endswith(f"-{SEQ_BASE}-{SEQ_BASE}.jsonl.gz")
 
@@ -223,14 +246,19 @@ def test_write_failure_on_one_window_reports_its_earliest_record() -> None:
     # GIVEN a store that keeps failing (more transient failures than attempts)
     ports = fake_ports()
     t = WINDOW * 1000
-    payloads = [reading_doc("dev-1", t + 1000), reading_doc("dev-2", t + 1000), reading_doc("dev-1", t + 2000)]
+    payloads = [
+        reading_doc("dev-1", t + 1000),
+        reading_doc("dev-2", t + 1000),
+        reading_doc("dev-1", t + 2000),
+    ]
     ports.aggregates.transient_put_failures = 1  # the first window's first attempt fails ...
     config = ProcessorConfig(sleep=lambda _: None, max_write_attempts=1)  # ... and there is no second
     # WHEN processed
     out = process_batch(make_records(payloads, arrival_s=NOW_S), ports, config, now_s=NOW_S)
     # THEN the dev-1 window (records 0 and 2) failed: record 0 is reported, everything from it is retry
     assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
-    assert out.retry == 3 and out.aggregated == 0
+    assert out.retry == 3
+    assert out.aggregated == 0
     # AND the dev-2 window was written; its record is recognised as a duplicate on redelivery
     assert ("dev-2", WINDOW) in ports.aggregates.items
     again = process_batch(make_records(payloads, arrival_s=NOW_S), ports, config, now_s=NOW_S)
@@ -242,7 +270,8 @@ def test_transient_errors_are_retried_inside_the_invocation() -> None:
     ports = fake_ports()
     ports.aggregates.transient_put_failures = 3
     out = process_batch(make_records(hot_batch(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
-    assert out.batch_item_failures() == [] and out.aggregated == 4
+    assert out.batch_item_failures() == []
+    assert out.aggregated == 4
 
 
 def test_archive_failure_redelivers_the_shard_without_double_counting() -> None:
@@ -250,9 +279,11 @@ def test_archive_failure_redelivers_the_shard_without_double_counting() -> None:
     ports.archive.fail_next = 1
     records = make_records(hot_batch(), arrival_s=NOW_S)
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
-    assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}] and out.retry == 4
+    assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
+    assert out.retry == 4
     again = process_batch(records, ports, CONFIG, now_s=NOW_S)
-    assert again.batch_item_failures() == [] and again.duplicates == 4
+    assert again.batch_item_failures() == []
+    assert again.duplicates == 4
     assert ports.aggregates.items[("dev-1", WINDOW)]["count"] == 3
     assert len(ports.archive.lines("processed/")) == 4
 
@@ -261,4 +292,5 @@ def test_prefetch_failure_fails_all_readings() -> None:
     ports = fake_ports()
     ports.aggregates.fail_get_many = True
     out = process_batch(make_records(hot_batch(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
-    assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}] and out.retry == 4
+    assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
+    assert out.retry == 4

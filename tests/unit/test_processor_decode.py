@@ -44,7 +44,8 @@ def test_valid_reading_decodes_with_channels_and_ground_truth() -> None:
 
 def test_epoch_ms_timestamp_is_accepted() -> None:
     out = decode(reading_doc("dev-1", NOW_MS - 5, iso=False))
-    assert isinstance(out, Reading) and out.epoch_ms == NOW_MS - 5
+    assert isinstance(out, Reading)
+    assert out.epoch_ms == NOW_MS - 5
 
 
 @pytest.mark.parametrize(
@@ -71,17 +72,22 @@ def test_bad_payloads_map_to_reasons(payload: bytes | dict, reason: str, stage: 
 def test_invalid_base64_is_malformed() -> None:
     record = KinesisRecord("shardId-000000000000", "1", "%%%not-base64%%%", NOW_MS)
     out = decode_record(record, RULES, NOW_MS)
-    assert isinstance(out, Rejection) and out.reason == "malformed_json"
+    assert isinstance(out, Rejection)
+    assert out.reason == "malformed_json"
 
 
-@pytest.mark.parametrize(("channel", "value"), [(c, v) for c, (lo, hi) in PHYSICAL_BOUNDS.items() for v in (lo - 0.01, hi + 0.01)])
+@pytest.mark.parametrize(
+    ("channel", "value"), [(c, v) for c, (lo, hi) in PHYSICAL_BOUNDS.items() for v in (lo - 0.01, hi + 0.01)]
+)
 def test_values_outside_physical_bounds_are_out_of_range(channel: str, value: float) -> None:
     # GIVEN a reading with one channel just outside its physical bounds
     doc = reading_doc("dev-1", NOW_MS - 1000)
     doc[channel] = value
     # WHEN decoded / THEN quarantined as out_of_range, naming the device
     out = decode(doc)
-    assert isinstance(out, Rejection) and out.reason == "out_of_range" and out.device_id == "dev-1"
+    assert isinstance(out, Rejection)
+    assert out.reason == "out_of_range"
+    assert out.device_id == "dev-1"
 
 
 def test_bounds_are_inclusive() -> None:
@@ -91,7 +97,8 @@ def test_bounds_are_inclusive() -> None:
 
 def test_extra_channel_shadowing_a_core_channel_is_invalid() -> None:
     out = decode(reading_doc("dev-1", NOW_MS, extra={"humidity": 3.0}))
-    assert isinstance(out, Rejection) and out.reason == "schema_invalid"
+    assert isinstance(out, Rejection)
+    assert out.reason == "schema_invalid"
 
 
 def test_future_and_late_are_judged_against_arrival_time() -> None:
@@ -100,8 +107,10 @@ def test_future_and_late_are_judged_against_arrival_time() -> None:
     late = decode(reading_doc("dev-1", NOW_MS - 601_000))
     just_ok = decode(reading_doc("dev-1", NOW_MS - 599_000))
     # THEN future_timestamp, late, and accepted
-    assert isinstance(future, Rejection) and future.reason == "future_timestamp"
-    assert isinstance(late, Rejection) and late.reason == "late"
+    assert isinstance(future, Rejection)
+    assert future.reason == "future_timestamp"
+    assert isinstance(late, Rejection)
+    assert late.reason == "late"
     assert isinstance(just_ok, Reading)
 
 
@@ -130,7 +139,14 @@ def test_parse_timestamp_forms(text: str | int, expected_ms: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["2026-11-21T23:05:16", "2026-02-30T00:00:00.000Z", "2026-11-21T24:00:00.000Z", "2026-11-21T23:05:1 .123Z", "x" * 24]
+    "text",
+    [
+        "2026-11-21T23:05:16",
+        "2026-02-30T00:00:00.000Z",
+        "2026-11-21T24:00:00.000Z",
+        "2026-11-21T23:05:1 .123Z",
+        "x" * 24,
+    ],
 )
 def test_parse_timestamp_rejects_naive_and_impossible(text: str) -> None:
     with pytest.raises(TimestampError):
@@ -141,7 +157,9 @@ def test_bad_timestamp_is_schema_invalid() -> None:
     doc = reading_doc("dev-1", NOW_MS)
     doc["timestamp"] = "2026-11-21T23:05:16.000"  # no offset
     out = decode(doc)
-    assert isinstance(out, Rejection) and out.reason == "schema_invalid" and "offset" in out.detail
+    assert isinstance(out, Rejection)
+    assert out.reason == "schema_invalid"
+    assert "offset" in out.detail
 
 
 def test_format_ms_round_trips() -> None:

@@ -29,7 +29,8 @@ def test_known_devices_are_cached_until_ttl() -> None:
     clock.now = 301
     cache.resolve(["dev-1"])
     # THEN the registry was asked twice, and the info carries site and location
-    assert first["dev-1"] is not None and first["dev-1"].site == "site-a"
+    assert first["dev-1"] is not None
+    assert first["dev-1"].site == "site-a"
     assert len(registry.calls) == 2
 
 

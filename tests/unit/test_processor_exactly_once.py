@@ -5,7 +5,6 @@ Every scenario is compared with the same records processed once, in one batch, o
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
@@ -26,7 +25,12 @@ def stream(n: int = 90, shard: str = "shardId-000000000000", first_seq: int = 10
     """n readings, round-robin over 3 devices at 1 Hz each, spanning several 1-minute windows."""
     start = NOW_MS - 200_000
     payloads = [
-        reading_doc(DEVICES[i % 3], start + (i // 3) * 2000 + i % 3, temperature=15 + (i * 7) % 11, humidity=40 + i % 5)
+        reading_doc(
+            DEVICES[i % 3],
+            start + (i // 3) * 2000 + i % 3,
+            temperature=15 + (i * 7) % 11,
+            humidity=40 + i % 5,
+        )
         for i in range(n)
     ]
     return make_records(payloads, shard_id=shard, first_seq=first_seq, arrival_s=NOW_S)
@@ -63,7 +67,8 @@ def test_same_batch_twice_counts_once() -> None:
     # WHEN it is delivered again
     again = process_batch(records, ports, CONFIG, now_s=NOW_S)
     # THEN everything is a duplicate, nothing is written, aggregates equal a single pass
-    assert again.duplicates == len(records) and again.aggregated == 0
+    assert again.duplicates == len(records)
+    assert again.aggregated == 0
     assert ports.aggregates.puts == writes
     assert normalized(ports.aggregates.items) == once(records)
 
@@ -75,7 +80,9 @@ def test_overlapping_batches() -> None:
     a = process_batch(records[:60], ports, CONFIG, now_s=NOW_S)
     b = process_batch(records[30:], ports, CONFIG, now_s=NOW_S)
     # THEN the overlap is dropped once, and aggregates equal a single pass
-    assert a.aggregated == 60 and b.aggregated == 30 and b.duplicates == 30
+    assert a.aggregated == 60
+    assert b.aggregated == 30
+    assert b.duplicates == 30
     assert normalized(ports.aggregates.items) == once(records)
 
 
@@ -147,7 +154,8 @@ def test_concurrent_writer_conflicts_are_retried() -> None:
     process_batch(records[:30], ports, CONFIG, now_s=NOW_S)
     ports.aggregates.conflict_injections = 4
     out = process_batch(records[30:], ports, CONFIG, now_s=NOW_S)
-    assert out.write_conflicts == 4 and out.batch_item_failures() == []
+    assert out.write_conflicts == 4
+    assert out.batch_item_failures() == []
     assert normalized(ports.aggregates.items) == once(records)
 
 
@@ -158,7 +166,8 @@ def test_ambiguous_write_failure_is_recognised_as_applied() -> None:
     ports.aggregates.ambiguous_put_failures = 2
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
     # THEN the retry recognises its own write: counted as aggregated, not as duplicate
-    assert out.aggregated == 30 and out.duplicates == 0
+    assert out.aggregated == 30
+    assert out.duplicates == 0
     assert normalized(ports.aggregates.items) == once(records)
 
 
@@ -170,7 +179,8 @@ def test_producer_resend_under_a_new_sequence_number_is_a_duplicate() -> None:
     resent = make_records([reading_doc("dev-1", NOW_MS - 200_000)], first_seq=5000, arrival_s=NOW_S)
     # WHEN processed / THEN counted once
     out = process_batch(resent, ports, CONFIG, now_s=NOW_S)
-    assert out.duplicates == 1 and normalized(ports.aggregates.items) == once(records)
+    assert out.duplicates == 1
+    assert normalized(ports.aggregates.items) == once(records)
 
 
 def test_resharding_keeps_one_watermark_per_shard() -> None:
@@ -178,7 +188,8 @@ def test_resharding_keeps_one_watermark_per_shard() -> None:
     records = stream(30, shard="shardId-000000000000", first_seq=900)
     parent, child = records[:15], records[15:]
     child = [
-        KinesisRecord("shardId-000000000002", str(10 + i), r.data_b64, r.approximate_arrival_ms) for i, r in enumerate(child)
+        KinesisRecord("shardId-000000000002", str(10 + i), r.data_b64, r.approximate_arrival_ms)
+        for i, r in enumerate(child)
     ]
     ports = fake_ports(DEVICES)
     process_batch(parent, ports, CONFIG, now_s=NOW_S)
@@ -186,7 +197,8 @@ def test_resharding_keeps_one_watermark_per_shard() -> None:
     first = process_batch(child, ports, CONFIG, now_s=NOW_S)
     second = process_batch(child, ports, CONFIG, now_s=NOW_S)
     # THEN they are applied once: watermarks are per shard, never compared across shards
-    assert first.aggregated == 15 and second.duplicates == 15
+    assert first.aggregated == 15
+    assert second.duplicates == 15
     assert sum(i["count"] for i in ports.aggregates.items.values()) == 30
     assert any(len(i["watermarks"]) == 2 for i in ports.aggregates.items.values())
 
@@ -199,7 +211,8 @@ def test_late_reading_within_allowed_lateness_updates_its_window() -> None:
     before = ports.aggregates.items[("dev-1", window)]["count"]
     late = make_records([reading_doc("dev-1", window * 1000 + 59_999)], first_seq=9000, arrival_s=NOW_S)
     out = process_batch(late, ports, CONFIG, now_s=NOW_S)
-    assert out.aggregated == 1 and ports.aggregates.items[("dev-1", window)]["count"] == before + 1
+    assert out.aggregated == 1
+    assert ports.aggregates.items[("dev-1", window)]["count"] == before + 1
 
 
 def test_split_fresh_compares_sequence_numbers_numerically() -> None:
@@ -209,4 +222,17 @@ def test_split_fresh_compares_sequence_numbers_numerically() -> None:
 
     r = Reading("d", 1000, {"temperature": 1.0}, "s", "100")
     fresh, dups = exactly_once.split_fresh(item, [r], 0)
-    assert fresh == [r] and dups == []
+    assert fresh == [r]
+    assert dups == []
+
+
+def test_parallel_window_writes_give_the_same_aggregates() -> None:
+    # GIVEN the handler's configuration: windows written by a thread pool
+    records = stream()
+    ports = fake_ports(DEVICES)
+    config = ProcessorConfig(sleep=lambda _: None, write_concurrency=4)
+    # WHEN processed twice / THEN the result equals a serial single pass
+    process_batch(records, ports, config, now_s=NOW_S)
+    again = process_batch(records, ports, config, now_s=NOW_S)
+    assert again.duplicates == len(records)
+    assert normalized(ports.aggregates.items) == once(records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from typing import Any
 
@@ -19,8 +20,12 @@ CONFIG = ProcessorConfig(sleep=lambda _: None)
 DEVICES = ("dev-1", "dev-2", "dev-3")
 
 any_json = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text()
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -44,7 +49,9 @@ def mutated_reading(draw: st.DrawFn) -> bytes:
         elif action == "replace":
             doc[key] = draw(any_json)
         else:
-            doc["extra"] = draw(st.dictionaries(st.sampled_from(["co2", "voc", "humidity"]), st.floats(-2e9, 2e9), max_size=2))
+            doc["extra"] = draw(
+                st.dictionaries(st.sampled_from(["co2", "voc", "humidity"]), st.floats(-2e9, 2e9), max_size=2)
+            )
     raw = json.dumps(doc).encode()  # json, not orjson: big integers must reach the decoder too
     if draw(st.integers(0, 9)) == 0:  # occasionally corrupt the bytes
         cut = draw(st.integers(0, len(raw)))
@@ -52,10 +59,15 @@ def mutated_reading(draw: st.DrawFn) -> bytes:
     return raw
 
 
-payloads = st.lists(st.one_of(mutated_reading(), st.binary(max_size=64), any_json.map(lambda d: json.dumps(d).encode())), max_size=40)
+payloads = st.lists(
+    st.one_of(mutated_reading(), st.binary(max_size=64), any_json.map(lambda d: json.dumps(d).encode())),
+    max_size=40,
+)
 
 
-def to_records(raws: list[bytes], first_seq: int = 100, shard: str = "shardId-000000000000") -> list[KinesisRecord]:
+def to_records(
+    raws: list[bytes], first_seq: int = 100, shard: str = "shardId-000000000000"
+) -> list[KinesisRecord]:
     return [
         KinesisRecord(shard, str(first_seq + i), base64.b64encode(raw).decode(), NOW_MS, "pk")
         for i, raw in enumerate(raws)
@@ -74,7 +86,8 @@ def test_conservation_no_exception_every_record_accounted(raws: list[bytes], dup
     # THEN every record has exactly one disposition and the buckets add up
     assert len(out.dispositions) == len(records)
     assert out.aggregated + out.duplicates + out.quarantined + out.retry == len(records)
-    assert out.retry == 0 and out.batch_item_failures() == []
+    assert out.retry == 0
+    assert out.batch_item_failures() == []
     # AND the stored counts equal the aggregated records, the archive holds one line per record
     assert sum(int(i["count"]) for i in ports.aggregates.items.values()) == out.aggregated
     archived = len(ports.archive.lines("processed/")) + len(ports.archive.lines("quarantine/"))
@@ -82,19 +95,27 @@ def test_conservation_no_exception_every_record_accounted(raws: list[bytes], dup
     # AND the metrics say the same
     m = ports.metrics
     assert m.total("RecordsIn") == len(records)
-    assert m.total("RecordsAggregated") + m.total("DuplicatesDropped") + m.total("RecordsRejected") == len(records)
+    assert m.total("RecordsAggregated") + m.total("DuplicatesDropped") + m.total("RecordsRejected") == len(
+        records
+    )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(raws=payloads, cuts=st.lists(st.integers(0, 40), max_size=4), replays=st.lists(st.integers(0, 40), max_size=3))
-def test_any_split_and_replay_gives_the_same_aggregates(raws: list[bytes], cuts: list[int], replays: list[int]) -> None:
+@given(
+    raws=payloads,
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+    replays=st.lists(st.integers(0, 40), max_size=3),
+)
+def test_any_split_and_replay_gives_the_same_aggregates(
+    raws: list[bytes], cuts: list[int], replays: list[int]
+) -> None:
     # GIVEN the same records processed once, and as arbitrary consecutive batches plus replayed suffixes
     records = to_records(raws)
     single = fake_ports(DEVICES)
     process_batch(records, single, CONFIG, now_s=NOW_S)
     split = fake_ports(DEVICES)
     bounds = sorted({0, len(records), *(min(c, len(records)) for c in cuts)})
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         process_batch(records[lo:hi], split, CONFIG, now_s=NOW_S)
     for start in replays:
         process_batch(records[min(start, len(records)) :], split, CONFIG, now_s=NOW_S)
@@ -102,7 +123,8 @@ def test_any_split_and_replay_gives_the_same_aggregates(raws: list[bytes], cuts:
     assert split.aggregates.items.keys() == single.aggregates.items.keys()
     for key, item in single.aggregates.items.items():
         other = split.aggregates.items[key]
-        assert other["count"] == item["count"] and other["watermarks"] == item["watermarks"]
+        assert other["count"] == item["count"]
+        assert other["watermarks"] == item["watermarks"]
         assert other["seen_offsets_ms"] == item["seen_offsets_ms"]
         for name, stats in item["channels"].items():
             got = other["channels"][name]

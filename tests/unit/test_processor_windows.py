@@ -24,10 +24,13 @@ def test_result_gives_mean_min_max_and_population_std() -> None:
     values = [20.0, 21.0, 23.0]
     acc = windows.agg_all(reading(v, i) for i, v in enumerate(values))
     stats = windows.result(acc)["temperature"]
-    assert stats["count"] == 3 and stats["min"] == 20.0 and stats["max"] == 23.0
+    assert stats["count"] == 3
+    assert stats["min"] == 20.0
+    assert stats["max"] == 23.0
     assert math.isclose(stats["mean"], statistics.fmean(values))
     assert math.isclose(stats["std"], statistics.pstdev(values))
-    assert acc.first_ms == 0 and acc.last_ms == 2
+    assert acc.first_ms == 0
+    assert acc.last_ms == 2
 
 
 def test_constant_channel_has_zero_std_not_negative_variance() -> None:
@@ -38,12 +41,14 @@ def test_constant_channel_has_zero_std_not_negative_variance() -> None:
 def test_extra_channel_counts_only_where_present() -> None:
     acc = windows.agg_all([reading(1.0, 0, extra=400.0), reading(2.0, 1)])
     out = windows.result(acc)
-    assert out["co2"]["count"] == 1 and out["temperature"]["count"] == 2
+    assert out["co2"]["count"] == 1
+    assert out["temperature"]["count"] == 2
 
 
 def test_window_start_floors_to_minute() -> None:
     assert windows.window_start_of(1_795_302_316_123) == 1_795_302_300
-    assert windows.window_start_of(59_999) == 0 and windows.window_start_of(60_000) == 60
+    assert windows.window_start_of(59_999) == 0
+    assert windows.window_start_of(60_000) == 60
 
 
 @settings(max_examples=200, deadline=None)
@@ -74,7 +79,8 @@ def test_merge_does_not_mutate_inputs() -> None:
     a = windows.agg_all([reading(1.0, 0)])
     b = windows.agg_all([reading(3.0, 1)])
     windows.merge(a, b)
-    assert a.count == 1 and a.channels["temperature"][0] == 1
+    assert a.count == 1
+    assert a.channels["temperature"][0] == 1
 
 
 def test_from_channels_round_trips_sufficient_statistics() -> None:

@@ -77,7 +77,9 @@ def test_sample_documents_are_valid_for_both_validators(name: str) -> None:
     doc = SAMPLES[name]
     # WHEN validated by the compiled and the reference validator / THEN both accept it
     compiled_validator(name)(doc)
-    jsonschema.Draft202012Validator(load_schema(name), format_checker=jsonschema.FormatChecker()).validate(doc)
+    jsonschema.Draft202012Validator(load_schema(name), format_checker=jsonschema.FormatChecker()).validate(
+        doc
+    )
 
 
 MUTATIONS = [
@@ -128,7 +130,9 @@ def test_compiled_validator_checks_date_time_format() -> None:
 
 def test_validate_reading_accepts_epoch_ms_and_minimal_reading() -> None:
     # GIVEN a reading with epoch ms and no optional fields / WHEN validated / THEN no error
-    validate_reading({"device_id": "d1", "timestamp": 1795302316123, "temperature": 1, "humidity": 2, "pressure": 900})
+    validate_reading(
+        {"device_id": "d1", "timestamp": 1795302316123, "temperature": 1, "humidity": 2, "pressure": 900}
+    )
 
 
 def test_unknown_schema_name_is_a_key_error() -> None:

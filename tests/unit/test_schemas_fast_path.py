@@ -44,9 +44,7 @@ def reading_like(draw: st.DrawFn) -> Any:
         if draw(st.integers(0, 9)) > 0:  # mostly present
             doc[key] = draw(strategy)
     if draw(st.booleans()):
-        doc["extra"] = draw(
-            st.one_of(st.dictionaries(names, numbers_or_junk, max_size=18), json_scalars)
-        )
+        doc["extra"] = draw(st.one_of(st.dictionaries(names, numbers_or_junk, max_size=18), json_scalars))
     if draw(st.booleans()):
         doc["ground_truth"] = draw(st.one_of(st.text(max_size=40), json_scalars))
     if draw(st.integers(0, 5)) == 0:
@@ -64,6 +62,13 @@ def test_fast_path_accepts_only_schema_valid_documents(doc: Any) -> None:
 
 def test_fast_path_accepts_the_common_shape() -> None:
     # GIVEN the shape producers send / THEN the fast path handles it (no schema call needed)
-    doc = {"device_id": "dev-1", "timestamp": "2026-11-21T23:05:16.123Z", "temperature": 1.5, "humidity": 40,
-           "pressure": 1000.0, "extra": {"co2": 600}, "ground_truth": "normal"}
+    doc = {
+        "device_id": "dev-1",
+        "timestamp": "2026-11-21T23:05:16.123Z",
+        "temperature": 1.5,
+        "humidity": 40,
+        "pressure": 1000.0,
+        "extra": {"co2": 600},
+        "ground_truth": "normal",
+    }
     assert certainly_valid_shape(doc)

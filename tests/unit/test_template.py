@@ -90,7 +90,8 @@ def test_event_source_mapping_reports_partial_failures_and_has_a_dead_letter_que
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert esm["BisectBatchOnFunctionError"] is True
     assert "OnFailure" in esm["DestinationConfig"]
-    assert "MaximumRetryAttempts" in esm and "MaximumRecordAgeInSeconds" in esm
+    assert "MaximumRetryAttempts" in esm
+    assert "MaximumRecordAgeInSeconds" in esm
 
 
 def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,180 @@
+"""Shared helpers for the fault-injection tests: simulator batches and the offline reference.
+
+The reference is computed from the simulator's own records and labels, never from the pipeline's
+output: per (device, window) the count and temperature sum/min/max of every valid reading, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from simulator.config import SimulatorConfig
+from simulator.fleet import Device, generate_fleet
+from simulator.malformed import EXPECTED_REASON
+from simulator.stream import Produced, generate_readings
+
+WindowRef = dict[tuple[str, int], dict[str, float]]
+
+
+@dataclass
+class Batch:
+    """Simulator records whose device ids carry a unique prefix (isolation inside a shared stack)."""
+
+    prefix: str
+    fleet: list[Device]
+    records: list[Produced]
+
+    @property
+    def device_ids(self) -> list[str]:
+        return [self.prefix + d.device_id for d in self.fleet]
+
+    def payloads(self) -> list[tuple[str, bytes]]:
+        """(partition key, data) as a producer sends them."""
+        return [(self.prefix + p.device_id, prefixed(p.payload, self.prefix)) for p in self.records]
+
+    def registry_items(self) -> list[dict[str, Any]]:
+        items = []
+        for d in self.fleet:
+            item = d.to_dynamodb_item()
+            item["device_id"] = {"S": self.prefix + d.device_id}
+            items.append(item)
+        return items
+
+
+def prefixed(payload: bytes, prefix: str) -> bytes:
+    return payload.replace(b'"dev-', b'"' + prefix.encode() + b"dev-")
+
+
+def make_batch(devices: int, count: int, malformed_rate: float, seed: int, start_ms: int | None = None,
+               malformed_mix: dict[str, float] | None = None) -> Batch:
+    prefix = f"f{uuid.uuid4().hex[:6]}-"
+    kwargs: dict[str, Any] = {}
+    if malformed_mix is not None:
+        kwargs["malformed_mix"] = malformed_mix
+    config = SimulatorConfig(devices=devices, rate_hz=1.0, seed=seed, malformed_rate=malformed_rate,
+                             count=count, burst=True, **kwargs)
+    fleet = generate_fleet(devices, seed)
+    # Event times 2-3 minutes old: inside the allowed lateness, windows already closed.
+    start = start_ms if start_ms is not None else int((time.time() - 170) * 1000)
+    return Batch(prefix, fleet, list(generate_readings(config, fleet, start_ms=start)))
+
+
+def reference(batch: Batch) -> tuple[WindowRef, Counter[str], int]:
+    """(per-window reference, expected quarantine reasons, expected duplicates) from the labels."""
+    windows: WindowRef = {}
+    reasons: Counter[str] = Counter()
+    duplicates = 0
+    seen: set[tuple[str, int]] = set()
+    for p in batch.records:
+        if p.category == "malformed":
+            reason = EXPECTED_REASON[p.kind]
+            if reason == "duplicate":
+                duplicates += 1
+            else:
+                reasons[reason] += 1
+            continue
+        doc = orjson.loads(p.payload)
+        key = (batch.prefix + p.device_id, p.event_ms)
+        assert key not in seen, "the simulator's valid readings are unique per device and time"
+        seen.add(key)
+        wkey = (key[0], p.event_ms // 60_000 * 60)
+        w = windows.setdefault(wkey, {"count": 0, "sum": 0.0, "min": float("inf"), "max": float("-inf")})
+        t = float(doc["temperature"])
+        w["count"] += 1
+        w["sum"] += t
+        w["min"] = min(w["min"], t)
+        w["max"] = max(w["max"], t)
+    return windows, reasons, duplicates
+
+
+def put_records(kinesis: Any, stream: str, entries: list[tuple[str, bytes]]) -> None:
+    """PutRecords in chunks of 500, resending failed entries (the producer's at-least-once)."""
+    for start in range(0, len(entries), 500):
+        pending = [{"PartitionKey": pk, "Data": data} for pk, data in entries[start : start + 500]]
+        for _ in range(20):
+            resp = kinesis.put_records(StreamName=stream, Records=pending)
+            pending = [e for e, r in zip(pending, resp["Records"], strict=True) if r.get("ErrorCode")]
+            if not pending:
+                break
+            time.sleep(0.2)
+        assert not pending, f"{len(pending)} records could not be put"
+
+
+def register(ddb: Any, table: str, batch: Batch) -> None:
+    items = batch.registry_items()
+    for start in range(0, len(items), 25):
+        chunk = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
+        ddb.batch_write_item(RequestItems={table: chunk})
+
+
+def stored_windows(ddb: Any, table: str, device_ids: list[str]) -> WindowRef:
+    out: WindowRef = {}
+    for device_id in device_ids:
+        kwargs: dict[str, Any] = {
+            "TableName": table, "KeyConditionExpression": "device_id = :d",
+            "ExpressionAttributeValues": {":d": {"S": device_id}}, "ConsistentRead": True,
+        }
+        while True:
+            page = ddb.query(**kwargs)
+            for item in page["Items"]:
+                temp = item["channels"]["M"]["temperature"]["M"]
+                out[(device_id, int(item["window_start"]["N"]))] = {
+                    "count": int(item["count"]["N"]), "sum": float(temp["sum"]["N"]),
+                    "min": float(temp["min"]["N"]), "max": float(temp["max"]["N"]),
+                }
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return out
+
+
+def archived(s3: Any, bucket: str, prefix: str) -> tuple[Counter[str], int, int]:
+    """(quarantine reasons, aggregated lines, duplicate lines) of this batch's devices in the archive."""
+    reasons: Counter[str] = Counter()
+    aggregated = duplicates = 0
+    marker = prefix.encode()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            for line in body.splitlines():
+                doc = json.loads(line)
+                if obj["Key"].startswith("quarantine/"):
+                    if marker in base64.b64decode(doc["raw_b64"]):
+                        reasons[doc["reason"]] += 1
+                elif doc.get("device_id", "").startswith(prefix):
+                    if doc.get("status") == "duplicate":
+                        duplicates += 1
+                    else:
+                        aggregated += 1
+    return reasons, aggregated, duplicates
+
+
+def wait_for(predicate: Any, timeout_s: float, interval_s: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    return last
+
+
+def assert_windows_equal(stored: WindowRef, expected: WindowRef) -> None:
+    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    assert (missing, extra) == ([], []), f"windows missing {missing[:5]}, extra {extra[:5]}"
+    for key, want in expected.items():
+        got = stored[key]
+        assert got["count"] == want["count"], f"{key}: count {got['count']} != {want['count']}"
+        assert abs(got["sum"] - want["sum"]) <= 1e-9 * max(1.0, abs(want["sum"])), f"{key}: sum"
+        assert got["min"] == want["min"], f"{key}: min"
+        assert got["max"] == want["max"], f"{key}: max"

@@ -1,0 +1,140 @@
+"""The live view rendered by a real headless Chromium against the app served by uvicorn.
+
+The app runs with seeded in-memory stores (``functions.api.demo``): the page's behaviour (key from the
+URL fragment, relative fetches, fleet table, map, chart with anomaly markers) is what is under test
+here; the same page behind API Gateway is covered by test_api_gateway.py's /dashboard and /stats checks.
+A screenshot goes to out/live-view.png for review.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+KEY = "live-view-key"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--virtual-time-budget=10000",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("/usr/bin/chromium is missing; CI must install Debian's chromium package")
+        pytest.skip("/usr/bin/chromium not installed (apt-get install chromium); CI runs this test")
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_app() -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "API_KEY": KEY, "LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "functions.api.demo:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"uvicorn exited: {server.stderr.read().decode() if server.stderr else ''}"
+                )
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _run_chromium(chromium: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="iotpipe-chromium-") as profile:
+        return subprocess.run(
+            [str(chromium), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+def test_page_renders_fleet_chart_and_anomaly(chromium: Path, live_app: str) -> None:
+    # GIVEN the app with 6 devices, an hour of windows and a spike flagged as anomaly
+    # WHEN Chromium opens the page with the key in the URL fragment and lets it run
+    result = _run_chromium(chromium, "--dump-dom", f"{live_app}/dashboard#key={KEY}")
+    dom = result.stdout
+    # THEN the fleet, the map, the counters and the chart with its anomaly marker are drawn
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert dom.count('class="device-row') == 6, dom[:3000]
+    assert dom.count('class="device-dot') == 6
+    assert 'class="anomaly-marker"' in dom
+    assert 'class="mean"' in dom
+    assert 'id="c-devices">6<' in dom
+    status = re.search(r'<span id="status"[^>]*>([^<]*)</span>', dom)
+    assert status is not None
+    assert status.group(1).startswith("updated"), status.group(1)
+
+
+def test_wrong_key_asks_again(chromium: Path, live_app: str) -> None:
+    dom = _run_chromium(chromium, "--dump-dom", f"{live_app}/dashboard#key=wrong").stdout
+    assert re.search(r'<span id="status" class="error">API key rejected</span>', dom)
+    assert 'class="device-row' not in dom
+
+
+def test_screenshot(chromium: Path, live_app: str) -> None:
+    out = ROOT / "out" / "live-view.png"
+    out.parent.mkdir(exist_ok=True)
+    out.unlink(missing_ok=True)
+    result = _run_chromium(
+        chromium, f"--screenshot={out}", "--window-size=1280,900", f"{live_app}/dashboard#key={KEY}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.stat().st_size > 10_000

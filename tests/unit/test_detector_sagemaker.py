@@ -1,0 +1,112 @@
+"""SageMaker backend with a fake client: success, and each failure policy on timeout/error."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pytest
+
+from functions.detector.anomaly_detector import (
+    DetectorUnavailable,
+    EmbeddedDetector,
+    SageMakerDetector,
+    default_artifact_path,
+)
+from functions.readings import DeviceInfo, Reading
+
+DEVICE = DeviceInfo("dev-9", baseline={"temperature": 20.0, "humidity": 50.0, "pressure": 1010.0})
+
+
+def readings(n: int = 5) -> list[Reading]:
+    return [
+        Reading(
+            "dev-9",
+            1_767_225_600_000 + i * 1000,
+            {"temperature": 20.0 + 0.01 * i, "humidity": 50.0, "pressure": 1010.0},
+            "shardId-0",
+            str(i),
+            DEVICE,
+        )
+        for i in range(n)
+    ]
+
+
+class FakeRuntime:
+    def __init__(self, scores=None, hang: threading.Event | None = None, error: Exception | None = None):
+        self.scores, self.hang, self.error, self.calls = scores, hang, error, []
+
+    def invoke_endpoint(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.hang is not None:
+            self.hang.wait(5)
+        if self.error is not None:
+            raise self.error
+        n = len(json.loads(kwargs["Body"])["features"])
+        return {"Body": io.BytesIO(json.dumps({"scores": self.scores or [0.9] * n}).encode())}
+
+
+@pytest.fixture(scope="module")
+def artifact():
+    import json as _json
+
+    return _json.loads(default_artifact_path().read_bytes())
+
+
+def make(artifact, fake, policy="fallback", timeout=1.0) -> SageMakerDetector:
+    return SageMakerDetector("ep", timeout, policy, EmbeddedDetector(artifact), client_factory=lambda: fake)
+
+
+def test_scores_come_from_the_endpoint(artifact):
+    fake = FakeRuntime()
+    verdicts = make(artifact, fake).detect(readings())
+    assert len(fake.calls) == 1
+    assert fake.calls[0]["EndpointName"] == "ep"
+    assert all(v.is_anomaly and v.score == pytest.approx(0.9) for v in verdicts)
+
+
+def test_timeout_with_fallback_scores_embedded(artifact):
+    hang = threading.Event()
+    detector = make(artifact, FakeRuntime(hang=hang), "fallback", timeout=0.05)
+    verdicts = detector.detect(readings())
+    hang.set()
+    assert detector.failures == 1
+    assert not any(v.is_anomaly for v in verdicts)  # normal readings, scored locally
+    assert all(0 < v.score < 1 for v in verdicts)
+
+
+def test_error_with_skip_keeps_records_unscored(artifact):
+    verdicts = make(artifact, FakeRuntime(error=RuntimeError("boom")), "skip").detect(readings(3))
+    assert len(verdicts) == 3
+    assert all(v.severity == "none" and "not scored" in v.reason for v in verdicts)
+
+
+def test_timeout_with_fail_raises(artifact):
+    hang = threading.Event()
+    detector = make(artifact, FakeRuntime(hang=hang), "fail", timeout=0.05)
+    with pytest.raises(DetectorUnavailable):
+        detector.detect(readings())
+    hang.set()
+
+
+def test_bad_response_shape_is_a_failure(artifact):
+    verdicts = make(artifact, FakeRuntime(scores=[0.1]), "skip").detect(readings(4))
+    assert all(v.severity == "none" for v in verdicts)
+
+
+def test_get_detector_chooses_backend_by_settings(monkeypatch):
+    from functions.detector import anomaly_detector
+    from functions.settings import get_settings
+
+    monkeypatch.setenv("DETECTOR_BACKEND", "sagemaker")
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT", "my-endpoint")
+    get_settings.cache_clear()
+    anomaly_detector.get_detector.cache_clear()
+    try:
+        detector = anomaly_detector.get_detector()
+        assert isinstance(detector, SageMakerDetector)
+        assert detector.endpoint == "my-endpoint"
+    finally:
+        get_settings.cache_clear()
+        anomaly_detector.get_detector.cache_clear()
