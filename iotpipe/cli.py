@@ -131,6 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return _watch(args, started)
     except (EmulatorError, RuntimeError, subprocess.CalledProcessError) as exc:
         _say(f"failed: {exc}")
+        _say("(emulator state is kept between runs; 'iotpipe up --fresh' starts from an empty one)")
         return 1
     except KeyboardInterrupt:
         return 0

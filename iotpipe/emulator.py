@@ -87,6 +87,9 @@ class Emulator:
             "GATEWAY_PORT": str(self.port),
             "MINISTACK_REGION": os.environ.get("AWS_REGION", "us-east-1"),
             "STATE_DIR": str(self.state_dir / "state"),
+            # ministack keeps S3 objects under /tmp/ministack-data by default, shared by every
+            # emulator on the machine; each emulator gets its own.
+            "S3_DATA_DIR": str(self.state_dir / "s3"),
             "TMPDIR": str(self.state_dir / "tmp"),
             "LOG_LEVEL": os.environ.get("EMULATOR_LOG_LEVEL", "WARNING"),
         }

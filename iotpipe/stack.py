@@ -56,5 +56,5 @@ def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | No
         kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
     result = subprocess.run(cmd, check=False, **kwargs)
     if result.returncode != 0:
-        detail = result.stdout[-4000:] if quiet and result.stdout else ""
+        detail = "\n".join(result.stdout.splitlines()[-40:]) if quiet and result.stdout else ""
         raise RuntimeError(f"deploy of {stack_name} to {target} failed (exit {result.returncode})\n{detail}")

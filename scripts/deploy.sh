@@ -116,7 +116,8 @@ mkdir -p "$ROOT/build"
 run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation package \
   --template-file "$ROOT/cloudformation/template.yaml" \
   --s3-bucket "$ARTIFACTS_BUCKET" --s3-prefix "$STACK" \
-  --output-template-file "$ROOT/build/packaged.yaml" >/dev/null
+  --output-template-file "$ROOT/build/packaged.yaml" 2>&1 >/dev/null \
+  | { tr '\r' '\n' | grep -v '^Uploading to ' >&2 || true; }  # drop the per-chunk upload progress
 
 # A first create that failed leaves the stack in ROLLBACK_COMPLETE, which CloudFormation can only
 # delete; remove it so this run can create it again.

@@ -137,18 +137,23 @@ def stored_windows(ddb: Any, table: str, device_ids: list[str]) -> WindowRef:
     return out
 
 
-def archived(s3: Any, bucket: str, prefix: str) -> tuple[Counter[str], int, int]:
-    """(quarantine reasons, aggregated lines, duplicate lines) of this batch's devices in the archive."""
+def archived(s3: Any, bucket: str, batch: Batch) -> tuple[Counter[str], int, int]:
+    """(quarantine reasons, aggregated lines, duplicate lines) of this batch's records in the archive.
+
+    Quarantined records are recognised by their raw bytes (some carry no device id, or an unknown one);
+    processed lines by the batch's device-id prefix.
+    """
     reasons: Counter[str] = Counter()
     aggregated = duplicates = 0
-    marker = prefix.encode()
+    prefix = batch.prefix
+    raws = {data for _, data in batch.payloads()}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
             body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
             for line in body.splitlines():
                 doc = json.loads(line)
                 if obj["Key"].startswith("quarantine/"):
-                    if marker in base64.b64decode(doc["raw_b64"]):
+                    if base64.b64decode(doc["raw_b64"]) in raws:
                         reasons[doc["reason"]] += 1
                 elif doc.get("device_id", "").startswith(prefix):
                     if doc.get("status") == "duplicate":

@@ -10,6 +10,7 @@ nothing lost, nothing counted twice.
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 
 import boto3
@@ -45,11 +46,10 @@ def _check(outputs: dict[str, str], batch: Batch, extra_duplicates: int = 0, tim
     # The archive is written after the window writes of a batch: give the last one a moment.
     want = (dict(reasons), total, duplicates + extra_duplicates)
     got = wait_for(lambda: (lambda a: a if (dict(a[0]), a[1], a[2]) == want else None)(
-        archived(s3, outputs["ArchiveBucketName"], batch.prefix)), 20, 2)
+        archived(s3, outputs["ArchiveBucketName"], batch)), 20, 2)
     stored = stored_windows(ddb, outputs["AggregatesTableName"], batch.device_ids)
     assert_windows_equal(stored, expected)
-    reasons_got, aggregated_lines, duplicate_lines = got or archived(s3, outputs["ArchiveBucketName"],
-                                                                     batch.prefix)
+    reasons_got, aggregated_lines, duplicate_lines = got or archived(s3, outputs["ArchiveBucketName"], batch)
     assert dict(reasons_got) == dict(reasons)
     assert aggregated_lines == total
     assert duplicate_lines == duplicates + extra_duplicates
@@ -90,7 +90,7 @@ def test_emulator_restart_mid_run_keeps_state_and_loses_nothing(monkeypatch: pyt
     for key, value in emulator.client_env().items():
         monkeypatch.setenv(key, value)
     try:
-        stack = "restart"
+        stack = f"rs-{uuid.uuid4().hex[:8]}"
         deploy(stack, "embedded", quiet=True)
         outputs = stack_outputs(stack)
         batch = make_batch(devices=20, count=800, malformed_rate=0.05, seed=23)
