@@ -15,7 +15,7 @@ EMU_BOTO3 := 1.43.106
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv emulator-env install up down status test test-unit test-integration lint bench build deploy-dry-run clean
+.PHONY: help venv emulator-env install up down status test test-unit test-integration lint security bench bench-e2e cost build deploy-dry-run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -60,12 +60,22 @@ test-unit: venv ## unit tests (no network)
 test-integration: install ## integration tests against the embedded emulator (or AWS_ENDPOINT_URL)
 	$(VENV)/bin/pytest tests/integration -q
 
-test: install ## every test: lint, unit, integration
+security: venv ## cfn-lint, checkov (own venv) and a dependency audit
+	scripts/security-checks.sh
+
+test: install ## every test: lint, unit, integration, security checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+	scripts/security-checks.sh
 
-bench: install ## every benchmark in bench/
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz
+	$(VENV)/bin/iotpipe cost --devices 1000 --rate 1
+
+bench-e2e: install ## end-to-end benchmark on the embedded emulator (a few minutes)
+	@set -o pipefail; mkdir -p out; $(PY) bench/e2e.py | tee out/e2e.out
+
+bench: install ## every benchmark in bench/ (each ends with one JSON line)
+	@set -o pipefail; mkdir -p out; for b in bench/*.py; do echo "== $$b"; $(PY) $$b | tee out/$$(basename $$b .py).out || exit 1; done
 
 deploy-dry-run: ## print the AWS CLI calls a deploy to AWS would make
 	TARGET=aws scripts/deploy.sh --dry-run --yes

@@ -34,6 +34,9 @@ class Reading:
     sequence_number: str
     device: DeviceInfo | None = None
     ground_truth: str | None = None  # carried to the archive, never used to decide
+    # Position in a packed Kinesis record (a JSON array of readings); None for a record holding one
+    # reading. (sequence_number, index) orders the readings of a shard.
+    index: int | None = None
 
     @property
     def window_start(self) -> int:

@@ -62,7 +62,11 @@ class Settings:
     allowed_lateness_s: int = 600
     max_future_skew_s: int = 120
     device_cache_ttl_s: int = 300
-    max_record_bytes: int = 8192
+    max_record_bytes: int = 8192  # a Kinesis record holding one reading (a JSON object)
+    # A packed Kinesis record (a JSON array of readings, docs/data-model.md): at most this many bytes and
+    # readings. 64 KiB holds ~300 simulator readings; producers pack 25 by default (SIM_PACK).
+    max_packed_bytes: int = 65_536
+    max_packed_readings: int = 500
 
     # Metrics: "emf" on AWS (CloudWatch parses EMF log lines), "cloudwatch" (PutMetricData) where the
     # target does not parse EMF (ministack, LocalStack), "none" to disable. "auto" (the default)
@@ -79,6 +83,7 @@ class Settings:
     sagemaker_failure_policy: str = "fallback"
     alert_cooldown_s: int = 300
     anomaly_ttl_days: int = 30
+    aggregates_ttl_days: int = 90  # expires_at = window_end + this (DynamoDB TTL on the aggregates table)
 
     # API.
     api_key: str = field(default="", repr=False)
@@ -115,6 +120,8 @@ def load_settings() -> Settings:
         max_future_skew_s=_int("MAX_FUTURE_SKEW_S", 120),
         device_cache_ttl_s=_int("DEVICE_CACHE_TTL_S", 300),
         max_record_bytes=_int("MAX_RECORD_BYTES", 8192),
+        max_packed_bytes=_int("MAX_PACKED_BYTES", 65_536),
+        max_packed_readings=_int("MAX_PACKED_READINGS", 500),
         metrics_sink=_resolve_metrics_sink(
             _choice("METRICS_SINK", "auto", ("auto", "emf", "cloudwatch", "none")), endpoint
         ),
@@ -128,6 +135,7 @@ def load_settings() -> Settings:
         ),
         alert_cooldown_s=_int("ALERT_COOLDOWN_S", 300),
         anomaly_ttl_days=_int("ANOMALY_TTL_DAYS", 30),
+        aggregates_ttl_days=_int("AGGREGATES_TTL_DAYS", 90),
         api_key=env("API_KEY") or "",
         api_max_range_s=_int("API_MAX_RANGE_S", 7 * 24 * 3600),
         api_max_limit=_int("API_MAX_LIMIT", 1000),

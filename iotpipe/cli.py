@@ -70,6 +70,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         PIDFILE.unlink(missing_ok=True)
         CHILDREN.unlink(missing_ok=True)
 
+    # `kill`, `timeout` and a closed terminal stop everything too, not only Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         _say(f"[1/5] starting the embedded emulator (ministack) on 127.0.0.1:{port} ...")
         emulator.start()
@@ -139,6 +142,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("stopping simulator, API and emulator ...")
         stop_all()
         _say("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]]) -> int:

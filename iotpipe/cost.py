@@ -1,7 +1,12 @@
 """``iotpipe cost``: the monthly AWS cost of the pipeline, per component, and per million readings.
 
-    iotpipe cost --devices 1000 --rate 1 [--json] [--batch-size 500] [--batching-window 10] [--shards N]
+    iotpipe cost --devices 1000 --rate 1 [--json] [--batch-size N] [--batching-window S] [--shards N]
     iotpipe cost --devices 1000 --rate 1 --from-bench out/e2e.json
+
+The defaults that mirror template parameters (BatchSize, BatchingWindowSeconds, AlertCooldownSeconds,
+AnomalyTtlDays, AggregatesTtlDays, Archive*Days, LogRetentionDays, the processor's MemorySize, PITR and
+TTL per table, the archive lifecycle rules, the alarm count) are read from cloudformation/template.yaml
+when this module is imported (``template_defaults``), so the model follows the template it costs.
 
 The per-reading API call counts follow what the code does (functions/processor), not a rule of thumb:
 
@@ -9,20 +14,24 @@ The per-reading API call counts follow what the code does (functions/processor),
   one PUT payload unit per record (records are far below 25 KB).
 - The event source mapping hands the processor batches of ``min(BatchSize, records per shard gathered in
   the batching window, what fits in the 6 MB invoke payload)``. Lambda polls each shard about once a
-  second, so a window below 1 s gathers a second's worth.
+  second, so a window below 1 s gathers a second's worth. An event record is ~0.57 KB of envelope plus
+  the base64 data (~0.84 KB for a 200-byte reading), so 6 MB holds ~7,500 readings, below BatchSize 10,000.
 - Per batch, the processor prefetches every touched (device, window) with one strongly consistent
   BatchGetItem row (1 RRU each, items < 4 KB) and writes each once with a conditional PutItem
   (``exactly_once.apply_group``: read-modify-write). So DynamoDB writes per reading are
   ``(devices in the batch x windows each spans) / batch records``: about 1 when a batch holds less than
   one reading per device, ``1 / (rate x seconds per batch)`` when it holds several. This is the figure
-  the batch size and batching window move, and it drives both DynamoDB and Lambda duration (the writes
-  are sequential).
+  the batch size and batching window move. The writes run on the processor's thread pool
+  (``WRITE_CONCURRENCY`` in functions/processor/handler.py, 16), so their latency counts once per
+  ``concurrency`` writes; the SDK's CPU time per call (GIL-bound) counts for every call.
 - One S3 PUT per batch for processed records, plus one when the batch had any quarantined record.
 - Metrics are EMF log lines on AWS (log ingestion, no PutMetricData calls).
 - The device registry is read through a cache (``DEVICE_CACHE_TTL_S``, 300 s): eventually consistent
   BatchGetItem, 0.5 RRU per device per TTL.
-- Anomalies: one PutItem per flagged reading plus its ``by-day`` GSI write; alerts are capped by the
-  per-device cooldown; one SNS publish each.
+- Anomalies: one item per flagged reading (BatchWriteItem) plus its ``by-day`` GSI write; per flagged
+  device and batch one conditional cooldown UpdateItem and one ``ADD suppressed``; alerts are capped by
+  the per-device cooldown; one SNS publish each. The flagged share defaults to the detector's measured
+  false-alarm rate plus a small true-anomaly share (``FLAGGED_SHARE``); ``--anomaly-rate`` overrides it.
 
 Everything is a flag with the default documented beside it; ``--from-bench FILE`` replaces the formula's
 per-reading counts (invocations, durations, writes, reads, PUTs, bytes) with those counted by
@@ -60,10 +69,161 @@ SHARD_RECORDS_PER_S = 1000
 SHARD_BYTES_PER_S = 1024 * 1024
 SHARD_HEADROOM = 0.8  # size shards for 80 % of the write limits: bursts and hot devices need the rest
 LAMBDA_PAYLOAD_BYTES = 6 * 1024 * 1024
-EVENT_ENVELOPE_BYTES = 250  # per record in the Lambda event: eventID, sequence number, ARN, ...
+# Per record in the Lambda event besides the base64 data: kinesisSchemaVersion, partitionKey (the device
+# id), a 56-digit sequenceNumber, approximateArrivalTimestamp, eventSource/Version/Name, eventID
+# (shard id + sequence number), invokeIdentityArn (the role), awsRegion, eventSourceARN. Measured on
+# the documented record shape with this stack's names, compact JSON: 567 bytes
+# (tests/unit/test_cost.py::test_event_envelope_matches_a_kinesis_event_record).
+EVENT_ENVELOPE_BYTES = 570
 BATCH_GET_MAX_KEYS = 100
 BATCH_WRITE_MAX_ITEMS = 25
-TEMPLATE = Path(__file__).resolve().parent.parent / "cloudformation" / "template.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "cloudformation" / "template.yaml"
+PROCESSOR_HANDLER = ROOT / "functions" / "processor" / "handler.py"
+
+# Share of valid readings the detector flags in production (each costs an anomaly item, its GSI copy and
+# cooldown writes). Not the simulator's injection rate (1 %, a what-if): the false-alarm rate measured for
+# model/artifacts/iforest-v1.json is 0.103 % on held-back readings (validation.holdout_far) and
+# 0.108-0.158 % streamed per anomaly kind (docs/model-card.md); take the worst, 0.16 %, and add 0.04 %
+# of true anomalies (at 1 Hz about 35 flagged readings per device a day in all). A fleet's true anomaly
+# share is unknown until it runs: pass --anomaly-rate to cost another.
+DETECTOR_FALSE_ALARM_RATE = 0.0016
+TRUE_ANOMALY_SHARE = 0.0004
+FLAGGED_SHARE = DETECTOR_FALSE_ALARM_RATE + TRUE_ANOMALY_SHARE  # 0.002
+# DynamoDB TTL deletes expired items in the background, typically within a few days: items stay billed
+# (storage, PITR) until then.
+TTL_DELETION_LAG_DAYS = 2.0
+
+# The template's values when this was written: used only when the template cannot be read (an installed
+# package without the repository, or no PyYAML), and reported as such in the JSON ("defaults_from").
+FALLBACK_DEFAULTS: dict[str, Any] = {
+    "batch_size": 10_000,
+    "batching_window_s": 30.0,
+    "alert_cooldown_s": 300,
+    "anomaly_ttl_days": 30.0,
+    "aggregates_retention_days": 90.0,
+    "archive_ia_after_days": 30.0,
+    "archive_expire_days": 365.0,
+    "archive_ia_min_object_filter": True,
+    "log_retention_days": 14.0,
+    "processor_memory_mb": 1024,
+    "aggregates_pitr": True,
+    "anomalies_pitr": True,
+    "alarms": 10,
+}
+
+
+# ------------------------------------------------------------------------------------------ template
+def _load_template(path: Path) -> dict[str, Any]:
+    """The template as plain data; short-form tags (!Ref, !Sub, !If, ...) become {tag: value}."""
+    import yaml  # a dev dependency: the cost model runs where the repository and its tools are
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {suffix: value}
+
+    Loader.add_multi_constructor("!", tag)
+    doc = yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a template")
+    return doc
+
+
+def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
+    """Workload defaults that mirror the template: parameter defaults and resource properties.
+
+    A property given as ``!Ref Param`` resolves to the parameter's default; a literal is taken as is.
+    Raises (OSError, ImportError, KeyError, ValueError, TypeError) when the template cannot be read.
+    """
+    doc = _load_template(path)
+    params = doc.get("Parameters") or {}
+    resources = doc["Resources"]
+
+    def value(v: Any) -> Any:
+        if isinstance(v, dict) and set(v) == {"Ref"} and v["Ref"] in params:
+            return params[v["Ref"]]["Default"]
+        return v
+
+    def param(name: str) -> Any:
+        return params[name]["Default"]
+
+    def props(kind: str, name_hint: str) -> dict[str, Any]:
+        found = [r.get("Properties") or {} for n, r in resources.items()
+                 if r.get("Type") == kind and name_hint in n]
+        if len(found) != 1:
+            raise KeyError(f"expected one {kind} named like {name_hint!r}, found {len(found)}")
+        return found[0]
+
+    def pitr(table: dict[str, Any]) -> bool:
+        spec = table.get("PointInTimeRecoverySpecification") or {}
+        return str(value(spec.get("PointInTimeRecoveryEnabled", False))).lower() == "true"
+
+    aggregates = props("AWS::DynamoDB::Table", "Aggregates")
+    anomalies = props("AWS::DynamoDB::Table", "Anomalies")
+    ttl = aggregates.get("TimeToLiveSpecification") or {}
+    ttl_on = str(value(ttl.get("Enabled", False))).lower() == "true"
+    if ttl_on and "AggregatesTtlDays" not in params:
+        raise KeyError("aggregates table has a TTL but no AggregatesTtlDays parameter")
+
+    rules = [r for r in (props("AWS::S3::Bucket", "Archive").get("LifecycleConfiguration") or {})
+             .get("Rules", []) if str(r.get("Status")) == "Enabled"]
+    ia_rules = [r for r in rules
+                if any(t.get("StorageClass") == "STANDARD_IA" for t in r.get("Transitions") or [])]
+    expiring = [r for r in rules if "ExpirationInDays" in r]
+    if len(ia_rules) != 1 or len(expiring) != 1:
+        raise KeyError("expected one STANDARD_IA transition rule and one expiration rule")
+    ia_rule = ia_rules[0]
+    ia_after = next(tr["TransitionInDays"] for tr in ia_rule["Transitions"]
+                    if tr["StorageClass"] == "STANDARD_IA")
+    min_size = int(value(ia_rule.get("ObjectSizeGreaterThan", 0)))
+    processor = props("AWS::Lambda::Function", "Processor")
+    return {
+        "batch_size": int(param("BatchSize")),
+        "batching_window_s": float(param("BatchingWindowSeconds")),
+        "alert_cooldown_s": int(param("AlertCooldownSeconds")),
+        "anomaly_ttl_days": float(param("AnomalyTtlDays")),
+        # No TTL: the table grows without bound; the model then keeps the fallback's 90 days (see docs).
+        "aggregates_retention_days": (
+            float(param("AggregatesTtlDays")) if ttl_on else FALLBACK_DEFAULTS["aggregates_retention_days"]
+        ),
+        "archive_ia_after_days": float(value(ia_after)),
+        "archive_expire_days": float(value(expiring[0]["ExpirationInDays"])),
+        # Standard-IA bills objects as at least 128 KB: the filter keeps smaller objects in Standard.
+        "archive_ia_min_object_filter": min_size >= 128 * KB,
+        "log_retention_days": float(value(props("AWS::Logs::LogGroup", "Processor")["RetentionInDays"])),
+        "processor_memory_mb": int(value(processor["MemorySize"])),
+        "aggregates_pitr": pitr(aggregates),
+        "anomalies_pitr": pitr(anomalies),
+        "alarms": sum(1 for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"),
+    }
+
+
+def _defaults() -> tuple[dict[str, Any], str]:
+    try:
+        return template_defaults(TEMPLATE), str(TEMPLATE.relative_to(ROOT))
+    except (OSError, ImportError, KeyError, ValueError, TypeError, StopIteration) as exc:
+        return dict(FALLBACK_DEFAULTS), f"built-in fallback ({type(exc).__name__}: {exc})"
+
+
+def handler_write_concurrency(path: Path = PROCESSOR_HANDLER, fallback: int = 16) -> int:
+    """The processor's concurrent window writers (``WRITE_CONCURRENCY = N`` in its handler)."""
+    try:
+        m = re.search(r"^WRITE_CONCURRENCY\s*(?::\s*int\s*)?=\s*(\d+)", path.read_text(), re.M)
+    except OSError:
+        return fallback
+    return int(m.group(1)) if m else fallback
+
+
+DEFAULTS, DEFAULTS_FROM = _defaults()
+WRITE_CONCURRENCY = handler_write_concurrency()
 
 
 @dataclass(frozen=True)
@@ -73,40 +233,48 @@ class Workload:
     devices: int
     rate_hz: float
     shards: int | None = None  # None: sized from the rate (SHARD_HEADROOM)
-    batch_size: int = 500  # template BatchSize
-    batching_window_s: float = 10.0  # template BatchingWindowSeconds
+    batch_size: int = DEFAULTS["batch_size"]  # template BatchSize
+    batching_window_s: float = DEFAULTS["batching_window_s"]  # template BatchingWindowSeconds
     window_s: int = 60  # aggregation window
     record_bytes: int = 200  # a simulator reading as JSON (~170-210 bytes)
     malformed_rate: float = 0.01  # simulator default SIM_MALFORMED_RATE
-    anomaly_rate: float = 0.01  # share of readings the detector flags (upper bound: simulator injection rate)
-    alert_cooldown_s: int = 300  # template AlertCooldownSeconds (per device)
+    anomaly_rate: float = FLAGGED_SHARE  # share of valid readings the detector flags (see FLAGGED_SHARE)
+    alert_cooldown_s: int = DEFAULTS["alert_cooldown_s"]  # template AlertCooldownSeconds (per device)
     # Aggregate item: ~650 bytes + ~3.9 bytes per reading in the window (seen_offsets_ms grows), measured
-    # by sizing exactly_once.build_item() items with DynamoDB's size rules (10 readings: 688 B, 60: 881 B).
-    item_base_bytes: int = 650
+    # by sizing exactly_once.build_item() items with DynamoDB's size rules (10 readings: 688 B, 60: 881 B),
+    # + 16 bytes for expires_at (10-byte name, 10-digit number).
+    item_base_bytes: int = 666
     item_bytes_per_reading: float = 3.9
     anomaly_item_bytes: int = 700
     archive_bytes_per_reading: float = 60.0  # gzip JSON line in processed/ (measured 28-60 B)
     quarantine_bytes_per_record: float = 300.0  # gzip line with raw_b64 + reason/stage/detail
-    # Processor Lambda (template MemorySize 1024). Duration = overhead + compute + sequential I/O.
-    processor_memory_mb: int = 1024
+    # Processor Lambda (template MemorySize). Duration = overhead + compute + SDK CPU per call
+    # + sequential I/O (prefetch, anomalies, alerts, S3) + window writes / write_concurrency x latency.
+    processor_memory_mb: int = DEFAULTS["processor_memory_mb"]
     processor_overhead_ms: float = 15.0
     compute_us_per_record: float = 20.0  # bench/processor.py core on ~0.58 vCPU (1 GB Lambda)
-    ddb_write_ms: float = 5.0  # one conditional PutItem, in-region
-    ddb_batch_get_ms: float = 8.0  # one BatchGetItem of up to 100 keys
+    write_concurrency: int = WRITE_CONCURRENCY  # functions/processor/handler.py WRITE_CONCURRENCY
+    ddb_write_ms: float = 5.0  # one conditional PutItem, in-region (latency; overlaps across threads)
+    sdk_cpu_ms_per_call: float = 1.0  # botocore serialise/sign/parse: CPU under the GIL, does not overlap
+    ddb_batch_get_ms: float = 8.0  # one BatchGetItem of up to 100 keys (chunks are fetched in turn)
     s3_put_ms: float = 30.0
+    sns_publish_ms: float = 15.0
     device_cache_ttl_s: float = 300.0  # DEVICE_CACHE_TTL_S
     # Storage retention (steady state).
-    aggregates_retention_days: float = 90.0  # NB: the aggregates table has no TTL yet (see docs)
-    anomaly_ttl_days: float = 30.0  # template AnomalyTtlDays
-    archive_ia_after_days: float = 30.0  # template ArchiveTransitionDays
-    archive_expire_days: float = 365.0  # template ArchiveExpirationDays
-    archive_ia_min_object_filter: bool = False  # lifecycle rule transitions only objects >= 128 KB
-    pitr: bool = True  # template: PointInTimeRecoveryEnabled on every table
+    aggregates_retention_days: float = DEFAULTS["aggregates_retention_days"]  # template AggregatesTtlDays
+    anomaly_ttl_days: float = DEFAULTS["anomaly_ttl_days"]  # template AnomalyTtlDays
+    ttl_deletion_lag_days: float = TTL_DELETION_LAG_DAYS  # TTL deletes in the background, days late
+    archive_ia_after_days: float = DEFAULTS["archive_ia_after_days"]  # template ArchiveTransitionDays
+    archive_expire_days: float = DEFAULTS["archive_expire_days"]  # template ArchiveExpirationDays
+    # template: the IA transition rule is filtered with ObjectSizeGreaterThan >= 128 KB
+    archive_ia_min_object_filter: bool = DEFAULTS["archive_ia_min_object_filter"]
+    aggregates_pitr: bool = DEFAULTS["aggregates_pitr"]  # template PointInTimeRecoveryEnabled, per table
+    anomalies_pitr: bool = DEFAULTS["anomalies_pitr"]
     # Observability.
     log_bytes_per_invocation: int = 2200  # START/END/REPORT + summary JSON line + EMF lines
-    log_retention_days: float = 14.0  # template LogRetentionDays
+    log_retention_days: float = DEFAULTS["log_retention_days"]  # template LogRetentionDays
     custom_metrics: int = 20  # processor's metric names + RecordsRejected per reason + ingest's
-    alarms: int | None = None  # None: counted in the template
+    alarms: int = DEFAULTS["alarms"]  # counted in the template
     dashboards: int = 1
     metrics_sink: str = "emf"  # "cloudwatch": one PutMetricData call per invocation (emulator behaviour)
     # Query API.
@@ -161,6 +329,7 @@ class Estimate:
     s3_puts_per_reading: float
     lines: list[Line] = field(default_factory=list)
     source: str = "formula"
+    batch_limit: str = ""
 
     @property
     def total(self) -> float:
@@ -188,7 +357,7 @@ class Estimate:
 
 
 # ------------------------------------------------------------------------------------------ model
-def count_template_alarms(template: Path = TEMPLATE) -> int:
+def count_template_alarms(template: Path = TEMPLATE) -> int:  # kept for callers; template_defaults counts too
     """Alarms the template creates (each is a monthly charge); 5 if the template cannot be read."""
     try:
         return len(re.findall(r"^\s+Type:\s+AWS::CloudWatch::Alarm\s*$", template.read_text(), re.M))
@@ -202,12 +371,25 @@ def shards_for(readings_per_s: float, record_bytes: float) -> int:
     return max(1, math.ceil(max(by_records, by_bytes) - 1e-9))
 
 
+def payload_cap(record_bytes: float) -> int:
+    """Most event records of this size that fit in the 6 MB invoke payload."""
+    return LAMBDA_PAYLOAD_BYTES // (math.ceil(record_bytes * 4 / 3) + EVENT_ENVELOPE_BYTES)
+
+
+def batch_limit(w: Workload, shards: int) -> str:
+    """What closes a batch first: "BatchSize", "payload" (6 MB) or "window" (the batching window)."""
+    per_shard_rate = w.devices * w.rate_hz / shards
+    limits = {"BatchSize": float(w.batch_size), "payload": float(payload_cap(w.record_bytes)),
+              "window": per_shard_rate * max(w.batching_window_s, 1.0)}
+    return min(limits, key=lambda k: limits[k])
+
+
 def batch_shape(w: Workload, shards: int) -> tuple[float, float, float]:
     """(records per batch, seconds of stream per batch, (device, window) groups per batch), one shard."""
     per_shard_rate = w.devices * w.rate_hz / shards
     devices_per_shard = w.devices / shards
     gather_s = max(w.batching_window_s, 1.0)  # Lambda polls a shard about once a second
-    by_payload = LAMBDA_PAYLOAD_BYTES // (math.ceil(w.record_bytes * 4 / 3) + EVENT_ENVELOPE_BYTES)
+    by_payload = payload_cap(w.record_bytes)
     records = max(1.0, min(float(w.batch_size), per_shard_rate * gather_s, float(by_payload)))
     seconds = records / per_shard_rate
     per_device = w.rate_hz * seconds  # readings of one device in one batch
@@ -246,20 +428,41 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
     rru_per_read = math.ceil(agg_item / (4 * KB))  # strongly consistent
 
     anomalies = readings * valid * w.anomaly_rate
-    alerts = min(anomalies, w.devices * SECONDS_PER_MONTH / max(w.alert_cooldown_s, 1))
     per_invocation_records = 1.0 / invocations_per_reading
+    # Alerting works per flagged device and batch: one conditional cooldown UpdateItem (billed even when
+    # its condition fails) and, unless granted, an ``ADD suppressed``; a granted one is an SNS publish,
+    # at most one per device per cooldown.
+    rps_shard = rps / shards
+    batch_s = per_invocation_records / rps_shard if rps_shard else 0.0
+    per_device = w.rate_hz * batch_s  # readings of one device in one batch
+    devices_in_batch = w.devices / shards * min(1.0, per_device)
+    p_flagged = 1.0 - (1.0 - valid * w.anomaly_rate) ** max(1.0, per_device)
+    invocations_f = readings / per_invocation_records
+    flagged_device_batches = invocations_f * devices_in_batch * p_flagged
+    alerts = min(flagged_device_batches, w.devices * SECONDS_PER_MONTH / max(w.alert_cooldown_s, 1))
+    cooldown_writes = flagged_device_batches + (flagged_device_batches - alerts)
     if m.processor_ms_per_invocation is not None:
         duration_ms = m.processor_ms_per_invocation
     else:
         writes_per_batch = writes_per_reading * per_invocation_records
-        anomaly_batches = math.ceil(per_invocation_records * valid * w.anomaly_rate / BATCH_WRITE_MAX_ITEMS)
+        gets = math.ceil(writes_per_batch / BATCH_GET_MAX_KEYS - 1e-9)
+        anomalies_per_batch = per_invocation_records * valid * w.anomaly_rate
+        anomaly_calls = (math.ceil(anomalies_per_batch / BATCH_WRITE_MAX_ITEMS) if anomalies_per_batch >= 1
+                         else anomalies_per_batch)  # expected calls when most batches have none
+        cooldown_calls = cooldown_writes / invocations_f
+        alert_calls = alerts / invocations_f
+        s3_calls = s3_puts_per_reading * per_invocation_records
+        calls = writes_per_batch + gets + anomaly_calls + cooldown_calls + alert_calls + s3_calls
         duration_ms = (
             w.processor_overhead_ms
             + per_invocation_records * w.compute_us_per_record / 1000
-            + writes_per_batch * w.ddb_write_ms
-            + math.ceil(writes_per_batch / BATCH_GET_MAX_KEYS) * w.ddb_batch_get_ms
-            + anomaly_batches * w.ddb_write_ms
-            + s3_puts_per_reading * per_invocation_records * w.s3_put_ms
+            + calls * w.sdk_cpu_ms_per_call
+            # window writes run on the thread pool: their latency overlaps write_concurrency at a time
+            + math.ceil(writes_per_batch / max(1, w.write_concurrency) - 1e-9) * w.ddb_write_ms
+            + gets * w.ddb_batch_get_ms  # prefetch chunks, one after another
+            + (anomaly_calls + cooldown_calls) * w.ddb_write_ms  # sequential
+            + alert_calls * w.sns_publish_ms
+            + s3_calls * w.s3_put_ms
         )
 
     lines: list[Line] = []
@@ -301,16 +504,22 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         registry_rru / 1e6 * p.ddb_rru_per_million)
     anomaly_wru = anomalies * 2 * math.ceil(w.anomaly_item_bytes / KB)  # table + by-day GSI
     add("dynamodb", "anomaly writes (+GSI)", anomaly_wru, "WRU", anomaly_wru / 1e6 * p.ddb_wru_per_million)
+    add("dynamodb", "alert cooldown updates", cooldown_writes, "WRU",
+        cooldown_writes / 1e6 * p.ddb_wru_per_million)
     api_rru = api_requests * w.api_rru_per_request
     add("dynamodb", "query API reads", api_rru, "RRU", api_rru / 1e6 * p.ddb_rru_per_million)
     windows_per_month = min(readings, w.devices * SECONDS_PER_MONTH / w.window_s)
-    table_gb = (
-        windows_per_month * (agg_item + 100) * w.aggregates_retention_days / DAYS_PER_MONTH
-        + anomalies * 2 * (w.anomaly_item_bytes + 100) * w.anomaly_ttl_days / DAYS_PER_MONTH
-    ) / GB  # +100 bytes per item: DynamoDB's per-item overhead
+    # Steady state: each month's items are kept for the TTL plus the background deletion lag.
+    # +100 bytes per item: DynamoDB's per-item overhead.
+    aggregates_gb = (windows_per_month * (agg_item + 100)
+                     * (w.aggregates_retention_days + w.ttl_deletion_lag_days) / DAYS_PER_MONTH / GB)
+    anomalies_gb = (anomalies * 2 * (w.anomaly_item_bytes + 100)
+                    * (w.anomaly_ttl_days + w.ttl_deletion_lag_days) / DAYS_PER_MONTH / GB)
+    table_gb = aggregates_gb + anomalies_gb
     add("dynamodb", "storage (steady state)", table_gb, "GB-month", table_gb * p.ddb_storage_gb_month)
-    if w.pitr:
-        add("dynamodb", "point-in-time recovery", table_gb, "GB-month", table_gb * p.ddb_pitr_gb_month)
+    pitr_gb = aggregates_gb * w.aggregates_pitr + anomalies_gb * w.anomalies_pitr
+    if pitr_gb:
+        add("dynamodb", "point-in-time recovery", pitr_gb, "GB-month", pitr_gb * p.ddb_pitr_gb_month)
 
     # S3
     puts = readings * s3_puts_per_reading
@@ -363,7 +572,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
     if w.metrics_sink == "cloudwatch" and calls_per_invocation:
         calls = invocations * calls_per_invocation
         add("cloudwatch", "PutMetricData", calls, "request", calls / 1000 * p.cw_put_metric_data_per_thousand)
-    alarms = count_template_alarms() if w.alarms is None else w.alarms
+    alarms = w.alarms
     add("cloudwatch", "alarms", alarms, "alarm-month", alarms * p.cw_alarm_month, fixed=True)
     add("cloudwatch", "dashboard", w.dashboards, "dashboard-month", w.dashboards * p.cw_dashboard_month,
         fixed=True)
@@ -392,6 +601,8 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         s3_puts_per_reading=s3_puts_per_reading,
         lines=lines,
         source=m.source,
+        batch_limit="measured" if m.invocations_per_reading else batch_limit(
+            replace(w, record_bytes=int(record_bytes)), shards),
     )
 
 
@@ -445,6 +656,11 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "batching_window_s": w.batching_window_s,
         "batch_records": round(est.batch_records, 1),
         "batch_seconds": round(est.batch_seconds, 3),
+        "batch_limited_by": est.batch_limit,
+        "payload_cap_records": payload_cap(w.record_bytes),
+        "write_concurrency": w.write_concurrency,
+        "flagged_share": w.anomaly_rate,
+        "aggregates_retention_days": w.aggregates_retention_days,
         "processor_invocations_per_month": round(est.invocations_per_month),
         "processor_ms_per_invocation": round(est.processor_ms_per_invocation, 1),
         "ddb_writes_per_reading": round(est.ddb_writes_per_reading, 4),
@@ -464,6 +680,7 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "region": REGION,
         "free_tiers": "excluded",
         "source": est.source,
+        "defaults_from": DEFAULTS_FROM,
         "what_if": what_if or [],
     }
 
@@ -474,8 +691,10 @@ def render(est: Estimate) -> str:
         f"iotpipe monthly cost on AWS ({REGION}, prices as published {PRICES_AS_OF}, free tiers excluded)",
         f"  {w.devices} devices x {w.rate_hz:g} Hz = {est.readings_per_month / 1e6:,.1f} M readings/month; "
         f"{est.shards} shard(s); batches of {est.batch_records:,.0f} records "
-        f"({est.batch_seconds:.2f} s of stream); {est.ddb_writes_per_reading:.3f} DynamoDB writes/reading; "
-        f"{est.processor_ms_per_invocation:,.0f} ms/invocation  [{est.source}]",
+        f"({est.batch_seconds:.2f} s of stream, closed by {est.batch_limit}); "
+        f"{est.ddb_writes_per_reading:.3f} DynamoDB writes/reading; "
+        f"{est.processor_ms_per_invocation:,.0f} ms/invocation ({w.write_concurrency} writer threads); "
+        f"{w.anomaly_rate:.2%} flagged  [{est.source}; defaults from {DEFAULTS_FROM}]",
         "",
         f"  {'component':<11} {'item':<45} {'quantity':>16} {'unit':<15} {'USD/month':>10}",
     ]
@@ -498,27 +717,38 @@ def render(est: Estimate) -> str:
     return "\n".join(out)
 
 
-WHAT_IF: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("template defaults (BatchSize 500, window 10 s)", {"batch_size": 500, "batching_window_s": 10.0}),
-    ("+ IA transition only for objects >= 128 KB",
-     {"batch_size": 500, "batching_window_s": 10.0, "archive_ia_min_object_filter": True}),
-    ("BatchSize 10000, window 30 s", {"batch_size": 10_000, "batching_window_s": 30.0}),
-    ("BatchSize 10000, window 60 s, 4 shards",
-     {"batch_size": 10_000, "batching_window_s": 60.0, "shards": 4}),
-    ("... + aggregates kept 30 d, no PITR, 0.2 % flagged",
-     {"batch_size": 10_000, "batching_window_s": 60.0, "shards": 4, "aggregates_retention_days": 30.0,
-      "pitr": False, "anomaly_rate": 0.002}),
-)
+def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
+    """Changes relative to ``w`` (the template's defaults unless flags changed them): what moves the cost."""
+    window = w.batching_window_s
+    return [
+        (f"as configured (BatchSize {w.batch_size}, window {window:g} s)", {}),
+        ("BatchingWindowSeconds 10 (faster alerts)", {"batching_window_s": 10.0}),
+        ("BatchSize 500, window 10 s (the first defaults)", {"batch_size": 500, "batching_window_s": 10.0}),
+        ("IA transition without the 128 KB size filter" if w.archive_ia_min_object_filter
+         else "IA transition only for objects >= 128 KB",
+         {"archive_ia_min_object_filter": not w.archive_ia_min_object_filter}),
+        ("simulator's 1 % injection all flagged", {"anomaly_rate": 0.01}),
+        (f"BatchingWindowSeconds {max(60.0, window * 2):g}", {"batching_window_s": max(60.0, window * 2)}),
+        ("aggregates TTL 30 d, no PITR on aggregates",
+         {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
+        # More shards: fewer records per shard per second, so a payload-capped batch spans more seconds.
+        ("4 shards, BatchingWindowSeconds 60", {"shards": 4, "batching_window_s": 60.0}),
+        ("4 shards, window 60 s, aggregates TTL 30 d, no PITR on aggregates",
+         {"shards": 4, "batching_window_s": 60.0, "aggregates_retention_days": 30.0,
+          "aggregates_pitr": False}),
+    ]
 
 
 def what_if(w: Workload, prices: Prices = DEFAULT_PRICES) -> list[dict[str, Any]]:
-    """The same fleet under other batching settings (formula only): what moves the cost per reading."""
+    """The same fleet under other settings (formula only), each one change from ``w``."""
     rows = []
-    for label, change in WHAT_IF:
+    for label, change in what_if_scenarios(w):
         est = estimate(replace(w, **change), prices)
-        rows.append({"scenario": label, "usd_per_million_readings": round(est.per_million, 4),
+        rows.append({"scenario": label, "change": change,
+                     "usd_per_million_readings": round(est.per_million, 4),
                      "ddb_writes_per_reading": round(est.ddb_writes_per_reading, 4),
-                     "total_usd_per_month": round(est.total, 2)})
+                     "total_usd_per_month": round(est.total, 2),
+                     "target_met": est.per_million < TARGET_USD_PER_MILLION})
     return rows
 
 
@@ -539,9 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--archive-bytes-per-reading", type=float, default=d.archive_bytes_per_reading)
     ap.add_argument("--api-requests-per-day", type=float, default=d.api_requests_per_day)
     ap.add_argument("--aggregates-retention-days", type=float, default=d.aggregates_retention_days)
-    ap.add_argument("--ia-small-object-filter", action="store_true",
-                    help="model a lifecycle rule that transitions only objects >= 128 KB to Standard-IA")
+    ap.add_argument("--ia-small-object-filter", action=argparse.BooleanOptionalAction,
+                    default=d.archive_ia_min_object_filter,
+                    help="the lifecycle rule transitions only objects >= 128 KB to Standard-IA "
+                         "(default: as in the template)")
     ap.add_argument("--no-pitr", action="store_true", help="tables without point-in-time recovery")
+    ap.add_argument("--write-concurrency", type=int, default=d.write_concurrency,
+                    help="processor threads writing windows (default: WRITE_CONCURRENCY in its handler)")
     ap.add_argument("--ingest-via-api", action="store_true",
                     help="devices POST /ingest instead of PutRecords")
     ap.add_argument("--ddb-write-ms", type=float, default=d.ddb_write_ms)
@@ -550,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    d = Workload(devices=0, rate_hz=0)
     if args.devices <= 0 or args.rate <= 0:
         print("--devices and --rate must be positive", file=sys.stderr)
         return 2
@@ -567,7 +802,9 @@ def main(argv: list[str] | None = None) -> int:
         aggregates_retention_days=args.aggregates_retention_days,
         archive_ia_min_object_filter=args.ia_small_object_filter,
         ingest_via_api=args.ingest_via_api,
-        pitr=not args.no_pitr,
+        aggregates_pitr=d.aggregates_pitr and not args.no_pitr,
+        anomalies_pitr=d.anomalies_pitr and not args.no_pitr,
+        write_concurrency=max(1, args.write_concurrency),
         ddb_write_ms=args.ddb_write_ms,
     )
     measured = None
@@ -582,8 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(render(est))
         for row in doc["what_if"]:
-            print(f"  what if {row['scenario']:<48} {row['usd_per_million_readings']:.4f} USD/M readings "
-                  f"({row['ddb_writes_per_reading']:.3f} writes/reading)")
+            print(f"  what if {row['scenario']:<50} {row['usd_per_million_readings']:.4f} USD/M readings "
+                  f"({row['ddb_writes_per_reading']:.3f} writes/reading, "
+                  f"{row['total_usd_per_month']:,.0f} USD/month)")
     print(json.dumps(doc, sort_keys=True))
     return 0
 

@@ -5,13 +5,18 @@ The artifact holds each tree in scikit-learn's layout (``children_left/right``, 
 (``depth + c(n_node_samples) - 1``, where ``c`` is the average path length of an unsuccessful binary
 search, the correction for leaves that still hold several training samples).
 
-At load time all trees are packed into one set of flat arrays, each tree laid out as a complete binary
-tree (children of position p at 2p+1 and 2p+2). Scoring then walks every row down every tree at once: one
-step per tree level is three gathers and a little arithmetic on a (trees x rows) position array, so the
-Python overhead is ``max_depth`` iterations per chunk of rows, independent of the number of trees.
+At load time every tree is laid out as a complete binary tree and the forest is stored level by level:
+level d holds, tree after tree, the 2^d nodes of that level. A row at index i of level d (i = tree * 2^d
++ position in the level) moves to index 2i (left) or 2i + 1 (right) of level d + 1, so descending needs
+no child pointers and no per-tree offsets. Scoring walks every row down every tree at once: one step per
+level is three gathers and a little arithmetic on a (trees x rows) index array, written into buffers
+allocated once per call, so the Python overhead is ``max_depth`` iterations per chunk of rows,
+independent of the number of trees.
 
-scikit-learn casts inputs to float32 before comparing them with its float64 thresholds; so do we, or a
-value that lies between the float32 and float64 representation of a threshold would take the other branch.
+scikit-learn casts inputs to float32 and compares them, widened to float64, with its float64 thresholds.
+We compare in float32, against each threshold rounded *down* to float32: for a float32 x,
+``x > t64`` holds exactly when ``x > (largest float32 <= t64)``, because no float32 lies between the two.
+Same branches, bit for bit, with half the memory traffic of float64 gathers.
 """
 
 from __future__ import annotations
@@ -36,22 +41,25 @@ def average_path_length(n: np.ndarray) -> np.ndarray:
 class IsolationForestScorer:
     """Scores rows with an exported Isolation Forest; vectorised over rows and trees."""
 
-    def __init__(self, forest: dict[str, Any], chunk_rows: int = 512) -> None:
+    def __init__(self, forest: dict[str, Any], chunk_rows: int = 256) -> None:
         self.n_features = int(forest["n_features"])
         self.max_samples = int(forest["max_samples"])
         trees = forest["trees"]
         self.n_trees = len(trees)
+        # Rows scored together. Larger chunks amortise the Python overhead per level; smaller keep the
+        # (trees x rows) working arrays in cache: 256 rows x 100 trees (~0.6 MB of work arrays) measured
+        # best on the benchmark machine; results do not depend on it.
         self.chunk_rows = chunk_rows
         self._pack(trees)
         denominator = self.n_trees * float(average_path_length(np.array([self.max_samples]))[0])
         self._denominator = denominator
 
     def _pack(self, trees: list[dict[str, Any]]) -> None:
-        """Lay every tree out as a complete binary tree of the forest's depth, all trees in one array.
+        """Lay every tree out as a complete binary tree of the forest's depth, stored level by level.
 
-        In a complete tree the children of position p are 2p+1 and 2p+2, so descending is arithmetic and
-        needs no child-pointer lookup. A leaf shallower than the full depth gets padding nodes below it
-        with threshold +inf (every row goes left) and its value stored at its leftmost descendant.
+        In a complete tree the children of position p are 2p+1 and 2p+2. A leaf shallower than the full
+        depth gets padding nodes below it with threshold +inf (every row goes left) and its value stored
+        at its leftmost descendant.
         """
         lefts = [np.asarray(t["children_left"], dtype=np.intp) for t in trees]
         depth = 0
@@ -86,49 +94,58 @@ class IsolationForestScorer:
             steps = depth - node_depth[is_leaf]
             slot = pos[is_leaf] * 2**steps + (2**steps - 1) - n_internal
             leaf_value[t, slot] = np.asarray(tree["leaf_path_length"], dtype=np.float64)[is_leaf]
+        # Thresholds rounded down to float32 (see the module docstring): nearest, then one step down
+        # where rounding went up. +inf stays +inf.
+        threshold32 = threshold.astype(np.float32)
+        up = threshold32.astype(np.float64) > threshold
+        threshold32[up] = np.nextafter(threshold32[up], np.float32(-np.inf))
         self.max_depth = depth
-        self._n_internal = n_internal
-        self._feature = feature.ravel()
-        self._threshold = threshold.ravel()
-        self._nan_right = nan_right.ravel()
-        self._leaf_value = leaf_value.ravel()
-        self._tree_base = (np.arange(n_trees, dtype=np.intp) * n_internal)[:, None]
-        self._leaf_base = (np.arange(n_trees, dtype=np.intp) * n_leaves - n_internal)[:, None]
+        # Per level d: the (trees x 2^d) block of positions 2^d - 1 .. 2^(d+1) - 2, flattened tree-major.
+        levels = [slice(2**d - 1, 2 ** (d + 1) - 1) for d in range(depth)]
+        self._feature = [np.ascontiguousarray(feature[:, lv]).ravel() for lv in levels]
+        self._threshold = [np.ascontiguousarray(threshold32[:, lv]).ravel() for lv in levels]
+        self._nan_right = [np.ascontiguousarray(nan_right[:, lv]).ravel() for lv in levels]
+        self._leaf_value = leaf_value.ravel()  # level `depth`, tree-major like the others
 
     def path_lengths(self, X: np.ndarray) -> np.ndarray:
         """Sum over trees of each row's path length (scikit-learn's ``depths``)."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected (rows, {self.n_features}) features, got {X.shape}")
-        # Same rounding as scikit-learn (float32 input), compared in float64 against float64 thresholds.
-        X64 = X.astype(np.float32).astype(np.float64)
-        n = X64.shape[0]
+        # The same float32 rounding as scikit-learn's input validation.
+        X32 = np.ascontiguousarray(X, dtype=np.float32)
+        n = X32.shape[0]
         out = np.empty(n)
-        for lo in range(0, n, self.chunk_rows):
-            out[lo : lo + self.chunk_rows] = self._chunk_depths(X64[lo : lo + self.chunk_rows])
+        step = self.chunk_rows
+        buffers = _Buffers(self.n_trees, min(step, n), self.n_features)
+        for lo in range(0, n, step):
+            out[lo : lo + step] = self._chunk_depths(X32[lo : lo + step], buffers)
         return out
 
-    def _chunk_depths(self, X: np.ndarray) -> np.ndarray:
+    def _chunk_depths(self, X: np.ndarray, b: _Buffers) -> np.ndarray:
         # Layout (trees x rows): the final per-tree sum then runs over contiguous rows in tree order,
         # the same order scikit-learn accumulates in, so the floating-point result matches.
         m = X.shape[0]
-        flat = np.ascontiguousarray(X).ravel()
-        row_base = np.arange(m, dtype=np.intp)[None, :] * self.n_features
-        pos = np.zeros((self.n_trees, m), dtype=np.intp)
+        flat = X.ravel()
+        idx, col, x, thr, right = b.views(m)
+        # Level 0: index = tree (each tree's root). np.take with intp indices, out= and mode="clip" is
+        # numpy's fastest gather (no bounds errors to raise: every index is in range by construction).
+        idx[...] = b.tree_ids[:, None]
+        row_base = b.row_base[:, :m]
         has_nan = bool(np.isnan(flat).any())
-        # np.take with intp indices and mode="clip" is the fastest gather numpy offers (no bounds errors
-        # to raise; every index is in range by construction).
-        for _ in range(self.max_depth):
-            node = pos + self._tree_base
-            x = np.take(flat, row_base + np.take(self._feature, node, mode="clip"), mode="clip")
-            go_right = x > np.take(self._threshold, node, mode="clip")
+        for feature, threshold, nan_right in zip(
+            self._feature, self._threshold, self._nan_right, strict=True
+        ):
+            np.take(feature, idx, out=col, mode="clip")
+            col += row_base
+            np.take(flat, col, out=x, mode="clip")
+            np.take(threshold, idx, out=thr, mode="clip")
+            np.greater(x, thr, out=right)
             if has_nan:  # rare: scikit-learn sends NaN to the side it recorded at fit time
-                go_right |= np.isnan(x) & np.take(self._nan_right, node, mode="clip")
-            pos *= 2
-            pos += 1
-            pos += go_right
-        leaf_values = np.take(self._leaf_value, pos + self._leaf_base, mode="clip")
-        return leaf_values.sum(axis=0)
+                right |= np.isnan(x) & np.take(nan_right, idx, mode="clip")
+            idx += idx  # child index at the next level: 2i (left) or 2i + 1 (right)
+            idx += right
+        return np.take(self._leaf_value, idx, mode="clip").sum(axis=0)
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """scikit-learn's ``score_samples``: the opposite of the anomaly score (lower = more abnormal)."""
@@ -140,3 +157,24 @@ class IsolationForestScorer:
         if self._denominator == 0:
             return np.ones_like(depths)
         return 2.0 ** (-depths / self._denominator)
+
+
+class _Buffers:
+    """Work arrays for ``_chunk_depths``, allocated once per ``path_lengths`` call and reused per chunk."""
+
+    def __init__(self, n_trees: int, rows: int, n_features: int) -> None:
+        self.tree_ids = np.arange(n_trees, dtype=np.intp)
+        self.row_base = (np.arange(rows, dtype=np.intp) * n_features)[None, :]
+        self._idx = np.empty((n_trees, rows), dtype=np.intp)
+        self._col = np.empty((n_trees, rows), dtype=np.intp)
+        self._x = np.empty((n_trees, rows), dtype=np.float32)
+        self._thr = np.empty((n_trees, rows), dtype=np.float32)
+        self._right = np.empty((n_trees, rows), dtype=bool)
+
+    def views(self, m: int) -> tuple[np.ndarray, ...]:
+        """The buffers cut to ``m`` rows (the last chunk may be shorter); contiguous when m is full."""
+        if m == self._idx.shape[1]:
+            return self._idx, self._col, self._x, self._thr, self._right
+        n_trees = self._idx.shape[0]
+        buffers = (self._idx, self._col, self._x, self._thr, self._right)
+        return tuple(a.ravel()[: n_trees * m].reshape(n_trees, m) for a in buffers)

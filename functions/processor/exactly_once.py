@@ -36,6 +36,7 @@ from functions.processor.ports import (
     is_transient,
 )
 from functions.readings import DeviceInfo, Reading
+from functions.settings import get_settings
 
 # The outer retry around read-merge-write: botocore already retries each call (adaptive mode); this loop
 # handles lost races and errors that outlived botocore's retries. Bounded so a batch finishes in time.
@@ -97,8 +98,13 @@ def build_item(
     anomalies: int,
     now_s: float,
     window_s: int,
+    ttl_days: int | None = None,
 ) -> AggregateItem:
-    """The new stored item: current statistics merged with ``fresh``, watermarks advanced, version + 1."""
+    """The new stored item: current statistics merged with ``fresh``, watermarks advanced, version + 1.
+
+    ``expires_at`` (the table's TTL attribute) is ``window_end + ttl_days`` (default: the
+    ``AGGREGATES_TTL_DAYS`` setting): derived from the window, never the clock, so every write agrees.
+    """
     acc = windows.agg_all(fresh)
     acc.anomaly_count = anomalies
     watermarks: dict[str, str] = dict(current.get("watermarks") or {}) if current else {}
@@ -118,6 +124,7 @@ def build_item(
             anomaly_count=int(current.get("anomaly_count") or 0),
         )
         acc = windows.merge(stored, acc)
+    ttl = get_settings().aggregates_ttl_days if ttl_days is None else ttl_days
     device = group.device
     site = (device.site if device else "") or (current.get("site", "") if current else "")
     location = (device.location if device else "") or (current.get("location", "") if current else "")
@@ -136,6 +143,7 @@ def build_item(
         "last_event_at": format_ms(base_ms + max(seen)),
         "updated_at": format_s(int(now_s)),
         "anomaly_count": acc.anomaly_count,
+        "expires_at": group.window_start + window_s + ttl * 86_400,
     }
 
 

@@ -8,7 +8,8 @@ deduplication and the one-write-per-window rule need the whole batch at once. Th
 (``{"batchItemFailures": [{"itemIdentifier": <sequence number>}]}``) is the same.
 
 The handler never raises for bad data. It can raise only if building the ports fails (misconfiguration),
-which is the one case where failing loudly on every invocation is the right thing.
+which is the one case where failing loudly on every invocation is the right thing, or when a test
+injects a crash (``PROCESSOR_FAULTS``, see ``functions/processor/faults.py``; unset in every deployment).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
+from functions.processor import faults
 from functions.processor.decode import DecodeRules
 from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
 from functions.processor.records import KinesisRecord
@@ -29,6 +31,7 @@ copy_config_to_registered_loggers(source_logger=logger, include={"functions"})
 WRITE_CONCURRENCY = 16  # parallel conditional writes (one per window); see ProcessorConfig
 _ports: ProcessorPorts | None = None
 _config: ProcessorConfig | None = None
+_faults: faults.FaultInjectingDynamoDB | None = None  # only when PROCESSOR_FAULTS is set (tests)
 
 
 def build_ports() -> ProcessorPorts:
@@ -39,7 +42,17 @@ def build_ports() -> ProcessorPorts:
     from functions.adapters.metrics import get_metrics_sink
     from functions.processor.enrich import DeviceCache
 
+    global _faults
     settings = get_settings()
+    plan = faults.get_plan()  # None unless a test set PROCESSOR_FAULTS (on an emulator)
+    if plan is None:
+        aggregates = DynamoAggregateStore()
+    else:
+        from functions.adapters.clients import client
+
+        _faults = faults.FaultInjectingDynamoDB(client("dynamodb"), plan)
+        aggregates = DynamoAggregateStore(dynamodb=_faults)
+        logger.warning("fault injection enabled on aggregate writes", extra={"faults": plan.describe()})
     detector = anomaly_store = alerter = handle = None
     try:
         # The detector stage is a colleague's module; imported lazily so this handler works without it.
@@ -61,7 +74,7 @@ def build_ports() -> ProcessorPorts:
         logger.error("anomaly detection disabled: detector unavailable", extra={"error": repr(exc)})
     return ProcessorPorts(
         devices=DeviceCache(DynamoDeviceRegistry(), ttl_s=settings.device_cache_ttl_s),
-        aggregates=DynamoAggregateStore(),
+        aggregates=aggregates,
         archive=S3Archive(),
         metrics=get_metrics_sink("processor"),
         detector=detector,
@@ -88,7 +101,14 @@ def _get() -> tuple[ProcessorPorts, ProcessorConfig]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     records = [KinesisRecord.from_event_record(r) for r in event.get("Records") or []]
     ports, config = _get()
-    outcome = process_batch(records, ports, config)
+    if _faults is not None:
+        _faults.begin_invocation()
+    try:
+        outcome = process_batch(records, ports, config)
+    except faults.InjectedFault as exc:
+        # Report it as an ordinary function error (an unhandled exception): the mapping retries the batch.
+        logger.error("injected fault: invocation fails after a partial write", extra={"fault": str(exc)})
+        raise RuntimeError(f"injected fault: {exc}") from exc
     summary = outcome.summary()
     if outcome.failed_sequence_numbers:
         logger.warning("batch partially failed; redelivery requested", extra=summary)

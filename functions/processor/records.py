@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +65,25 @@ class KinesisRecord:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A quarantined record: its raw bytes (base64, as received), a reason code and the stage."""
+    """A quarantined item: its raw bytes, a reason code and the stage.
+
+    For a whole record (an unpacked reading, or a record that cannot be parsed at all) ``raw`` is None
+    and the raw bytes are the record's data as received. For one element of a packed record (a JSON
+    array of readings) ``index`` is its position in the array and ``raw`` the element re-serialised with
+    orjson; the other elements of the record are judged on their own.
+    """
 
     record: KinesisRecord
     reason: str
     stage: str
     detail: str
     device_id: str | None = None
+    raw: bytes | None = None
+    index: int | None = None
+
+    @property
+    def raw_b64(self) -> str:
+        """The quarantined bytes, base64 (the record's data exactly as delivered, or the element)."""
+        if self.raw is None:
+            return self.record.data_b64
+        return binascii.b2a_base64(self.raw, newline=False).decode("ascii")

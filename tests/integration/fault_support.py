@@ -12,9 +12,13 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import boto3
 import orjson
 
 from simulator.config import SimulatorConfig
@@ -183,3 +187,68 @@ def assert_windows_equal(stored: WindowRef, expected: WindowRef) -> None:
         assert abs(got["sum"] - want["sum"]) <= 1e-9 * max(1.0, abs(want["sum"])), f"{key}: sum"
         assert got["min"] == want["min"], f"{key}: min"
         assert got["max"] == want["max"], f"{key}: max"
+
+
+def settled(ddb: Any, table: str, batch: Batch, expected_total: int) -> bool:
+    stored = stored_windows(ddb, table, batch.device_ids)
+    return sum(int(w["count"]) for w in stored.values()) >= expected_total
+
+
+def check_pipeline(outputs: dict[str, str], batch: Batch, extra_duplicates: int = 0, timeout_s: float = 90,
+                   redelivered: bool = False) -> None:
+    """Wait (bounded) for the batch to be processed; compare aggregates and archive with the reference."""
+    ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+    expected, reasons, duplicates = reference(batch)
+    total = sum(int(w["count"]) for w in expected.values())
+    wait_for(lambda: settled(ddb, outputs["AggregatesTableName"], batch, total), timeout_s)
+    # The archive is written after the window writes of a batch: give the last one a moment.
+    want = (dict(reasons), total + duplicates + extra_duplicates)
+    got = wait_for(lambda: (lambda a: a if (dict(a[0]), a[1] + a[2]) == want else None)(
+        archived(s3, outputs["ArchiveBucketName"], batch)), 20, 2)
+    stored = stored_windows(ddb, outputs["AggregatesTableName"], batch.device_ids)
+    assert_windows_equal(stored, expected)
+    reasons_got, aggregated_lines, duplicate_lines = got or archived(s3, outputs["ArchiveBucketName"], batch)
+    assert dict(reasons_got) == dict(reasons)
+    # Every record sits in the archive exactly once (keys are per shard and sequence range).
+    assert aggregated_lines + duplicate_lines == total + duplicates + extra_duplicates
+    if not redelivered:
+        assert aggregated_lines == total
+        assert duplicate_lines == duplicates + extra_duplicates
+    # After a redelivery the same key is rewritten and lines applied by the first attempt are labelled
+    # "duplicate" in the current object version (the first version keeps "aggregated"): the split
+    # between the two labels is then not checked, only their sum.
+
+
+FAULTS_VAR = "PROCESSOR_FAULTS"  # functions/processor/faults.py
+
+
+def _set_environment(lam: Any, function_name: str, variables: dict[str, str]) -> None:
+    lam.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
+    status = wait_for(lambda: lam.get_function_configuration(FunctionName=function_name)
+                      .get("LastUpdateStatus") in (None, "Successful"), 30, 0.2)
+    assert status, f"{function_name}: configuration update did not complete"
+
+
+@contextmanager
+def processor_faults(function_name: str, spec: str) -> Iterator[None]:
+    """Run the block with PROCESSOR_FAULTS=spec on the deployed function (its other variables kept), and
+    restore the exact previous environment afterwards, whatever happens. The update recycles the
+    function's workers, so the next invocation is a cold start that reads the spec."""
+    lam = boto3.client("lambda")
+    config = lam.get_function_configuration(FunctionName=function_name)
+    original = dict((config.get("Environment") or {}).get("Variables") or {})
+    assert FAULTS_VAR not in original, "a previous test left a fault configured"
+    _set_environment(lam, function_name, {**original, FAULTS_VAR: spec})
+    try:
+        yield
+    finally:
+        _set_environment(lam, function_name, original)
+
+
+def fault_events(marker: Path) -> list[dict[str, Any]] | None:
+    """The faults recorded in a once-marker (one JSON line each), or None if none fired yet."""
+    try:
+        lines = marker.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    return [json.loads(line) for line in lines if line.strip()] or None

@@ -19,40 +19,15 @@ import pytest
 from iotpipe.emulator import Emulator, free_port
 from iotpipe.stack import deploy, stack_outputs
 from tests.integration.fault_support import (
-    Batch,
-    archived,
-    assert_windows_equal,
+    check_pipeline,
     make_batch,
     put_records,
-    reference,
     register,
     stored_windows,
     wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _settled(ddb: object, table: str, batch: Batch, expected_total: int) -> bool:
-    stored = stored_windows(ddb, table, batch.device_ids)
-    return sum(int(w["count"]) for w in stored.values()) >= expected_total
-
-
-def _check(outputs: dict[str, str], batch: Batch, extra_duplicates: int = 0, timeout_s: float = 90) -> None:
-    ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")
-    expected, reasons, duplicates = reference(batch)
-    total = sum(int(w["count"]) for w in expected.values())
-    wait_for(lambda: _settled(ddb, outputs["AggregatesTableName"], batch, total), timeout_s)
-    # The archive is written after the window writes of a batch: give the last one a moment.
-    want = (dict(reasons), total, duplicates + extra_duplicates)
-    got = wait_for(lambda: (lambda a: a if (dict(a[0]), a[1], a[2]) == want else None)(
-        archived(s3, outputs["ArchiveBucketName"], batch)), 20, 2)
-    stored = stored_windows(ddb, outputs["AggregatesTableName"], batch.device_ids)
-    assert_windows_equal(stored, expected)
-    reasons_got, aggregated_lines, duplicate_lines = got or archived(s3, outputs["ArchiveBucketName"], batch)
-    assert dict(reasons_got) == dict(reasons)
-    assert aggregated_lines == total
-    assert duplicate_lines == duplicates + extra_duplicates
 
 
 @pytest.mark.timeout(150)
@@ -63,7 +38,7 @@ def test_a_flood_of_50_percent_malformed_records(deployed_stack: dict[str, str])
     # WHEN they are put on the stream
     put_records(boto3.client("kinesis"), deployed_stack["StreamName"], batch.payloads())
     # THEN the good half is aggregated exactly, every bad record is quarantined with its expected reason
-    _check(deployed_stack, batch)
+    check_pipeline(deployed_stack, batch)
 
 
 @pytest.mark.timeout(150)
@@ -78,7 +53,7 @@ def test_duplicated_producer_sends_are_counted_once(deployed_stack: dict[str, st
     put_records(kinesis, deployed_stack["StreamName"], entries)
     put_records(kinesis, deployed_stack["StreamName"], entries)
     # THEN every reading is aggregated once and every resend is recorded as a duplicate
-    _check(deployed_stack, batch, extra_duplicates=len(entries))
+    check_pipeline(deployed_stack, batch, extra_duplicates=len(entries))
 
 
 @pytest.mark.timeout(240)
@@ -110,6 +85,6 @@ def test_emulator_restart_mid_run_keeps_state_and_loses_nothing(monkeypatch: pyt
 
         # THEN the aggregates equal the reference: records redelivered after the restart were not
         # applied twice, and none of the first half was lost
-        _check(outputs, batch, timeout_s=120)
+        check_pipeline(outputs, batch, timeout_s=120, redelivered=True)
     finally:
         emulator.stop()

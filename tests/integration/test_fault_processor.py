@@ -1,18 +1,27 @@
 """Faults inside the processor: a crash after a partial write, then redelivery; DynamoDB throttling.
 
-The deployed function has no fault hook yet (see the report / docs/troubleshooting.md), and the emulator
-cannot make DynamoDB fail on cue, so these two run the processor's real ``process_batch`` in-process
-with the in-memory adapters that inject the fault (functions/adapters/fakes.py). Everything else is the
-production code path: decode, validate, enrich, window, exactly-once writes, archive, accounting.
+Twice each:
+- on the emulator: the deployed processor gets ``PROCESSOR_FAULTS`` (the test-only hook in
+  ``functions/processor/faults.py``) through UpdateFunctionConfiguration, simulator records go onto the
+  real stream, the event source mapping drives the function, and the aggregates in the real table are
+  compared with the reference. The crash escapes the handler, so the mapping retries the batch (ministack:
+  about every second, in a fresh worker); a once-marker makes only the first attempt fail.
+- in-process: the processor's real ``process_batch`` with in-memory adapters that inject the fault
+  (functions/adapters/fakes.py), for several crash points, the registry failing too and ambiguous writes,
+  in milliseconds.
 In every case: nothing lost, nothing counted twice, aggregates equal the reference computed offline
 from the simulator's own records.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from functions.adapters.fakes import (
@@ -26,7 +35,20 @@ from functions.processor.enrich import DeviceCache
 from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
 from functions.processor.testing import make_records
 from functions.readings import DeviceInfo
-from tests.integration.fault_support import Batch, WindowRef, assert_windows_equal, make_batch, reference
+from tests.integration.fault_support import (
+    Batch,
+    WindowRef,
+    assert_windows_equal,
+    check_pipeline,
+    fault_events,
+    make_batch,
+    processor_faults,
+    put_records,
+    reference,
+    register,
+    settled,
+    wait_for,
+)
 
 START_MS = 1_795_000_020_000
 
@@ -114,3 +136,63 @@ def test_dynamodb_throttling_is_retried_and_nothing_is_lost_or_doubled() -> None
     rejected = Counter(first.rejected) + Counter(second.rejected)
     # Records before the failure point may have been quarantined in the first pass already.
     assert rejected == reasons or dict(second.rejected) == dict(reasons)
+
+
+# --- on the emulator -------------------------------------------------------------------------------------
+
+# The marker directory is on this host's disk only when the functions run here (the embedded emulator).
+SHARED_DISK = os.environ.get("IOTPIPE_TARGET", "embedded") == "embedded"
+
+
+def _run_with_faults(stack: dict[str, str], batch: Batch, tmp_path: Path, faults: str) -> list[dict]:
+    """Register the batch's devices, configure the fault (once, for this batch's devices only), put the
+    records and wait (bounded) until the fault fired and every valid reading is counted. Returns the
+    recorded fault events. The function's configuration is restored on the way out, whatever happens."""
+    token = uuid.uuid4().hex[:12]
+    register(boto3.client("dynamodb"), stack["DevicesTableName"], batch)
+    spec = f"{faults};once_key={token};device_prefix={batch.prefix};marker_dir={tmp_path}"
+    expected, _, _ = reference(batch)
+    total = sum(int(w["count"]) for w in expected.values())
+    with processor_faults(stack["ProcessorFunctionName"], spec):
+        put_records(boto3.client("kinesis"), stack["StreamName"], batch.payloads())
+        events = wait_for(lambda: fault_events(tmp_path / token), 60, 0.5) if SHARED_DISK else []
+        assert events is not None, "the injected fault never fired"
+        # The batch gets through with the fault still configured: once means the retry does not fail again.
+        wait_for(lambda: settled(boto3.client("dynamodb"), stack["AggregatesTableName"], batch, total), 60)
+    return fault_events(tmp_path / token) or events
+
+
+@pytest.mark.timeout(120)
+def test_on_the_emulator_a_crash_after_a_partial_write_is_retried_and_counted_once(
+    deployed_stack: dict[str, str], tmp_path: Path,
+) -> None:
+    # GIVEN 20 devices, 400 simulator records (5 % malformed), and a processor that crashes once, in the
+    # first invocation that writes their windows, after 3 window writes are committed
+    batch = make_batch(devices=20, count=400, malformed_rate=0.05, seed=31)
+    # WHEN the records are put on the stream
+    events = _run_with_faults(deployed_stack, batch, tmp_path, "crash_after_writes=3")
+    # THEN the crash happened after a real partial write, exactly once
+    if SHARED_DISK:
+        assert [(e["fault"], e["committed_writes"]) for e in events] == [("crash_after_writes", 3)]
+    # AND the mapping retried the batch: the aggregates equal the offline reference (the 3 windows written
+    # before the crash were not applied again, the others were applied once), and every record is archived
+    # once (as aggregated or, for those applied before the crash, duplicate)
+    check_pipeline(deployed_stack, batch, timeout_s=30, redelivered=True)
+
+
+@pytest.mark.timeout(120)
+def test_on_the_emulator_throttled_writes_are_retried_and_nothing_is_lost_or_doubled(
+    deployed_stack: dict[str, str], tmp_path: Path,
+) -> None:
+    # GIVEN 30 devices, 600 simulator records, and a processor whose first 5 aggregate writes for them are
+    # rejected with ProvisionedThroughputExceededException (once)
+    batch = make_batch(devices=30, count=600, malformed_rate=0.02, seed=32)
+    # WHEN the records are put on the stream
+    events = _run_with_faults(deployed_stack, batch, tmp_path, "throttle_writes=5")
+    # THEN all 5 throttles happened, in one invocation
+    if SHARED_DISK:
+        assert [e["fault"] for e in events] == ["throttle_writes"] * 5
+        assert len({e["pid"] for e in events}) == 1
+    # AND they were retried inside that invocation: aggregates equal the reference and the archive holds
+    # every record once, labelled as on a fault-free run (no redelivery was needed)
+    check_pipeline(deployed_stack, batch, timeout_s=30)
