@@ -63,10 +63,10 @@ test-integration: install ## integration tests against the embedded emulator (or
 security: venv ## cfn-lint, checkov (own venv) and a dependency audit
 	scripts/security-checks.sh
 
-test: install ## every test: lint, unit, integration, security checks
+test: install ## every test: lint, security checks, unit, integration
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q
 	scripts/security-checks.sh
+	$(VENV)/bin/pytest -q
 
 cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz
 	$(VENV)/bin/iotpipe cost --devices 1000 --rate 1

@@ -10,12 +10,15 @@ when this module is imported (``template_defaults``), so the model follows the t
 
 The per-reading API call counts follow what the code does (functions/processor), not a rule of thumb:
 
+- Producers pack ``readings_per_record`` readings into one Kinesis record (a JSON array, the packed
+  record of docs/data-model.md; default 25, the simulator's SIM_PACK; 1 = one reading per record).
 - Kinesis: provisioned shards sized for 80 % of the 1,000 records/s / 1 MiB/s per-shard write limits;
-  one PUT payload unit per record (records are far below 25 KB).
-- The event source mapping hands the processor batches of ``min(BatchSize, records per shard gathered in
-  the batching window, what fits in the 6 MB invoke payload)``. Lambda polls each shard about once a
-  second, so a window below 1 s gathers a second's worth. An event record is ~0.57 KB of envelope plus
-  the base64 data (~0.84 KB for a 200-byte reading), so 6 MB holds ~7,500 readings, below BatchSize 10,000.
+  PUT payload units per *record* (25 KB each: a 25-reading record of ~5 KB is one unit).
+- The event source mapping hands the processor batches of ``min(BatchSize records, records per shard
+  gathered in the batching window, what fits in the 6 MB invoke payload)``. Lambda polls each shard about
+  once a second, so a window below 1 s gathers a second's worth. An event record is ~0.57 KB of envelope
+  plus the base64 data: unpacked (~0.84 KB for a 200-byte reading) 6 MB holds ~7,500 readings; packed 25
+  per record (~7.3 KB per event record) ~21,600 readings, so the batching window closes batches again.
 - Per batch, the processor prefetches every touched (device, window) with one strongly consistent
   BatchGetItem row (1 RRU each, items < 4 KB) and writes each once with a conditional PutItem
   (``exactly_once.apply_group``: read-modify-write). So DynamoDB writes per reading are
@@ -237,6 +240,10 @@ class Workload:
     batching_window_s: float = DEFAULTS["batching_window_s"]  # template BatchingWindowSeconds
     window_s: int = 60  # aggregation window
     record_bytes: int = 200  # a simulator reading as JSON (~170-210 bytes)
+    # Readings per Kinesis record (packed records, docs/data-model.md). Default: the simulator's default
+    # pack (SIM_PACK = 25, simulator/config.py), what a gateway batching its devices' readings sends.
+    # 1 = one reading per record (HTTP ingest, unpacked producers).
+    readings_per_record: int = 25
     malformed_rate: float = 0.01  # simulator default SIM_MALFORMED_RATE
     anomaly_rate: float = FLAGGED_SHARE  # share of valid readings the detector flags (see FLAGGED_SHARE)
     alert_cooldown_s: int = DEFAULTS["alert_cooldown_s"]  # template AlertCooldownSeconds (per device)
@@ -365,32 +372,48 @@ def count_template_alarms(template: Path = TEMPLATE) -> int:  # kept for callers
         return 5
 
 
-def shards_for(readings_per_s: float, record_bytes: float) -> int:
-    by_records = readings_per_s / (SHARD_RECORDS_PER_S * SHARD_HEADROOM)
-    by_bytes = readings_per_s * record_bytes / (SHARD_BYTES_PER_S * SHARD_HEADROOM)
+def kinesis_record_bytes(reading_bytes: float, readings_per_record: int = 1) -> float:
+    """Bytes of one Kinesis record: the reading, or a JSON array of them (brackets and commas)."""
+    n = max(1, readings_per_record)
+    return reading_bytes if n == 1 else n * (reading_bytes + 1) + 1
+
+
+def shards_for(readings_per_s: float, record_bytes: float, readings_per_record: int = 1) -> int:
+    """Shards for 80 % of the per-shard limits; ``record_bytes`` is one reading's size."""
+    n = max(1, readings_per_record)
+    by_records = readings_per_s / n / (SHARD_RECORDS_PER_S * SHARD_HEADROOM)
+    bytes_per_s = readings_per_s / n * kinesis_record_bytes(record_bytes, n)
+    by_bytes = bytes_per_s / (SHARD_BYTES_PER_S * SHARD_HEADROOM)
     return max(1, math.ceil(max(by_records, by_bytes) - 1e-9))
 
 
-def payload_cap(record_bytes: float) -> int:
-    """Most event records of this size that fit in the 6 MB invoke payload."""
-    return LAMBDA_PAYLOAD_BYTES // (math.ceil(record_bytes * 4 / 3) + EVENT_ENVELOPE_BYTES)
+def payload_cap(record_bytes: float, readings_per_record: int = 1) -> int:
+    """Most event records (Kinesis records of ``readings_per_record`` readings of ``record_bytes``)
+    that fit in the 6 MB invoke payload."""
+    size = kinesis_record_bytes(record_bytes, readings_per_record)
+    return LAMBDA_PAYLOAD_BYTES // (math.ceil(size * 4 / 3) + EVENT_ENVELOPE_BYTES)
+
+
+def _batch_limits(w: Workload, shards: int) -> dict[str, float]:
+    """Readings per batch allowed by each limit (BatchSize and the payload count Kinesis records)."""
+    n = max(1, w.readings_per_record)
+    per_shard_rate = w.devices * w.rate_hz / shards
+    return {"BatchSize": float(w.batch_size) * n,
+            "payload": float(payload_cap(w.record_bytes, n)) * n,
+            "window": per_shard_rate * max(w.batching_window_s, 1.0)}  # Lambda polls about once a second
 
 
 def batch_limit(w: Workload, shards: int) -> str:
     """What closes a batch first: "BatchSize", "payload" (6 MB) or "window" (the batching window)."""
-    per_shard_rate = w.devices * w.rate_hz / shards
-    limits = {"BatchSize": float(w.batch_size), "payload": float(payload_cap(w.record_bytes)),
-              "window": per_shard_rate * max(w.batching_window_s, 1.0)}
+    limits = _batch_limits(w, shards)
     return min(limits, key=lambda k: limits[k])
 
 
 def batch_shape(w: Workload, shards: int) -> tuple[float, float, float]:
-    """(records per batch, seconds of stream per batch, (device, window) groups per batch), one shard."""
+    """(readings per batch, seconds of stream per batch, (device, window) groups per batch), one shard."""
     per_shard_rate = w.devices * w.rate_hz / shards
     devices_per_shard = w.devices / shards
-    gather_s = max(w.batching_window_s, 1.0)  # Lambda polls a shard about once a second
-    by_payload = payload_cap(w.record_bytes)
-    records = max(1.0, min(float(w.batch_size), per_shard_rate * gather_s, float(by_payload)))
+    records = max(1.0, min(_batch_limits(w, shards).values()))
     seconds = records / per_shard_rate
     per_device = w.rate_hz * seconds  # readings of one device in one batch
     devices_in_batch = devices_per_shard * min(1.0, per_device)
@@ -410,7 +433,8 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
     rps = w.devices * w.rate_hz
     readings = rps * SECONDS_PER_MONTH
     record_bytes = m.record_bytes or w.record_bytes
-    shards = w.shards or shards_for(rps, record_bytes)
+    per_record = max(1, w.readings_per_record)
+    shards = w.shards or shards_for(rps, record_bytes, per_record)
     batch_records, _, groups = batch_shape(replace(w, record_bytes=int(record_bytes)), shards)
     valid = 1.0 - w.malformed_rate
 
@@ -473,7 +497,11 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
     # Kinesis
     add("kinesis", "shard-hours", shards * HOURS_PER_MONTH, "shard-hour",
         shards * HOURS_PER_MONTH * p.kinesis_shard_hour, fixed=True)
-    units = readings * math.ceil(record_bytes / p.kinesis_put_payload_unit_bytes)
+    # Billed per Kinesis record, in 25 KB units: a packed record of 25 readings (~5 KB) is one unit.
+    kinesis_records = readings / per_record
+    units = kinesis_records * math.ceil(
+        kinesis_record_bytes(record_bytes, per_record) / p.kinesis_put_payload_unit_bytes
+    )
     add("kinesis", "PUT payload units", units, "unit", units / 1e6 * p.kinesis_put_payload_unit_per_million)
 
     # Lambda: processor, query API, ingest
@@ -657,7 +685,12 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "batch_records": round(est.batch_records, 1),
         "batch_seconds": round(est.batch_seconds, 3),
         "batch_limited_by": est.batch_limit,
-        "payload_cap_records": payload_cap(w.record_bytes),
+        "readings_per_record": w.readings_per_record,
+        "kinesis_records_per_month": round(est.readings_per_month / max(1, w.readings_per_record)),
+        "payload_cap_records": payload_cap(w.record_bytes, w.readings_per_record),
+        "payload_cap_readings": (
+            payload_cap(w.record_bytes, w.readings_per_record) * max(1, w.readings_per_record)
+        ),
         "write_concurrency": w.write_concurrency,
         "flagged_share": w.anomaly_rate,
         "aggregates_retention_days": w.aggregates_retention_days,
@@ -690,7 +723,8 @@ def render(est: Estimate) -> str:
     out = [
         f"iotpipe monthly cost on AWS ({REGION}, prices as published {PRICES_AS_OF}, free tiers excluded)",
         f"  {w.devices} devices x {w.rate_hz:g} Hz = {est.readings_per_month / 1e6:,.1f} M readings/month; "
-        f"{est.shards} shard(s); batches of {est.batch_records:,.0f} records "
+        f"{w.readings_per_record} reading(s)/Kinesis record; "
+        f"{est.shards} shard(s); batches of {est.batch_records:,.0f} readings "
         f"({est.batch_seconds:.2f} s of stream, closed by {est.batch_limit}); "
         f"{est.ddb_writes_per_reading:.3f} DynamoDB writes/reading; "
         f"{est.processor_ms_per_invocation:,.0f} ms/invocation ({w.write_concurrency} writer threads); "
@@ -721,7 +755,11 @@ def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
     """Changes relative to ``w`` (the template's defaults unless flags changed them): what moves the cost."""
     window = w.batching_window_s
     return [
-        (f"as configured (BatchSize {w.batch_size}, window {window:g} s)", {}),
+        (f"as configured (BatchSize {w.batch_size}, window {window:g} s, "
+         f"{w.readings_per_record} readings/record)", {}),
+        ("one reading per Kinesis record (unpacked, e.g. HTTP ingest)" if w.readings_per_record != 1
+         else "25 readings per Kinesis record (the simulator's default pack)",
+         {"readings_per_record": 1 if w.readings_per_record != 1 else 25}),
         ("BatchingWindowSeconds 10 (faster alerts)", {"batching_window_s": 10.0}),
         ("BatchSize 500, window 10 s (the first defaults)", {"batch_size": 500, "batching_window_s": 10.0}),
         ("IA transition without the 128 KB size filter" if w.archive_ia_min_object_filter
@@ -763,7 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shards", type=int, default=None, help="default: sized for 80%% of the shard limits")
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--batching-window", type=float, default=d.batching_window_s, metavar="SECONDS")
-    ap.add_argument("--record-bytes", type=int, default=d.record_bytes)
+    ap.add_argument("--record-bytes", type=int, default=d.record_bytes, help="bytes of one reading (JSON)")
+    ap.add_argument("--readings-per-record", type=int, default=d.readings_per_record,
+                    help="readings packed per Kinesis record (default: the simulator's SIM_PACK, 25; "
+                         "1 = unpacked)")
     ap.add_argument("--malformed-rate", type=float, default=d.malformed_rate)
     ap.add_argument("--anomaly-rate", type=float, default=d.anomaly_rate)
     ap.add_argument("--archive-bytes-per-reading", type=float, default=d.archive_bytes_per_reading)
@@ -795,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         batching_window_s=args.batching_window,
         record_bytes=args.record_bytes,
+        readings_per_record=max(1, args.readings_per_record),
         malformed_rate=args.malformed_rate,
         anomaly_rate=args.anomaly_rate,
         archive_bytes_per_reading=args.archive_bytes_per_reading,

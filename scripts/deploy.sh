@@ -131,12 +131,14 @@ if [ "$DRY_RUN" = 0 ]; then
   fi
 fi
 
+# The template is over CloudFormation's 51,200-byte inline limit, so deploy goes through the bucket too.
 echo "== deploy (creates or updates in place; waits for completion)" >&2
 OVERRIDES=()
 [ ${#PARAMS[@]} -gt 0 ] && OVERRIDES=(--parameter-overrides "${PARAMS[@]}")
 if ! run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation deploy \
   --template-file "$ROOT/build/packaged.yaml" \
   --stack-name "$STACK" \
+  --s3-bucket "$ARTIFACTS_BUCKET" --s3-prefix "$STACK" \
   --capabilities CAPABILITY_IAM CAPABILITY_NAMED_IAM \
   --no-fail-on-empty-changeset \
   "${OVERRIDES[@]}"; then

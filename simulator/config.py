@@ -26,6 +26,7 @@ MALFORMED_KINDS: tuple[str, ...] = (
     "oversized",
 )
 SINKS: tuple[str, ...] = ("kinesis", "http", "stdout", "file", "null")
+MAX_PACK = 500  # the processor's MAX_PACKED_READINGS default
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,11 @@ class SimulatorConfig:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     shard_count: int | None = None  # None = ask Kinesis (DescribeStreamSummary) at setup
+    # Kinesis sink: up to this many good readings per Kinesis record (a packed record, a JSON array;
+    # docs/data-model.md), <= 64 KiB each. 1 = one reading per record. Packing cuts PUT payload units
+    # and the Lambda event envelope per reading (docs/scalability-and-cost.md). Malformed test records
+    # are always sent alone. Other sinks ignore it.
+    pack: int = 25
     output_path: str | None = None  # file sink target
     labels_path: str | None = None  # ground-truth labels (CSV or .jsonl), None = not written
     devices_table: str = "iotpipe-devices"
@@ -91,6 +97,8 @@ class SimulatorConfig:
             raise ConfigError(f"timestamp_format must be iso or epoch_ms, got {self.timestamp_format!r}")
         if self.sink not in SINKS:
             raise ConfigError(f"sink must be one of {SINKS}, got {self.sink!r}")
+        if not 1 <= self.pack <= MAX_PACK:
+            raise ConfigError(f"pack must be in [1, {MAX_PACK}], got {self.pack}")
         if self.count is not None and self.count < 0:
             raise ConfigError("count must be >= 0")
         if self.duration_s is not None and self.duration_s < 0:
@@ -130,7 +138,7 @@ class SimulatorConfig:
 
 ENV_PREFIX = "SIM_"
 
-_INT_FIELDS = {"devices", "seed", "count", "shard_count", "control_port"}
+_INT_FIELDS = {"devices", "seed", "count", "shard_count", "control_port", "pack"}
 _FLOAT_FIELDS = {"rate_hz", "anomaly_rate", "malformed_rate", "duration_s", "jitter", "progress_interval_s"}
 _BOOL_FIELDS = {"burst", "include_ground_truth"}
 

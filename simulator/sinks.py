@@ -22,6 +22,8 @@ from simulator.stream import Produced
 
 KINESIS_MAX_RECORDS = 500
 KINESIS_MAX_BATCH_BYTES = 5 * 1024 * 1024
+# A packed record (docs/data-model.md) stays at or under the processor's MAX_PACKED_BYTES default.
+MAX_PACK_BYTES = 64 * 1024
 SHARD_RECORDS_PER_S = 1000
 SHARD_BYTES_PER_S = 1024 * 1024
 # Kinesis answers these (whole call or per entry) when it is busy; anything else is not worth retrying.
@@ -37,8 +39,9 @@ _RETRYABLE = {
 
 @dataclass
 class SinkStats:
-    sent: int = 0  # accepted by the target
-    failed: int = 0  # given up on after retries
+    sent: int = 0  # readings (Produced items) accepted by the target
+    records: int = 0  # Kinesis records accepted (a packed record holds several readings)
+    failed: int = 0  # readings given up on after retries
     rejected: int = 0  # refused by the target as invalid (HTTP 4xx): expected for malformed records
     bytes: int = 0
     requests: int = 0
@@ -49,6 +52,7 @@ class SinkStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "sent": self.sent,
+            "records": self.records,
             "failed": self.failed,
             "rejected": self.rejected,
             "bytes": self.bytes,
@@ -170,11 +174,19 @@ class Backoff:
 
 
 class KinesisSink(Sink):
-    """PutRecords in batches of <= 500 records and <= 5 MiB, partition key = device id.
+    """PutRecords in batches of <= 500 records and <= 5 MiB; optionally packs readings into records.
+
+    With ``pack`` > 1, up to ``pack`` good readings (any devices) are packed into one Kinesis record per
+    flush: a JSON array of the readings' payloads (docs/data-model.md), at most ``max_pack_bytes``
+    (64 KiB), partition key = the device id of the pack's first reading, so packs spread over shards. A
+    pack of one reading is sent as the plain object. Malformed test records are always sent alone, as
+    produced (so the processor sees exactly their malformation), after closing the open pack so that
+    send order is kept. ``pack=1`` sends one record per reading, partition key = device id.
 
     Only the entries that failed are resent (PutRecords is not all-or-nothing), with exponential
-    backoff and jitter. A token bucket keeps the producer under the stream's write limits
-    (1000 records/s and 1 MiB/s per shard) assuming device ids spread evenly over shards.
+    backoff and jitter; a failed packed entry is resent whole. A token bucket keeps the producer under
+    the stream's write limits (1000 records/s and 1 MiB/s per shard, counted in Kinesis records and
+    bytes) assuming partition keys spread evenly over shards.
     """
 
     name = "kinesis"
@@ -193,8 +205,12 @@ class KinesisSink(Sink):
         backoff_cap_s: float = 2.0,
         headroom: float = 0.95,
         rng: random.Random | None = None,
+        pack: int = 1,
+        max_pack_bytes: int = MAX_PACK_BYTES,
     ) -> None:
         super().__init__()
+        if pack < 1:
+            raise ValueError(f"pack must be >= 1, got {pack}")
         self.stream_name = stream_name
         self.endpoint_url = endpoint_url
         self.region = region
@@ -204,8 +220,15 @@ class KinesisSink(Sink):
         self.max_attempts = max_attempts
         self.backoff = Backoff(backoff_base_s, backoff_cap_s, rng or random.Random())
         self.headroom = headroom
-        self._batch: list[dict[str, Any]] = []
+        self.pack = pack
+        self.max_pack_bytes = max_pack_bytes
+        # Entries waiting for PutRecords, each with the number of readings it carries.
+        self._batch: list[tuple[dict[str, Any], int]] = []
         self._batch_bytes = 0
+        # The open pack: payloads of good readings, its JSON array size, its partition key.
+        self._pack: list[bytes] = []
+        self._pack_bytes = 1
+        self._pack_key = ""
         self.max_batch_records = KINESIS_MAX_RECORDS
         self.max_batch_bytes = KINESIS_MAX_BATCH_BYTES
         self._records_bucket: TokenBucket | None = None
@@ -236,15 +259,43 @@ class KinesisSink(Sink):
         self.max_batch_bytes = min(KINESIS_MAX_BATCH_BYTES, int(bytes_per_s))
 
     def add(self, produced: Produced) -> None:
-        size = len(produced.payload) + len(produced.device_id.encode())
+        payload = produced.payload
+        if self.pack <= 1 or produced.category == "malformed":
+            self._close_pack()  # keep send order: the open pack goes first
+            self._add_entry(payload, produced.device_id, 1)
+            return
+        size = len(payload) + 1  # + the comma (or bracket) that joins it
+        if self._pack and self._pack_bytes + size > self.max_pack_bytes:
+            self._close_pack()
+        if not self._pack:
+            self._pack_key = produced.device_id
+        self._pack.append(payload)
+        self._pack_bytes += size
+        if len(self._pack) >= self.pack:
+            self._close_pack()
+
+    def _close_pack(self) -> None:
+        pack = self._pack
+        if not pack:
+            return
+        data = pack[0] if len(pack) == 1 else b"[" + b",".join(pack) + b"]"
+        self._pack, self._pack_bytes = [], 1
+        self._add_entry(data, self._pack_key, len(pack))
+
+    def _add_entry(self, data: bytes, partition_key: str, readings: int) -> None:
+        size = len(data) + len(partition_key.encode())
         if self._batch and (
             len(self._batch) >= self.max_batch_records or self._batch_bytes + size > self.max_batch_bytes
         ):
-            self.flush()
-        self._batch.append({"Data": produced.payload, "PartitionKey": produced.device_id})
+            self._send_batch()
+        self._batch.append(({"Data": data, "PartitionKey": partition_key}, readings))
         self._batch_bytes += size
 
     def flush(self) -> None:
+        self._close_pack()
+        self._send_batch()
+
+    def _send_batch(self) -> None:
         if not self._batch:
             return
         batch, size = self._batch, self._batch_bytes
@@ -255,7 +306,7 @@ class KinesisSink(Sink):
         self.stats.throttled_s += self._bytes_bucket.take(size)
         self._send(batch)
 
-    def _send(self, entries: list[dict[str, Any]]) -> None:
+    def _send(self, entries: list[tuple[dict[str, Any], int]]) -> None:
         from botocore.exceptions import ClientError, EndpointConnectionError
 
         pending = entries
@@ -265,7 +316,9 @@ class KinesisSink(Sink):
                 self.clock.sleep(self.backoff.delay(attempt - 1))
             try:
                 self.stats.requests += 1
-                response = self.client.put_records(StreamName=self.stream_name, Records=pending)
+                response = self.client.put_records(
+                    StreamName=self.stream_name, Records=[entry for entry, _ in pending]
+                )
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "ClientError")
                 self.stats.errors[code] += 1
@@ -276,21 +329,22 @@ class KinesisSink(Sink):
                 self.stats.errors["EndpointConnectionError"] += 1
                 continue
             results = response.get("Records", [])
-            retry: list[dict[str, Any]] = []
-            for entry, result in zip(pending, results, strict=False):
+            retry: list[tuple[dict[str, Any], int]] = []
+            for pair, result in zip(pending, results, strict=False):
                 code = result.get("ErrorCode")
                 if code:
                     self.stats.errors[code] += 1
-                    retry.append(entry)
+                    retry.append(pair)  # a packed entry is resent whole
                 else:
-                    self.stats.sent += 1
-                    self.stats.bytes += len(entry["Data"])
+                    self.stats.sent += pair[1]
+                    self.stats.records += 1
+                    self.stats.bytes += len(pair[0]["Data"])
             # A response shorter than the request would be a service bug; treat the rest as failed.
             retry.extend(pending[len(results) :])
             pending = retry
             if not pending:
                 return
-        self.stats.failed += len(pending)
+        self.stats.failed += sum(n for _, n in pending)
 
 
 class HttpSink(Sink):
@@ -405,6 +459,7 @@ def make_sink(config: SimulatorConfig, clock: Clock | None = None) -> Sink:
             region=config.region,
             shard_count=config.shard_count,
             clock=clock,
+            pack=config.pack,
         )
     if config.sink == "http":
         return HttpSink(config.ingest_url, config.api_key, clock=clock)

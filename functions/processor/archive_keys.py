@@ -44,11 +44,17 @@ def processed_line(reading: Reading, status: str) -> bytes:
     }
     if reading.ground_truth is not None:
         doc["ground_truth"] = reading.ground_truth
+    if reading.index is not None:  # an element of a packed record: (sequence_number, index) names it
+        doc["index"] = reading.index
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
 def quarantine_line(rejection: Rejection) -> bytes:
-    """One quarantined record (quarantined.schema.json): raw bytes as received, reason, stage, detail."""
+    """One quarantined item (quarantined.schema.json): raw bytes, reason, stage, detail.
+
+    Raw bytes are the record's data as received, or for one element of a packed record the element
+    re-serialised with orjson, with its ``index`` in the array.
+    """
     record = rejection.record
     doc: dict[str, Any] = {
         "reason": rejection.reason,
@@ -57,10 +63,12 @@ def quarantine_line(rejection: Rejection) -> bytes:
         "shard_id": record.shard_id,
         "sequence_number": record.sequence_number,
         "approximate_arrival": format_ms(record.approximate_arrival_ms),
-        "raw_b64": record.data_b64,
+        "raw_b64": rejection.raw_b64,
     }
     if rejection.device_id is not None:
         doc["device_id"] = rejection.device_id
+    if rejection.index is not None:  # an element of a packed record, re-serialised in raw_b64
+        doc["index"] = rejection.index
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 

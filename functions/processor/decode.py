@@ -1,7 +1,12 @@
 """Stage 1: decode (base64 + JSON), size check, schema validation, physical ranges, timestamp sanity.
 
-Pure functions: a ``KinesisRecord`` in, a ``Reading`` (not yet enriched) or a ``Rejection`` out. Nothing
+Pure functions: a ``KinesisRecord`` in, ``Reading``s (not yet enriched) and ``Rejection``s out. Nothing
 here raises for bad data: every way a record can be wrong maps to a reason code.
+
+A record's data is either one reading (a JSON object) or a *packed record*: a JSON array of readings
+(at most ``max_packed_bytes`` and ``max_packed_readings``, docs/data-model.md). The record is parsed once;
+each element of a packed record is then validated on its own and becomes a Reading or a Rejection with
+its ``index``. A record that cannot be parsed (or is too large, or an empty array) is one Rejection.
 
 Speed matters (>= 100k records/s on one core for the whole core): base64 and JSON are C (binascii,
 orjson), the schema check is a fastjsonschema-compiled function, timestamps in the common
@@ -141,9 +146,11 @@ def format_s(epoch_s: int) -> str:
 class DecodeRules:
     """The settings the decode stage needs, precomputed in the units it uses."""
 
-    max_record_bytes: int = 8192
+    max_record_bytes: int = 8192  # a record holding one reading (JSON object)
     allowed_lateness_ms: int = 600_000
     max_future_skew_ms: int = 120_000
+    max_packed_bytes: int = 65_536  # a packed record (JSON array of readings)
+    max_packed_readings: int = 500
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeRules:
@@ -151,6 +158,8 @@ class DecodeRules:
             max_record_bytes=settings.max_record_bytes,
             allowed_lateness_ms=settings.allowed_lateness_s * 1000,
             max_future_skew_ms=settings.max_future_skew_s * 1000,
+            max_packed_bytes=settings.max_packed_bytes,
+            max_packed_readings=settings.max_packed_readings,
         )
 
 
@@ -224,27 +233,81 @@ def _schema_detail(exc: _SchemaError) -> str:
     return exc.message[:200]
 
 
-def decode_record(record: KinesisRecord, rules: DecodeRules, now_ms: int) -> Reading | Rejection:
-    """Decode and check one record. Returns a Reading (device not yet attached) or a Rejection."""
+def decode_items(record: KinesisRecord, rules: DecodeRules, now_ms: int) -> list[Reading | Rejection]:
+    """Decode and check one record: one item for a single reading, one per element for a packed record.
+
+    Whole-record rejections (one item, ``index`` None): ``oversized`` (over ``max_record_bytes`` for an
+    object, over ``max_packed_bytes`` or ``max_packed_readings`` for an array), ``malformed_json`` (not
+    base64, not JSON), ``schema_invalid`` for an empty array. Otherwise each element is checked like a
+    single reading, with its own reason.
+    """
     # Size first, on the base64 length (4 chars per 3 bytes), before spending time decoding.
     data_b64 = record.data_b64
-    if len(data_b64) * 3 // 4 > rules.max_record_bytes + 2:
-        return Rejection(
-            record, OVERSIZED, STAGE_DECODE, f"record larger than {rules.max_record_bytes} bytes"
-        )
+    limit = max(rules.max_record_bytes, rules.max_packed_bytes)
+    if len(data_b64) * 3 // 4 > limit + 2:
+        return [Rejection(record, OVERSIZED, STAGE_DECODE, f"record larger than {limit} bytes")]
     try:
         raw = _b64decode(data_b64, strict_mode=True)
     except (binascii.Error, ValueError):
-        return Rejection(record, MALFORMED_JSON, STAGE_DECODE, "data is not valid base64")
-    if len(raw) > rules.max_record_bytes:
-        return Rejection(
-            record, OVERSIZED, STAGE_DECODE, f"record larger than {rules.max_record_bytes} bytes"
-        )
+        return [Rejection(record, MALFORMED_JSON, STAGE_DECODE, "data is not valid base64")]
+    # JSON may start with whitespace; only an array can be a packed record, and only it gets the larger cap.
+    packed = raw[:1] == b"[" or raw.lstrip()[:1] == b"["
+    cap = rules.max_packed_bytes if packed else rules.max_record_bytes
+    if len(raw) > cap:
+        what = "packed record" if packed else "record"
+        return [Rejection(record, OVERSIZED, STAGE_DECODE, f"{what} larger than {cap} bytes")]
     try:
         doc: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Rejection(record, MALFORMED_JSON, STAGE_DECODE, str(exc)[:200])
-    return check_document(doc, record, rules, now_ms)
+        return [Rejection(record, MALFORMED_JSON, STAGE_DECODE, str(exc)[:200])]
+    if type(doc) is list:
+        return check_packed(doc, record, rules, now_ms)
+    return [check_document(doc, record, rules, now_ms)]
+
+
+def decode_record(record: KinesisRecord, rules: DecodeRules, now_ms: int) -> Reading | Rejection:
+    """Decode and check a record holding one reading: the first (for such a record, the only) item of
+    ``decode_items``. Packed records have one item per element: use ``decode_items`` for those."""
+    return decode_items(record, rules, now_ms)[0]
+
+
+def _element_bytes(doc: Any) -> bytes:
+    try:
+        return orjson.dumps(doc)
+    except (TypeError, orjson.JSONEncodeError):  # cannot happen for what orjson.loads built; be safe
+        return repr(doc).encode()
+
+
+def check_packed(
+    docs: list[Any], record: KinesisRecord, rules: DecodeRules, now_ms: int
+) -> list[Reading | Rejection]:
+    """Each element of a parsed packed record checked on its own (Reading or Rejection with its index)."""
+    if not docs:
+        return [Rejection(record, SCHEMA_INVALID, STAGE_VALIDATE, "packed record is an empty array")]
+    if len(docs) > rules.max_packed_readings:
+        return [
+            Rejection(
+                record,
+                OVERSIZED,
+                STAGE_DECODE,
+                f"packed record holds {len(docs)} readings, more than {rules.max_packed_readings}",
+            )
+        ]
+    out: list[Reading | Rejection] = []
+    for i, doc in enumerate(docs):
+        item = _common_reading(doc, record, rules, now_ms, i) or check_document(doc, record, rules, now_ms)
+        if type(item) is Reading:
+            item.index = i
+            out.append(item)
+        else:
+            out.append(_element_rejection(item, doc, i))  # type: ignore[arg-type]
+    return out
+
+
+def _element_rejection(rej: Rejection, doc: Any, index: int) -> Rejection:
+    return Rejection(
+        rej.record, rej.reason, rej.stage, rej.detail, rej.device_id, _element_bytes(doc), index
+    )
 
 
 def check_document(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: int) -> Reading | Rejection:
@@ -333,42 +396,67 @@ _GOOD_DEVICE_IDS_MAX = 100_000
 def decode_batch(
     records: Iterable[KinesisRecord], rules: DecodeRules, now_ms: int
 ) -> tuple[list[Reading], list[Rejection]]:
-    """``decode_record`` over many records: (readings, rejections), each in input order.
+    """``decode_items`` over many records: (readings, rejections), each in input order, the elements of
+    a packed record in array order (so readings are in (sequence number, index) order).
 
-    Same results as ``decode_record`` per record, with one Python call per well-formed reading instead
+    Same results as ``decode_items`` per record, with one Python call per well-formed reading instead
     of four: decode inline, try ``_common_reading``, and only if that declines run ``check_document``
-    (or ``decode_record`` again when base64 or JSON failed, to produce the rejection).
+    (or ``decode_items`` when base64 or JSON failed or the record is large, to produce the rejection).
     """
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     add_reading = readings.append
     loads = orjson.loads
     b64decode = _b64decode
-    # base64 of at most this many characters decodes to at most max_record_bytes, so both of
-    # decode_record's size checks pass.
-    max_b64 = rules.max_record_bytes * 4 // 3
+    # base64 of at most this many characters decodes to at most max_record_bytes (<= max_packed_bytes
+    # too), so every size check of decode_items passes. Larger records go through decode_items.
+    max_b64 = min(rules.max_record_bytes, rules.max_packed_bytes) * 4 // 3
     for record in records:
         data_b64 = record.data_b64
         out: Reading | Rejection | None = None
         if len(data_b64) <= max_b64:
             try:
                 doc = loads(b64decode(data_b64, strict_mode=True))
-            except ValueError:  # binascii.Error, orjson.JSONDecodeError: decode_record says which
-                out = decode_record(record, rules, now_ms)
+            except ValueError:  # binascii.Error, orjson.JSONDecodeError: decode_items says which
+                items = decode_items(record, rules, now_ms)
             else:
-                out = _common_reading(doc, record, rules, now_ms) or check_document(
-                    doc, record, rules, now_ms
-                )
+                if type(doc) is not list:
+                    out = _common_reading(doc, record, rules, now_ms) or check_document(
+                        doc, record, rules, now_ms
+                    )
+                    if type(out) is Reading:
+                        add_reading(out)
+                    else:
+                        rejections.append(out)  # type: ignore[arg-type]
+                    continue
+                if 0 < len(doc) <= rules.max_packed_readings:
+                    # A packed record: the same per-element checks as check_packed, inline.
+                    for i, element in enumerate(doc):
+                        out = _common_reading(element, record, rules, now_ms, i)
+                        if out is not None:
+                            add_reading(out)
+                            continue
+                        out = check_document(element, record, rules, now_ms)
+                        if type(out) is Reading:
+                            out.index = i
+                            add_reading(out)
+                        else:
+                            rejections.append(_element_rejection(out, element, i))  # type: ignore[arg-type]
+                    continue
+                items = check_packed(doc, record, rules, now_ms)
         else:
-            out = decode_record(record, rules, now_ms)
-        if type(out) is Reading:
-            add_reading(out)
-        else:
-            rejections.append(out)  # type: ignore[arg-type]
+            items = decode_items(record, rules, now_ms)
+        for item in items:
+            if type(item) is Reading:
+                add_reading(item)
+            else:
+                rejections.append(item)  # type: ignore[arg-type]
     return readings, rejections
 
 
-def _common_reading(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: int) -> Reading | None:
+def _common_reading(
+    doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: int, index: int | None = None
+) -> Reading | None:
     """The Reading for a document in the shape producers send, or None (then ``check_document`` decides).
 
     Accepts only what ``check_document`` would turn into a Reading, with the same values: exactly the
@@ -436,6 +524,7 @@ def _common_reading(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms:
         record.sequence_number,
         None,
         ground_truth,
+        index,
     )
 
 

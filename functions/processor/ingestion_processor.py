@@ -11,7 +11,10 @@ Failure policy (see docs/processing.md):
   shard the earliest failed sequence number is reported in ``batchItemFailures`` and everything from it
   on is left to redelivery (not archived, not counted as done). Records after it that were applied
   anyway are recognised as duplicates on redelivery by the watermarks, so nothing is lost or doubled.
-- every input record ends in exactly one bucket: aggregated, duplicate, quarantined (by reason) or retry.
+- every input reading ends in exactly one bucket: aggregated, duplicate, quarantined (by reason) or retry.
+  A packed Kinesis record (a JSON array of readings) contributes one item per element; a record that
+  cannot be parsed at all counts as one quarantined item. Failure points and watermarks stay per Kinesis
+  record (a record is never split across batches), so all readings of a record share its fate on retry.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from base64 import b64decode
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
+
+import orjson
 
 from functions.processor import exactly_once
 from functions.processor.archive_keys import (
@@ -87,9 +93,14 @@ class Prepared:
     failed: list[tuple[KinesisRecord | Reading, str]] = field(default_factory=list)  # (record, why)
 
 
+# (shard_id, sequence_number, index within a packed record or None): one input reading (or unparseable record)
+ItemKey = tuple[str, str, int | None]
+
+
 @dataclass
 class Outcome:
-    records_in: int = 0
+    records_in: int = 0  # readings (elements of packed records, plus one per unpacked or unparseable record)
+    kinesis_records_in: int = 0  # raw Kinesis records in the batch
     aggregated: int = 0
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -105,8 +116,8 @@ class Outcome:
     duration_ms: float = 0.0
     shard_ranges: dict[str, tuple[str, str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    # (shard_id, sequence_number) -> "aggregated" | "duplicate" | "retry" | "quarantined:<reason>"
-    dispositions: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (shard_id, sequence_number, index) -> "aggregated" | "duplicate" | "retry" | "quarantined:<reason>"
+    dispositions: dict[ItemKey, str] = field(default_factory=dict)
 
     @property
     def quarantined(self) -> int:
@@ -119,6 +130,7 @@ class Outcome:
         """Counts for the structured log line (never payloads)."""
         return {
             "records_in": self.records_in,
+            "kinesis_records_in": self.kinesis_records_in,
             "aggregated": self.aggregated,
             "duplicates": self.duplicates,
             "rejected": dict(self.rejected),
@@ -201,7 +213,15 @@ def prepare_batch(
                 by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in ordered}
             record = by_seq[(r.shard_id, r.sequence_number)]
             rejections.append(
-                Rejection(record, UNKNOWN_DEVICE, STAGE_ENRICH, "device not registered", device_id)
+                Rejection(
+                    record,
+                    UNKNOWN_DEVICE,
+                    STAGE_ENRICH,
+                    "device not registered",
+                    device_id,
+                    None if r.index is None else _element_bytes(record, r.index),
+                    r.index,
+                )
             )
             continue
         r.device = info
@@ -218,6 +238,11 @@ def prepare_batch(
         else:
             group.readings.append(r)
     return prepared
+
+
+def _element_bytes(record: KinesisRecord, index: int) -> bytes:
+    """Element ``index`` of a packed record, re-serialised (rare: only for a quarantined element)."""
+    return orjson.dumps(orjson.loads(b64decode(record.data_b64))[index])
 
 
 def _fail_point(failed_at: dict[str, int], shard_id: str, seq: int) -> None:
@@ -247,7 +272,7 @@ def _process_batch(
     config = config or ProcessorConfig()
     now_s = time.time() if now_s is None else now_s
     now_ms = int(now_s * 1000)
-    outcome = Outcome(records_in=len(records))
+    outcome = Outcome(kinesis_records_in=len(records))
     if not records:
         return outcome
 
@@ -433,25 +458,26 @@ def _account(
 ) -> None:
     dispositions = outcome.dispositions
 
-    def fate(shard_id: str, seq: str, what: str) -> None:
+    def fate(shard_id: str, seq: str, index: int | None, what: str) -> None:
         fail = failed_at.get(shard_id)
-        dispositions[(shard_id, seq)] = RETRY if fail is not None and int(seq) >= fail else what
+        dispositions[(shard_id, seq, index)] = RETRY if fail is not None and int(seq) >= fail else what
 
     for rej in prepared.rejections:
-        fate(rej.record.shard_id, rej.record.sequence_number, f"quarantined:{rej.reason}")
+        record = rej.record
+        fate(record.shard_id, record.sequence_number, rej.index, f"quarantined:{rej.reason}")
     for r in prepared.batch_duplicates:
-        fate(r.shard_id, r.sequence_number, DUPLICATE)
+        fate(r.shard_id, r.sequence_number, r.index, DUPLICATE)
     for group in prepared.groups.values():
         for r in group.readings:
             rid = id(r)
             what = AGGREGATED if rid in applied_ids else DUPLICATE if rid in dup_ids else RETRY
-            fate(r.shard_id, r.sequence_number, what)
+            fate(r.shard_id, r.sequence_number, r.index, what)
     for item, _ in prepared.failed:
-        dispositions[(item.shard_id, item.sequence_number)] = RETRY
-    for record in prepared.records:  # anything not classified above (cannot happen; belt and braces)
-        key = (record.shard_id, record.sequence_number)
-        if key not in dispositions:
-            dispositions[key] = RETRY
+        dispositions[(item.shard_id, item.sequence_number, getattr(item, "index", None))] = RETRY
+    accounted = {(shard, seq) for shard, seq, _ in dispositions}
+    for record in prepared.records:  # a record with no item classified above (cannot happen; belt and braces)
+        if (record.shard_id, record.sequence_number) not in accounted:
+            dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
             _fail_point(failed_at, record.shard_id, record.seq)
 
     for what in dispositions.values():
@@ -463,6 +489,7 @@ def _account(
             outcome.retry += 1
         else:
             outcome.rejected[what.split(":", 1)[1]] += 1
+    outcome.records_in = len(dispositions)
     # Kinesis semantics: Lambda resumes a shard from the lowest sequence number reported for it.
     by_shard_seq = {r.shard_id: {} for r in prepared.records}
     for record in prepared.records:
@@ -472,7 +499,8 @@ def _account(
 
 def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
     try:
-        metrics.add("RecordsIn", outcome.records_in)
+        metrics.add("RecordsIn", outcome.records_in)  # readings (a packed record counts its elements)
+        metrics.add("KinesisRecordsIn", outcome.kinesis_records_in)
         metrics.add("RecordsAggregated", outcome.aggregated)
         metrics.add("DuplicatesDropped", outcome.duplicates)
         metrics.add("RecordsRetried", outcome.retry)

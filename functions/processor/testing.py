@@ -48,6 +48,16 @@ def encode(payload: dict[str, Any] | bytes) -> bytes:
     return payload if isinstance(payload, bytes) else orjson.dumps(payload)
 
 
+def packed(payloads: Iterable[dict[str, Any] | bytes]) -> bytes:
+    """A packed record's data: a JSON array of readings (docs/data-model.md), elements as given."""
+    return b"[" + b",".join(encode(p) for p in payloads) + b"]"
+
+
+def pack_payloads(payloads: Sequence[dict[str, Any] | bytes], size: int) -> list[bytes]:
+    """Consecutive payloads packed ``size`` at a time (the last pack may be shorter)."""
+    return [packed(payloads[i : i + size]) for i in range(0, len(payloads), size)]
+
+
 def kinesis_event_record(
     payload: dict[str, Any] | bytes,
     sequence_number: int | str,

@@ -97,8 +97,11 @@ def test_health_is_open(http: httpx.Client) -> None:
 @pytest.mark.parametrize("path", ["devices", "anomalies", "stats", "devices/x/aggregates"])
 @pytest.mark.parametrize("headers", [{}, {"x-api-key": "not-the-key"}])
 def test_missing_or_wrong_key_is_403(http: httpx.Client, path: str, headers: dict[str, str]) -> None:
-    # The usage plan rejects these before the Lambda runs (API Gateway's own 403 body).
-    assert http.get(path, headers=headers).status_code == 403
+    # The usage plan rejects these before the Lambda runs; the template's gateway responses give
+    # them the same JSON error body as the application's own errors.
+    response = http.get(path, headers=headers)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
 
 
 def test_device_and_404(http: httpx.Client, key: dict[str, str], seeded: dict[str, Any]) -> None:

@@ -92,3 +92,39 @@ def test_readings_reach_the_stream_with_device_partition_keys(
             continue
         if isinstance(document.get("device_id"), str) and document["device_id"].startswith("dev-"):
             assert document["device_id"] == r["PartitionKey"]
+
+
+def test_packed_readings_reach_the_stream_once_each(emulator_endpoint: str, stream: tuple[Any, str]) -> None:
+    client, name = stream
+    # GIVEN 600 readings from 20 devices, some malformed, and the simulator's default pack (25)
+    config = SimulatorConfig(devices=20, count=600, anomaly_rate=0.05, malformed_rate=0.05, seed=78)
+    assert config.pack == 25
+    produced = list(generate_readings(config, generate_fleet(20, 78)))
+    malformed = [p for p in produced if p.category == "malformed"]
+    good = [p for p in produced if p.category != "malformed"]
+    # WHEN they go through the Kinesis sink, packing
+    sink = KinesisSink(name, endpoint_url=emulator_endpoint, region=REGION, pack=config.pack)
+    with sink:
+        for item in produced:
+            sink.add(item)
+    assert (sink.stats.sent, sink.stats.failed) == (600, 0)
+    records = read_all(client, name, expected=sink.stats.records)
+    assert len(records) == sink.stats.records < 600 / 5
+    # THEN every payload arrives exactly once: good ones inside packs (or alone when a pack closed with
+    # one reading), malformed ones alone and byte for byte (oversized, invalid JSON, ...)
+    flat: list[bytes] = []
+    for r in records:
+        data = bytes(r["Data"])
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, list):
+            assert 2 <= len(doc) <= 25
+            assert doc[0]["device_id"] == r["PartitionKey"]
+            flat += [orjson.dumps(d) for d in doc]
+        else:
+            flat.append(data)
+    assert Counter(flat) == Counter(p.payload for p in produced)
+    assert {p.payload for p in malformed} <= {bytes(r["Data"]) for r in records}
+    assert good

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 READINGS_1000_1HZ = 1000 * 730 * 3600  # 2,628,000,000 readings a month
 # The hand-computed scenarios below pin the settings they compute with, so they do not move when the
 # template's defaults do; test_workload_defaults_follow_the_template covers the defaults themselves.
+# They also pin one reading per Kinesis record (the arithmetic is per record); packed records are
+# covered by the tests under "packed records" below.
 SMALL = {"batch_size": 500, "batching_window_s": 10.0, "anomaly_rate": 0.01,
-         "archive_ia_min_object_filter": False, "write_concurrency": 16}
+         "archive_ia_min_object_filter": False, "write_concurrency": 16, "readings_per_record": 1}
 
 
 def _line(est: cost.Estimate, component: str, item_prefix: str) -> cost.Line:
@@ -209,14 +212,30 @@ def test_alert_cooldown_writes_and_publishes() -> None:
     assert _line(est, "dynamodb", "alert cooldown").quantity == pytest.approx(flagged + flagged - alerts)
 
 
-def test_template_defaults_at_1000_devices() -> None:
+def test_template_defaults_at_1000_devices_unpacked() -> None:
     # The template as it is (BatchSize 10,000, window 30 s, payload-capped at 7,516 records, 0.2 % flagged)
-    est = estimate(Workload(devices=1000, rate_hz=1.0))
+    # with one reading per Kinesis record
+    est = estimate(Workload(devices=1000, rate_hz=1.0, readings_per_record=1))
     assert est.batch_limit == "payload"
     assert est.batch_records == 7516
     assert est.dominant() == "dynamodb"
     assert est.per_million > cost.TARGET_USD_PER_MILLION  # honest: 0.13 USD per million, not met
     assert est.per_million < 0.15
+
+
+def test_template_defaults_at_1000_devices_packed() -> None:
+    # The default workload packs 25 readings per record (the simulator's default SIM_PACK): 1 shard
+    # (40 records/s, ~201 KB/s), 865 records = 21,625 readings per 6 MB payload = 21.6 s of stream
+    w = Workload(devices=1000, rate_hz=1.0)
+    assert w.readings_per_record == 25
+    est = estimate(w)
+    assert est.shards == 1
+    assert est.batch_limit == "payload"
+    assert est.batch_records == 21_625
+    assert est.batch_seconds == pytest.approx(21.625)
+    assert est.dominant() == "dynamodb"
+    assert est.per_million < cost.TARGET_USD_PER_MILLION
+    assert est.per_million < estimate(replace(w, readings_per_record=1)).per_million * 0.8
 
 
 def test_bigger_batches_cut_writes_per_reading() -> None:
@@ -261,7 +280,9 @@ def test_main_prints_one_json_object_last(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out.strip().splitlines()
     doc = json.loads(out[-1])
     assert doc["usd_per_million_readings"] > 0
-    assert doc["target_met"] is False
+    assert doc["target_met"] is True  # packed 25 readings per record (0.097 USD/M; unpacked 0.132)
+    assert doc["readings_per_record"] == 25
+    assert doc["payload_cap_readings"] == 21_625
     assert doc["prices_as_of"] == "2026-11"
     assert doc["defaults_from"] == "cloudformation/template.yaml"
     assert doc["write_concurrency"] == cost.WRITE_CONCURRENCY
@@ -383,3 +404,46 @@ def test_aggregates_ttl_bounds_storage() -> None:
     lean = estimate(_workload(anomaly_rate=0.0, aggregates_retention_days=30, aggregates_pitr=False))
     assert _line(lean, "dynamodb", "storage").quantity == pytest.approx(gb * 32 / 92)
     assert not [ln for ln in lean.lines if ln.item.startswith("point-in-time")]
+
+
+# ------------------------------------------------------------------------------------------ packed records
+def test_packed_record_size_and_shards() -> None:
+    # 25 readings of 200 bytes in a JSON array: 25 x 201 + 1 = 5,026 bytes
+    assert cost.kinesis_record_bytes(200, 25) == 5026
+    assert cost.kinesis_record_bytes(200, 1) == 200
+    # 1,000 readings/s packed 25: 40 records/s and 201,040 B/s -> 1 shard (was 2 unpacked)
+    assert shards_for(1000, 200, 25) == 1
+    assert shards_for(1000, 200, 1) == 2
+    # bytes decide for fat readings: 4,000 readings/s x 2,001 B = 8 MB/s / (1 MiB x 0.8) = 9.5 -> 10
+    assert shards_for(4000, 2000, 25) == 10
+
+
+def test_packed_payload_cap_counts_records_then_readings() -> None:
+    # 5,026-byte records: base64 6,702 + 570 = 7,272 -> 6,291,456 // 7,272 = 865 records = 21,625 readings
+    assert cost.payload_cap(200, 25) == 865
+    records, seconds, _ = batch_shape(_workload(readings_per_record=25, batch_size=10_000,
+                                                batching_window_s=60), shards=1)
+    assert (records, seconds) == (21_625, pytest.approx(21.625))
+    # BatchSize counts Kinesis records: 500 records x 25 = 12,500 readings, but 10 s x 1,000/s closes first
+    w = _workload(readings_per_record=25)
+    assert cost.batch_limit(w, 1) == "window"
+    assert batch_shape(w, shards=1)[0] == 10_000
+
+
+def test_packed_kinesis_put_units_are_per_record() -> None:
+    est = estimate(_workload(readings_per_record=25))
+    # 2,628 M readings / 25 = 105.12 M records x 1 unit (5 KB < 25 KB) x 0.014 / M = 1.47168
+    assert _line(est, "kinesis", "PUT payload").quantity == pytest.approx(READINGS_1000_1HZ / 25)
+    assert _line(est, "kinesis", "PUT payload").usd == pytest.approx(1.47168)
+    # 2,000-byte readings packed 25: 50,026-byte records = 3 units of 25 KB (25,600 B) each
+    fat = estimate(_workload(readings_per_record=25, record_bytes=2000))
+    assert _line(fat, "kinesis", "PUT payload").quantity == pytest.approx(READINGS_1000_1HZ / 25 * 2)
+
+
+def test_readings_per_record_flag_and_what_if(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cost.main(["--devices", "1000", "--rate", "1", "--readings-per-record", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["readings_per_record"] == 1
+    assert doc["target_met"] is False
+    assert doc["what_if"][1]["change"] == {"readings_per_record": 25}
+    assert doc["what_if"][1]["target_met"] is True

@@ -1,4 +1,9 @@
-"""Property-based tests: no exception escapes, and every input record is accounted for exactly once."""
+"""Property-based tests: no exception escapes, and every input reading is accounted for exactly once.
+
+Records are single readings, random bytes, random JSON and packed records (JSON arrays of readings,
+some mutated, some corrupted). Conservation is in readings: each element of a packed record is one item,
+a record that does not parse (or is an empty array) is one item.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import itertools
 import json
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +37,7 @@ any_json = st.recursive(
 
 
 @st.composite
-def mutated_reading(draw: st.DrawFn) -> bytes:
+def mutated_reading(draw: st.DrawFn, corrupt: bool = True) -> bytes:
     """A plausible reading, then zero or more mutations: wrong types, missing keys, odd values, junk."""
     doc: dict[str, Any] = reading_doc(
         draw(st.sampled_from([*DEVICES, "ghost", "bad id", ""])),
@@ -53,16 +59,49 @@ def mutated_reading(draw: st.DrawFn) -> bytes:
                 st.dictionaries(st.sampled_from(["co2", "voc", "humidity"]), st.floats(-2e9, 2e9), max_size=2)
             )
     raw = json.dumps(doc).encode()  # json, not orjson: big integers must reach the decoder too
-    if draw(st.integers(0, 9)) == 0:  # occasionally corrupt the bytes
+    if corrupt and draw(st.integers(0, 9)) == 0:  # occasionally corrupt the bytes
         cut = draw(st.integers(0, len(raw)))
         raw = raw[:cut] + draw(st.binary(max_size=5)) + raw[cut:]
     return raw
 
 
+@st.composite
+def packed_record(draw: st.DrawFn) -> bytes:
+    """A packed record: a JSON array of (possibly mutated) readings and odd elements, rarely corrupted."""
+    elements = draw(
+        st.lists(
+            st.one_of(
+                mutated_reading(corrupt=False),
+                mutated_reading(corrupt=False),
+                any_json.map(lambda d: json.dumps(d).encode()),
+            ),
+            max_size=8,
+        )
+    )
+    raw = b"[" + b",".join(elements) + b"]"
+    if draw(st.integers(0, 19)) == 0:  # a packed record that no longer parses: one quarantined item
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
+    return raw
+
+
 payloads = st.lists(
-    st.one_of(mutated_reading(), st.binary(max_size=64), any_json.map(lambda d: json.dumps(d).encode())),
+    st.one_of(
+        mutated_reading(),
+        packed_record(),
+        st.binary(max_size=64),
+        any_json.map(lambda d: json.dumps(d).encode()),
+    ),
     max_size=40,
 )
+
+
+def items_in(raw: bytes) -> int:
+    """Readings a record contributes: the elements of a non-empty array, else 1 (the record itself)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return 1
+    return len(doc) if isinstance(doc, list) and doc else 1
 
 
 def to_records(
@@ -83,21 +122,25 @@ def test_conservation_no_exception_every_record_accounted(raws: list[bytes], dup
     ports = fake_ports(DEVICES)
     # WHEN processed (the call itself must not raise)
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
-    # THEN every record has exactly one disposition and the buckets add up
-    assert len(out.dispositions) == len(records)
-    assert out.aggregated + out.duplicates + out.quarantined + out.retry == len(records)
+    items = sum(items_in(raw) for raw in raws)
+    # THEN every reading has exactly one disposition and the buckets add up, in readings
+    assert len(out.dispositions) == items
+    assert out.records_in == items
+    assert out.kinesis_records_in == len(records)
+    assert out.aggregated + out.duplicates + out.quarantined + out.retry == items
     assert out.retry == 0
     assert out.batch_item_failures() == []
-    # AND the stored counts equal the aggregated records, the archive holds one line per record
+    # AND every record is accounted for by at least one item
+    assert {(s, q) for s, q, _ in out.dispositions} == {(r.shard_id, r.sequence_number) for r in records}
+    # AND the stored counts equal the aggregated readings, the archive holds one line per reading
     assert sum(int(i["count"]) for i in ports.aggregates.items.values()) == out.aggregated
     archived = len(ports.archive.lines("processed/")) + len(ports.archive.lines("quarantine/"))
-    assert archived == len(records)
+    assert archived == items
     # AND the metrics say the same
     m = ports.metrics
-    assert m.total("RecordsIn") == len(records)
-    assert m.total("RecordsAggregated") + m.total("DuplicatesDropped") + m.total("RecordsRejected") == len(
-        records
-    )
+    assert m.total("RecordsIn") == items
+    assert m.total("KinesisRecordsIn") == len(records)
+    assert m.total("RecordsAggregated") + m.total("DuplicatesDropped") + m.total("RecordsRejected") == items
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -213,3 +213,159 @@ def test_null_sink_and_factory() -> None:
     assert isinstance(make_sink(SimulatorConfig(sink="kinesis", shard_count=2)), KinesisSink)
     with pytest.raises(ValueError, match="ingest URL"):
         make_sink(SimulatorConfig(sink="http"))
+
+
+# ------------------------------------------------------------------------------------------ packing
+def unpack(data: bytes) -> list[bytes]:
+    """The readings' payloads in one Kinesis record: the elements of a packed record, or the record."""
+    doc = orjson.loads(data)
+    return [orjson.dumps(d) for d in doc] if isinstance(doc, list) else [data]
+
+
+def test_kinesis_packs_good_readings_and_sends_each_exactly_once() -> None:
+    # GIVEN readings with malformed records of every kind, and a sink packing 25 per record
+    items = readings(3000, devices=40, malformed_rate=0.03)
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=4, pack=25)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    malformed = [p for p in items if p.category == "malformed"]
+    good = [p for p in items if p.category != "malformed"]
+    assert malformed
+    assert good
+    # THEN malformed records are sent alone, byte for byte, keyed by their device
+    bad = [p for p in malformed if p.kind != "duplicate"]  # a duplicate's bytes equal its good twin's
+    stored = [(r["Data"], r["PartitionKey"]) for r in fake.stored]
+    assert all((p.payload, p.device_id) in stored for p in bad)
+    # AND every payload is in exactly one record (orjson round trip of an element is its payload)
+    sent = [payload for r in fake.stored for payload in unpack_or_raw(r["Data"])]
+    assert sorted(sent) == sorted(p.payload for p in items)
+    packs = [r for r in fake.stored if r["Data"].startswith(b"[")]
+    # AND packs hold at most 25 readings and 64 KiB, keyed by their first reading's device
+    assert all(len(unpack(r["Data"])) <= 25 for r in packs)
+    assert max(len(unpack(r["Data"])) for r in packs) == 25
+    assert all(len(r["Data"]) <= 64 * 1024 for r in packs)
+    for r in packs:
+        assert orjson.loads(unpack(r["Data"])[0])["device_id"] == r["PartitionKey"]
+    # AND stats count readings (sent) and Kinesis records (records)
+    assert sink.stats.sent == len(items)
+    assert sink.stats.records == len(fake.stored) < len(items) / 5
+    assert sink.stats.failed == 0
+
+
+def test_packs_keep_send_order_around_malformed_records() -> None:
+    # GIVEN a malformed record between good ones WHEN packed
+    items = readings(400, devices=20, malformed_rate=0.05, malformed_mix={"invalid_json": 1})
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=4, pack=10)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    # THEN the stream holds the payloads in the order they were produced
+    flat = [payload for r in fake.stored for payload in unpack_or_raw(r["Data"])]
+    assert flat == [p.payload for p in items]
+
+
+def unpack_or_raw(data: bytes) -> list[bytes]:
+    try:
+        return unpack(data)
+    except orjson.JSONDecodeError:
+        return [data]
+
+
+def test_packs_stay_under_the_byte_limit() -> None:
+    # GIVEN a 2 KiB pack limit and readings of ~150-200 bytes
+    items = readings(500, devices=10)
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=1, pack=100, max_pack_bytes=2048)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    # THEN every record is <= 2 KiB, and packs close on bytes (well before 100 readings)
+    assert all(len(r["Data"]) <= 2048 for r in fake.stored)
+    assert max(len(unpack(r["Data"])) for r in fake.stored) < 15
+    assert sum(len(unpack(r["Data"])) for r in fake.stored) == 500
+    # AND a full pack would not have fitted one more reading
+    sizes = [len(r["Data"]) for r in fake.stored[:-1]]
+    assert min(sizes) > 2048 - 250
+
+
+def test_pack_1_sends_one_reading_per_record_as_before() -> None:
+    items = readings(300)
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=4, pack=1)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    assert [r["Data"] for r in fake.stored] == [p.payload for p in items]
+    assert [r["PartitionKey"] for r in fake.stored] == [p.device_id for p in items]
+    assert sink.stats.records == sink.stats.sent == 300
+
+
+def test_failed_packed_entries_are_resent_whole() -> None:
+    # GIVEN a stream failing 40 % of entries per call, and packs of 20
+    fake = FakeKinesis(fail_fraction=0.4, seed=5)
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=4, pack=20, rng=random.Random(1))
+    items = readings(2000, devices=50)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    # THEN every reading is stored exactly once
+    stored = [payload for r in fake.stored for payload in unpack(r["Data"])]
+    assert sorted(stored) == sorted(p.payload for p in items)
+    assert sink.stats.sent == 2000
+    assert sink.stats.failed == 0
+    # AND a retry call carries exactly the packs that failed, unchanged (same bytes, same key)
+    assert sink.stats.retries > 0
+    first_try = {(r["Data"], r["PartitionKey"]) for call in fake.calls for r in call}
+    assert {(r["Data"], r["PartitionKey"]) for r in fake.stored} == first_try
+    assert sum(len(c) for c in fake.calls) == sink.stats.records + sink.stats.errors[
+        "ProvisionedThroughputExceededException"
+    ]
+
+
+def test_given_up_packs_count_their_readings_as_failed() -> None:
+    items = readings(200, devices=10)
+    doomed = items[0].device_id  # the first pack is keyed by it
+    fake = FakeKinesis(always_fail={doomed})
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=4, pack=25, max_attempts=3)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    assert sink.stats.failed >= 25
+    assert sink.stats.failed + sink.stats.sent == 200
+    assert sink.stats.failed % 25 == 0 or sink.stats.failed == 200
+
+
+def test_packed_records_stay_under_the_per_shard_byte_limit() -> None:
+    # GIVEN one shard (1 MiB/s) and 30,000 readings (~5.5 MiB) packed 25 per record: ~1,200 records,
+    # far below 1,000 records/s, so the byte budget is what paces them
+    clock = FakeClock()
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=clock, shard_count=1, pack=25)
+    items = readings(30_000, devices=100)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    total = sum(len(r["Data"]) + len(r["PartitionKey"]) for r in fake.stored)
+    assert total > 2 * 1024 * 1024
+    assert all(sum(len(r["Data"]) for r in call) <= 1024 * 1024 for call in fake.calls)
+    assert clock.monotonic() >= (total - 0.95 * 1024 * 1024) / (0.95 * 1024 * 1024) - 0.01
+    assert sink.stats.sent == 30_000
+
+
+def test_pack_option_from_env_cli_and_factory() -> None:
+    from simulator.cli import build_parser, config_from_args
+    from simulator.config import ConfigError
+
+    assert SimulatorConfig().pack == 25
+    assert SimulatorConfig.from_env({"SIM_PACK": "7"}).pack == 7
+    args = build_parser().parse_args(["run", "--pack", "3", "--sink", "kinesis", "--shard-count", "2"])
+    assert config_from_args(args).pack == 3
+    sink = make_sink(SimulatorConfig(sink="kinesis", shard_count=2, pack=9))
+    assert isinstance(sink, KinesisSink)
+    assert sink.pack == 9
+    for bad in (0, 501):
+        with pytest.raises(ConfigError, match="pack"):
+            SimulatorConfig(pack=bad)
