@@ -19,13 +19,13 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from functions.processor import windows
-from functions.processor.decode import DecodeRules, format_ms
+from functions.processor.decode import DecodeRules
 from functions.processor.enrich import DeviceCache
 from functions.processor.ingestion_processor import gc_paused, prepare_batch
 from functions.processor.records import KinesisRecord
@@ -35,43 +35,26 @@ NOW_S = 1_795_000_000.0
 
 
 def generate_payloads(n: int, n_devices: int, seed: int) -> tuple[list[bytes], list[str]]:
-    """Simulator-like readings: 1 Hz per device, ISO 'Z' timestamps, realistic channel values."""
-    try:  # prefer the real simulator when it exists
-        from simulator.stream import generate_readings  # type: ignore[import-not-found]
+    """``n`` readings from the real simulator: ``n_devices`` devices at 1 Hz, ending at NOW_S.
 
-        docs = list(generate_readings(count=n, devices=n_devices, seed=seed))  # pragma: no cover
-        ids = sorted({d["device_id"] for d in docs})
-        return [orjson.dumps(d) for d in docs], ids
-    except Exception:
-        pass
-    rng = np.random.default_rng(seed)
-    ids = [f"dev-{i:06d}" for i in range(n_devices)]
-    base_t = rng.normal(20, 5, n_devices)
-    base_h = rng.uniform(30, 70, n_devices)
-    base_p = rng.normal(1013, 8, n_devices)
-    dev = np.arange(n) % n_devices
-    tick = np.arange(n) // n_devices  # one reading per device per second
-    start_ms = int(NOW_S * 1000) - 300_000
-    t = start_ms + tick * 1000 + rng.integers(0, 900, n)
-    temp = np.round(base_t[dev] + rng.normal(0, 0.3, n), 2)
-    hum = np.round(np.clip(base_h[dev] + rng.normal(0, 1.0, n), 0, 100), 1)
-    pres = np.round(base_p[dev] + rng.normal(0, 0.5, n), 2)
-    payloads = [
-        orjson.dumps(
-            {
-                "device_id": ids[d],
-                "timestamp": format_ms(int(ts)),
-                "temperature": float(a),
-                "humidity": float(b),
-                "pressure": float(c),
-                "ground_truth": "normal",
-            }
-        )
-        for d, ts, a, b, c in zip(
-            dev.tolist(), t.tolist(), temp.tolist(), hum.tolist(), pres.tolist(), strict=True
-        )
-    ]
-    return payloads, ids
+    Only good readings (no anomaly or malformed injection): the benchmark measures the path every valid
+    reading takes. The simulated clock starts so that the newest reading is a few seconds old.
+    """
+    # Run as ``python bench/processor.py``, this folder is first on sys.path and bench/simulator.py
+    # would shadow the ``simulator`` package.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    from simulator.config import SimulatorConfig
+    from simulator.fleet import generate_fleet
+    from simulator.stream import generate_readings
+
+    config = SimulatorConfig(
+        devices=n_devices, rate_hz=1.0, seed=seed, anomaly_rate=0.0, malformed_rate=0.0, count=n
+    )
+    fleet = generate_fleet(n_devices, seed)
+    start_ms = int(NOW_S * 1000) - (n // n_devices + 5) * 1000
+    payloads = [p.payload for p in generate_readings(config, fleet, start_ms)]
+    return payloads, [d.device_id for d in fleet]
 
 
 class _WarmRegistry:

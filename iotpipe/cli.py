@@ -166,7 +166,8 @@ def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]]) -> 
         sim = _simulator_stats(args.control_port)
         sent = sim.get("produced", "?")
         _say(f"sent {sent} | in {s.readings_in} ({s.throughput_per_s:.1f}/s) | aggregated {s.aggregated} "
-             f"in {s.windows} windows | quarantined {s.quarantined} | anomalies {s.anomalies}")
+             f"in {s.windows} windows | duplicates {s.duplicates} | quarantined {s.quarantined} | "
+             f"anomalies {s.anomalies}")
     return 0
 
 

@@ -65,6 +65,7 @@ from iotpipe.prices import (
     SECONDS_PER_MONTH,
     Prices,
 )
+from iotpipe.template import TEMPLATE, load_template
 
 TARGET_USD_PER_MILLION = 0.10
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24  # 30.4167, consistent with the 730-hour month
@@ -81,7 +82,6 @@ EVENT_ENVELOPE_BYTES = 570
 BATCH_GET_MAX_KEYS = 100
 BATCH_WRITE_MAX_ITEMS = 25
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "cloudformation" / "template.yaml"
 PROCESSOR_HANDLER = ROOT / "functions" / "processor" / "handler.py"
 
 # Share of valid readings the detector flags in production (each costs an anomaly item, its GSI copy and
@@ -117,36 +117,13 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------------------ template
-def _load_template(path: Path) -> dict[str, Any]:
-    """The template as plain data; short-form tags (!Ref, !Sub, !If, ...) become {tag: value}."""
-    import yaml  # a dev dependency: the cost model runs where the repository and its tools are
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {suffix: value}
-
-    Loader.add_multi_constructor("!", tag)
-    doc = yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: not a template")
-    return doc
-
-
 def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
     """Workload defaults that mirror the template: parameter defaults and resource properties.
 
     A property given as ``!Ref Param`` resolves to the parameter's default; a literal is taken as is.
     Raises (OSError, ImportError, KeyError, ValueError, TypeError) when the template cannot be read.
     """
-    doc = _load_template(path)
+    doc = load_template(path)
     params = doc.get("Parameters") or {}
     resources = doc["Resources"]
 

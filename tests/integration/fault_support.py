@@ -25,6 +25,7 @@ from simulator.config import SimulatorConfig
 from simulator.fleet import Device, generate_fleet
 from simulator.malformed import EXPECTED_REASON
 from simulator.stream import Produced, generate_readings
+from tests.integration.polling import wait_for
 
 WindowRef = dict[tuple[str, int], dict[str, float]]
 
@@ -165,17 +166,6 @@ def archived(s3: Any, bucket: str, batch: Batch) -> tuple[Counter[str], int, int
                     else:
                         aggregated += 1
     return reasons, aggregated, duplicates
-
-
-def wait_for(predicate: Any, timeout_s: float, interval_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    return last
 
 
 def assert_windows_equal(stored: WindowRef, expected: WindowRef) -> None:

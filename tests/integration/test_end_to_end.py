@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,22 +16,13 @@ import boto3
 import httpx
 import pytest
 
+from tests.integration.polling import wait_for
+
 pytestmark = pytest.mark.integration
 
 
 def _iso(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _wait_for(predicate, timeout_s: float, interval_s: float = 1.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    return last
 
 
 def test_readings_put_on_the_stream_are_queryable_as_a_one_minute_aggregate(
@@ -74,7 +64,7 @@ def test_readings_put_on_the_stream_are_queryable_as_a_one_minute_aggregate(
         items = r.json()["items"]
         return items if items and items[0]["count"] == len(temps) else None
 
-    items = _wait_for(aggregates, timeout_s=120, interval_s=2)
+    items = wait_for(aggregates, timeout_s=120, interval_s=2)
     assert items, f"no complete aggregate for {device_id} within 120 s"
     agg = items[0]
     assert agg["device_id"] == device_id

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+from iotpipe.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation" / "template.yaml"
@@ -21,25 +21,10 @@ PSEUDO = {
 PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation short-form tags (!Sub, !Ref, ...) as {"Fn": value} mappings."""
 
 
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {suffix: value}
-
-
-_CfnLoader.add_multi_constructor("!", _tag)
-
-
-def load_template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+def _template() -> dict[str, Any]:
+    return load_template(TEMPLATE)
 
 
 def substitute(text: str) -> str:
@@ -49,7 +34,7 @@ def substitute(text: str) -> str:
 
 
 def template_body() -> dict[str, Any]:
-    props = load_template()["Resources"]["PipelineDashboard"]["Properties"]
+    props = _template()["Resources"]["PipelineDashboard"]["Properties"]
     return json.loads(substitute(props["DashboardBody"]["Sub"]))
 
 
@@ -73,7 +58,7 @@ def test_widgets_fit_the_24_column_grid_without_overlap() -> None:
 
 
 def test_alarm_widget_lists_the_templates_alarms() -> None:
-    resources = load_template()["Resources"]
+    resources = _template()["Resources"]
     names = {
         substitute(r["Properties"]["AlarmName"]["Sub"])
         for r in resources.values()

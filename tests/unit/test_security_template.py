@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from iotpipe.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation" / "template.yaml"
@@ -36,26 +37,11 @@ KEY_POLICY_TYPES = {"AWS::KMS::Key"}
 CHECK_ID = re.compile(r"^CKV2?_[A-Z0-9]+_\d+$")
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Keeps CloudFormation short-form tags (!Ref, !Sub, ...) as {Tag: value}."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {suffix: value}
-
-
-_CfnLoader.add_multi_constructor("!", _tag)
 
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return load_template(TEMPLATE)
 
 
 def _as_list(value: Any) -> list[Any]:
