@@ -65,6 +65,7 @@ security: venv ## cfn-lint, checkov (own venv) and a dependency audit
 
 test: install ## every test: lint, security checks, unit, integration
 	$(VENV)/bin/ruff check .
+	$(PY) scripts/build.py  # the security checks audit the dependency layer that ships
 	scripts/security-checks.sh
 	$(VENV)/bin/pytest -q
 
