@@ -19,6 +19,8 @@ import boto3
 import orjson
 import pytest
 
+from tests.integration.streams import put_until_accepted
+
 pytestmark = pytest.mark.integration
 
 POLL_TIMEOUT_S = 90.0  # the emulator's ESM polls about every second; a cold Lambda start adds a few
@@ -100,17 +102,7 @@ def test_mixed_batch_aggregates_once_and_quarantines_by_reason(deployed_stack: d
         }
 
         # WHEN it is put on the stream (in order; partial failures re-sent)
-        pending = entries
-        for _ in range(5):
-            response = kinesis.put_records(
-                StreamName=deployed_stack["StreamName"],
-                Records=[{"Data": data, "PartitionKey": key} for data, key in pending],
-            )
-            pending = [e for e, r in zip(pending, response["Records"], strict=True) if r.get("ErrorCode")]
-            if not pending:
-                break
-            time.sleep(0.5)
-        assert not pending, "Kinesis did not accept the test records"
+        put_until_accepted(kinesis, deployed_stack["StreamName"], entries)
 
         # THEN the window's aggregate appears with the 5 good readings, the duplicate counted once
         def aggregate() -> dict[str, Any] | None:

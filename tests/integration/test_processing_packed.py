@@ -18,6 +18,7 @@ import boto3
 import orjson
 import pytest
 
+from tests.integration.streams import put_until_accepted
 from tests.integration.test_processing_mixed_batch import iso, poll, reading
 
 pytestmark = pytest.mark.integration
@@ -78,17 +79,7 @@ def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: d
         expected = {2: "schema_invalid", 4: "out_of_range", 5: "unknown_device", 7: "future_timestamp"}
 
         # WHEN both are put on the stream
-        pending = [(data, device), (broken, device)]
-        for _ in range(5):
-            response = kinesis.put_records(
-                StreamName=deployed_stack["StreamName"],
-                Records=[{"Data": d, "PartitionKey": k} for d, k in pending],
-            )
-            pending = [e for e, r in zip(pending, response["Records"], strict=True) if r.get("ErrorCode")]
-            if not pending:
-                break
-            time.sleep(0.5)
-        assert not pending, "Kinesis did not accept the test records"
+        put_until_accepted(kinesis, deployed_stack["StreamName"], [(data, device), (broken, device)])
 
         # THEN the window holds the 4 good readings, the duplicate counted once
         def aggregate() -> dict[str, Any] | None:
