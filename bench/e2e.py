@@ -53,7 +53,7 @@ from iotpipe.emulator import DEFAULT_VENV, Emulator, free_port  # noqa: E402
 from iotpipe.stack import deploy, stack_outputs  # noqa: E402
 from simulator.config import SimulatorConfig  # noqa: E402
 from simulator.fleet import generate_fleet, register_fleet  # noqa: E402
-from simulator.malformed import EXPECTED_REASON  # noqa: E402
+from simulator.malformed import expected_outcome  # noqa: E402
 from simulator.sinks import KinesisSink  # noqa: E402
 from simulator.stream import Produced, generate_readings  # noqa: E402
 
@@ -141,18 +141,9 @@ def generate(config: SimulatorConfig, fleet: list[Any], start_ms: int) -> list[P
 
 def expected_of(records: list[Produced]) -> dict[str, Any]:
     """What the pipeline should do with these records, from the simulator's own labels."""
-    reasons: Counter[str] = Counter()
-    aggregated = duplicates = 0
-    for p in records:
-        if p.category == "malformed":
-            reason = EXPECTED_REASON[p.kind]
-            if reason == "duplicate":
-                duplicates += 1
-            else:
-                reasons[reason] += 1
-        else:
-            aggregated += 1
-    return {"aggregated": aggregated, "duplicates": duplicates, "quarantined": dict(reasons)}
+    outcomes = Counter(expected_outcome(p.category, p.kind) for p in records)
+    aggregated, duplicates = outcomes.pop("aggregated", 0), outcomes.pop("duplicate", 0)
+    return {"aggregated": aggregated, "duplicates": duplicates, "quarantined": dict(outcomes)}
 
 
 def ddb_size(attr: dict[str, Any]) -> int:

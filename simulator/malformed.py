@@ -29,6 +29,14 @@ EXPECTED_REASON: dict[str, str] = {
     "unknown_device": "unknown_device",
     "oversized": "oversized",
 }
+
+
+def expected_outcome(category: str, kind: str) -> str:
+    """What the pipeline should do with a produced record, from its labels: "aggregated", "duplicate"
+    (counted once, dropped) or the quarantine reason. Benchmarks and tests build references from it."""
+    return EXPECTED_REASON[kind] if category == "malformed" else "aggregated"
+
+
 LABELS: tuple[str, ...] = ("", *MALFORMED_KINDS)  # code 0 = not malformed
 CODE: dict[str, int] = {label: i for i, label in enumerate(LABELS) if label}
 

@@ -54,6 +54,7 @@ class InMemoryAggregateStore:
 
     items: dict[WindowKey, AggregateItem] = field(default_factory=dict)
     crash_after_writes: int | None = None  # raise CrashAfterWrites once this many puts succeeded
+    outage_after_attempts: int | None = None  # every put after this many attempts fails (network down)
     transient_put_failures: int = 0  # fail the next N puts with a transient error (before writing)
     ambiguous_put_failures: int = 0  # write, then raise a transient error (a timeout after commit)
     conflict_injections: int = 0  # before the next N puts, bump the stored version (a concurrent writer)
@@ -74,6 +75,8 @@ class InMemoryAggregateStore:
         self.put_attempts += 1
         if self.crash_after_writes is not None and self.puts >= self.crash_after_writes:
             raise CrashAfterWrites(f"crashed after {self.puts} writes")
+        if self.outage_after_attempts is not None and self.put_attempts > self.outage_after_attempts:
+            raise ConnectionError("fake network down")
         if self.transient_put_failures > 0:
             self.transient_put_failures -= 1
             raise TransientStoreError("fake throttling")

@@ -23,7 +23,7 @@ import orjson
 
 from simulator.config import SimulatorConfig
 from simulator.fleet import Device, generate_fleet
-from simulator.malformed import EXPECTED_REASON
+from simulator.malformed import expected_outcome
 from simulator.stream import Produced, generate_readings
 from tests.integration.polling import wait_for
 
@@ -80,12 +80,12 @@ def reference(batch: Batch) -> tuple[WindowRef, Counter[str], int]:
     duplicates = 0
     seen: set[tuple[str, int]] = set()
     for p in batch.records:
-        if p.category == "malformed":
-            reason = EXPECTED_REASON[p.kind]
-            if reason == "duplicate":
+        outcome = expected_outcome(p.category, p.kind)
+        if outcome != "aggregated":
+            if outcome == "duplicate":
                 duplicates += 1
             else:
-                reasons[reason] += 1
+                reasons[outcome] += 1
             continue
         doc = orjson.loads(p.payload)
         key = (batch.prefix + p.device_id, p.event_ms)
@@ -99,19 +99,6 @@ def reference(batch: Batch) -> tuple[WindowRef, Counter[str], int]:
         w["min"] = min(w["min"], t)
         w["max"] = max(w["max"], t)
     return windows, reasons, duplicates
-
-
-def put_records(kinesis: Any, stream: str, entries: list[tuple[str, bytes]]) -> None:
-    """PutRecords in chunks of 500, resending failed entries (the producer's at-least-once)."""
-    for start in range(0, len(entries), 500):
-        pending = [{"PartitionKey": pk, "Data": data} for pk, data in entries[start : start + 500]]
-        for _ in range(20):
-            resp = kinesis.put_records(StreamName=stream, Records=pending)
-            pending = [e for e, r in zip(pending, resp["Records"], strict=True) if r.get("ErrorCode")]
-            if not pending:
-                break
-            time.sleep(0.2)
-        assert not pending, f"{len(pending)} records could not be put"
 
 
 def register(ddb: Any, table: str, batch: Batch) -> None:

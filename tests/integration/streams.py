@@ -6,17 +6,14 @@ import time
 from typing import Any
 
 
-def put_until_accepted(
-    kinesis: Any, stream: str, entries: list[tuple[bytes, str]], attempts: int = 5
-) -> None:
-    """PutRecords ``(data, partition key)`` entries in order; only the failed ones are re-sent."""
-    pending = entries
-    for _ in range(attempts):
-        response = kinesis.put_records(
-            StreamName=stream, Records=[{"Data": data, "PartitionKey": key} for data, key in pending]
-        )
-        pending = [e for e, r in zip(pending, response["Records"], strict=True) if r.get("ErrorCode")]
-        if not pending:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"Kinesis did not accept {len(pending)} test records")
+def put_records(kinesis: Any, stream: str, entries: list[tuple[str, bytes]], attempts: int = 20) -> None:
+    """PutRecords ``(partition key, data)`` entries in order, 500 a call; only failed ones are re-sent."""
+    for start in range(0, len(entries), 500):
+        pending = [{"PartitionKey": pk, "Data": data} for pk, data in entries[start : start + 500]]
+        for _ in range(attempts):
+            resp = kinesis.put_records(StreamName=stream, Records=pending)
+            pending = [e for e, r in zip(pending, resp["Records"], strict=True) if r.get("ErrorCode")]
+            if not pending:
+                break
+            time.sleep(0.2)
+        assert not pending, f"{len(pending)} records could not be put"

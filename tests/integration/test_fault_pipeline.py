@@ -21,11 +21,11 @@ from iotpipe.stack import deploy, stack_outputs
 from tests.integration.fault_support import (
     check_pipeline,
     make_batch,
-    put_records,
     register,
     stored_windows,
     wait_for,
 )
+from tests.integration.streams import put_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

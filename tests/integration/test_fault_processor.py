@@ -43,12 +43,12 @@ from tests.integration.fault_support import (
     fault_events,
     make_batch,
     processor_faults,
-    put_records,
     reference,
     register,
     settled,
     wait_for,
 )
+from tests.integration.streams import put_records
 
 START_MS = 1_795_000_020_000
 

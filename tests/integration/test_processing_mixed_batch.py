@@ -19,7 +19,8 @@ import boto3
 import orjson
 import pytest
 
-from tests.integration.streams import put_until_accepted
+from tests.integration.polling import wait_for
+from tests.integration.streams import put_records
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +34,10 @@ def iso(epoch_ms: int) -> str:
 
 def poll[T](what: str, probe: Callable[[], T | None], timeout_s: float = POLL_TIMEOUT_S) -> T:
     """Call ``probe`` until it returns something truthy (bounded), else fail with the last value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(1.0)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; last seen: {last!r}")
+    last = wait_for(probe, timeout_s)
+    if not last:
+        pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; last seen: {last!r}")
+    return last
 
 
 def reading(device_id: str, epoch_ms: int, **overrides: Any) -> dict[str, Any]:
@@ -102,7 +99,7 @@ def test_mixed_batch_aggregates_once_and_quarantines_by_reason(deployed_stack: d
         }
 
         # WHEN it is put on the stream (in order; partial failures re-sent)
-        put_until_accepted(kinesis, deployed_stack["StreamName"], entries)
+        put_records(kinesis, deployed_stack["StreamName"], [(key, data) for data, key in entries])
 
         # THEN the window's aggregate appears with the 5 good readings, the duplicate counted once
         def aggregate() -> dict[str, Any] | None:

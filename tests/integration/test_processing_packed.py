@@ -18,7 +18,7 @@ import boto3
 import orjson
 import pytest
 
-from tests.integration.streams import put_until_accepted
+from tests.integration.streams import put_records
 from tests.integration.test_processing_mixed_batch import iso, poll, reading
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: d
         expected = {2: "schema_invalid", 4: "out_of_range", 5: "unknown_device", 7: "future_timestamp"}
 
         # WHEN both are put on the stream
-        put_until_accepted(kinesis, deployed_stack["StreamName"], [(data, device), (broken, device)])
+        put_records(kinesis, deployed_stack["StreamName"], [(device, data), (device, broken)])
 
         # THEN the window holds the 4 good readings, the duplicate counted once
         def aggregate() -> dict[str, Any] | None:

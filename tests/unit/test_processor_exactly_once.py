@@ -124,20 +124,11 @@ def test_reported_failure_then_redelivery_from_the_reported_record() -> None:
     records = stream()
     ports = fake_ports(DEVICES)
     config = ProcessorConfig(sleep=lambda _: None, max_write_attempts=1)
-    original_put = ports.aggregates.put
-    calls = {"n": 0}
-
-    def flaky_put(item: dict, expected_version: int | None) -> None:
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise ConnectionError("network down")
-        original_put(item, expected_version)
-
-    ports.aggregates.put = flaky_put  # type: ignore[method-assign]
+    ports.aggregates.outage_after_attempts = 2  # writes fail for good after 2 windows
     out = process_batch(records, ports, config, now_s=NOW_S)
     (failure,) = out.batch_item_failures()
     # WHEN Kinesis redelivers from the reported sequence number (Lambda's checkpoint semantics)
-    ports.aggregates.put = original_put  # type: ignore[method-assign]
+    ports.aggregates.outage_after_attempts = None
     rest = [r for r in records if int(r.sequence_number) >= int(failure["itemIdentifier"])]
     again = process_batch(rest, ports, CONFIG, now_s=NOW_S)
     # THEN the aggregates equal a single pass, and the per-invocation accounting adds up

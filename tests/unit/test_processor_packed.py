@@ -315,19 +315,10 @@ def test_reported_failure_then_redelivery_of_packed_records() -> None:
     records = packed_stream()
     ports = fake_ports(DEVICES)
     config = ProcessorConfig(sleep=lambda _: None, max_write_attempts=1)
-    original_put = ports.aggregates.put
-    calls = {"n": 0}
-
-    def flaky_put(item: dict, expected_version: int | None) -> None:
-        calls["n"] += 1
-        if calls["n"] > 2:
-            raise ConnectionError("network down")
-        original_put(item, expected_version)
-
-    ports.aggregates.put = flaky_put  # type: ignore[method-assign]
+    ports.aggregates.outage_after_attempts = 2  # writes fail for good after 2 windows
     out = process_batch(records, ports, config, now_s=NOW_S)
     (failure,) = out.batch_item_failures()
-    ports.aggregates.put = original_put  # type: ignore[method-assign]
+    ports.aggregates.outage_after_attempts = None
     rest = [r for r in records if int(r.sequence_number) >= int(failure["itemIdentifier"])]
     again = process_batch(rest, ports, CONFIG, now_s=NOW_S)
     assert again.batch_item_failures() == []

@@ -145,3 +145,13 @@ def test_rates_of_zero_give_clean_streams(fleet: list) -> None:
     # GIVEN no anomalies and no malformed WHEN generated THEN every record is normal
     config = SimulatorConfig(devices=500, anomaly_rate=0.0, malformed_rate=0.0, count=5000)
     assert {p.kind for p in generate_readings(config, fleet)} == {"normal"}
+
+
+def test_expected_outcome_maps_labels_to_what_the_pipeline_does() -> None:
+    from simulator.malformed import expected_outcome
+
+    assert expected_outcome("good", "normal") == "aggregated"
+    assert expected_outcome("anomaly", "spike") == "aggregated"
+    assert expected_outcome("malformed", "duplicate") == "duplicate"
+    assert expected_outcome("malformed", "impossible_value") == "out_of_range"
+    assert expected_outcome("malformed", "stale_timestamp") == "late"
