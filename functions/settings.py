@@ -64,9 +64,14 @@ class Settings:
     device_cache_ttl_s: int = 300
     max_record_bytes: int = 8192  # a Kinesis record holding one reading (a JSON object)
     # A packed Kinesis record (a JSON array of readings, docs/data-model.md): at most this many bytes and
-    # readings. 64 KiB holds ~300 simulator readings; producers pack 25 by default (SIM_PACK).
-    max_packed_bytes: int = 65_536
+    # readings. 1 MiB is Kinesis's own record limit, so whatever the stream accepts is judged reading by
+    # reading: 500 realistic readings (~150 B each) take ~75 KB, and 500 fit up to ~2 KiB each.
+    # Producers pack 25 by default (SIM_PACK).
+    max_packed_bytes: int = 1_048_576
     max_packed_readings: int = 500
+    # "report" (batchItemFailures; AWS, LocalStack) or "raise" (fail the invocation so the whole batch is
+    # retried: for ministack, which drops records reported in batchItemFailures). docs/processing.md.
+    partial_batch_response: str = "report"
 
     # Metrics: "emf" on AWS (CloudWatch parses EMF log lines), "cloudwatch" (PutMetricData) where the
     # target does not parse EMF (ministack, LocalStack), "none" to disable. "auto" (the default)
@@ -120,8 +125,9 @@ def load_settings() -> Settings:
         max_future_skew_s=_int("MAX_FUTURE_SKEW_S", 120),
         device_cache_ttl_s=_int("DEVICE_CACHE_TTL_S", 300),
         max_record_bytes=_int("MAX_RECORD_BYTES", 8192),
-        max_packed_bytes=_int("MAX_PACKED_BYTES", 65_536),
+        max_packed_bytes=_int("MAX_PACKED_BYTES", 1_048_576),
         max_packed_readings=_int("MAX_PACKED_READINGS", 500),
+        partial_batch_response=_choice("PARTIAL_BATCH_RESPONSE", "report", ("report", "raise")),
         metrics_sink=_resolve_metrics_sink(
             _choice("METRICS_SINK", "auto", ("auto", "emf", "cloudwatch", "none")), endpoint
         ),

@@ -112,7 +112,7 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "processor_memory_mb": 1024,
     "aggregates_pitr": True,
     "anomalies_pitr": True,
-    "alarms": 10,
+    "alarms": 12,
 }
 
 

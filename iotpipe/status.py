@@ -22,6 +22,13 @@ class PipelineStatus:
     quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    # Failures (metric sums): readings handed back for redelivery (ministack drops them), readings that
+    # came back after being put in the table, archive puts and alerts that failed.
+    retried: int = 0
+    redelivered: int = 0
+    archive_failures: int = 0
+    alerts_failed: int = 0
+    aggregated_metric: int = 0  # RecordsAggregated: equals `aggregated` unless an invocation crashed
     anomalies: int = 0
     windows: int = 0
     devices: int = 0
@@ -80,6 +87,11 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
     start = end - dt.timedelta(hours=window_hours)
     status.readings_in = int(_metric_sum(cw, "RecordsIn", start, end))
     status.duplicates = int(_metric_sum(cw, "DuplicatesDropped", start, end))
+    status.retried = int(_metric_sum(cw, "RecordsRetried", start, end))
+    status.redelivered = int(_metric_sum(cw, "RecordsRedelivered", start, end))
+    status.archive_failures = int(_metric_sum(cw, "ArchiveWriteFailures", start, end))
+    status.alerts_failed = int(_metric_sum(cw, "AlertsFailed", start, end))
+    status.aggregated_metric = int(_metric_sum(cw, "RecordsAggregated", start, end))
     metrics = cw.list_metrics(Namespace=NAMESPACE, MetricName="RecordsRejected").get("Metrics", [])
     for metric in metrics:
         dims = metric.get("Dimensions", [])
@@ -111,6 +123,8 @@ def render(status: PipelineStatus) -> str:
         f"aggregated   {status.aggregated} in {status.windows} windows   (window lag {lag})",
         f"quarantined  {status.quarantined}   [{reasons}]",
         f"duplicates   {status.duplicates}",
+        f"failures     handed back {status.retried}   archive writes {status.archive_failures}   "
+        f"alerts {status.alerts_failed}   (redelivered {status.redelivered})",
         f"anomalies    {status.anomalies}",
     ])
 

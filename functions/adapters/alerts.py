@@ -12,6 +12,7 @@ suppressed count accumulated since the previous alert and resets it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from functions.adapters.clients import client
 from functions.settings import get_settings
 
 ALERT_SORT_KEY = "~alert"
+logger = logging.getLogger(__name__)
 
 
 def should_alert(last_alert_at: float | None, now: float, cooldown_s: float) -> bool:
@@ -138,6 +140,7 @@ class InMemoryPublisher:
 class AlertOutcome:
     sent: int
     suppressed: int
+    failed: int = 0  # devices whose alert could not be sent (logged; the anomalies are stored)
 
 
 class Alerter:
@@ -154,18 +157,25 @@ class Alerter:
         by_device: dict[str, list[dict[str, Any]]] = {}
         for item in anomalies:
             by_device.setdefault(item["device_id"], []).append(item)
-        sent = suppressed = 0
+        sent = suppressed = failed = 0
         for device_id, items in by_device.items():
-            worst = max(items, key=lambda i: (i["severity_rank"], i["score"]))
-            acquired = self.cooldowns.try_acquire(device_id, now, self.cooldown_s)
-            extra = len(items) - 1 if acquired.granted else len(items)
-            if acquired.granted:
-                self.publisher.publish(*_message(worst, acquired.suppressed_before, len(items)))
-                sent += 1
-            if extra:
-                self.cooldowns.add_suppressed(device_id, extra)
-                suppressed += extra
-        return AlertOutcome(sent, suppressed)
+            # An alert is a notification about anomalies already stored: a failure to send one (SNS down,
+            # the cooldown item unreachable) is counted (AlertsFailed) and logged, never allowed to fail
+            # the readings of the batch, and never to stop the other devices' alerts.
+            try:
+                worst = max(items, key=lambda i: (i["severity_rank"], i["score"]))
+                acquired = self.cooldowns.try_acquire(device_id, now, self.cooldown_s)
+                extra = len(items) - 1 if acquired.granted else len(items)
+                if acquired.granted:
+                    self.publisher.publish(*_message(worst, acquired.suppressed_before, len(items)))
+                    sent += 1
+                if extra:
+                    self.cooldowns.add_suppressed(device_id, extra)
+                    suppressed += extra
+            except Exception as exc:
+                logger.warning("alert failed device=%s: %r", device_id, exc)
+                failed += 1
+        return AlertOutcome(sent, suppressed, failed)
 
 
 def _message(item: dict[str, Any], suppressed_before: int, in_batch: int) -> tuple[str, str, dict[str, str]]:

@@ -14,14 +14,15 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from functions.adapters.clients import client
+from functions.processor.ports import TransientStoreError
 from functions.settings import get_settings
 
 BATCH_LIMIT = 25  # BatchWriteItem maximum
 MAX_ATTEMPTS = 8
 
 
-class AnomalyStoreError(RuntimeError):
-    """Items still unprocessed after retries (throttling); the processor fails the batch."""
+class AnomalyStoreError(TransientStoreError):
+    """Items still unprocessed after retries (throttling): an outage, the processor hands the batch back."""
 
 
 class AnomalyStore(Protocol):

@@ -29,8 +29,9 @@ _api_key_header = APIKeyHeader(
 @cache
 def _dynamo_stores() -> Stores:
     from functions.api.stores.dynamodb import DynamoAggregateStore, DynamoAnomalyStore, DynamoDeviceStore
+    from functions.api.stores.metrics import CloudWatchTotals
 
-    return Stores(DynamoDeviceStore(), DynamoAggregateStore(), DynamoAnomalyStore())
+    return Stores(DynamoDeviceStore(), DynamoAggregateStore(), DynamoAnomalyStore(), CloudWatchTotals())
 
 
 def get_stores() -> Stores:

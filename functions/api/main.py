@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from functions.api.errors import install_error_handlers
 from functions.api.middleware import RequestContextMiddleware
 from functions.api.routers import anomalies, dashboard, devices, health
+from functions.api.slashes import TrailingSlashRedirect
 
 app = FastAPI(
     title="iotpipe query API",
@@ -19,8 +20,10 @@ app = FastAPI(
     docs_url="/docs",
     redoc_url=None,
     openapi_url="/openapi.json",
+    redirect_slashes=False,  # TrailingSlashRedirect instead: relative, keeps the stage and the scheme
 )
 for module in (health, devices, anomalies, dashboard):
     app.include_router(module.router)
+app.add_middleware(TrailingSlashRedirect)
 app.add_middleware(RequestContextMiddleware)
 install_error_handlers(app)

@@ -107,6 +107,15 @@ class AnomalyPage(_Page):
     model_config = ConfigDict(populate_by_name=True)
 
 
+class Failures(BaseModel):
+    """What the tables cannot show: readings handed back, archive and alert failures (metric sums)."""
+
+    records_retried: int = Field(description="Readings handed back for redelivery (ministack drops them).")
+    archive_write_failures: int = Field(description="Archive puts that failed.")
+    alerts_failed: int = Field(description="Alerts that could not be sent (the anomalies are stored).")
+    records_redelivered: int = Field(description="Readings that came back after being put in the table.")
+
+
 class Stats(BaseModel):
     generated_at: str
     period_s: int = Field(description="The trailing period the *_last_hour figures cover.")
@@ -118,6 +127,9 @@ class Stats(BaseModel):
     windows_last_hour: int
     readings_last_hour: int
     anomalies_last_hour: int
+    failures_last_hour: Failures | None = Field(
+        default=None, description="Failure counters from the processor's metrics; null when unreadable."
+    )
 
 
 class Health(BaseModel):

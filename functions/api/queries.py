@@ -23,9 +23,11 @@ from functions.api.models import (
     ChannelStats,
     Device,
     DevicePage,
+    Failures,
     Stats,
 )
 from functions.api.stores import Item, Stores
+from functions.api.stores.metrics import FAILURE_METRICS
 from functions.api.timeparse import iso_ms, iso_s, parse_time
 
 WINDOW_S = 60
@@ -279,7 +281,18 @@ def stats(stores: Stores, now: datetime) -> Stats:
         stores.anomalies.count_day(day, lo, hi, STATS_MAX_COUNT)
         for day in _days_newest_first(TimeRange(since, now))
     )
+    failures = None
+    if stores.metrics is not None:
+        sums = stores.metrics.sums(FAILURE_METRICS, since, now)
+        if sums is not None:
+            failures = Failures(
+                records_retried=sums["RecordsRetried"],
+                archive_write_failures=sums["ArchiveWriteFailures"],
+                alerts_failed=sums["AlertsFailed"],
+                records_redelivered=sums["RecordsRedelivered"],
+            )
     return Stats(
+        failures_last_hour=failures,
         generated_at=iso_ms(now),
         period_s=int(STATS_PERIOD.total_seconds()),
         devices=devices,

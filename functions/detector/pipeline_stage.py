@@ -25,6 +25,7 @@ class StageResult:
     anomalies: list[dict[str, Any]]
     alerts_sent: int
     alerts_suppressed: int
+    alerts_failed: int = 0
 
 
 def iso_ms(epoch_ms: int) -> str:
@@ -77,4 +78,6 @@ def handle_verdicts(
         return StageResult([], 0, 0)
     store.put_many(items)
     outcome = alerter.notify(items, now)
-    return StageResult(items, int(outcome.sent), int(outcome.suppressed))
+    return StageResult(
+        items, int(outcome.sent), int(outcome.suppressed), int(getattr(outcome, "failed", 0))
+    )

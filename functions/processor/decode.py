@@ -35,8 +35,14 @@ from functions.processor.records import (
     SCHEMA_INVALID,
     STAGE_DECODE,
     STAGE_VALIDATE,
+    UNREPRESENTABLE_NUMBER,
     KinesisRecord,
     Rejection,
+)
+from functions.processor.representable import (
+    LARGEST_MAGNITUDE,
+    SMALLEST_MAGNITUDE,
+    unrepresentable_channels,
 )
 from functions.readings import CORE_CHANNELS, Reading
 from functions.schemas import compiled_validator
@@ -57,6 +63,9 @@ PHYSICAL_BOUNDS: dict[str, tuple[float, float]] = {
     "pressure": (300.0, 1100.0),
 }
 EXTRA_ABS_MAX = 1e9
+# Physical bounds are the first filter; representable.py's magnitudes are the storage one, and every value
+# inside the physical bounds must be within them on the large side (only tiny magnitudes can then fail).
+assert max(EXTRA_ABS_MAX, *(abs(b) for pair in PHYSICAL_BOUNDS.values() for b in pair)) <= LARGEST_MAGNITUDE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -124,6 +133,10 @@ def parse_timestamp_ms(value: str | int) -> int:
     if m is not None:
         frac = m.group(5)
         return _second_ms(value[:19]) + (int((frac + "00")[:3]) if frac else 0)
+    if "t" in value or "z" in value:
+        # RFC 3339 (section 5.6, NOTE) allows a lowercase "t" separator and "z" offset; fromisoformat
+        # takes only the uppercase ones. Upper-casing touches nothing else a valid timestamp can hold.
+        return parse_timestamp_ms(value.upper())
     try:
         dt = datetime.fromisoformat(value)
     except ValueError as exc:
@@ -149,7 +162,7 @@ class DecodeRules:
     max_record_bytes: int = 8192  # a record holding one reading (JSON object)
     allowed_lateness_ms: int = 600_000
     max_future_skew_ms: int = 120_000
-    max_packed_bytes: int = 65_536  # a packed record (JSON array of readings)
+    max_packed_bytes: int = 1_048_576  # a packed record (JSON array of readings): Kinesis's record limit
     max_packed_readings: int = 500
 
     @classmethod
@@ -166,6 +179,10 @@ class DecodeRules:
 _TEMP_LO, _TEMP_HI = PHYSICAL_BOUNDS["temperature"]
 _HUM_LO, _HUM_HI = PHYSICAL_BOUNDS["humidity"]
 _PRES_LO, _PRES_HI = PHYSICAL_BOUNDS["pressure"]
+_TINY = SMALLEST_MAGNITUDE
+# What the fast path's tiny-magnitude check relies on:
+assert _PRES_LO >= _TINY
+assert _HUM_LO >= 0.0
 _CORE = frozenset(CORE_CHANNELS)
 _validate_reading = compiled_validator("reading")
 _SchemaError = fastjsonschema.JsonSchemaValueException
@@ -285,13 +302,20 @@ def check_packed(
     if not docs:
         return [Rejection(record, SCHEMA_INVALID, STAGE_VALIDATE, "packed record is an empty array")]
     if len(docs) > rules.max_packed_readings:
+        # Parsed already, so each element is quarantined on its own (raw bytes and index): a record of 600
+        # readings counts as 600 quarantined readings, not 1, and conservation in readings holds.
+        detail = f"packed record holds {len(docs)} readings, more than {rules.max_packed_readings}"
         return [
             Rejection(
                 record,
                 OVERSIZED,
                 STAGE_DECODE,
-                f"packed record holds {len(docs)} readings, more than {rules.max_packed_readings}",
+                detail,
+                doc.get("device_id") if type(doc) is dict and type(doc.get("device_id")) is str else None,
+                _element_bytes(doc),
+                i,
             )
+            for i, doc in enumerate(docs)
         ]
     out: list[Reading | Rejection] = []
     for i, doc in enumerate(docs):
@@ -361,6 +385,16 @@ def check_document(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: 
                     device_id,
                 )
             channels[name] = float(value)
+    unstorable = unrepresentable_channels(channels)
+    if unstorable:
+        return Rejection(
+            record,
+            UNREPRESENTABLE_NUMBER,
+            STAGE_VALIDATE,
+            f"{', '.join(unstorable)}: non-zero magnitude outside [{SMALLEST_MAGNITUDE:g}, "
+            f"{LARGEST_MAGNITUDE:g}] (not storable in DynamoDB with its sum of squares)",
+            device_id,
+        )
 
     # Lateness and skew are judged against the record's arrival in Kinesis, not against when this
     # function happens to run: a processor that fell behind (throttling, a blocked shard) must not turn
@@ -512,6 +546,10 @@ def _common_reading(
         and _HUM_LO <= humidity <= _HUM_HI
         and _PRES_LO <= pressure <= _PRES_HI
     ):
+        return None
+    # Tiny magnitudes (representable.py): only temperature and humidity can be near 0 within their
+    # bounds (pressure >= 300); anything in doubt goes to check_document, which quarantines it.
+    if (-_TINY < temperature < _TINY and temperature != 0.0) or (humidity < _TINY and humidity != 0.0):
         return None
     ref_ms = record.approximate_arrival_ms or now_ms
     if not ref_ms - rules.allowed_lateness_ms <= epoch_ms <= ref_ms + rules.max_future_skew_ms:

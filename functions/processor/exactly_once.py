@@ -61,8 +61,11 @@ class WindowGroup:
 
 @dataclass(slots=True)
 class ApplyResult:
-    applied: list[Reading] = field(default_factory=list)
-    duplicates: list[Reading] = field(default_factory=list)
+    applied: list[Reading] = field(default_factory=list)  # added to the stored window by this write
+    duplicates: list[Reading] = field(default_factory=list)  # the window already held this event time
+    # At or below their shard's watermark: an earlier delivery of the same Kinesis record applied them
+    # (a redelivery after a crash, a hand-back or a retry), so they were counted then, not now.
+    redelivered: list[Reading] = field(default_factory=list)
     attempts: int = 0
     conflicts: int = 0
     written: bool = False
@@ -89,6 +92,22 @@ def split_fresh(
             fresh.append(r)
             seen.add(offset)  # also catches repeats inside `readings` (the batch dedupes earlier too)
     return fresh, dups
+
+
+def split_redelivered(
+    item: AggregateItem | None, dropped: Sequence[Reading]
+) -> tuple[list[Reading], list[Reading]]:
+    """(redelivered, duplicates) among readings ``split_fresh`` dropped: redelivered ones are at or below
+    their shard's watermark (this very record was applied before), the rest repeat an applied event time."""
+    if item is None or not dropped:
+        return [], list(dropped)
+    marks = {shard: int(seq) for shard, seq in (item.get("watermarks") or {}).items()}
+    redelivered: list[Reading] = []
+    duplicates: list[Reading] = []
+    for r in dropped:
+        mark = marks.get(r.shard_id)
+        (redelivered if mark is not None and int(r.sequence_number) <= mark else duplicates).append(r)
+    return redelivered, duplicates
 
 
 def build_item(
@@ -179,6 +198,7 @@ def apply_group(
     out = ApplyResult()
     last_error: BaseException | None = None
     ambiguous: tuple[AggregateItem, list[Reading]] | None = None  # a put whose outcome we do not know
+    ambiguous_base: AggregateItem | None = current  # the item that put was computed from
     for attempt in range(max_attempts):
         out.attempts = attempt + 1
         if attempt > 0:
@@ -194,12 +214,16 @@ def apply_group(
                 # The "failed" put (a timeout, a 500 after commit) had in fact been applied.
                 out.applied = ambiguous[1]
                 mine = {id(r) for r in ambiguous[1]}
-                out.duplicates = [r for r in group.readings if id(r) not in mine]
+                out.redelivered, out.duplicates = split_redelivered(
+                    ambiguous_base, [r for r in group.readings if id(r) not in mine]
+                )
                 out.written = True
                 return out
             ambiguous = None
         fresh, dups = split_fresh(current, group.readings, group.window_start)
-        out.applied, out.duplicates = fresh, dups
+        out.applied = fresh
+        out.redelivered, out.duplicates = split_redelivered(current, dups)
+        ambiguous_base = current
         if not fresh:
             return out  # everything already applied: nothing to write
         anomalies = sum(1 for r in fresh if is_anomaly(r))

@@ -34,6 +34,10 @@ _config: ProcessorConfig | None = None
 _faults: faults.FaultInjectingDynamoDB | None = None  # only when PROCESSOR_FAULTS is set (tests)
 
 
+class HandBack(RuntimeError):
+    """Fails the invocation on purpose: the mapping retries the whole batch (PARTIAL_BATCH_RESPONSE=raise)."""
+
+
 def build_ports() -> ProcessorPorts:
     """Real adapters, created once per container (the device cache lives as long as the container)."""
     from functions.adapters.aggregates import DynamoAggregateStore
@@ -92,6 +96,7 @@ def _get() -> tuple[ProcessorPorts, ProcessorConfig]:
             rules=DecodeRules.from_settings(settings),
             window_s=settings.window_seconds,
             write_concurrency=WRITE_CONCURRENCY,
+            hand_back_whole_batch=settings.partial_batch_response == "raise",
         )
         _ports = build_ports()
     return _ports, _config
@@ -103,13 +108,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ports, config = _get()
     if _faults is not None:
         _faults.begin_invocation()
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
     try:
-        outcome = process_batch(records, ports, config)
+        # The time left bounds the work: what cannot start in time is handed back, not timed out.
+        outcome = process_batch(records, ports, config, remaining_ms=remaining)
     except faults.InjectedFault as exc:
         # Report it as an ordinary function error (an unhandled exception): the mapping retries the batch.
         logger.error("injected fault: invocation fails after a partial write", extra={"fault": str(exc)})
         raise RuntimeError(f"injected fault: {exc}") from exc
     summary = outcome.summary()
+    if outcome.failed_sequence_numbers and config.hand_back_whole_batch:
+        # ministack drops what batchItemFailures reports but retries a failed invocation: fail it. What
+        # this invocation put in the table is recognised by the watermarks on the retry.
+        logger.warning("batch handed back whole: failing the invocation", extra=summary)
+        raise HandBack(f"{outcome.retry} readings handed back for redelivery")
     if outcome.failed_sequence_numbers:
         logger.warning("batch partially failed; redelivery requested", extra=summary)
     else:

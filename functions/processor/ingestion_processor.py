@@ -44,14 +44,34 @@ from functions.processor.archive_keys import (
 from functions.processor.decode import DecodeRules, decode_batch
 from functions.processor.enrich import DeviceCache
 from functions.processor.exactly_once import WindowGroup
-from functions.processor.ports import AggregateItem, AggregateStore, Archive, MetricsSink, WindowKey
-from functions.processor.records import REASONS, STAGE_ENRICH, UNKNOWN_DEVICE, KinesisRecord, Rejection
+from functions.processor.ports import (
+    AggregateItem,
+    AggregateStore,
+    Archive,
+    MetricsSink,
+    WindowKey,
+    is_item_error,
+    is_transient,
+)
+from functions.processor.records import (
+    DETECTION_FAILED,
+    REASONS,
+    STAGE_AGGREGATE,
+    STAGE_ANOMALY_STORE,
+    STAGE_DETECT,
+    STAGE_ENRICH,
+    STORAGE_REJECTED,
+    UNKNOWN_DEVICE,
+    KinesisRecord,
+    Rejection,
+)
 from functions.readings import Reading
 
 logger = logging.getLogger(__name__)
 
 AGGREGATED = "aggregated"
 DUPLICATE = "duplicate"
+REDELIVERED = "redelivered"
 RETRY = "retry"
 
 HandleVerdicts = Callable[..., Any]
@@ -80,6 +100,14 @@ class ProcessorConfig:
     # Windows are independent items, so their conditional writes can run in parallel: a 5,000-record
     # batch over 1,000 devices is ~1,000 writes, ~10 s serially at ~10 ms each, under 1 s with 16 threads.
     write_concurrency: int = 1
+    # Time budget: no new stage or window write starts with less than this left of the invocation
+    # (what remains is handed back for redelivery); it covers the archive puts, metrics and the response.
+    reserve_ms: int = 10_000
+    # How the records left to redelivery go back. False (AWS, LocalStack): ``batchItemFailures`` from each
+    # shard's earliest failed record. True (ministack, which DROPS records reported there but retries a
+    # failed invocation): hand back the whole batch (nothing archived or counted as done but what is
+    # already in the table) and let the handler fail the invocation.
+    hand_back_whole_batch: bool = False
 
 
 @dataclass
@@ -91,6 +119,7 @@ class Prepared:
     batch_duplicates: list[Reading] = field(default_factory=list)
     groups: dict[WindowKey, WindowGroup] = field(default_factory=dict)
     failed: list[tuple[KinesisRecord | Reading, str]] = field(default_factory=list)  # (record, why)
+    by_seq: dict[tuple[str, str], KinesisRecord] | None = None  # (shard, sequence) -> record, on demand
 
 
 # (shard_id, sequence_number, index within a packed record or None): one input reading (or unparseable record)
@@ -101,10 +130,14 @@ ItemKey = tuple[str, str, int | None]
 class Outcome:
     records_in: int = 0  # readings (elements of packed records, plus one per unpacked or unparseable record)
     kinesis_records_in: int = 0  # raw Kinesis records in the batch
-    aggregated: int = 0
+    aggregated: int = 0  # readings this invocation added to the aggregates table (the table's count agrees)
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     retry: int = 0
+    redelivered: int = 0  # readings an earlier delivery already added to the table (counted by it)
+    archive_failures: int = 0  # archive puts that failed (their shard is handed back)
+    out_of_time: bool = False  # the time budget ran out: the rest of the batch was handed back
+    alerts_failed: int = 0
     failed_sequence_numbers: list[str] = field(default_factory=list)  # one per failed shard
     anomalies: int = 0
     alerts_sent: int = 0
@@ -135,10 +168,14 @@ class Outcome:
             "duplicates": self.duplicates,
             "rejected": dict(self.rejected),
             "retry": self.retry,
+            "redelivered": self.redelivered,
+            "archive_failures": self.archive_failures,
+            "out_of_time": self.out_of_time,
             "failed_sequence_numbers": self.failed_sequence_numbers,
             "anomalies": self.anomalies,
             "alerts_sent": self.alerts_sent,
             "alerts_suppressed": self.alerts_suppressed,
+            "alerts_failed": self.alerts_failed,
             "windows_written": self.windows_written,
             "write_conflicts": self.write_conflicts,
             "shards": {s: {"first": a, "last": b} for s, (a, b) in self.shard_ranges.items()},
@@ -251,15 +288,28 @@ def _fail_point(failed_at: dict[str, int], shard_id: str, seq: int) -> None:
         failed_at[shard_id] = seq
 
 
+RemainingMs = Callable[[], int]  # the Lambda context's get_remaining_time_in_millis
+
+
 def process_batch(
     records: Sequence[KinesisRecord],
     ports: ProcessorPorts,
     config: ProcessorConfig | None = None,
     now_s: float | None = None,
+    remaining_ms: RemainingMs | None = None,
 ) -> Outcome:
-    """Process one Kinesis batch end to end. Never raises for bad data; see the module docstring."""
+    """Process one Kinesis batch end to end. Never raises for bad data; see the module docstring.
+
+    ``remaining_ms`` (the invocation's time left; None: unbounded) bounds the work: a stage or window
+    write that would start with less than ``config.reserve_ms`` left is not started, and its records are
+    handed back like a failed write (``batchItemFailures`` from the first unprocessed sequence number).
+    """
     with gc_paused():
-        return _process_batch(records, ports, config, now_s)
+        return _process_batch(records, ports, config, now_s, remaining_ms)
+
+
+class _OutOfTime(Exception):
+    """A window write not started because the invocation's time budget ran out."""
 
 
 def _process_batch(
@@ -267,6 +317,7 @@ def _process_batch(
     ports: ProcessorPorts,
     config: ProcessorConfig | None,
     now_s: float | None,
+    remaining_ms: RemainingMs | None = None,
 ) -> Outcome:
     started = time.perf_counter()
     config = config or ProcessorConfig()
@@ -275,6 +326,13 @@ def _process_batch(
     outcome = Outcome(kinesis_records_in=len(records))
     if not records:
         return outcome
+
+    reserve_ms = config.reserve_ms
+
+    def out_of_time() -> bool:
+        if remaining_ms is not None and remaining_ms() < reserve_ms:
+            outcome.out_of_time = True
+        return outcome.out_of_time
 
     prepared = prepare_batch(records, ports.devices, config.rules, now_ms, config.window_s)
     failed_at: dict[str, int] = {}  # shard -> earliest failed sequence number (int)
@@ -303,24 +361,35 @@ def _process_batch(
         if fresh:
             fresh_by_key[key] = fresh
     anomalous: set[int] = set()  # id() of flagged readings
-    if fresh_by_key and ports.detector is not None:
+    if fresh_by_key and ports.detector is not None and out_of_time():
+        outcome.errors.append("deadline: anomaly stage not started")
+        _fail_all(prepared, failed_at)
+        groups = {}
+    elif fresh_by_key and ports.detector is not None:
         try:
-            anomalous = _detect(ports, fresh_by_key, now_s, outcome)
+            anomalous, casualties = _detect(ports, fresh_by_key, now_s, outcome)
         except Exception as exc:
-            # Detection or anomaly persistence failed: writing these windows now would mark their readings
-            # applied, and the redelivery would then skip detection for them. Leave them all to redelivery.
+            # An outage of the detector or the anomaly store (throttling past retries, an unavailable
+            # endpoint, a missing table): writing these windows now would mark their readings applied, and
+            # the redelivery would then skip detection for them. Leave them all to redelivery.
             logger.warning("anomaly stage failed: %r", exc)
             outcome.errors.append(f"anomaly stage: {type(exc).__name__}")
             for fresh in fresh_by_key.values():
                 for r in fresh:
                     _fail_point(failed_at, r.shard_id, int(r.sequence_number))
             groups = {k: g for k, g in groups.items() if k not in fresh_by_key}
+        else:
+            # Readings the anomaly stage failed on by themselves: quarantined, out of their windows.
+            for r, reason, stage, detail in casualties:
+                _quarantine_reading(prepared, r, reason, stage, detail)
 
     # One conditional write per window.
     applied_ids: set[int] = set()
     dup_ids: set[int] = set()
 
     def apply(key: WindowKey) -> exactly_once.ApplyResult | BaseException:
+        if out_of_time():  # checked per window: parallel writes stop starting, those in flight finish
+            return _OutOfTime()
         try:
             return exactly_once.apply_group(
                 ports.aggregates,
@@ -340,7 +409,27 @@ def _process_batch(
         results = list(_executor(config.write_concurrency).map(apply, keys))
     else:
         results = [apply(key) for key in keys]
+    redelivered_ids: set[int] = set()
     for key, result in zip(keys, results, strict=True):
+        if isinstance(result, _OutOfTime):
+            for r in groups[key].readings:
+                _fail_point(failed_at, r.shard_id, int(r.sequence_number))
+            continue
+        if isinstance(result, BaseException) and is_item_error(result):
+            # The table refuses this window's item (a value it cannot store, an item too large): a retry
+            # would fail the same way, so quarantine the window's new readings and let the batch go on.
+            logger.warning("window item rejected device=%s window=%s: %r", key[0], key[1], result)
+            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
+            group = groups[key]
+            fresh, dropped = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
+            redelivered, dups = exactly_once.split_redelivered(current.get(key), dropped)
+            for r in fresh:
+                _quarantine_reading(
+                    prepared, r, STORAGE_REJECTED, STAGE_AGGREGATE, f"window item rejected: {result}"
+                )
+            redelivered_ids.update(id(r) for r in redelivered)
+            dup_ids.update(id(r) for r in dups)
+            continue
         if isinstance(result, BaseException):
             logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], result)
             outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
@@ -351,9 +440,16 @@ def _process_batch(
         outcome.windows_written += int(result.written)
         applied_ids.update(id(r) for r in result.applied)
         dup_ids.update(id(r) for r in result.duplicates)
+        redelivered_ids.update(id(r) for r in result.redelivered)
+    if outcome.out_of_time:
+        outcome.errors.append("deadline: window writes not started")
 
-    _archive(prepared, ports.archive, failed_at, applied_ids, outcome)
-    _account(prepared, failed_at, applied_ids, dup_ids, outcome)
+    if failed_at and config.hand_back_whole_batch:
+        _fail_all(prepared, failed_at)
+    # Archive lines: readings in the table say "aggregated" whether this write or an earlier one put them
+    # there (an earlier delivery that was handed back wrote no archive line for them).
+    _archive(prepared, ports.archive, failed_at, applied_ids | redelivered_ids, outcome)
+    _account(prepared, failed_at, applied_ids, dup_ids, redelivered_ids, outcome)
 
     newest = max((r.epoch_ms for g in prepared.groups.values() for r in g.readings), default=None)
     if newest is not None:
@@ -376,24 +472,136 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
+Casualty = tuple[Reading, str, str, str]  # (reading, reason, stage, detail): quarantined by a later stage
+
+
 def _detect(
     ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float, outcome: Outcome
-) -> set[int]:
+) -> tuple[set[int], list[Casualty]]:
+    """Score the fresh readings, store the anomalies, alert: (ids of flagged readings, casualties).
+
+    A failure that concerns some readings only is contained to them: detection is retried per device and
+    then per reading, storage per flagged reading; a reading that still fails becomes a casualty (the
+    caller quarantines it) and the rest of the batch goes on. An outage (``_is_outage``) raises, and the
+    caller hands the batch's fresh readings back for redelivery.
+    """
     readings = sorted(
         (r for fresh in fresh_by_key.values() for r in fresh), key=lambda r: (r.device_id, r.epoch_ms)
     )
-    verdicts = ports.detector.detect(readings)  # type: ignore[union-attr]
-    if len(verdicts) != len(readings):
-        raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(readings)} readings")
+    casualties: list[Casualty] = []
+    scored, verdicts = _verdicts(ports.detector, readings, casualties)
     handle = ports.handle_verdicts
     if handle is None:
         from functions.detector.pipeline_stage import handle_verdicts as handle  # lazy: colleague's module
-    stage = handle(readings, verdicts, ports.anomaly_store, ports.alerter, now_s)
-    flagged = getattr(stage, "anomalies", 0)  # the stored anomaly items (a list), or a count
-    outcome.anomalies += len(flagged) if isinstance(flagged, list | tuple) else int(flagged)
-    outcome.alerts_sent += int(getattr(stage, "alerts_sent", 0))
-    outcome.alerts_suppressed += int(getattr(stage, "alerts_suppressed", 0))
-    return {id(r) for r, v in zip(readings, verdicts, strict=True) if v.is_anomaly}
+    try:
+        stages = [handle(scored, verdicts, ports.anomaly_store, ports.alerter, now_s)]
+    except Exception as exc:
+        if not is_item_error(exc):  # throttling past retries, a missing table, an alert... : an outage
+            raise
+        # One bad item fails a whole BatchWriteItem (or its serialisation): isolate by flagged reading.
+        logger.warning("anomaly store rejected the batch's items, isolating: %r", exc)
+        stages = []
+        for r, v in zip(scored, verdicts, strict=True):
+            if not v.is_anomaly:
+                continue
+            try:
+                stages.append(handle([r], [v], ports.anomaly_store, ports.alerter, now_s))
+            except Exception as item_exc:
+                if not is_item_error(item_exc):
+                    raise
+                casualties.append((r, STORAGE_REJECTED, STAGE_ANOMALY_STORE, _why(item_exc)))
+    failed_ids = {id(c[0]) for c in casualties}
+    for stage in stages:
+        flagged = getattr(stage, "anomalies", 0)  # the stored anomaly items (a list), or a count
+        outcome.anomalies += len(flagged) if isinstance(flagged, list | tuple) else int(flagged)
+        outcome.alerts_sent += int(getattr(stage, "alerts_sent", 0))
+        outcome.alerts_suppressed += int(getattr(stage, "alerts_suppressed", 0))
+        outcome.alerts_failed += int(getattr(stage, "alerts_failed", 0))
+    anomalous = {
+        id(r) for r, v in zip(scored, verdicts, strict=True) if v.is_anomaly and id(r) not in failed_ids
+    }
+    return anomalous, casualties
+
+
+def _verdicts(
+    detector: Any, readings: list[Reading], casualties: list[Casualty]
+) -> tuple[list[Reading], list[Any]]:
+    """(readings that were scored, their verdicts): the whole batch, else per device, else per reading."""
+
+    def detect(rs: list[Reading]) -> list:
+        verdicts = detector.detect(rs)
+        if len(verdicts) != len(rs):
+            raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(rs)} readings")
+        return list(verdicts)
+
+    try:
+        return readings, detect(readings)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+        logger.warning("detector failed on the batch, isolating by device: %r", exc)
+    scored: list[Reading] = []
+    verdicts: list = []
+    by_device: dict[str, list[Reading]] = {}
+    for r in readings:  # sorted by (device, time), so each device's list is in time order
+        by_device.setdefault(r.device_id, []).append(r)
+    for device_readings in by_device.values():
+        try:
+            verdicts.extend(detect(device_readings))
+            scored.extend(device_readings)
+            continue
+        except Exception as exc:
+            if _is_outage(exc):
+                raise
+        for r in device_readings:
+            try:
+                verdicts.extend(detect([r]))
+                scored.append(r)
+            except Exception as exc:
+                if _is_outage(exc):
+                    raise
+                casualties.append((r, DETECTION_FAILED, STAGE_DETECT, _why(exc)))
+    return scored, verdicts
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A detector failure of the service rather than of particular readings: hand the batch back.
+
+    Transient errors (throttling, 5xx, timeouts) and a backend that is down under the ``fail`` policy
+    (``DetectorUnavailable``). Anything else the detector raises is taken to be about its input and is
+    isolated down to the reading. (Storage failures are judged the other way round: only errors about
+    the item itself, ``is_item_error``, are isolated; any other storage error is an outage.)
+    """
+    from functions.detector.anomaly_detector import DetectorUnavailable  # loaded with the detector
+
+    return is_transient(exc) or isinstance(exc, DetectorUnavailable)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _record_of(prepared: Prepared, reading: Reading) -> KinesisRecord:
+    if prepared.by_seq is None:  # built only when a later stage quarantines a reading (rare)
+        prepared.by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in prepared.records}
+    return prepared.by_seq[(reading.shard_id, reading.sequence_number)]
+
+
+def _quarantine_reading(prepared: Prepared, reading: Reading, reason: str, stage: str, detail: str) -> None:
+    """Move a grouped reading to the quarantine (a later stage failed on it alone)."""
+    record = _record_of(prepared, reading)
+    raw = None if reading.index is None else _element_bytes(record, reading.index)
+    prepared.rejections.append(
+        Rejection(record, reason, stage, detail, reading.device_id, raw, reading.index)
+    )
+    for group in prepared.groups.values():  # an emptied group stays: apply_group writes nothing for it
+        if group.device_id == reading.device_id:
+            group.readings = [r for r in group.readings if r is not reading]
+
+
+def _fail_all(prepared: Prepared, failed_at: dict[str, int]) -> None:
+    for record in prepared.records:
+        _fail_point(failed_at, record.shard_id, record.seq)
 
 
 def _archive(
@@ -446,6 +654,7 @@ def _archive(
             # already written are recognised by their watermarks next time).
             logger.warning("archive write failed shard=%s: %r", shard_id, exc)
             outcome.errors.append(f"archive {shard_id}: {type(exc).__name__}")
+            outcome.archive_failures += 1
             _fail_point(failed_at, shard_id, first.seq)
 
 
@@ -454,8 +663,13 @@ def _account(
     failed_at: dict[str, int],
     applied_ids: set[int],
     dup_ids: set[int],
+    redelivered_ids: set[int],
     outcome: Outcome,
 ) -> None:
+    """One disposition per reading. A reading this invocation added to the table is ``aggregated`` even
+    when its record is handed back (an archive failure, a later window's failure): the table holds it
+    from now on, so counting it here is what keeps RecordsAggregated equal to the table. When that
+    record comes back, the watermark marks the reading ``redelivered``, which no total counts."""
     dispositions = outcome.dispositions
 
     def fate(shard_id: str, seq: str, index: int | None, what: str) -> None:
@@ -470,7 +684,10 @@ def _account(
     for group in prepared.groups.values():
         for r in group.readings:
             rid = id(r)
-            what = AGGREGATED if rid in applied_ids else DUPLICATE if rid in dup_ids else RETRY
+            if rid in applied_ids:
+                dispositions[(r.shard_id, r.sequence_number, r.index)] = AGGREGATED
+                continue
+            what = REDELIVERED if rid in redelivered_ids else DUPLICATE if rid in dup_ids else RETRY
             fate(r.shard_id, r.sequence_number, r.index, what)
     for item, _ in prepared.failed:
         dispositions[(item.shard_id, item.sequence_number, getattr(item, "index", None))] = RETRY
@@ -487,6 +704,8 @@ def _account(
             outcome.duplicates += 1
         elif what == RETRY:
             outcome.retry += 1
+        elif what == REDELIVERED:
+            outcome.redelivered += 1
         else:
             outcome.rejected[what.split(":", 1)[1]] += 1
     outcome.records_in = len(dispositions)
@@ -503,7 +722,10 @@ def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
         metrics.add("KinesisRecordsIn", outcome.kinesis_records_in)
         metrics.add("RecordsAggregated", outcome.aggregated)
         metrics.add("DuplicatesDropped", outcome.duplicates)
-        metrics.add("RecordsRetried", outcome.retry)
+        metrics.add("RecordsRetried", outcome.retry)  # handed back for redelivery (ministack drops them)
+        metrics.add("RecordsRedelivered", outcome.redelivered)
+        metrics.add("ArchiveWriteFailures", outcome.archive_failures)
+        metrics.add("AlertsFailed", outcome.alerts_failed)
         rejected_total = 0
         for reason in REASONS:
             count = outcome.rejected.get(reason, 0)

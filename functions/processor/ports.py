@@ -75,6 +75,29 @@ def is_transient(exc: BaseException) -> bool:
     }
 
 
+# Error codes that are about the item sent, not the service: the same request fails the same way again.
+ITEM_ERROR_CODES: frozenset[str] = frozenset(
+    {"ValidationException", "ItemCollectionSizeLimitExceededException"}
+)
+
+
+def is_item_error(exc: BaseException) -> bool:
+    """True when the store refused this item itself (a retry fails the same way; other items would not).
+
+    DynamoDB's ValidationException (a number out of range, an item over 400 KB), boto3's serialiser
+    refusing a number (``decimal`` Underflow, Overflow, Inexact, Rounded, Clamped) or a type. Not access
+    errors, missing tables or throttling: those are about the service and affect every item alike.
+    """
+    import decimal
+
+    if isinstance(exc, StoreError):
+        return exc.code in ITEM_ERROR_CODES
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", "")) in ITEM_ERROR_CODES
+    return isinstance(exc, decimal.DecimalException | TypeError | OverflowError)
+
+
 def translate_client_error(exc: BaseException, what: str) -> StoreError:
     """Map a botocore error to a StoreError by its code (never by message text)."""
     response = getattr(exc, "response", None)

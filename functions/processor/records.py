@@ -14,6 +14,13 @@ FUTURE_TIMESTAMP = "future_timestamp"
 LATE = "late"
 UNKNOWN_DEVICE = "unknown_device"
 OVERSIZED = "oversized"
+# A value DynamoDB cannot store, or whose window statistics it cannot store (processor/representable.py).
+UNREPRESENTABLE_NUMBER = "unrepresentable_number"
+# A later stage failed for this reading alone (deterministically: a retry would fail the same way), so
+# the reading is quarantined instead of failing its batch; the stage says which (detect, anomaly_store,
+# aggregate).
+DETECTION_FAILED = "detection_failed"
+STORAGE_REJECTED = "storage_rejected"
 REASONS: tuple[str, ...] = (
     MALFORMED_JSON,
     SCHEMA_INVALID,
@@ -22,12 +29,18 @@ REASONS: tuple[str, ...] = (
     LATE,
     UNKNOWN_DEVICE,
     OVERSIZED,
+    UNREPRESENTABLE_NUMBER,
+    DETECTION_FAILED,
+    STORAGE_REJECTED,
 )
 
 # Stages that can reject a record.
 STAGE_DECODE = "decode"
 STAGE_VALIDATE = "validate"
 STAGE_ENRICH = "enrich"
+STAGE_DETECT = "detect"
+STAGE_ANOMALY_STORE = "anomaly_store"
+STAGE_AGGREGATE = "aggregate"
 
 
 @dataclass(frozen=True, slots=True)

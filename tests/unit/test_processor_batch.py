@@ -201,7 +201,7 @@ def test_detector_sees_fresh_readings_sorted_by_device_and_time_and_counts_land_
     assert ports.aggregates.items[("dev-1", WINDOW)]["anomaly_count"] == 2
     assert ports.aggregates.items[("dev-2", WINDOW)]["anomaly_count"] == 0
     assert again.anomalies == 0
-    assert again.duplicates == 4
+    assert again.redelivered == 4
 
 
 def test_anomaly_stage_failure_leaves_the_batch_to_redelivery() -> None:
@@ -255,14 +255,14 @@ def test_write_failure_on_one_window_reports_its_earliest_record() -> None:
     config = ProcessorConfig(sleep=lambda _: None, max_write_attempts=1)  # ... and there is no second
     # WHEN processed
     out = process_batch(make_records(payloads, arrival_s=NOW_S), ports, config, now_s=NOW_S)
-    # THEN the dev-1 window (records 0 and 2) failed: record 0 is reported, everything from it is retry
+    # THEN the dev-1 window (records 0 and 2) failed: record 0 is reported and handed back with all
+    # after it; the dev-2 reading is in the table, so it counts as aggregated now
     assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
-    assert out.retry == 3
-    assert out.aggregated == 0
-    # AND the dev-2 window was written; its record is recognised as a duplicate on redelivery
+    assert (out.retry, out.aggregated) == (2, 1)
+    # AND on redelivery the dev-2 record is recognised as redelivered (counted once, above)
     assert ("dev-2", WINDOW) in ports.aggregates.items
     again = process_batch(make_records(payloads, arrival_s=NOW_S), ports, config, now_s=NOW_S)
-    assert (again.aggregated, again.duplicates, again.retry) == (2, 1, 0)
+    assert (again.aggregated, again.duplicates, again.redelivered, again.retry) == (2, 0, 1, 0)
     assert ports.aggregates.items[("dev-1", WINDOW)]["count"] == 2
 
 
@@ -280,10 +280,13 @@ def test_archive_failure_redelivers_the_shard_without_double_counting() -> None:
     records = make_records(hot_batch(), arrival_s=NOW_S)
     out = process_batch(records, ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
-    assert out.retry == 4
+    # The aggregates were written before the archive failed: counted aggregated (the table has them),
+    # the failure is counted, and the records are handed back so that their archive lines get written.
+    assert (out.aggregated, out.retry, out.archive_failures) == (4, 0, 1)
+    assert ports.metrics.total("ArchiveWriteFailures") == 1
     again = process_batch(records, ports, CONFIG, now_s=NOW_S)
     assert again.batch_item_failures() == []
-    assert again.duplicates == 4
+    assert (again.redelivered, again.aggregated, again.duplicates) == (4, 0, 0)
     assert ports.aggregates.items[("dev-1", WINDOW)]["count"] == 3
     assert len(ports.archive.lines("processed/")) == 4
 

@@ -75,3 +75,5 @@ class Stores:
     devices: DeviceStore
     aggregates: AggregateStore
     anomalies: AnomalyStore
+    # Failure counters for /stats (functions/api/stores/metrics.py); None: not available.
+    metrics: Any | None = None
