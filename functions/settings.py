@@ -92,6 +92,9 @@ class Settings:
 
     # API.
     api_key: str = field(default="", repr=False)
+    # ARN of the cursor signing secret (Secrets Manager; the template creates it). Empty: derive from
+    # api_key, or a random per-process key (local uvicorn only).
+    cursor_secret_arn: str = ""
     api_max_range_s: int = 7 * 24 * 3600
     api_max_limit: int = 1000
     ingest_max_records: int = 500
@@ -143,6 +146,7 @@ def load_settings() -> Settings:
         anomaly_ttl_days=_int("ANOMALY_TTL_DAYS", 30),
         aggregates_ttl_days=_int("AGGREGATES_TTL_DAYS", 90),
         api_key=env("API_KEY") or "",
+        cursor_secret_arn=env("CURSOR_SECRET_ARN") or "",
         api_max_range_s=_int("API_MAX_RANGE_S", 7 * 24 * 3600),
         api_max_limit=_int("API_MAX_LIMIT", 1000),
         ingest_max_records=_int("INGEST_MAX_RECORDS", 500),

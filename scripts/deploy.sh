@@ -54,6 +54,9 @@ case "$TARGET" in
     fi
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
   localstack)
+    # No AWS::ApiGateway::Authorizer in LocalStack 4.14 community: the ingest function checks device
+    # credentials itself (docs/security.md); a --param DeviceAuthMode=... given above wins.
+    PARAMS=("DeviceAuthMode=function" ${PARAMS[@]+"${PARAMS[@]}"})
     export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://localhost:4566}"
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
   aws)

@@ -47,7 +47,9 @@ RUN_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--sink", "sink", f"one of {', '.join(SINKS)} (default stdout)"),
     ("--stream-name", "stream_name", "Kinesis stream (default iotpipe-readings; also STREAM_NAME)"),
     ("--ingest-url", "ingest_url", "API Gateway .../ingest URL for the http sink"),
-    ("--api-key", "api_key", "x-api-key header for the http sink"),
+    ("--device-secret-file", "device_secret_file",
+     "fleet secret the devices' /ingest credentials derive from (default .iotpipe/device-fleet.secret;"
+     " SIM_DEVICE_SECRET overrides)"),
     ("--endpoint-url", "endpoint_url", "AWS endpoint (emulator); also AWS_ENDPOINT_URL"),
     ("--region", "region", "AWS region (default us-east-1; also AWS_REGION)"),
     ("--shard-count", "shard_count", "shards, for rate limits (default: ask Kinesis)"),
@@ -226,9 +228,12 @@ def _register(config: SimulatorConfig, args: argparse.Namespace, printer: Progre
         return 0
     import boto3
 
+    from simulator.credentials import load_fleet_secret
+
+    fleet_secret = load_fleet_secret(config.device_secret, config.device_secret_file, create=True)
     client = boto3.client("dynamodb", endpoint_url=config.endpoint_url, region_name=config.region)
-    written = register_fleet(fleet, config.devices_table, client)
-    printer.note(f"registered {written} devices in {config.devices_table}")
+    written = register_fleet(fleet, config.devices_table, client, fleet_secret=fleet_secret)
+    printer.note(f"registered {written} devices in {config.devices_table}, each with an /ingest credential")
     return 0
 
 

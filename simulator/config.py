@@ -60,7 +60,10 @@ class SimulatorConfig:
     sink: str = "stdout"
     stream_name: str = "iotpipe-readings"
     ingest_url: str = ""
-    api_key: str = field(default="", repr=False)
+    # Fleet secret the devices' /ingest credentials derive from (simulator/credentials.py): this value,
+    # else the file (created by `register`).
+    device_secret: str = field(default="", repr=False)
+    device_secret_file: str = ".iotpipe/device-fleet.secret"  # noqa: S105 - a path, not a secret
     endpoint_url: str | None = None
     region: str = "us-east-1"
     shard_count: int | None = None  # None = ask Kinesis (DescribeStreamSummary) at setup

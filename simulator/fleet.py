@@ -149,15 +149,19 @@ def register_fleet(
     max_attempts: int = 8,
     base_delay_s: float = 0.05,
     sleep: Any = time.sleep,
+    fleet_secret: str | None = None,
 ) -> int:
     """Write ``devices`` to the devices table with BatchWriteItem (25 per call).
+
+    With ``fleet_secret`` each item also gets the ``credential_hash`` of the device's /ingest credential
+    (simulator/credentials.py); the secret itself is never written.
 
     Unprocessed items (throttling) are resent with exponential backoff and full jitter; raises
     ``RuntimeError`` if some are still unprocessed after ``max_attempts``. Returns items written.
     """
     written = 0
     for start in range(0, len(devices), 25):
-        pending = [{"PutRequest": {"Item": d.to_dynamodb_item()}} for d in devices[start : start + 25]]
+        pending = [{"PutRequest": {"Item": _item(d, fleet_secret)}} for d in devices[start : start + 25]]
         for attempt in range(max_attempts):
             response = client.batch_write_item(RequestItems={table_name: pending})
             unprocessed = response.get("UnprocessedItems", {}).get(table_name, [])
@@ -169,6 +173,16 @@ def register_fleet(
         if pending:
             raise RuntimeError(f"{len(pending)} devices still unprocessed after {max_attempts} attempts")
     return written
+
+
+def _item(device: Device, fleet_secret: str | None) -> dict[str, Any]:
+    item = device.to_dynamodb_item()
+    if fleet_secret:
+        from simulator.credentials import HASH_ATTRIBUTE, device_secret, hash_secret
+
+        secret = device_secret(fleet_secret, device.device_id)
+        item[HASH_ATTRIBUTE] = {"S": hash_secret(device.device_id, secret)}
+    return item
 
 
 def _floats_to_decimal(value: Any) -> Any:

@@ -10,6 +10,7 @@ import io
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -348,11 +349,18 @@ class KinesisSink(Sink):
 
 
 class HttpSink(Sink):
-    """POST JSON arrays to the API Gateway ``/ingest`` URL with header ``x-api-key``.
+    """POST JSON arrays to the API Gateway ``/ingest`` URL, each device with its own credential.
 
-    Records whose payload is not valid JSON cannot sit inside an array, so each is sent alone as the
-    raw body: that is how a broken device would reach the endpoint. 4xx answers count as rejected
-    (expected for malformed records); 429 and 5xx are retried with backoff.
+    ``/ingest`` accepts a request only with ``Authorization: Device <id>.<secret>`` and only readings of
+    that device (docs/security.md), so readings are batched per device: a device's batch is posted when
+    it reaches ``max_records`` / ``max_body_bytes`` and at every ``flush()``. ``authorization(device_id)``
+    gives the header value (``simulator.credentials.authorization`` over the fleet secret).
+
+    The device a record is sent as is the ``device_id`` it names when its payload is a JSON object with
+    one (an ``unknown_device`` record then goes out as that unregistered device and is refused at the
+    edge, as a real unregistered device would be), else the device that produced it. Records whose
+    payload is not valid JSON cannot sit inside an array, so each is sent alone as the raw body. 4xx
+    answers count as rejected (expected for malformed records); 429 and 5xx are retried with backoff.
     """
 
     name = "http"
@@ -360,7 +368,7 @@ class HttpSink(Sink):
     def __init__(
         self,
         url: str,
-        api_key: str = "",
+        authorization: Callable[[str], str] | None = None,
         *,
         max_records: int = 500,
         max_body_bytes: int = 1_000_000,
@@ -373,8 +381,10 @@ class HttpSink(Sink):
         super().__init__()
         if not url:
             raise ValueError("HttpSink needs the ingest URL (SIM_INGEST_URL)")
+        if authorization is None:
+            raise ValueError("HttpSink needs the devices' credentials (SIM_DEVICE_SECRET or its file)")
         self.url = url
-        self.api_key = api_key
+        self.authorization = authorization
         self.max_records = max_records
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
@@ -382,8 +392,8 @@ class HttpSink(Sink):
         self.clock = clock or SystemClock()
         self.max_attempts = max_attempts
         self.backoff = Backoff(0.1, 5.0, rng or random.Random())
-        self._batch: list[bytes] = []
-        self._batch_bytes = 2
+        self._batches: dict[str, list[bytes]] = {}
+        self._batch_bytes: dict[str, int] = {}
         self.statuses: Counter[int] = Counter()
 
     def setup(self) -> None:
@@ -394,26 +404,33 @@ class HttpSink(Sink):
 
     def add(self, produced: Produced) -> None:
         payload = produced.payload
-        if not _is_json(payload):
-            self._post(payload, 1)
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self._post(produced.device_id, payload, 1)
             return
-        if self._batch and (
-            len(self._batch) >= self.max_records or self._batch_bytes + len(payload) + 1 > self.max_body_bytes
-        ):
-            self.flush()
-        self._batch.append(payload)
-        self._batch_bytes += len(payload) + 1
+        named = doc.get("device_id") if isinstance(doc, dict) else None
+        device = named if isinstance(named, str) and named else produced.device_id
+        batch = self._batches.setdefault(device, [])
+        size = self._batch_bytes.get(device, 2)
+        if batch and (len(batch) >= self.max_records or size + len(payload) + 1 > self.max_body_bytes):
+            self._flush_device(device)
+            batch, size = self._batches.setdefault(device, []), 2
+        batch.append(payload)
+        self._batch_bytes[device] = size + len(payload) + 1
+
+    def _flush_device(self, device: str) -> None:
+        batch = self._batches.pop(device, [])
+        self._batch_bytes.pop(device, None)
+        if batch:
+            self._post(device, b"[" + b",".join(batch) + b"]", len(batch))
 
     def flush(self) -> None:
-        if not self._batch:
-            return
-        body = b"[" + b",".join(self._batch) + b"]"
-        count = len(self._batch)
-        self._batch, self._batch_bytes = [], 2
-        self._post(body, count)
+        for device in list(self._batches):
+            self._flush_device(device)
 
-    def _post(self, body: bytes, count: int) -> None:
-        headers = {"content-type": "application/json", "x-api-key": self.api_key}
+    def _post(self, device: str, body: bytes, count: int) -> None:
+        headers = {"content-type": "application/json", "authorization": self.authorization(device)}
         for attempt in range(self.max_attempts):
             if attempt:
                 self.stats.retries += 1
@@ -442,14 +459,6 @@ class HttpSink(Sink):
             self.client.close()
 
 
-def _is_json(payload: bytes) -> bool:
-    try:
-        orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
 def make_sink(config: SimulatorConfig, clock: Clock | None = None) -> Sink:
     """The sink ``config.sink`` names, configured from ``config`` (not yet set up)."""
     if config.sink == "kinesis":
@@ -462,7 +471,12 @@ def make_sink(config: SimulatorConfig, clock: Clock | None = None) -> Sink:
             pack=config.pack,
         )
     if config.sink == "http":
-        return HttpSink(config.ingest_url, config.api_key, clock=clock)
+        if not config.ingest_url:
+            raise ValueError("HttpSink needs the ingest URL (SIM_INGEST_URL)")
+        from simulator.credentials import authorization, load_fleet_secret
+
+        fleet_secret = load_fleet_secret(config.device_secret, config.device_secret_file)
+        return HttpSink(config.ingest_url, lambda device: authorization(fleet_secret, device), clock=clock)
     if config.sink == "file":
         if not config.output_path:
             raise ValueError("the file sink needs SIM_OUTPUT_PATH / --output")

@@ -2,6 +2,14 @@
 
 Template handler: ``functions.ingest.handler.handler``.
 
+Who may write: the device the request is authenticated as (docs/security.md). API Gateway's Lambda
+authorizer (``functions.authorizer.handler``) checks the device credential at the edge and passes the
+device id as ``requestContext.authorizer`` (``device_id`` / ``principalId``). Where the gateway runs no
+authorizer (LocalStack 4.14 community) the request arrives without that context and this function checks
+the ``Authorization`` header itself with the same code. Every reading's ``device_id`` must be that
+principal; a request holding any other device's reading is refused whole (403 ``device_mismatch``,
+nothing written).
+
 Body: one reading object or an array of up to ``settings.ingest_max_records``. Each record is checked
 for shape only (reading.schema.json; the processor repeats every check, defence in depth) and the
 accepted ones go to Kinesis with the device id as partition key.
@@ -10,6 +18,9 @@ Responses (always JSON):
 - 200 ``{"accepted", "rejected", "failed", "results": [...]}``, one result per input record
   (``{"index", "status", "reason"?, "message"?, "sequence_number"?}``),
   when every accepted record is on the stream (some may have been rejected);
+- 401 ``unauthorized`` without a device credential, 403 ``forbidden`` for a wrong one (only where the
+  gateway did not already answer), 403 ``device_mismatch`` (with ``indexes``) for readings of another
+  device;
 - 400 ``{"error": {"code", "message"}}`` for a body that is not JSON, not an object or array, an empty
   array, or (with ``results``) when no record passed validation;
 - 413 for a body over ``ingest_max_body_bytes`` or more than ``ingest_max_records`` records;
@@ -31,6 +42,7 @@ import fastjsonschema
 import orjson
 from aws_lambda_powertools import Logger
 
+from functions.auth.device_credentials import CredentialStore, header_value, verify
 from functions.schemas import compiled_validator
 from functions.settings import Settings, get_settings
 
@@ -38,6 +50,7 @@ logger = Logger(service="ingest")
 
 _validate = compiled_validator("reading")
 _publisher: Any | None = None
+_credentials: CredentialStore | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +78,11 @@ def _body_bytes(event: dict[str, Any]) -> bytes | None:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def ingest(body: bytes | None, publisher: Any, settings: Settings) -> HttpResponse:
-    """The whole request logic, without API Gateway's envelope (unit-testable with a fake publisher)."""
+def ingest(body: bytes | None, publisher: Any, settings: Settings, *, principal: str) -> HttpResponse:
+    """The whole request logic, without API Gateway's envelope (unit-testable with a fake publisher).
+
+    ``principal`` is the authenticated device id: every reading must carry it.
+    """
     if body is None or not body.strip():
         return error(400, "empty_body", "request body must be a reading object or an array of readings")
     if len(body) > settings.ingest_max_body_bytes:
@@ -85,6 +101,22 @@ def ingest(body: bytes | None, publisher: Any, settings: Settings) -> HttpRespon
         return error(400, "empty_array", "request body is an empty array")
     if len(items) > settings.ingest_max_records:
         return error(413, "too_many_records", f"at most {settings.ingest_max_records} records per request")
+    foreign = [
+        index
+        for index, item in enumerate(items)
+        if isinstance(item, dict) and "device_id" in item and item["device_id"] != principal
+    ]
+    if foreign:
+        logger.warning(
+            "readings of another device refused", extra={"principal": principal, "foreign": len(foreign)}
+        )
+        return error(
+            403,
+            "device_mismatch",
+            f"this credential writes readings of {principal} only; {len(foreign)} reading(s) name another"
+            " device; nothing was written",
+            indexes=foreign[:50],
+        )
 
     results: list[dict[str, Any]] = []
     entries: list[tuple[bytes, str]] = []
@@ -163,17 +195,46 @@ def _get_publisher() -> Any:
     return _publisher
 
 
+def authenticated_device(event: dict[str, Any], store: Any) -> str | HttpResponse:
+    """The device the request is authenticated as, or the 401/403 to answer.
+
+    The authorizer's context wins (AWS, ministack); without one the credential is checked here.
+    """
+    context = (event.get("requestContext") or {}).get("authorizer") or {}
+    principal = context.get("device_id") or context.get("principalId")
+    if isinstance(principal, str) and principal:
+        return principal
+    header = header_value(event.get("headers"))
+    if not header:
+        return error(401, "unauthorized", "a device credential is required (Authorization: Device ...)")
+    device_id = verify(header, store)
+    if device_id is None:
+        return error(403, "forbidden", "the device credential is not valid")
+    return device_id
+
+
+def _get_credentials() -> CredentialStore:
+    global _credentials
+    if _credentials is None:
+        _credentials = CredentialStore(get_settings().devices_table)
+    return _credentials
+
+
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = get_settings()
     method = str(event.get("httpMethod") or "POST").upper()
     if method != "POST":
         return error(405, "method_not_allowed", "use POST").to_proxy()
+    principal = authenticated_device(event, _get_credentials())
+    if isinstance(principal, HttpResponse):
+        logger.info("ingest request refused", extra={"status": principal.status})
+        return principal.to_proxy()
     try:
         body = _body_bytes(event)
     except (binascii.Error, ValueError):
         return error(400, "invalid_body", "request body is not valid base64").to_proxy()
-    response = ingest(body, _get_publisher(), settings)
+    response = ingest(body, _get_publisher(), settings, principal=principal)
     logger.info(
         "ingest request",
         extra={

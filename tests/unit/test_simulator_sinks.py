@@ -159,20 +159,22 @@ class FakeHttp:
         pass
 
 
-def test_http_sink_posts_arrays_with_api_key_and_sends_broken_json_alone() -> None:
+def test_http_sink_posts_arrays_with_device_credentials_and_sends_broken_json_alone() -> None:
     # GIVEN readings including invalid JSON
     items = readings(1200, malformed_rate=0.05, malformed_mix={"invalid_json": 1})
     broken = sum(1 for p in items if p.kind == "invalid_json")
     fake = FakeHttp()
-    sink = HttpSink("http://127.0.0.1:1/ingest", "k3y", client=fake, clock=FakeClock())
+    sink = HttpSink("http://127.0.0.1:1/ingest", lambda d: f"Device {d}.s", client=fake, clock=FakeClock())
     with sink:
         for produced in items:
             sink.add(produced)
-    # THEN good records arrive as JSON arrays of <= 500 with the key; broken ones alone and rejected
-    arrays = [orjson.loads(body) for _, body, _ in fake.posts if body.startswith(b"[")]
-    assert all(len(a) <= 500 for a in arrays)
-    assert sum(len(a) for a in arrays) == 1200 - broken
-    assert all(headers["x-api-key"] == "k3y" for _, _, headers in fake.posts)
+    # THEN good records arrive as JSON arrays of <= 500, one device per array with its credential;
+    # broken ones alone (as the device that produced them) and rejected
+    arrays = [(orjson.loads(body), h) for _, body, h in fake.posts if body.startswith(b"[")]
+    assert all(len(a) <= 500 for a, _ in arrays)
+    assert sum(len(a) for a, _ in arrays) == 1200 - broken
+    assert all({f"Device {d['device_id']}.s" for d in a} == {h["authorization"]} for a, h in arrays)
+    assert all(headers["authorization"].startswith("Device dev-") for _, _, headers in fake.posts)
     assert sink.stats.sent == 1200 - broken
     assert sink.stats.rejected == broken > 0
 
@@ -181,7 +183,7 @@ def test_http_sink_retries_throttling_and_server_errors() -> None:
     # GIVEN an endpoint answering 429, then 503, then 200
     clock = FakeClock()
     fake = FakeHttp([429, 503, 200])
-    sink = HttpSink("http://127.0.0.1:1/ingest", "k", client=fake, clock=clock)
+    sink = HttpSink("http://127.0.0.1:1/ingest", lambda d: f"Device {d}.s", client=fake, clock=clock)
     with sink:
         for produced in readings(10):
             sink.add(produced)

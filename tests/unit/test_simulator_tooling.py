@@ -33,7 +33,7 @@ def test_from_env_reads_sim_variables() -> None:
         "SIM_SINK": "kinesis",
         "SIM_STREAM_NAME": "readings",
         "SIM_INGEST_URL": "http://127.0.0.1:9/ingest",
-        "SIM_API_KEY": "secret",
+        "SIM_DEVICE_SECRET": "fleet-s3cr3t-value",
         "SIM_CONTROL_PORT": "0",
         "SIM_BURST": "true",
         "SIM_EXTRA_CHANNELS": "co2,light",
@@ -51,7 +51,8 @@ def test_from_env_reads_sim_variables() -> None:
     assert config.control_port == 0
     assert config.start_time is not None
     assert config.start_time.year == 2026
-    assert "secret" not in repr(config)
+    assert config.device_secret == "fleet-s3cr3t-value"
+    assert "fleet-s3cr3t-value" not in repr(config)
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,19 @@ def test_every_function_has_its_own_role_and_log_group_with_retention(template: 
 
 
 def test_every_api_route_but_the_public_ones_requires_the_api_key(template: dict[str, Any]) -> None:
+    # Reads take the reader key; POST /ingest takes a device credential (the device authorizer) and
+    # not the reader key, so the reader key cannot write (docs/security.md, auth matrix).
     public = {"HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod"}
     for name, method in _resources(template, "AWS::ApiGateway::Method").items():
-        assert method["Properties"]["ApiKeyRequired"] is (name not in public), name
+        props = method["Properties"]
+        if name == "IngestMethod":
+            assert props["ApiKeyRequired"] is False
+            # the device authorizer, or (DeviceAuthMode=function, LocalStack) the ingest function's check
+            assert props["AuthorizationType"] == {"If": ["UseGatewayAuthorizer", "CUSTOM", "NONE"]}
+            assert props["AuthorizerId"] == {
+                "If": ["UseGatewayAuthorizer", {"Ref": "DeviceAuthorizer"}, {"Ref": "AWS::NoValue"}]
+            }
+            assert template["Parameters"]["DeviceAuthMode"]["Default"] == "gateway"
+            continue
+        assert props["AuthorizationType"] == "NONE", name
+        assert props["ApiKeyRequired"] is (name not in public), name
