@@ -4,6 +4,7 @@
     iotpipe down                                                 stop what `up` started (by its pid)
     iotpipe deploy [--target embedded|localstack|aws] [...]      scripts/deploy.sh
     iotpipe status [--json] [--stack NAME]                       outputs and pipeline counts
+    iotpipe rebuild [--json] [--stack NAME]                      aggregates + anomalies from the archive
     iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 """
@@ -26,6 +27,10 @@ from iotpipe.stack import ROOT, deploy, stack_outputs
 
 DEFAULT_STACK = os.environ.get("STACK_NAME", "iotpipe")
 CHILDREN = RUN_DIR / "children.json"  # pids of the simulator and local API that `up` started
+# Present while an emulator started by `up` runs; left behind when it died (or `up` was killed), which
+# tells the next `up` to rebuild from the archive what the last state snapshot may not hold.
+UNCLEAN = RUN_DIR / "emulator.unclean"
+EXIT_EMULATOR_DIED = 3
 
 
 def _say(message: str) -> None:
@@ -55,7 +60,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         shutil.rmtree(state_dir)
     port = args.port if _port_free(args.port) else free_port()
     started: list[subprocess.Popen[bytes]] = []
-    emulator = Emulator(port=port, state_dir=state_dir, persist=True)
+    emulator = Emulator(port=port, state_dir=state_dir, persist=True, snapshot_s=args.snapshot)
+    recovering = UNCLEAN.exists() and not args.fresh
+    if args.fresh:
+        UNCLEAN.unlink(missing_ok=True)
 
     def stop_all() -> None:
         for proc in reversed(started):
@@ -66,7 +74,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        died = emulator.died() is not None
         emulator.stop()
+        if not died:  # a clean stop saved the whole state
+            UNCLEAN.unlink(missing_ok=True)
         PIDFILE.unlink(missing_ok=True)
         CHILDREN.unlink(missing_ok=True)
 
@@ -75,8 +86,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _interrupt)
     try:
         _say(f"[1/5] starting the embedded emulator (ministack) on 127.0.0.1:{port} ...")
+        if recovering:
+            _say("      the last emulator did not stop cleanly: restoring its last state snapshot; the "
+                 "archive is kept and what the snapshot lacks is rebuilt from it after the deploy")
         emulator.start()
         emulator.write_pidfile()
+        UNCLEAN.write_text(str(emulator.pid))
         os.environ.update(emulator.client_env())
         _say(f"      emulator ready: {emulator.endpoint} (pid {emulator.pid}, state {state_dir})")
 
@@ -99,6 +114,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         }
         _say(f"[3/5] registering {args.devices} simulated devices ...")
         subprocess.run([sys.executable, "-m", "simulator", "register"], env=sim_env, check=True)
+        if recovering:
+            from iotpipe.rebuild import rebuild_stack
+
+            _say("      rebuilding aggregates and anomalies from the archive (exactly once) ...")
+            report = rebuild_stack(args.stack, say=lambda m: _say(f"      {m}"))
+            _say(f"      rebuilt: {report.readings_applied} readings into {report.windows_written} windows "
+                 f"({report.already_present} were in the snapshot), {report.anomalies_stored} anomalies, "
+                 f"in {report.duration_s:.1f} s")
 
         _say(f"[4/5] simulator: {args.devices} devices x {args.rate} Hz -> Kinesis "
              f"(tune live: curl -X POST 127.0.0.1:{args.control_port}/config -d '{{\"rate_hz\": 2}}')")
@@ -131,7 +154,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"      x-api-key: {outputs.get('ApiKey', '')}")
         _say(f"      live view: {outputs['ApiUrl']}/dashboard   docs: {outputs['ApiUrl']}/docs")
         _say("running; Ctrl-C stops everything this command started")
-        return _watch(args, started)
+        return _watch(args, started, emulator)
     except (EmulatorError, RuntimeError, subprocess.CalledProcessError) as exc:
         _say(f"failed: {exc}")
         _say("(emulator state is kept between runs; 'iotpipe up --fresh' starts from an empty one)")
@@ -148,15 +171,44 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]]) -> int:
+def _exit_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _snapshot_age(emulator: Emulator) -> str:
+    try:
+        marker = json.loads((emulator.state_dir / "state" / "iotpipe-snapshot.json").read_text())
+    except (OSError, ValueError):
+        return "none taken"
+    return f"{time.time() - float(marker['at']):.0f} s old"
+
+
+def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]], emulator: Emulator) -> int:
+    """Progress lines, and supervision: a dead emulator or child stops everything, with the reason."""
     from iotpipe.status import collect
 
+    names = {id(p): n for p, n in zip(started, ("simulator", "local API"), strict=False)}
     deadline = time.monotonic() + args.duration if args.duration else None
     while deadline is None or time.monotonic() < deadline:
         time.sleep(args.interval)
+        code = emulator.died()
+        if code is not None:
+            _say(f"the emulator (ministack, pid {emulator.pid}) {_exit_text(code)}: the pipeline is down. "
+                 f"Its last state snapshot ({_snapshot_age(emulator)}) and the S3 archive are kept in "
+                 f"{emulator.state_dir} "
+                 f"(log: {emulator.state_dir / 'emulator.log'}). Stopping the simulator and the API.")
+            _say("run 'make up' again: it restores the snapshot, adopts the archive and rebuilds from it "
+                 "what the snapshot lacks (no --fresh needed)")
+            return EXIT_EMULATOR_DIED
         for proc in started:
             if proc.poll() is not None:
-                _say(f"a child process exited with {proc.returncode}; see {RUN_DIR}/*.log")
+                name = names.get(id(proc), "child")
+                _say(f"the {name} (pid {proc.pid}) {_exit_text(proc.returncode)}; see {RUN_DIR}/*.log. "
+                     "Stopping everything this command started.")
                 return 1
         try:
             s = collect(args.stack, window_hours=1)
@@ -209,6 +261,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         emulator = Emulator.from_pidfile()
         if emulator and healthy(emulator.endpoint):
             os.environ.update(emulator.client_env())
+    if args.target != "aws" and not args.dry_run and os.environ.get("AWS_ENDPOINT_URL"):
+        # A stack lost with the emulator's state leaves its retained archive bucket (iotpipe.recovery).
+        from iotpipe.recovery import adopt_retained
+        from iotpipe.stack import _client
+
+        adopt_retained(args.stack, _client, os.environ.get("AWS_REGION", "us-east-1"), say=_say)
     return subprocess.run(cmd, check=False).returncode
 
 
@@ -218,6 +276,13 @@ def _use_running_emulator() -> None:
         emulator = Emulator.from_pidfile()
         if emulator and healthy(emulator.endpoint):
             os.environ.update(emulator.client_env())
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from iotpipe.rebuild import main as rebuild_main
+
+    _use_running_emulator()
+    return rebuild_main(args.stack, as_json=args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -271,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--interval", type=float, default=5.0, help="seconds between progress lines")
     up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run)")
     up.add_argument("--fresh", action="store_true", help="discard the emulator's saved state first")
+    up.add_argument("--snapshot", type=float, default=float(os.environ.get("EMULATOR_SNAPSHOT_S", "30")),
+                    help="seconds between emulator state snapshots (0: only on a clean stop)")
     up.add_argument("--verbose", action="store_true", help="show the deploy script's output")
 
     sub.add_parser("down", help="stop what 'iotpipe up' started")
@@ -285,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="stack outputs and pipeline counts")
     st.add_argument("--stack", default=DEFAULT_STACK)
     st.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
+
+    rb = sub.add_parser("rebuild", help="re-derive aggregates and anomalies from the archive (exactly once)")
+    rb.add_argument("--stack", default=DEFAULT_STACK)
+    rb.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
 
     model = sub.add_parser("model", help="model commands", add_help=False)
     model.add_argument("model_command", nargs="?", default="")
@@ -304,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "model":
         return cmd_model(args, [])
-    handlers = {"up": cmd_up, "down": cmd_down, "deploy": cmd_deploy, "status": cmd_status}
+    handlers = {"up": cmd_up, "down": cmd_down, "deploy": cmd_deploy, "status": cmd_status,
+                "rebuild": cmd_rebuild}
     return handlers[args.command](args)
 
 

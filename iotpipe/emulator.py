@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,8 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MINISTACK_VERSION = "1.5.33"  # keep in step with the Makefile's emulator environment
 DEFAULT_VENV = ROOT / ".venv-emulator"
-RUN_DIR = ROOT / ".iotpipe"
+# IOTPIPE_RUN_DIR moves what `iotpipe up` keeps (pidfiles, logs, emulator state), e.g. for bench/soak.py.
+RUN_DIR = Path(os.environ.get("IOTPIPE_RUN_DIR") or ROOT / ".iotpipe")
 PIDFILE = RUN_DIR / "emulator.json"
+# ministack extracts each Lambda worker's code (and layers) into TMPDIR/ministack-lambda-<function>-*.
+WORKER_DIR_PREFIX = "ministack-lambda-"
+JANITOR_INTERVAL_S = 30.0
 TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
@@ -62,8 +68,13 @@ class Emulator:
     port: int
     state_dir: Path
     persist: bool = False
+    # With persist: seconds between state snapshots (iotpipe/ministack_launcher.py); 0 = only on a clean
+    # stop, which is all ministack itself does.
+    snapshot_s: float = 0.0
+    janitor_s: float = JANITOR_INTERVAL_S  # seconds between sweeps of dead workers' folders; 0 = off
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
+    _janitor: Janitor | None = None
 
     @property
     def endpoint(self) -> str:
@@ -92,6 +103,9 @@ class Emulator:
             "S3_DATA_DIR": str(self.state_dir / "s3"),
             "TMPDIR": str(self.state_dir / "tmp"),
             "LOG_LEVEL": os.environ.get("EMULATOR_LOG_LEVEL", "WARNING"),
+            # Functions inherit this environment: the processor's PARTIAL_BATCH_RESPONSE=auto reads it
+            # (ministack drops records reported in batchItemFailures; functions/settings.py).
+            "IOTPIPE_EMULATOR": "ministack",
         }
         # Functions inherit the server's environment: do not leak the developer's endpoint or
         # virtualenv into them.
@@ -99,10 +113,21 @@ class Emulator:
             env.pop(name, None)
         if self.persist:
             env.update({"PERSIST_STATE": "1", "S3_PERSIST": "1"})
-        (self.state_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        # ministack keeps a burst's extra warm workers (each with its own code folder) for 300 s; the
+        # first worker of each function stays warm regardless.
+        env.setdefault("LAMBDA_WARM_TTL_SECONDS", "60")
+        command = [str(ministack_executable())]
+        if self.persist and self.snapshot_s > 0:
+            env["IOTPIPE_SNAPSHOT_S"] = str(self.snapshot_s)
+            command = [str(emulator_python()), str(Path(__file__).with_name("ministack_launcher.py"))]
+        tmp = self.state_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        # Folders of the workers of an emulator that was stopped or killed before (never removed by
+        # ministack: issue 11, finding 5).
+        sweep_worker_dirs(tmp, min_age_s=0)
         log = open(self.state_dir / "emulator.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [str(ministack_executable())],
+            command,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -118,12 +143,24 @@ class Emulator:
                     f"ministack exited with {self.process.returncode}; see {self.state_dir / 'emulator.log'}"
                 )
             if healthy(self.endpoint):
+                if self.janitor_s > 0:
+                    self._janitor = Janitor(tmp, self.janitor_s)
+                    self._janitor.start()
                 return self
             time.sleep(0.2)
         self.stop()
         raise EmulatorError(f"ministack did not become healthy within {wait_s:.0f} s")
 
+    def died(self) -> int | None:
+        """The exit status if the emulator process has ended (negative: killed by that signal)."""
+        if self.process is not None:
+            return self.process.poll()
+        return None if self.pid is None or _alive(self.pid) else 0
+
     def stop(self, grace_s: float = 10.0) -> None:
+        if self._janitor is not None:
+            self._janitor.stop()
+            self._janitor = None
         pid = self.pid
         if pid is None:
             return
@@ -146,6 +183,8 @@ class Emulator:
         if self.process is not None:
             self.process.wait(timeout=5)
         self.pid = None
+        # Its workers are gone with its process group; so is any use for their folders.
+        sweep_worker_dirs(self.state_dir / "tmp", min_age_s=0)
 
     # The pidfile lets `iotpipe down` (another process) stop the emulator `iotpipe up` started.
     def write_pidfile(self) -> None:
@@ -158,6 +197,91 @@ class Emulator:
             return None
         data = json.loads(PIDFILE.read_text())
         return cls(port=int(data["port"]), state_dir=Path(data["state_dir"]), pid=int(data["pid"]))
+
+
+def emulator_python() -> Path:
+    """The interpreter of the emulator's environment (the one ministack's entry point runs on)."""
+    exe = ministack_executable()
+    sibling = exe.parent / "python"
+    if sibling.exists():
+        return sibling
+    first = exe.read_text(errors="replace").splitlines()[0]
+    return Path(first[2:].strip()) if first.startswith("#!") else sibling
+
+
+def live_worker_dirs(tmp: Path) -> set[str]:
+    """Names of the folders under ``tmp`` that a running process uses (command line or cwd).
+
+    ministack starts each Lambda worker as ``python <folder>/_worker.py`` with cwd ``<folder>/code``.
+    """
+    root = str(tmp.resolve()) + os.sep
+    live: set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        paths: list[str] = []
+        with contextlib.suppress(OSError):
+            paths.extend(Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0"))
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(f"/proc/{entry}/cwd"))
+        for path in paths:
+            if path.startswith(root):
+                live.add(path[len(root):].split(os.sep, 1)[0])
+    return live
+
+
+def sweep_worker_dirs(tmp: Path, min_age_s: float = 120.0, now: float | None = None) -> list[Path]:
+    """Remove the Lambda worker folders under ``tmp`` that no live process uses.
+
+    ministack (1.5.33) removes a worker's folder only when it reaps the worker itself; the folders of
+    every worker alive when the emulator stops or is killed stay forever (about 80-90 MB each: the
+    function's code package extracted, plus its zip). ``min_age_s`` spares a folder being filled for a
+    worker that has not started yet (ministack extracts the package before it starts the process).
+    """
+    if not tmp.is_dir():
+        return []
+    now = time.time() if now is None else now
+    live = live_worker_dirs(tmp)
+    removed = []
+    for folder in tmp.iterdir():
+        if not folder.name.startswith(WORKER_DIR_PREFIX) or folder.name in live:
+            continue
+        try:
+            if now - folder.stat().st_mtime < min_age_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+class Janitor(threading.Thread):
+    """Sweeps dead workers' folders every ``interval_s`` in the process that started the emulator."""
+
+    def __init__(self, tmp: Path, interval_s: float) -> None:
+        super().__init__(daemon=True, name="emulator-janitor")
+        self.tmp, self.interval_s = tmp, interval_s
+        self.removed = 0
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            with contextlib.suppress(OSError):
+                self.removed += len(sweep_worker_dirs(self.tmp))
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes allocated on disk under ``path`` (like ``du``; files vanishing meanwhile are skipped)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+    return total
 
 
 def _alive(pid: int) -> bool:

@@ -48,7 +48,16 @@ def stack_outputs(stack_name: str) -> dict[str, str]:
 
 def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | None = None,
            quiet: bool = False) -> None:
-    """Run scripts/deploy.sh (the one deploy path for every target)."""
+    """Run scripts/deploy.sh (the one deploy path for every target).
+
+    On the emulators a stack lost with the emulator's state leaves its retained archive bucket behind;
+    it is adopted first (``iotpipe.recovery``), so the deploy does not fail on "already exists".
+    """
+    if target != "aws":
+        from iotpipe.recovery import adopt_retained
+
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        adopt_retained(stack_name, _client, region, say=lambda m: print(f"[iotpipe] {m}", flush=True))
     cmd = ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--stack", stack_name, "--yes",
            *(extra_args or [])]
     kwargs: dict[str, Any] = {}
