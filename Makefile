@@ -15,7 +15,7 @@ EMU_BOTO3 := 1.43.106
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv emulator-env install up down status test test-unit test-integration lint security bench bench-e2e cost build deploy-dry-run clean
+.PHONY: help venv emulator-env install up down status test test-unit test-integration test-localstack lint security bench bench-e2e cost build deploy-dry-run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ down: ## stop what `make up` started
 status: ## pipeline counts and stack outputs
 	$(VENV)/bin/iotpipe status
 
-build: venv ## build the function bundle and the dependency layer
+build: venv ## build the function code packages (build/<function>.zip, dependencies inside)
 	$(PY) scripts/build.py
 
 lint: venv ## ruff and cfn-lint
@@ -60,12 +60,15 @@ test-unit: venv ## unit tests (no network)
 test-integration: install ## integration tests against the embedded emulator (or AWS_ENDPOINT_URL)
 	$(VENV)/bin/pytest tests/integration -q
 
+test-localstack: venv ## the integration suite against LocalStack 4.14.0 (AWS_ENDPOINT_URL, Docker, or ../shared/localstack-host)
+	scripts/test-localstack.sh
+
 security: venv ## cfn-lint, checkov (own venv) and a dependency audit
 	scripts/security-checks.sh
 
 test: install ## every test: lint, security checks, unit, integration
 	$(VENV)/bin/ruff check .
-	$(PY) scripts/build.py  # the security checks audit the dependency layer that ships
+	$(PY) scripts/build.py  # the security checks audit the dependencies that ship in the packages
 	scripts/security-checks.sh
 	$(VENV)/bin/pytest -q
 

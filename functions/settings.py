@@ -103,6 +103,16 @@ class Settings:
     log_level: str = "INFO"
 
 
+def _resolve_partial_batch_response(value: str) -> str:
+    # auto: the one template deploys unchanged everywhere, and the embedded emulator's launcher
+    # (iotpipe/emulator.py) marks the environment its functions inherit with IOTPIPE_EMULATOR=ministack,
+    # whose Kinesis mapping drops records reported in batchItemFailures: there, fail the invocation so
+    # the whole batch is retried instead.
+    if value != "auto":
+        return value
+    return "raise" if os.environ.get("IOTPIPE_EMULATOR") == "ministack" else "report"
+
+
 def _resolve_metrics_sink(value: str, endpoint: str | None) -> str:
     if value != "auto":
         return value
@@ -130,7 +140,8 @@ def load_settings() -> Settings:
         max_record_bytes=_int("MAX_RECORD_BYTES", 8192),
         max_packed_bytes=_int("MAX_PACKED_BYTES", 1_048_576),
         max_packed_readings=_int("MAX_PACKED_READINGS", 500),
-        partial_batch_response=_choice("PARTIAL_BATCH_RESPONSE", "report", ("report", "raise")),
+        partial_batch_response=_resolve_partial_batch_response(
+            _choice("PARTIAL_BATCH_RESPONSE", "auto", ("auto", "report", "raise"))),
         metrics_sink=_resolve_metrics_sink(
             _choice("METRICS_SINK", "auto", ("auto", "emf", "cloudwatch", "none")), endpoint
         ),

@@ -2,7 +2,7 @@
 # Build, package and deploy cloudformation/template.yaml to one target.
 #
 #   scripts/deploy.sh [--target embedded|localstack|aws] [--stack NAME] [--region REGION]
-#                     [--param Key=Value ...] [--yes] [--dry-run] [--no-build]
+#                     [--param Key=Value ...] [--yes] [--dry-run] [--no-build] [--template FILE]
 #
 # The same template and the same AWS CLI calls serve every target; only the endpoint and the
 # credentials differ:
@@ -11,8 +11,10 @@
 #   localstack  AWS_ENDPOINT_URL (default http://localhost:4566), test credentials
 #   aws         no endpoint, your credentials; shows account and region and asks before deploying
 #               (--yes skips the question, for CI)
-# --dry-run prints the AWS CLI calls instead of making them.
-# Environment: TARGET, STACK_NAME, AWS_REGION, AWS_ENDPOINT_URL, AWS_CLI (default: aws), PYTHON.
+# --dry-run prints the AWS CLI calls instead of making them. After the stack, the REST API's stage is
+# pointed at a deployment of the current definition (CloudFormation never re-creates a fixed
+# AWS::ApiGateway::Deployment on update, so route changes would otherwise never be published).
+# Environment: TARGET, STACK_NAME, AWS_REGION, AWS_ENDPOINT_URL, AWS_CLI (default: aws), PYTHON, TEMPLATE.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +30,7 @@ YES=0
 DRY_RUN=0
 BUILD=1
 PARAMS=()
+TEMPLATE="${TEMPLATE:-$ROOT/cloudformation/template.yaml}"
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --yes|-y) YES=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     --no-build) BUILD=0; shift ;;
+    --template) TEMPLATE="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "deploy.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -92,7 +96,7 @@ if [ "$TARGET" = aws ] && [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
 fi
 
 if [ "$BUILD" = 1 ]; then
-  echo "== build: function bundle and dependency layer" >&2
+  echo "== build: function code packages (dependencies inside, no layer)" >&2
   if [ "$DRY_RUN" = 1 ]; then
     printf '+ %s\n' "$PYTHON scripts/build.py --out $ROOT/build" >&2
   else
@@ -117,7 +121,7 @@ fi
 echo "== package" >&2
 mkdir -p "$ROOT/build"
 run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation package \
-  --template-file "$ROOT/cloudformation/template.yaml" \
+  --template-file "$TEMPLATE" \
   --s3-bucket "$ARTIFACTS_BUCKET" --s3-prefix "$STACK" \
   --output-template-file "$ROOT/build/packaged.yaml" 2>&1 >/dev/null \
   | { tr '\r' '\n' | grep -v '^Uploading to ' >&2 || true; }  # drop the per-chunk upload progress
@@ -152,11 +156,49 @@ if ! run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation deploy \
   exit 1
 fi
 
+# Publish the API: CloudFormation creates ApiDeployment once and never again on update, so the stage
+# would keep serving the first snapshot of routes, integrations and gateway responses. The stage's
+# deployment is tagged with the template's hash; a deploy whose template differs creates a new
+# deployment of the current definition on the stage (the same calls on every target).
+API_REVISION="iotpipe template sha256:$(sha256sum "$TEMPLATE" | cut -c1-16)"
+echo "== publish API (stage prod serves: $API_REVISION)" >&2
+if [ "$DRY_RUN" = 1 ]; then
+  run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" apigateway create-deployment --rest-api-id "<RestApiId>" \
+    --stage-name prod --description "$API_REVISION"
+else
+  API_ID="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
+    --query "Stacks[0].Outputs[?OutputKey=='RestApiId'].OutputValue" --output text)"
+  CURRENT="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" apigateway get-stage --rest-api-id "$API_ID" --stage-name prod \
+    --query deploymentId --output text)"
+  CURRENT_REVISION="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" apigateway get-deployment --rest-api-id "$API_ID" \
+    --deployment-id "$CURRENT" --query description --output text 2>/dev/null || true)"
+  if [ "$CURRENT_REVISION" = "$API_REVISION" ]; then
+    echo "   stage prod already serves this definition (deployment $CURRENT)" >&2
+  else
+    run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" apigateway create-deployment --rest-api-id "$API_ID" \
+      --stage-name prod --description "$API_REVISION" --query id --output text >&2
+  fi
+fi
+
 echo "== outputs" >&2
 run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
   --query "Stacks[0].Outputs[].[OutputKey,OutputValue]" --output text
-if [ "$DRY_RUN" = 0 ] && [ -n "${AWS_ENDPOINT_URL:-}" ]; then
-  API_ID="$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
-    --query "Stacks[0].Outputs[?OutputKey=='RestApiId'].OutputValue" --output text)"
-  echo "LocalApiUrl	${AWS_ENDPOINT_URL%/}/_aws/execute-api/${API_ID}/prod"
+if [ "$DRY_RUN" = 0 ]; then
+  # The URL to call on this target: LocalStack's documented local form, ministack's, or AWS's (ApiUrl).
+  case "$TARGET" in
+    localstack) echo "LocalApiUrl	${AWS_ENDPOINT_URL%/}/restapis/${API_ID}/prod/_user_request_" ;;
+    embedded) echo "LocalApiUrl	${AWS_ENDPOINT_URL%/}/_aws/execute-api/${API_ID}/prod" ;;
+  esac
+  # Key values: printed on the emulators (throw-away test accounts); on AWS, the command that reads one.
+  for KEY_OUTPUT in $("$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation describe-stacks --stack-name "$STACK" \
+      --query "Stacks[0].Outputs[?ends_with(OutputKey, 'ApiKeyId')].[OutputKey,OutputValue]" --output text \
+      | tr '\t' '='); do
+    NAME="${KEY_OUTPUT%%=*}"; KEY_ID="${KEY_OUTPUT#*=}"
+    if [ "$TARGET" = aws ]; then
+      echo "${NAME%Id}	(aws apigateway get-api-key --api-key $KEY_ID --include-value --query value --output text)"
+    else
+      echo "${NAME%Id}	$("$AWS_CLI" "${ENDPOINT_ARGS[@]}" apigateway get-api-key --api-key "$KEY_ID" \
+        --include-value --query value --output text)"
+    fi
+  done
 fi

@@ -21,7 +21,7 @@ CHECKOV_VERSION="${CHECKOV_VERSION:-3.3.30}"
 TEMPLATE="${TEMPLATE:-cloudformation/template.yaml}"
 VENV_PY="$ROOT/.venv/bin/python"
 CHECKOV_VENV="$ROOT/.venv-checkov"
-LAYER="$ROOT/build/layer/python"
+DEPS_DIR="$ROOT/build/deps"   # what scripts/build.py installed into the function packages
 OUT_DIR="$ROOT/out/security"
 run_checkov=1
 run_audit=1
@@ -127,29 +127,29 @@ fi
 if [ "$run_audit" = 1 ]; then
   audit_json="$OUT_DIR/pip-audit.json"
   audit_err="$OUT_DIR/pip-audit.stderr"
-  # Audit exactly what ships: the dependency layer's installed distributions, pinned, without resolving
-  # again. Without a built layer, the runtime requirements from pyproject.toml (pip resolves them).
+  # Audit exactly what ships: the distributions installed into the function packages (build/deps/*),
+  # pinned, without resolving again. Without a build, the runtime requirements from pyproject.toml.
   requirements="$OUT_DIR/runtime-requirements.txt"
   if [ -n "${AUDIT_REQUIREMENTS:-}" ]; then  # an explicit pinned list (used to test this script)
     cp "$AUDIT_REQUIREMENTS" "$requirements"
     audit_args=(-r "$requirements" --no-deps --disable-pip)
     echo "== pip-audit: $AUDIT_REQUIREMENTS"
-  elif [ -d "$LAYER" ] && ls "$LAYER"/*.dist-info >/dev/null 2>&1; then
-    "$VENV_PY" - "$LAYER" > "$requirements" <<'PY'
+  elif ls "$DEPS_DIR"/*/*.dist-info >/dev/null 2>&1; then
+    "$VENV_PY" - "$DEPS_DIR"/*/ > "$requirements" <<'PY'
 import sys
 from importlib.metadata import distributions
-for d in sorted(distributions(path=[sys.argv[1]]), key=lambda d: d.metadata["Name"].lower()):
-    print(f"{d.metadata['Name']}=={d.version}")
+pins = {f"{d.metadata['Name']}=={d.version}" for d in distributions(path=sys.argv[1:])}
+print("\n".join(sorted(pins, key=str.lower)))
 PY
     audit_args=(-r "$requirements" --no-deps --disable-pip)
-    echo "== pip-audit: the dependency layer ($(wc -l < "$requirements") distributions, build/layer)"
+    echo "== pip-audit: the function packages' dependencies ($(wc -l < "$requirements") distributions, build/deps)"
   else
     "$VENV_PY" - > "$requirements" <<'PY'
 import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
 PY
     audit_args=(-r "$requirements")
-    echo "== pip-audit: runtime requirements from pyproject.toml (no build/layer; run scripts/build.py to audit the shipped set)"
+    echo "== pip-audit: runtime requirements from pyproject.toml (no build/deps; run scripts/build.py to audit the shipped set)"
   fi
   # PyPI's per-release JSON carries the advisories (the default service); OSV is the fallback. A
   # dependency the service does not know is *skipped* by pip-audit with exit 0, so "not audited" is

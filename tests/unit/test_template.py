@@ -38,7 +38,7 @@ def test_every_component_of_the_design_is_declared(template: dict[str, Any]) -> 
     kinds = {r["Type"] for r in template["Resources"].values()}
     for kind in [
         "AWS::Kinesis::Stream", "AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
-        "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::Lambda::LayerVersion", "AWS::Lambda::Function",
+        "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::Lambda::Function",
         "AWS::Lambda::EventSourceMapping", "AWS::ApiGateway::RestApi", "AWS::ApiGateway::ApiKey",
         "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::Stage", "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::KMS::Key",
