@@ -6,8 +6,9 @@ Lambda functions and mappings, ...) to ``STATE_DIR`` only in its shutdown hook
 or a power cut therefore lost everything since the last clean stop (issue 11, finding 2); S3 objects
 survive because ``S3_PERSIST=1`` writes each one to disk as it is put.
 
-This launcher calls the same ``save_all`` ministack calls on shutdown, every
-``IOTPIPE_SNAPSHOT_S`` seconds, from a daemon thread, then runs ministack's own ``main()``. Each
+This launcher saves the same services with the same ``persistence.save_state`` as that hook, every
+``IOTPIPE_SNAPSHOT_S`` seconds (or nine times the last round's duration, if longer), from a daemon
+thread, then runs ministack's own ``main()``; the hook and a round never write at once. Each
 service file is written to a temporary name and renamed (``persistence.save_state``), so a kill in the
 middle of a snapshot leaves the previous file intact. A snapshot races the request threads: a service
 whose state changes size while it is copied fails that round (logged by ministack, previous file kept)
@@ -36,6 +37,7 @@ MARKER = "iotpipe-snapshot.json"  # in STATE_DIR: when the last round finished, 
 # One writer at a time: ministack's shutdown save and a round of this thread would otherwise write the
 # same ``<service>.json.tmp`` at once and could rename a mixture of both into place.
 _SAVE_LOCK = threading.Lock()
+MAX_DUTY_FACTOR = 9.0  # wait at least 9x the last round's duration: snapshots take <= 10 % of the time
 
 
 def _snapshot_once() -> int:
@@ -65,8 +67,11 @@ def _save_one(persistence: ModuleType, name: str, get_state: Callable[[], Any]) 
 
 
 def _loop(interval_s: float) -> None:
+    duration_s = 0.0
     while True:
-        time.sleep(interval_s)
+        # A round copies every service under the GIL (mostly the stream's 24 h of records), stalling
+        # ministack's request threads meanwhile: keep that under a tenth of the time.
+        time.sleep(max(interval_s, MAX_DUTY_FACTOR * duration_s))
         started = time.monotonic()
         try:
             failed = _snapshot_once()

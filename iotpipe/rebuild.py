@@ -225,15 +225,19 @@ def _mappings(lam: Any, stream_arn: str) -> list[dict[str, Any]]:
 
 
 def pause_mappings(lam: Any, stream_arn: str, settle_s: float) -> list[str]:
-    """Disable the stream's enabled mappings; wait ``settle_s`` for a batch in flight to finish."""
-    paused = []
+    """Disable the stream's mappings; wait ``settle_s`` for a batch in flight to finish.
+
+    Returns every mapping of the stream, disabled ones included: the template declares them enabled,
+    so one found disabled is most likely left so by a rebuild that was killed before it resumed them.
+    """
+    uuids = []
     for mapping in _mappings(lam, stream_arn):
         if mapping.get("State") in ("Enabled", "Enabling", "Updating"):
             lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
-            paused.append(mapping["UUID"])
-    if paused:
+        uuids.append(mapping["UUID"])
+    if uuids:
         time.sleep(settle_s)
-    return paused
+    return uuids
 
 
 def resume_mappings(lam: Any, uuids: Sequence[str]) -> None:

@@ -12,7 +12,14 @@ from functions.adapters.fakes import InMemoryAggregateStore
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.testing import SEQ_BASE, fake_ports, make_records, reading_doc
 from iotpipe.emulator import sweep_worker_dirs
-from iotpipe.rebuild import RebuildReport, apply_groups, group_readings, readings_from_lines
+from iotpipe.rebuild import (
+    RebuildReport,
+    apply_groups,
+    group_readings,
+    pause_mappings,
+    readings_from_lines,
+    resume_mappings,
+)
 from iotpipe.recovery import import_template, resolve_name, retained_named
 from iotpipe.template import load_template
 
@@ -116,3 +123,25 @@ def test_sweep_removes_dead_workers_folders_and_keeps_live_and_young_ones(tmp_pa
     assert removed == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ministack-lambda-fn-live",
                                                           "ministack-lambda-fn-young", "other"]
+
+
+class _FakeLambda:
+    def __init__(self, states: dict[str, str]) -> None:
+        self.states = states
+
+    def list_event_source_mappings(self, EventSourceArn: str) -> dict:
+        return {"EventSourceMappings": [{"UUID": u, "State": s} for u, s in self.states.items()]}
+
+    def update_event_source_mapping(self, UUID: str, Enabled: bool) -> None:
+        self.states[UUID] = "Enabled" if Enabled else "Disabled"
+
+
+def test_rebuild_pauses_the_mappings_and_leaves_every_one_enabled_after() -> None:
+    # GIVEN one enabled mapping and one a killed rebuild left disabled
+    lam = _FakeLambda({"a": "Enabled", "b": "Disabled"})
+    # WHEN a rebuild pauses and then resumes them
+    paused = pause_mappings(lam, "arn:stream", settle_s=0)
+    assert lam.states == {"a": "Disabled", "b": "Disabled"}
+    resume_mappings(lam, paused)
+    # THEN both run again
+    assert lam.states == {"a": "Enabled", "b": "Enabled"}
