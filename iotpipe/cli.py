@@ -193,6 +193,7 @@ def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]], emu
 
     names = {id(p): n for p, n in zip(started, ("simulator", "local API"), strict=False)}
     deadline = time.monotonic() + args.duration if args.duration else None
+    failures = 0  # consecutive status failures
     while deadline is None or time.monotonic() < deadline:
         time.sleep(args.interval)
         code = emulator.died()
@@ -213,8 +214,13 @@ def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]], emu
         try:
             s = collect(args.stack, window_hours=1)
         except Exception as exc:  # status is best effort while the emulator is busy
-            _say(f"status unavailable: {exc}")
+            failures += 1
+            alive = "" if failures < 3 or healthy(emulator.endpoint, timeout=5) else (
+                f" (the emulator, pid {emulator.pid}, is running but has not answered its health check: "
+                f"hung or overloaded; see {emulator.state_dir / 'emulator.log'})")
+            _say(f"status unavailable: {exc}{alive}")
             continue
+        failures = 0
         sim = _simulator_stats(args.control_port)
         sent = sim.get("produced", "?")
         _say(f"sent {sent} | in {s.readings_in} ({s.throughput_per_s:.1f}/s) | aggregated {s.aggregated} "
