@@ -23,17 +23,32 @@ class TargetFacts:
     stream_encryption: bool
     # Lambda LoggingConfig is kept on the function (GetFunctionConfiguration returns its LogGroup)
     logging_config_kept: bool
+    # The Kinesis mapping runs a shard's batches ParallelizationFactor at a time (False: the value is
+    # stored and returned by GetEventSourceMapping, and one batch runs at a time; test_fault_scale.py
+    # proves the processor's part with concurrent in-process batches instead)
+    parallelization_honoured: bool = False
+    # SplitShard/MergeShards keep the parent shard's records readable until retention (False: the parent
+    # and every record it held are deleted at once, so a test must let the mapping drain it first)
+    reshard_keeps_parent: bool = True
 
 
 FACTS = {
-    # ministack 1.5.33
-    "embedded": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=True,
-                            logging_config_kept=True),
-    # LocalStack 4.14.0 community (localstack-core; the compose file's default image)
+    # ministack 1.5.33: one poller thread invokes every shard's batches in turn; SplitShard/MergeShards
+    # delete the parent shard with its records, and the mapping starts a shard it has not seen at its end
+    # (LATEST); UpdateShardCount rebuilds the shard map under the same shard ids (the mapping's positions
+    # then point past the new shards' records), so the tests reshard with SplitShard/MergeShards.
+    "embedded": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=False,
+                            logging_config_kept=True, parallelization_honoured=False,
+                            reshard_keeps_parent=False),
+    # LocalStack 4.14.0 community (localstack-core; the compose file's default image): one poller per
+    # mapping, shards round-robin, one batch at a time; kinesis-mock keeps closed parents; the poller finds
+    # children only when a closed parent's iterator ends, and then re-reads every shard from its
+    # StartingPosition (TRIM_HORIZON: a redelivery of the whole stream, which the watermarks absorb)
     "localstack": TargetFacts(gateway_response_templates=False, dashboard_created=False,
-                              stream_encryption=False, logging_config_kept=True),
+                              stream_encryption=False, logging_config_kept=True, parallelization_honoured=False,
+                              reshard_keeps_parent=True),
     "aws": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=True,
-                       logging_config_kept=True),
+                       logging_config_kept=True, parallelization_honoured=True, reshard_keeps_parent=True),
 }
 
 TARGET = os.environ.get("IOTPIPE_TARGET", "embedded")

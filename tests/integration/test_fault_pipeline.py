@@ -9,7 +9,6 @@ nothing lost, nothing counted twice.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -57,10 +56,8 @@ def test_duplicated_producer_sends_are_counted_once(deployed_stack: dict[str, st
     check_pipeline(deployed_stack, batch, extra_duplicates=len(entries))
 
 
-@pytest.mark.skipif(
-    os.environ.get("IOTPIPE_TARGET", "embedded") != "embedded",
-    reason="restarts the embedded emulator it starts itself with its state kept; LocalStack keeps state "
-    "across a restart only with PERSISTENCE, a Pro feature (the compose file sets PERSISTENCE=0)")
+# Whatever the target, this test starts an embedded emulator of its own (LocalStack keeps state across a
+# restart only with PERSISTENCE, a Pro feature): under make test-localstack it runs the same scenario.
 @pytest.mark.timeout(240)
 def test_emulator_restart_mid_run_keeps_state_and_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN an emulator of its own that persists its state, with the stack deployed
