@@ -45,8 +45,8 @@ FACTS = {
     # children only when a closed parent's iterator ends, and then re-reads every shard from its
     # StartingPosition (TRIM_HORIZON: a redelivery of the whole stream, which the watermarks absorb)
     "localstack": TargetFacts(gateway_response_templates=False, dashboard_created=False,
-                              stream_encryption=False, logging_config_kept=True, parallelization_honoured=False,
-                              reshard_keeps_parent=True),
+                              stream_encryption=False, logging_config_kept=True,
+                              parallelization_honoured=False, reshard_keeps_parent=True),
     "aws": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=True,
                        logging_config_kept=True, parallelization_honoured=True, reshard_keeps_parent=True),
 }
