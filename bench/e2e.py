@@ -228,9 +228,9 @@ def put_all(sink: KinesisSink, records: list[Produced]) -> float:
 
 
 # ------------------------------------------------------------------------------------------ no-op
-def create_noop(stream_name: str, count_file: Path, batch_size: int) -> None:
+def create_noop(stream_name: str, count_file: Path, batch_size: int, shards: int = 1) -> None:
     kinesis, lam = boto3.client("kinesis"), boto3.client("lambda")
-    kinesis.create_stream(StreamName=stream_name, ShardCount=1)
+    kinesis.create_stream(StreamName=stream_name, ShardCount=shards)
     wait_until(lambda: kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"][
         "StreamStatus"] == "ACTIVE", 30)
     arn = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]["StreamARN"]
@@ -323,6 +323,204 @@ def say_cold_start(cold: dict[str, Any]) -> None:
             f"({100 * cold[f'{name}_of_lambda_limit']:.0f} % of Lambda's 250 MB)")
 
 
+# ------------------------------------------------------------------------------------------ one point
+def run_point(args: argparse.Namespace, emulator: Emulator, state: Path, shards: int,
+              build: bool) -> dict[str, Any]:
+    """One point of the curve: a stack with ``shards`` shards; capacity, latency and conservation."""
+    stack = f"bench-{uuid.uuid4().hex[:6]}"
+    t0 = time.monotonic()
+    # Shards and parallelism are template parameters; the packages are built once, for the first point.
+    deploy(stack, "embedded", quiet=True,
+           extra_args=["--param", f"ShardCount={shards}",
+                       "--param", f"ParallelizationFactor={args.parallelization}",
+                       *([] if build else ["--no-build"])])
+    out = stack_outputs(stack)
+    say(f"--- {shards} shard(s): stack {stack} deployed in {time.monotonic() - t0:.1f} s")
+    ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+
+    fleet = generate_fleet(args.devices, args.seed)
+    register_fleet(fleet, out["DevicesTableName"], ddb)
+    noop_stream = f"{stack}-noop"
+    count_file = state / f"noop-{shards}.counts"
+    create_noop(noop_stream, count_file, batch_size=500, shards=shards)
+    say(f"registered {len(fleet)} devices; no-op function + mapping on stream {noop_stream}")
+
+    # ---- 1. capacity: the same backlog to the no-op and to the pipeline, one after the other
+    base = SimulatorConfig(devices=args.devices, rate_hz=args.rate, seed=args.seed,
+                           malformed_rate=args.malformed_rate, burst=True)
+    backlog_start = int((time.time() - 240) * 1000)  # 4 min old: inside the allowed lateness
+    backlog = generate(replace(base, count=args.burst_records), fleet, backlog_start)
+    # The sinks' token buckets keep a real stream under its shard limits; the emulator has none, and
+    # the backlog must go in faster than it drains, so tell the sink the stream is wide.
+    noop_sink = KinesisSink(noop_stream, shard_count=UNTHROTTLED_SHARDS, endpoint_url=emulator.endpoint,
+                            pack=args.pack)
+    noop_sink.setup()
+    t_noop = time.time()
+    put_s = put_all(noop_sink, backlog)
+    # The no-op counts Kinesis records; with packing one record carries several readings, so the
+    # rate is reported in readings (what the pipeline's figure counts) once every record drained.
+    kinesis_records = noop_sink.stats.records
+    wait_until(lambda: noop_progress(count_file)[0] >= kinesis_records, args.timeout)
+    n_noop, last_noop = noop_progress(count_file)
+    drained = len(backlog) if n_noop >= kinesis_records else n_noop
+    noop_rate = drained / max(last_noop - t_noop, 1e-9)
+    say(f"no-op:    {n_noop}/{kinesis_records} Kinesis records ({len(backlog)} readings) drained at "
+        f"{noop_rate:,.0f} readings/s (put took {put_s:.1f} s)")
+
+    sink = KinesisSink(out["StreamName"], shard_count=UNTHROTTLED_SHARDS, endpoint_url=emulator.endpoint,
+                       pack=args.pack)
+    sink.setup()
+    exp_backlog = expected_of(backlog)
+    t_pipe = time.monotonic()
+    put_all(sink, backlog)
+    done = wait_until(lambda: aggregated_totals(ddb, out["AggregatesTableName"])[0]
+                      >= exp_backlog["aggregated"], args.timeout, 0.25)
+    drain_s = time.monotonic() - t_pipe
+    agg_after_backlog = aggregated_totals(ddb, out["AggregatesTableName"])[0]
+    pipe_rate = len(backlog) / drain_s
+    say(f"pipeline: {agg_after_backlog}/{exp_backlog['aggregated']} valid readings aggregated, "
+        f"{len(backlog)} records in {drain_s:.1f} s = {pipe_rate:,.0f} records/s"
+        f"{'' if done else ' (TIMED OUT)'}; ratio to no-op {pipe_rate / noop_rate:.2f}")
+
+    # ---- 2. latency: paced N x R Hz in real time, sample devices timed through the API
+    paced = generate(replace(base, duration_s=args.duration, burst=False), fleet, int(time.time() * 1000))
+    samples = {d.device_id for d in fleet[: args.samples]}
+    pending: dict[str, list[tuple[int, int, float]]] = defaultdict(list)  # dev -> (window, n-th, sent)
+    seen_per_window: Counter[tuple[str, int]] = Counter()
+    latencies: list[float] = []
+    api = f"{out['ApiUrl']}/devices/{{}}/aggregates"
+    headers = {"x-api-key": out["ApiKey"]}
+    stop_polling = threading.Event()
+    lock = threading.Lock()
+
+    def poll() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop_polling.is_set():
+                with lock:
+                    devices = [d for d, lst in pending.items() if lst]
+                if not devices:
+                    if stop_polling.wait(0.2):
+                        return
+                    continue
+                for dev in devices:
+                    now = datetime.now(UTC)
+                    params = {"from": (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                              "to": (now + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                    try:
+                        r = http.get(api.format(dev), params=params, headers=headers)
+                    except httpx.HTTPError:
+                        continue
+                    seen_at = time.time()
+                    if r.status_code != 200:
+                        continue
+                    counts = {int(datetime.fromisoformat(i["window_start"].replace("Z", "+00:00"))
+                                  .timestamp()): int(i["count"]) for i in r.json().get("items", [])}
+                    with lock:
+                        keep = []
+                        for window, nth, sent in pending[dev]:
+                            if counts.get(window, 0) >= nth:
+                                latencies.append(seen_at - sent)
+                            else:
+                                keep.append((window, nth, sent))
+                        pending[dev] = keep
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    t_paced = time.time()
+    start_ms = paced[0].send_ms if paced else 0
+    i = 0
+    while i < len(paced):
+        # Send everything due by now (the simulator's own send times, relative to the wall clock).
+        due_ms = start_ms + (time.time() - t_paced) * 1000
+        j = i
+        while j < len(paced) and paced[j].send_ms <= due_ms:
+            j += 1
+        if j == i:
+            time.sleep(0.02)
+            continue
+        chunk = paced[i:j]
+        for p in chunk:
+            sink.add(p)
+        sink.flush()
+        sent_at = time.time()
+        with lock:
+            for p in chunk:
+                if p.device_id in samples and p.category != "malformed":
+                    window = p.event_ms // 60_000 * 60
+                    seen_per_window[(p.device_id, window)] += 1
+                    pending[p.device_id].append((window, seen_per_window[(p.device_id, window)], sent_at))
+        i = j
+    sent_s = time.time() - t_paced
+    exp_all = expected_of(backlog + paced)
+    wait_until(lambda: aggregated_totals(ddb, out["AggregatesTableName"])[0] >= exp_all["aggregated"],
+               args.timeout, 0.5)
+    wait_until(lambda: not any(pending.values()), 30, 0.5)
+    stop_polling.set()
+    poller.join(timeout=15)
+    lost_samples = sum(len(v) for v in pending.values())
+    p50, p99 = pct(latencies, 50), pct(latencies, 99)
+    say(f"latency:  {len(paced)} records paced at {len(paced) / sent_s:,.0f}/s over {sent_s:.0f} s; "
+        f"{len(latencies)} sample readings produce->queryable p50 {p50 or float('nan'):.2f} s, "
+        f"p99 {p99 or float('nan'):.2f} s (API polled ~1/s per device: +-1 s resolution)"
+        f"{f'; {lost_samples} never seen' if lost_samples else ''}")
+
+    # ---- 3. conservation
+    time.sleep(2)  # let the last archive writes land
+    agg_total, writes, items, item_bytes = aggregated_totals(ddb, out["AggregatesTableName"])
+    arch = archive_totals(s3, out["ArchiveBucketName"])
+    produced = len(backlog) + len(paced)
+    quarantined = dict(arch["reasons"])
+    accounted = agg_total + sum(quarantined.values()) + arch["duplicate_lines"]
+    checks = {
+        "aggregated": (agg_total, exp_all["aggregated"]),
+        "duplicates": (arch["duplicate_lines"], exp_all["duplicates"]),
+        **{f"quarantined.{r}": (quarantined.get(r, 0), n) for r, n in
+           sorted({**dict.fromkeys(quarantined, 0), **exp_all["quarantined"]}.items())},
+    }
+    conserved = accounted == produced and all(a == b for a, b in checks.values())
+    say(f"conservation: produced {produced} = aggregated {agg_total} + quarantined "
+        f"{sum(quarantined.values())} {quarantined} + duplicates {arch['duplicate_lines']} "
+        f"-> {'OK' if conserved else 'MISMATCH'}")
+    for name, (got, want) in checks.items():
+        if got != want:
+            say(f"  mismatch {name}: pipeline {got}, simulator labels {want}")
+
+    kinesis_bytes = sum(len(p.payload) for p in backlog) + sum(len(p.payload) for p in paced)
+    invocations = len(set(arch["ranges"]))  # one archive range per invocation with done records
+    return {
+        "shards": shards,
+        "outputs": out,
+        "backlog": backlog,
+        "latencies": latencies,
+        "records_produced": produced,
+        "sustained_records_per_s": round(pipe_rate, 1),
+        "noop_records_per_s": round(noop_rate, 1),
+        "sustained_to_noop_ratio": round(pipe_rate / noop_rate, 3) if noop_rate else None,
+        "paced_offered_records_per_s": round(len(paced) / sent_s, 1) if sent_s else None,
+        "latency_p50_s": round(p50, 3) if p50 is not None else None,
+        "latency_p99_s": round(p99, 3) if p99 is not None else None,
+        "latency_mean_s": round(statistics.fmean(latencies), 3) if latencies else None,
+        "latency_samples": len(latencies),
+        "latency_samples_never_seen": lost_samples,
+        "conserved": conserved,
+        "aggregated": agg_total,
+        "quarantined": quarantined,
+        "duplicates": arch["duplicate_lines"],
+        "expected": exp_all,
+        "cost_inputs": {
+            "readings": produced,
+            "kinesis_bytes": kinesis_bytes,
+            "ddb_writes": writes,
+            "ddb_reads": writes,  # one consistent BatchGetItem row per window write (prefetch)
+            "ddb_item_bytes_avg": round(item_bytes / items, 1) if items else None,
+            "s3_puts": arch["versions"],
+            "s3_bytes": arch["bytes"],
+            "processor_invocations": invocations,
+            "note": "counted on ministack, which ignores the batching window: smaller batches than AWS",
+        },
+    }
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -333,6 +531,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--malformed-rate", type=float, default=0.02)
     ap.add_argument("--samples", type=int, default=8, help="devices whose readings are timed via the API")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--shards", default="1",
+                    help="comma-separated shard counts, one point of the scaling curve each (e.g. 1,2,4,8)")
+    ap.add_argument("--parallelization", type=int, default=1,
+                    help="ParallelizationFactor of every point's mapping (both emulators run 1 regardless)")
+    ap.add_argument("--calls-batch", type=int, default=0,
+                    help="Kinesis records per in-process batch when counting AWS calls (0: the first "
+                         "point's mean records per invocation)")
     ap.add_argument("--pack", type=int, default=1,
                     help="readings per Kinesis record for both phases and the no-op (the simulator's "
                          "default is 25; 1 measures the per-record path, the pipeline's worst case)")
@@ -348,233 +553,54 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"benchmark": "e2e_cold_start", **cold}))
         return 0
 
+    shard_counts = [int(n) for n in args.shards.split(",") if n.strip()]
     t_run = time.monotonic()
     state = Path(tempfile.mkdtemp(prefix="iotpipe-bench-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
     os.environ.update(emulator.client_env())
     assert emulator.pid is not None
+    say(f"emulator {emulator.endpoint} (pid {emulator.pid}); shard counts {shard_counts}")
     rss = RssSampler(emulator.pid)
     rss.start()
-    figures: dict[str, Any] = {"devices": args.devices, "rate_hz": args.rate, "duration_s": args.duration}
+    figures: dict[str, Any] = {"devices": args.devices, "rate_hz": args.rate, "duration_s": args.duration,
+                               "parallelization_factor": args.parallelization}
+    points: list[dict[str, Any]] = []
     try:
-        stack = f"bench-{uuid.uuid4().hex[:6]}"
-        t0 = time.monotonic()
-        deploy(stack, "embedded", quiet=True)
-        out = stack_outputs(stack)
-        say(f"emulator {emulator.endpoint} (pid {emulator.pid}); stack {stack} deployed in "
-            f"{time.monotonic() - t0:.1f} s")
-        ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+        for i, shards in enumerate(shard_counts):
+            points.append(run_point(args, emulator, state, shards, build=i == 0))
+        first = points[0]
+        inputs = first["cost_inputs"]
+        per_invocation = inputs["readings"] / max(1, inputs["processor_invocations"])
+        calls = count_calls(first["outputs"], args, int(args.calls_batch or max(1, round(per_invocation))))
+        say_calls(calls)
 
-        fleet = generate_fleet(args.devices, args.seed)
-        register_fleet(fleet, out["DevicesTableName"], ddb)
-        noop_stream = f"{stack}-noop"
-        count_file = state / "noop.counts"
-        create_noop(noop_stream, count_file, batch_size=500)
-        say(f"registered {len(fleet)} devices; no-op function + mapping on stream {noop_stream}")
-
-        # ---- 1. capacity: the same backlog to the no-op and to the pipeline, one after the other
-        base = SimulatorConfig(devices=args.devices, rate_hz=args.rate, seed=args.seed,
-                               malformed_rate=args.malformed_rate, burst=True)
-        backlog_start = int((time.time() - 240) * 1000)  # 4 min old: inside the allowed lateness
-        backlog = generate(replace(base, count=args.burst_records), fleet, backlog_start)
-        # The sinks' token buckets keep a real stream under its shard limits; the emulator has none, and
-        # the backlog must go in faster than it drains, so tell the sink the stream is wide.
-        noop_sink = KinesisSink(noop_stream, shard_count=UNTHROTTLED_SHARDS, endpoint_url=emulator.endpoint,
-                                pack=args.pack)
-        noop_sink.setup()
-        t_noop = time.time()
-        put_s = put_all(noop_sink, backlog)
-        # The no-op counts Kinesis records; with packing one record carries several readings, so the
-        # rate is reported in readings (what the pipeline's figure counts) once every record drained.
-        kinesis_records = noop_sink.stats.records
-        wait_until(lambda: noop_progress(count_file)[0] >= kinesis_records, args.timeout)
-        n_noop, last_noop = noop_progress(count_file)
-        drained = len(backlog) if n_noop >= kinesis_records else n_noop
-        noop_rate = drained / max(last_noop - t_noop, 1e-9)
-        say(f"no-op:    {n_noop}/{kinesis_records} Kinesis records ({len(backlog)} readings) drained at "
-            f"{noop_rate:,.0f} readings/s (put took {put_s:.1f} s)")
-
-        sink = KinesisSink(out["StreamName"], shard_count=UNTHROTTLED_SHARDS, endpoint_url=emulator.endpoint,
-                           pack=args.pack)
-        sink.setup()
-        exp_backlog = expected_of(backlog)
-        t_pipe = time.monotonic()
-        put_all(sink, backlog)
-        done = wait_until(lambda: aggregated_totals(ddb, out["AggregatesTableName"])[0]
-                          >= exp_backlog["aggregated"], args.timeout, 0.25)
-        drain_s = time.monotonic() - t_pipe
-        agg_after_backlog = aggregated_totals(ddb, out["AggregatesTableName"])[0]
-        pipe_rate = len(backlog) / drain_s
-        say(f"pipeline: {agg_after_backlog}/{exp_backlog['aggregated']} valid readings aggregated, "
-            f"{len(backlog)} records in {drain_s:.1f} s = {pipe_rate:,.0f} records/s"
-            f"{'' if done else ' (TIMED OUT)'}; ratio to no-op {pipe_rate / noop_rate:.2f}")
-
-        # ---- 2. latency: paced N x R Hz in real time, sample devices timed through the API
-        paced = generate(replace(base, duration_s=args.duration, burst=False), fleet, int(time.time() * 1000))
-        samples = {d.device_id for d in fleet[: args.samples]}
-        pending: dict[str, list[tuple[int, int, float]]] = defaultdict(list)  # dev -> (window, n-th, sent)
-        seen_per_window: Counter[tuple[str, int]] = Counter()
-        latencies: list[float] = []
-        api = f"{out['ApiUrl']}/devices/{{}}/aggregates"
-        headers = {"x-api-key": out["ApiKey"]}
-        stop_polling = threading.Event()
-        lock = threading.Lock()
-
-        def poll() -> None:
-            with httpx.Client(timeout=10) as http:
-                while not stop_polling.is_set():
-                    with lock:
-                        devices = [d for d, lst in pending.items() if lst]
-                    if not devices:
-                        if stop_polling.wait(0.2):
-                            return
-                        continue
-                    for dev in devices:
-                        now = datetime.now(UTC)
-                        params = {"from": (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                  "to": (now + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-                        try:
-                            r = http.get(api.format(dev), params=params, headers=headers)
-                        except httpx.HTTPError:
-                            continue
-                        seen_at = time.time()
-                        if r.status_code != 200:
-                            continue
-                        counts = {int(datetime.fromisoformat(i["window_start"].replace("Z", "+00:00"))
-                                      .timestamp()): int(i["count"]) for i in r.json().get("items", [])}
-                        with lock:
-                            keep = []
-                            for window, nth, sent in pending[dev]:
-                                if counts.get(window, 0) >= nth:
-                                    latencies.append(seen_at - sent)
-                                else:
-                                    keep.append((window, nth, sent))
-                            pending[dev] = keep
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        t_paced = time.time()
-        start_ms = paced[0].send_ms if paced else 0
-        i = 0
-        while i < len(paced):
-            # Send everything due by now (the simulator's own send times, relative to the wall clock).
-            due_ms = start_ms + (time.time() - t_paced) * 1000
-            j = i
-            while j < len(paced) and paced[j].send_ms <= due_ms:
-                j += 1
-            if j == i:
-                time.sleep(0.02)
-                continue
-            chunk = paced[i:j]
-            for p in chunk:
-                sink.add(p)
-            sink.flush()
-            sent_at = time.time()
-            with lock:
-                for p in chunk:
-                    if p.device_id in samples and p.category != "malformed":
-                        window = p.event_ms // 60_000 * 60
-                        seen_per_window[(p.device_id, window)] += 1
-                        pending[p.device_id].append((window, seen_per_window[(p.device_id, window)], sent_at))
-            i = j
-        sent_s = time.time() - t_paced
-        exp_all = expected_of(backlog + paced)
-        wait_until(lambda: aggregated_totals(ddb, out["AggregatesTableName"])[0] >= exp_all["aggregated"],
-                   args.timeout, 0.5)
-        wait_until(lambda: not any(pending.values()), 30, 0.5)
-        stop_polling.set()
-        poller.join(timeout=15)
-        lost_samples = sum(len(v) for v in pending.values())
-        p50, p99 = pct(latencies, 50), pct(latencies, 99)
-        say(f"latency:  {len(paced)} records paced at {len(paced) / sent_s:,.0f}/s over {sent_s:.0f} s; "
-            f"{len(latencies)} sample readings produce->queryable p50 {p50 or float('nan'):.2f} s, "
-            f"p99 {p99 or float('nan'):.2f} s (API polled ~1/s per device: +-1 s resolution)"
-            f"{f'; {lost_samples} never seen' if lost_samples else ''}")
-
-        # ---- 3. conservation
-        time.sleep(2)  # let the last archive writes land
-        agg_total, writes, items, item_bytes = aggregated_totals(ddb, out["AggregatesTableName"])
-        arch = archive_totals(s3, out["ArchiveBucketName"])
-        produced = len(backlog) + len(paced)
-        quarantined = dict(arch["reasons"])
-        accounted = agg_total + sum(quarantined.values()) + arch["duplicate_lines"]
-        checks = {
-            "aggregated": (agg_total, exp_all["aggregated"]),
-            "duplicates": (arch["duplicate_lines"], exp_all["duplicates"]),
-            **{f"quarantined.{r}": (quarantined.get(r, 0), n) for r, n in
-               sorted({**dict.fromkeys(quarantined, 0), **exp_all["quarantined"]}.items())},
-        }
-        conserved = accounted == produced and all(a == b for a, b in checks.values())
-        say(f"conservation: produced {produced} = aggregated {agg_total} + quarantined "
-            f"{sum(quarantined.values())} {quarantined} + duplicates {arch['duplicate_lines']} "
-            f"-> {'OK' if conserved else 'MISMATCH'}")
-        for name, (got, want) in checks.items():
-            if got != want:
-                say(f"  mismatch {name}: pipeline {got}, simulator labels {want}")
-
-        # ---- 4/5. memory, cold start, sizes
+        # ---- memory, cold start, sizes
         rss.stop()
         cold = cold_start()
         say(f"memory:   peak RSS of the emulator tree {rss.peak_bytes / 2**20:,.0f} MiB "
             f"({rss.peak_processes} processes)")
         say_cold_start(cold)
-
-        plot = None
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            if latencies:
-                (ROOT / "out").mkdir(exist_ok=True)
-                fig, ax = plt.subplots(figsize=(7, 4))
-                ax.hist(latencies, bins=40)
-                ax.axvline(p50 or 0, color="k", linestyle="--", label=f"p50 {p50:.2f} s")
-                ax.axvline(p99 or 0, color="r", linestyle="--", label=f"p99 {p99:.2f} s")
-                ax.set_xlabel("produce -> queryable through the API (s)")
-                ax.set_ylabel("sample readings")
-                ax.set_title(f"iotpipe e2e on ministack: {args.devices} devices x {args.rate:g} Hz")
-                ax.legend()
-                plot = str(ROOT / "out" / "e2e-latency.png")
-                fig.savefig(plot, dpi=100, bbox_inches="tight")
-        except ImportError:
-            say("(matplotlib not installed: no latency plot)")
-
-        kinesis_bytes = sum(len(p.payload) for p in backlog) + sum(len(p.payload) for p in paced)
-        invocations = len(set(arch["ranges"]))  # one archive range per invocation with done records
+        say("curve:    shards | records/s | no-op/s | ratio | p50 s | p99 s | conserved")
+        for pt in points:
+            say(f"          {pt['shards']:6d} | {pt['sustained_records_per_s']:9,.0f} | "
+                f"{pt['noop_records_per_s']:7,.0f} | {pt['sustained_to_noop_ratio'] or 0:5.2f} | "
+                f"{pt['latency_p50_s'] or float('nan'):5.2f} | {pt['latency_p99_s'] or float('nan'):5.2f} | "
+                f"{pt['conserved']}")
+        plots = make_plots(args, points)
+        hidden = ("outputs", "backlog", "latencies")
+        curve = [{k: v for k, v in pt.items() if k not in hidden} for pt in points]
+        # The first point's figures stay at the top level (earlier runs' keys, `iotpipe cost --from-bench`).
+        figures.update({k: v for k, v in curve[0].items() if k != "shards"})
         figures.update({
-            "records_produced": produced,
-            "sustained_records_per_s": round(pipe_rate, 1),
-            "noop_records_per_s": round(noop_rate, 1),
-            "sustained_to_noop_ratio": round(pipe_rate / noop_rate, 3) if noop_rate else None,
-            "paced_offered_records_per_s": round(len(paced) / sent_s, 1) if sent_s else None,
-            "latency_p50_s": round(p50, 3) if p50 is not None else None,
-            "latency_p99_s": round(p99, 3) if p99 is not None else None,
-            "latency_mean_s": round(statistics.fmean(latencies), 3) if latencies else None,
-            "latency_samples": len(latencies),
-            "latency_samples_never_seen": lost_samples,
-            "conserved": conserved,
-            "aggregated": agg_total,
-            "quarantined": quarantined,
-            "duplicates": arch["duplicate_lines"],
-            "expected": exp_all,
+            "shards": shard_counts,
+            "curve": curve,
+            "conserved": all(pt["conserved"] for pt in points),
+            "calls": calls,
             "peak_rss_bytes": rss.peak_bytes,
             "peak_rss_processes": rss.peak_processes,
             **cold,
-            "latency_plot": plot,
+            **plots,
             "run_s": round(time.monotonic() - t_run, 1),
-            "cost_inputs": {
-                "readings": produced,
-                "kinesis_bytes": kinesis_bytes,
-                "ddb_writes": writes,
-                "ddb_reads": writes,  # one consistent BatchGetItem row per window write (prefetch)
-                "ddb_item_bytes_avg": round(item_bytes / items, 1) if items else None,
-                "s3_puts": arch["versions"],
-                "s3_bytes": arch["bytes"],
-                "processor_invocations": invocations,
-                "note": "counted on ministack, which ignores the batching window: smaller batches than AWS",
-            },
         })
     finally:
         rss.stop()
@@ -582,6 +608,148 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures, sort_keys=True, default=str))
     return 0 if figures.get("conserved") else 1
 
+
+def make_plots(args: argparse.Namespace, points: list[dict[str, Any]]) -> dict[str, str | None]:
+    """out/e2e-latency.png (the last point's latency histogram) and out/e2e-scaling.png (the curve)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("(matplotlib not installed: no plots)")
+        return {"latency_plot": None, "scaling_plot": None}
+    (ROOT / "out").mkdir(exist_ok=True)
+    out: dict[str, str | None] = {"latency_plot": None}
+    last = points[-1]
+    if last["latencies"]:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.hist(last["latencies"], bins=40)
+        for q, color in (("p50", "k"), ("p99", "r")):
+            value = last[f"latency_{q}_s"] or 0
+            ax.axvline(value, color=color, linestyle="--", label=f"{q} {value} s")
+        ax.set_xlabel("produce -> queryable through the API (s)")
+        ax.set_ylabel("sample readings")
+        ax.set_title(f"iotpipe e2e on ministack: {args.devices} devices x {args.rate:g} Hz, "
+                     f"{last['shards']} shard(s)")
+        ax.legend()
+        out["latency_plot"] = str(ROOT / "out" / "e2e-latency.png")
+        fig.savefig(out["latency_plot"], dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    shards = [pt["shards"] for pt in points]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(shards, [pt["sustained_records_per_s"] for pt in points], "o-", label="pipeline (to DynamoDB)")
+    ax1.plot(shards, [pt["noop_records_per_s"] for pt in points], "s--", label="no-op function")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xticks(shards, [str(n) for n in shards])
+    ax1.set_xlabel("Kinesis shards")
+    ax1.set_ylabel("sustained records/s (backlog drain)")
+    ax1.legend()
+    ax2.plot(shards, [pt["latency_p50_s"] for pt in points], "o-", label="p50")
+    ax2.plot(shards, [pt["latency_p99_s"] for pt in points], "o-", label="p99")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xticks(shards, [str(n) for n in shards])
+    ax2.set_xlabel("Kinesis shards")
+    ax2.set_ylabel(f"produce -> queryable (s), paced {args.devices} x {args.rate:g} Hz")
+    ax2.legend()
+    fig.suptitle("iotpipe on ministack (one emulator, 2 shared cores)")
+    out["scaling_plot"] = str(ROOT / "out" / "e2e-scaling.png")
+    fig.savefig(out["scaling_plot"], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ AWS calls
+def count_calls(outputs: dict[str, str], args: argparse.Namespace, batch_records: int) -> dict[str, Any]:
+    """AWS calls per 1,000 readings, counted on the emulator with botocore event hooks.
+
+    The processor's calls happen inside the emulator's Lambda workers, where a hook in this process cannot
+    see them; so the real handler (real adapters, detector included) runs here, in-process, against the
+    first point's stack, on fresh simulator records (new device ids, so every window is new) cut into
+    batches of ``batch_records`` Kinesis records of one shard, as the mapping delivered them.
+    """
+    import math
+
+    from functions.adapters.clients import client
+    from functions.processor import handler as processor
+    from functions.processor.testing import SEQ_BASE, FakeLambdaContext, kinesis_event_record
+    from functions.settings import get_settings
+
+    os.environ.update({"STREAM_NAME": outputs["StreamName"], "DEVICES_TABLE": outputs["DevicesTableName"],
+                       "AGGREGATES_TABLE": outputs["AggregatesTableName"],
+                       "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
+                       "ARCHIVE_BUCKET": outputs["ArchiveBucketName"],
+                       "ALERTS_TOPIC_ARN": outputs["AlertsTopicArn"],
+                       "PARTIAL_BATCH_RESPONSE": "raise"})
+    get_settings.cache_clear()
+    client.cache_clear()
+    processor._ports = processor._config = None
+    counts: Counter[str] = Counter()
+    wcu = 0
+    lock = threading.Lock()
+
+    def on_call(model: Any, params: dict[str, Any], **_: Any) -> None:
+        nonlocal wcu
+        name = model.name
+        with lock:
+            if name == "PutItem":
+                table = "aggregates" if params["TableName"] == outputs["AggregatesTableName"] else "other"
+                counts[f"dynamodb.PutItem.{table}"] += 1
+                # 1 WCU per started KB of the item written (standard tables, on-demand bills the same WRU)
+                wcu += math.ceil(sum(len(k) + ddb_size(v) for k, v in params["Item"].items()) / 1024)
+            elif name == "BatchGetItem":
+                counts["dynamodb.BatchGetItem"] += 1
+                keys = sum(len(r["Keys"]) for r in params["RequestItems"].values())
+                counts["dynamodb.BatchGetItem.keys"] += keys
+            elif name in ("UpdateItem", "BatchWriteItem"):
+                counts[f"dynamodb.{name}"] += 1
+                wcu += 1
+            else:
+                counts[f"{model.service_model.service_name}.{name}"] += 1
+
+    for service in ("dynamodb", "s3", "sns", "cloudwatch"):
+        client(service).meta.events.register("before-call.*.*", on_call)
+    fleet = generate_fleet(args.devices, args.seed)
+    prefix = "calls-"
+    ddb = boto3.client("dynamodb")
+    items = []
+    for d in fleet:
+        item = d.to_dynamodb_item()
+        item["device_id"] = {"S": prefix + d.device_id}
+        items.append({"PutRequest": {"Item": item}})
+    for i in range(0, len(items), 25):
+        ddb.batch_write_item(RequestItems={outputs["DevicesTableName"]: items[i : i + 25]})
+    config = SimulatorConfig(devices=args.devices, rate_hz=args.rate, seed=args.seed + 1,
+                             malformed_rate=args.malformed_rate, burst=True, count=args.burst_records)
+    records = generate(config, fleet, int((time.time() - 200) * 1000))
+    payloads = [p.payload.replace(b'"dev-', f'"{prefix}dev-'.encode()) for p in records]
+    events = [kinesis_event_record(data, SEQ_BASE + i, "shardId-000000000000", time.time(),
+                                   prefix + records[i].device_id) for i, data in enumerate(payloads)]
+    counts.clear()
+    wcu = 0
+    t0 = time.perf_counter()
+    invocations = 0
+    handed_back: list[str] = []
+    for i in range(0, len(events), batch_records):
+        try:
+            processor.handler({"Records": events[i : i + batch_records]}, FakeLambdaContext())
+        except processor.HandBack as exc:  # counted, not fatal: the curve above is already measured
+            handed_back.append(str(exc))
+        invocations += 1
+    elapsed = time.perf_counter() - t0
+    readings = len(payloads)
+    per_k = {k: round(v * 1000 / readings, 2) for k, v in sorted(counts.items())}
+    return {"readings": readings, "batch_records": batch_records, "invocations": invocations,
+            "per_1000_readings": per_k, "wcu_per_1000_readings": round(wcu * 1000 / readings, 2),
+            "in_process_records_per_s": round(readings / elapsed, 1), "handed_back": handed_back,
+            "note": "the real handler in-process against ministack's DynamoDB/S3; one shard, batches of "
+                    "batch_records as the mapping delivered them in the first point"}
+
+
+def say_calls(calls: dict[str, Any]) -> None:
+    per_k = ", ".join(f"{k} {v}" for k, v in calls["per_1000_readings"].items())
+    say(f"calls:    per 1,000 readings (batches of {calls['batch_records']} records, {calls['invocations']} "
+        f"invocations, in-process): {per_k}; ~{calls['wcu_per_1000_readings']} WCU")
 
 if __name__ == "__main__":
     raise SystemExit(main())

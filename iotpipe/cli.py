@@ -1,6 +1,7 @@
 """``iotpipe``: run the pipeline on the embedded emulator, deploy it, and look at it.
 
-    iotpipe up [--devices N] [--rate HZ] [--port P] [--fresh]   emulator + deploy + seed + simulator + API
+    iotpipe up [--devices N] [--rate HZ] [--shards N] [--parallelization N] [--port P] [--fresh]
+                                                                 emulator + deploy + seed + simulator + API
     iotpipe down                                                 stop what `up` started (by its pid)
     iotpipe deploy [--target embedded|localstack|aws] [...]      scripts/deploy.sh
     iotpipe status [--json] [--stack NAME]                       outputs and pipeline counts
@@ -49,6 +50,13 @@ def _port_free(port: int) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ up
+def scale_params(shards: int, parallelization: int) -> list[str]:
+    """deploy.sh arguments for the stream's shard count and the mapping's ParallelizationFactor."""
+    if not 1 <= shards <= 64 or not 1 <= parallelization <= 10:
+        raise SystemExit(f"--shards must be 1..64, --parallelization 1..10 (got {shards}, {parallelization})")
+    return ["--param", f"ShardCount={shards}", "--param", f"ParallelizationFactor={parallelization}"]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     existing = Emulator.from_pidfile()
     if existing and healthy(existing.endpoint):
@@ -96,7 +104,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"      emulator ready: {emulator.endpoint} (pid {emulator.pid}, state {state_dir})")
 
         _say(f"[2/5] deploying stack '{args.stack}' with scripts/deploy.sh ...")
-        deploy(args.stack, target="embedded", quiet=not args.verbose)
+        # Shards and parallelism are template parameters (a re-run with other values updates the stream).
+        deploy(args.stack, target="embedded", quiet=not args.verbose,
+               extra_args=scale_params(args.shards, args.parallelization))
         outputs = stack_outputs(args.stack)
         _say(f"      stack {outputs['StackStatus']}: stream {outputs['StreamName']}")
 
@@ -334,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--devices", type=int, default=int(os.environ.get("SIM_DEVICES", "20")))
     up.add_argument("--rate", type=float, default=float(os.environ.get("SIM_RATE_HZ", "1")))
     up.add_argument("--seed", type=int, default=int(os.environ.get("SIM_SEED", "42")))
+    up.add_argument("--shards", type=int, default=int(os.environ.get("SHARD_COUNT", "1")),
+                    help="Kinesis shards (template parameter ShardCount)")
+    up.add_argument("--parallelization", type=int, default=int(os.environ.get("PARALLELIZATION_FACTOR", "1")),
+                    help="concurrent batches per shard (ParallelizationFactor; the emulators run 1)")
     up.add_argument("--anomaly-rate", type=float, default=float(os.environ.get("SIM_ANOMALY_RATE", "0.01")))
     up.add_argument("--malformed-rate", type=float,
                     default=float(os.environ.get("SIM_MALFORMED_RATE", "0.01")))

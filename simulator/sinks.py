@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import random
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,15 +175,40 @@ class Backoff:
         return self.rng.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
 
 
+# Pack groups (see KinesisSink): a power of two, so they divide evenly over 1, 2, 4, ... shards.
+PACK_GROUPS = 64
+_HASH_SPACE = 2**128
+
+
+def pack_group(device_id: str) -> int:
+    """The pack group of a device: stable across runs and processes (crc32, not ``hash``)."""
+    return zlib.crc32(device_id.encode()) % PACK_GROUPS
+
+
+def group_entry(data: bytes, group: int) -> dict[str, Any]:
+    """A PutRecords entry for a group: its partition key, and an explicit hash key in the middle of the
+    group's slice of the hash space (an even spread over shards, which MD5 of 64 keys would not give)."""
+    return {"Data": data, "PartitionKey": f"pack-{group:02d}",
+            "ExplicitHashKey": str((2 * group + 1) * _HASH_SPACE // (2 * PACK_GROUPS))}
+
+
 class KinesisSink(Sink):
     """PutRecords in batches of <= 500 records and <= 5 MiB; optionally packs readings into records.
 
-    With ``pack`` > 1, up to ``pack`` good readings (any devices) are packed into one Kinesis record per
-    flush: a JSON array of the readings' payloads (docs/data-model.md), at most ``max_pack_bytes``
-    (64 KiB), partition key = the device id of the pack's first reading, so packs spread over shards. A
-    pack of one reading is sent as the plain object. Malformed test records are always sent alone, as
-    produced (so the processor sees exactly their malformation), after closing the open pack so that
-    send order is kept. ``pack=1`` sends one record per reading, partition key = device id.
+    With ``pack`` > 1, up to ``pack`` good readings are packed into one Kinesis record per flush: a JSON
+    array of the readings' payloads (docs/data-model.md), at most ``max_pack_bytes`` (64 KiB). A pack
+    holds readings of one *pack group* only (``PACK_GROUPS`` groups, a device's group fixed by a hash of
+    its id), and every record of a group carries the group's partition key and an explicit hash key in
+    the middle of the group's slice of the hash space. So a device's records always land on one shard
+    and, with ParallelizationFactor > 1, in one of that shard's concurrent batches, in send order: the
+    precondition of the processor's per-shard watermark (docs/processing.md#exactly-once). Packing any
+    devices together (as before) put one device's readings on several shards and, under a
+    parallelization factor, in concurrent batches of one shard, where a later batch's watermark could
+    hide an earlier batch's readings. 64 groups spread evenly over 1, 2, 4, ... 64 shards.
+    A pack of one reading is sent as the plain object. Malformed test records are always sent alone, as
+    produced (so the processor sees exactly their malformation), under their device's group key, after
+    closing that group's open pack so that send order per key is kept. ``pack=1`` sends one record per
+    reading, partition key = device id.
 
     Only the entries that failed are resent (PutRecords is not all-or-nothing), with exponential
     backoff and jitter; a failed packed entry is resent whole. A token bucket keeps the producer under
@@ -226,10 +252,8 @@ class KinesisSink(Sink):
         # Entries waiting for PutRecords, each with the number of readings it carries.
         self._batch: list[tuple[dict[str, Any], int]] = []
         self._batch_bytes = 0
-        # The open pack: payloads of good readings, its JSON array size, its partition key.
-        self._pack: list[bytes] = []
-        self._pack_bytes = 1
-        self._pack_key = ""
+        # The open pack of each group: payloads of good readings and its JSON array size.
+        self._packs: dict[int, tuple[list[bytes], int]] = {}
         self.max_batch_records = KINESIS_MAX_RECORDS
         self.max_batch_bytes = KINESIS_MAX_BATCH_BYTES
         self._records_bucket: TokenBucket | None = None
@@ -261,39 +285,43 @@ class KinesisSink(Sink):
 
     def add(self, produced: Produced) -> None:
         payload = produced.payload
-        if self.pack <= 1 or produced.category == "malformed":
-            self._close_pack()  # keep send order: the open pack goes first
-            self._add_entry(payload, produced.device_id, 1)
+        if self.pack <= 1:
+            self._add_entry({"Data": payload, "PartitionKey": produced.device_id}, 1)
+            return
+        group = pack_group(produced.device_id)
+        if produced.category == "malformed":
+            self._close_pack(group)  # keep send order per key: the group's open pack goes first
+            self._add_entry(group_entry(payload, group), 1)
             return
         size = len(payload) + 1  # + the comma (or bracket) that joins it
-        if self._pack and self._pack_bytes + size > self.max_pack_bytes:
-            self._close_pack()
-        if not self._pack:
-            self._pack_key = produced.device_id
-        self._pack.append(payload)
-        self._pack_bytes += size
-        if len(self._pack) >= self.pack:
-            self._close_pack()
+        open_pack, pack_bytes = self._packs.get(group, ([], 1))
+        if open_pack and pack_bytes + size > self.max_pack_bytes:
+            self._close_pack(group)
+            open_pack, pack_bytes = [], 1
+        open_pack.append(payload)
+        self._packs[group] = (open_pack, pack_bytes + size)
+        if len(open_pack) >= self.pack:
+            self._close_pack(group)
 
-    def _close_pack(self) -> None:
-        pack = self._pack
+    def _close_pack(self, group: int) -> None:
+        pack = self._packs.pop(group, ([], 1))[0]
         if not pack:
             return
         data = pack[0] if len(pack) == 1 else b"[" + b",".join(pack) + b"]"
-        self._pack, self._pack_bytes = [], 1
-        self._add_entry(data, self._pack_key, len(pack))
+        self._add_entry(group_entry(data, group), len(pack))
 
-    def _add_entry(self, data: bytes, partition_key: str, readings: int) -> None:
-        size = len(data) + len(partition_key.encode())
+    def _add_entry(self, entry: dict[str, Any], readings: int) -> None:
+        size = len(entry["Data"]) + len(entry["PartitionKey"].encode())
         if self._batch and (
             len(self._batch) >= self.max_batch_records or self._batch_bytes + size > self.max_batch_bytes
         ):
             self._send_batch()
-        self._batch.append(({"Data": data, "PartitionKey": partition_key}, readings))
+        self._batch.append((entry, readings))
         self._batch_bytes += size
 
     def flush(self) -> None:
-        self._close_pack()
+        for group in sorted(self._packs):
+            self._close_pack(group)
         self._send_batch()
 
     def _send_batch(self) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from simulator.config import SimulatorConfig
 from simulator.fleet import generate_fleet
-from simulator.sinks import KinesisSink
+from simulator.sinks import KinesisSink, pack_group
 from simulator.stream import generate_readings
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,8 @@ def test_packed_readings_reach_the_stream_once_each(emulator_endpoint: str, stre
             doc = None
         if isinstance(doc, list):
             assert 2 <= len(doc) <= 25
-            assert doc[0]["device_id"] == r["PartitionKey"]
+            # one pack group per record, keyed by the group (simulator/sinks.py)
+            assert {f"pack-{pack_group(d['device_id']):02d}" for d in doc} == {r["PartitionKey"]}
             flat += [orjson.dumps(d) for d in doc]
         else:
             flat.append(data)
