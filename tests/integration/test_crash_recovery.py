@@ -21,7 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -121,12 +120,12 @@ def _settled(ddb: Any, table: str, timeout_s: float = 180) -> dict:
 
 
 def test_kill9_without_snapshot_redeploys_over_the_kept_archive_and_rebuild_restores_aggregates(
-    own_env: None,
+    own_env: None, tmp_path: Path,
 ) -> None:
     from iotpipe.rebuild import rebuild_stack
 
     # GIVEN a deployed pipeline that processed simulator readings, on an emulator without snapshots
-    state, port, stack = Path(tempfile.mkdtemp(prefix="it-crash-")), free_port(), "crash"
+    state, port, stack = tmp_path / "emulator", free_port(), "crash"
     emulator = Emulator(port=port, state_dir=state, persist=True).start()
     second: Emulator | None = None
     try:
@@ -178,9 +177,9 @@ def test_kill9_without_snapshot_redeploys_over_the_kept_archive_and_rebuild_rest
                 em.stop()
 
 
-def test_kill9_keeps_the_last_periodic_snapshot(own_env: None) -> None:
+def test_kill9_keeps_the_last_periodic_snapshot(own_env: None, tmp_path: Path) -> None:
     # GIVEN an emulator that snapshots its state every 2 s (iotpipe up's default is 30 s)
-    state, port = Path(tempfile.mkdtemp(prefix="it-snap-")), free_port()
+    state, port = tmp_path / "emulator", free_port()
     emulator = Emulator(port=port, state_dir=state, persist=True, snapshot_s=2).start()
     second: Emulator | None = None
     try:
@@ -275,9 +274,9 @@ def test_iotpipe_up_notices_the_emulator_died_and_the_next_up_brings_the_pipelin
     assert after[-1] > before, (before, after)
 
 
-def test_worker_folders_of_a_stopped_or_killed_emulator_are_removed(own_env: None) -> None:
+def test_worker_folders_of_a_stopped_or_killed_emulator_are_removed(own_env: None, tmp_path: Path) -> None:
     # GIVEN a function whose concurrent invocations give it several warm workers, each with a folder
-    state, port = Path(tempfile.mkdtemp(prefix="it-janitor-")), free_port()
+    state, port = tmp_path / "emulator", free_port()
     emulator = Emulator(port=port, state_dir=state).start()
     second: Emulator | None = None
     tmp = state / "tmp"
