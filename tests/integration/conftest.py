@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from iotpipe.emulator import TEST_CREDENTIALS, Emulator, free_port
 from iotpipe.stack import deploy, stack_outputs
+from tests.integration.stacks import delete_stack
 
 pytestmark = pytest.mark.integration
 
@@ -76,16 +78,19 @@ def deployed_stack(emulator_endpoint: str) -> Iterator[dict[str, str]]:
         # A session-owned emulator disappears with its state; on a shared endpoint (LocalStack)
         # remove the stack so repeated runs do not pile up.
         if os.environ.get("IOTPIPE_KEEP_STACK") != "1":
-            _delete_stack(stack_name)
+            delete_stack(stack_name)
 
 
-def _delete_stack(stack_name: str) -> None:
-    import boto3
+@pytest.fixture(scope="module")
+def http(deployed_stack: dict[str, str]) -> httpx.Client:
+    """A client of the session stack's API, through the emulator's API Gateway (stage prod)."""
+    return httpx.Client(base_url=deployed_stack["ApiUrl"].rstrip("/") + "/", timeout=30)
 
-    try:
-        boto3.client("cloudformation").delete_stack(StackName=stack_name)
-    except Exception as exc:  # cleanup must not mask the test result
-        print(f"could not delete stack {stack_name}: {exc}")
+
+@pytest.fixture(scope="module")
+def key(deployed_stack: dict[str, str]) -> dict[str, str]:
+    """The reader key's header."""
+    return {"x-api-key": deployed_stack["ApiKey"]}
 
 
 def _clear_cached_clients() -> None:

@@ -62,16 +62,6 @@ def seeded(deployed_stack: dict[str, str]) -> dict[str, Any]:
     return {"devices": devices, "anomaly_stamps": stamps, "prefix": prefix}
 
 
-@pytest.fixture(scope="module")
-def http(deployed_stack: dict[str, str]) -> httpx.Client:
-    return httpx.Client(base_url=deployed_stack["ApiUrl"].rstrip("/") + "/", timeout=30)
-
-
-@pytest.fixture(scope="module")
-def key(deployed_stack: dict[str, str]) -> dict[str, str]:
-    return {"x-api-key": deployed_stack["ApiKey"]}
-
-
 def _pages(
     http: httpx.Client, path: str, params: dict[str, Any], headers: dict[str, str]
 ) -> list[list[dict]]:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from iotpipe.stack import ROOT, deploy, stack_outputs
+from tests.integration.stacks import delete_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ANCHOR = "\n  DocsResource:\n"
@@ -69,10 +70,7 @@ def own_stack(emulator_endpoint: str) -> Iterator[str]:
     try:
         yield name
     finally:
-        try:
-            boto3.client("cloudformation").delete_stack(StackName=name)
-        except Exception as exc:  # cleanup must not mask the test result
-            print(f"could not delete stack {name}: {exc}")
+        delete_stack(name)
 
 
 def test_redeploy_publishes_a_changed_route(own_stack: str, tmp_path: Path) -> None:

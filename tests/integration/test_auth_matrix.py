@@ -45,16 +45,6 @@ def devices(deployed_stack: dict[str, str]) -> dict[str, str]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def http(deployed_stack: dict[str, str]) -> httpx.Client:
-    return httpx.Client(base_url=deployed_stack["ApiUrl"].rstrip("/") + "/", timeout=30)
-
-
-@pytest.fixture(scope="module")
-def reader(deployed_stack: dict[str, str]) -> dict[str, str]:
-    return {"x-api-key": deployed_stack["ApiKey"]}
-
-
 def device(device_id: str, fleet_secret: str = FLEET_SECRET) -> dict[str, str]:
     return {"authorization": authorization(fleet_secret, device_id)}
 
@@ -98,10 +88,10 @@ def test_no_credential_is_401(http: httpx.Client, devices: dict[str, str]) -> No
 
 
 def test_the_reader_key_cannot_post_ingest(
-    http: httpx.Client, devices: dict[str, str], reader: dict[str, str]
+    http: httpx.Client, devices: dict[str, str], key: dict[str, str]
 ) -> None:
-    as_header = post(http, [reading_doc(devices["a"])], reader)
-    as_credential = post(http, [reading_doc(devices["a"])], {"authorization": reader["x-api-key"]})
+    as_header = post(http, [reading_doc(devices["a"])], key)
+    as_credential = post(http, [reading_doc(devices["a"])], {"authorization": key["x-api-key"]})
     assert_error(as_header, 401, "unauthorized", gateway=False)
     if EDGE_AUTHORIZER:
         # not of the device credential's form: the gateway's validation expression answers 401
@@ -132,11 +122,11 @@ def test_a_device_credential_cannot_read(http: httpx.Client, devices: dict[str, 
         assert_error(response, 403, "forbidden", gateway=True)
 
 
-def test_the_reader_key_reads(http: httpx.Client, devices: dict[str, str], reader: dict[str, str]) -> None:
-    response = http.get(f"devices/{devices['a']}", headers=reader)
+def test_the_reader_key_reads(http: httpx.Client, devices: dict[str, str], key: dict[str, str]) -> None:
+    response = http.get(f"devices/{devices['a']}", headers=key)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["device_id"] == devices["a"]
     assert "credential_hash" not in body  # the registry's hash never leaves through the API
-    listed = http.get("devices", params={"limit": 1000}, headers=reader).json()["items"]
+    listed = http.get("devices", params={"limit": 1000}, headers=key).json()["items"]
     assert all("credential_hash" not in item for item in listed)

@@ -65,14 +65,7 @@ def _kill9(emulator: Emulator) -> None:
 
 
 def _scan(ddb: Any, table: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table}
-    while True:
-        page = ddb.scan(**kwargs)
-        items.extend(page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return [item for page in ddb.get_paginator("scan").paginate(TableName=table) for item in page["Items"]]
 
 
 def _aggregates(ddb: Any, table: str) -> dict[tuple[str, str], tuple[str, str, str, str]]:

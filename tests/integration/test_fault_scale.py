@@ -52,6 +52,7 @@ from tests.integration.fault_support import (
     stored_windows,
     wait_for,
 )
+from tests.integration.stacks import delete_stack
 from tests.integration.streams import put_records
 from tests.integration.targets import TARGET, facts
 
@@ -75,10 +76,7 @@ def sharded_stack(emulator_endpoint: str) -> Iterator[dict[str, str]]:
     try:
         yield outputs
     finally:
-        try:
-            boto3.client("cloudformation").delete_stack(StackName=name)
-        except Exception as exc:  # cleanup must not mask the test result
-            print(f"could not delete stack {name}: {exc}")
+        delete_stack(name)
 
 
 def open_shards(stream: str) -> dict[str, dict[str, Any]]:
