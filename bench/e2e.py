@@ -708,7 +708,8 @@ def count_calls(outputs: dict[str, str], args: argparse.Namespace, batch_records
                 counts[f"{model.service_model.service_name}.{name}"] += 1
 
     for service in ("dynamodb", "s3", "sns", "cloudwatch"):
-        client(service).meta.events.register("before-call.*.*", on_call)
+        # before-parameter-build hands over the API parameters (before-call only the wire request)
+        client(service).meta.events.register("before-parameter-build.*.*", on_call)
     fleet = generate_fleet(args.devices, args.seed)
     prefix = "calls-"
     ddb = boto3.client("dynamodb")
