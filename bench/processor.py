@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
+from functions.core.readings import DeviceInfo
 from functions.processor import windows
 from functions.processor.decode import DecodeRules
 from functions.processor.enrich import DeviceCache
 from functions.processor.ingestion_processor import gc_paused, prepare_batch
 from functions.processor.records import KinesisRecord
-from functions.readings import DeviceInfo
 
 NOW_S = 1_795_000_000.0
 

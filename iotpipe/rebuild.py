@@ -36,11 +36,11 @@ from typing import Any
 
 import orjson
 
+from functions.core.ports import AggregateStore, WindowKey, chunked
+from functions.core.readings import DeviceInfo, Reading
 from functions.processor import exactly_once
 from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX
 from functions.processor.exactly_once import WindowGroup
-from functions.processor.ports import AggregateStore, WindowKey, chunked
-from functions.readings import DeviceInfo, Reading
 
 PREFETCH_CHUNK = 500  # windows per get_many round (the adapter splits into BatchGetItem calls of 100)
 WRITE_CONCURRENCY = 16  # as the processor handler: windows are independent items

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from functions.readings import CORE_CHANNELS, DeviceInfo, Reading
+from functions.core.readings import CORE_CHANNELS, DeviceInfo, Reading
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from functions.adapters.clients import client
-from functions.processor.ports import (
-    AggregateItem,
-    TransientStoreError,
-    WindowKey,
-    chunked,
-    translate_client_error,
-)
+from functions.core.errors import TransientStoreError, translate_client_error
+from functions.core.ports import AggregateItem, WindowKey, chunked
 from functions.settings import get_settings
 
 BATCH_GET_MAX_KEYS = 100

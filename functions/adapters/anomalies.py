@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from functions.adapters.clients import client
-from functions.processor.ports import TransientStoreError
+from functions.core.errors import TransientStoreError
 from functions.settings import get_settings
 
 BATCH_LIMIT = 25  # BatchWriteItem maximum

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from functions.adapters.clients import client
+from functions.core.errors import translate_client_error
 from functions.processor.archive_keys import gzip_lines
-from functions.processor.ports import translate_client_error
 from functions.settings import get_settings
 
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from functions.adapters.clients import client
-from functions.processor.ports import StoreError, TransientStoreError, chunked, translate_client_error
-from functions.readings import CORE_CHANNELS, DeviceInfo
+from functions.core.errors import StoreError, TransientStoreError, translate_client_error
+from functions.core.ports import chunked
+from functions.core.readings import CORE_CHANNELS, DeviceInfo
 from functions.settings import get_settings
 
 BATCH_GET_MAX_KEYS = 100  # DynamoDB BatchGetItem limit

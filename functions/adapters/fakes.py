@@ -12,15 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.core.errors import StoreError, TransientStoreError, VersionConflict
+from functions.core.ports import AggregateItem, WindowKey
+from functions.core.readings import DeviceInfo
 from functions.processor.archive_keys import gzip_lines
-from functions.processor.ports import (
-    AggregateItem,
-    StoreError,
-    TransientStoreError,
-    VersionConflict,
-    WindowKey,
-)
-from functions.readings import DeviceInfo
 
 
 class InMemoryDeviceRegistry:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.adapters.clients import client
-from functions.processor.ports import is_transient
+from functions.core.errors import is_transient
 from functions.settings import get_settings
 
 MAX_RECORDS_PER_CALL = 500

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from functions.core.readings import Reading
 from functions.detector.envelope import Envelope, combine_scores
 from functions.detector.features import FeatureBuilder, FeatureSpec
 from functions.detector.iforest import IsolationForestScorer
 from functions.detector.interface import Detector, Verdict
-from functions.readings import Reading
 from functions.settings import Settings, get_settings
 
 ARTIFACT_NAME = "iforest-v1.json"

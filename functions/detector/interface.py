@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from functions.readings import Reading
+from functions.core.readings import Reading
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from functions.core.readings import Reading
 from functions.detector.interface import Verdict
-from functions.readings import Reading
 from functions.settings import get_settings
 
 

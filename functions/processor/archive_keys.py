@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from functions.core.readings import Reading
 from functions.processor.decode import format_ms
 from functions.processor.records import Rejection
-from functions.readings import Reading
 
 PROCESSED_PREFIX = "processed"
 QUARANTINE_PREFIX = "quarantine"

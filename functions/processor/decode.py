@@ -26,6 +26,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
+from functions.core.readings import CORE_CHANNELS, Reading
 from functions.processor.records import (
     FUTURE_TIMESTAMP,
     LATE,
@@ -44,7 +45,6 @@ from functions.processor.representable import (
     SMALLEST_MAGNITUDE,
     unrepresentable_channels,
 )
-from functions.readings import CORE_CHANNELS, Reading
 from functions.schemas import compiled_validator
 from functions.settings import Settings
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from functions.processor.ports import DeviceRegistry
-from functions.readings import DeviceInfo
+from functions.core.ports import DeviceRegistry
+from functions.core.readings import DeviceInfo
 
 NEGATIVE_TTL_CAP_S = 60.0
 MAX_ENTRIES = 100_000  # ~ a few tens of MB at most; cleared wholesale when exceeded (simple and rare)

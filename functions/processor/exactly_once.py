@@ -25,17 +25,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from functions.core.errors import StoreError, VersionConflict, is_transient
+from functions.core.ports import AggregateItem, AggregateStore, WindowKey
+from functions.core.readings import DeviceInfo, Reading
 from functions.processor import windows
 from functions.processor.decode import format_ms, format_s
-from functions.processor.ports import (
-    AggregateItem,
-    AggregateStore,
-    StoreError,
-    VersionConflict,
-    WindowKey,
-    is_transient,
-)
-from functions.readings import DeviceInfo, Reading
 from functions.settings import get_settings
 
 # The outer retry around read-merge-write: botocore already retries each call (adaptive mode); this loop

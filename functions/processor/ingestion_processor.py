@@ -33,6 +33,9 @@ from typing import Any
 
 import orjson
 
+from functions.core.errors import is_item_error, is_transient
+from functions.core.ports import AggregateItem, AggregateStore, Archive, MetricsSink, WindowKey
+from functions.core.readings import Reading
 from functions.processor import exactly_once
 from functions.processor.archive_keys import (
     PROCESSED_PREFIX,
@@ -44,15 +47,6 @@ from functions.processor.archive_keys import (
 from functions.processor.decode import DecodeRules, decode_batch
 from functions.processor.enrich import DeviceCache
 from functions.processor.exactly_once import WindowGroup
-from functions.processor.ports import (
-    AggregateItem,
-    AggregateStore,
-    Archive,
-    MetricsSink,
-    WindowKey,
-    is_item_error,
-    is_transient,
-)
 from functions.processor.records import (
     DETECTION_FAILED,
     REASONS,
@@ -65,7 +59,6 @@ from functions.processor.records import (
     KinesisRecord,
     Rejection,
 )
-from functions.readings import Reading
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
+from functions.core.readings import DeviceInfo
 from functions.processor.records import KinesisRecord
-from functions.readings import DeviceInfo
 
 DEFAULT_SHARD = "shardId-000000000000"
 SEQ_BASE = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.readings import Reading
+from functions.core.readings import Reading
 
 # Per-channel sufficient statistics: [count, sum, sumsq, min, max] (a list: cheapest mutable record).
 Stats = list[float]

@@ -31,10 +31,10 @@ from functions.adapters.fakes import (
     InMemoryDeviceRegistry,
     InMemoryMetrics,
 )
+from functions.core.readings import DeviceInfo
 from functions.processor.enrich import DeviceCache
 from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
 from functions.processor.testing import make_records
-from functions.readings import DeviceInfo
 from tests.integration.fault_support import (
     Batch,
     WindowRef,

@@ -38,7 +38,8 @@ import boto3
 import pytest
 
 from functions.adapters.aggregates import DynamoAggregateStore
-from functions.processor.ports import AggregateItem, VersionConflict, WindowKey
+from functions.core.errors import VersionConflict
+from functions.core.ports import AggregateItem, WindowKey
 from iotpipe.stack import deploy, stack_outputs
 from tests.integration.fault_support import (
     Batch,

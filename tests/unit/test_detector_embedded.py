@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from functions.core.readings import DeviceInfo, Reading
 from functions.detector.anomaly_detector import EmbeddedDetector, default_artifact_path
 from functions.detector.features import FeatureBuilder, FeatureSpec
-from functions.readings import DeviceInfo, Reading
 
 DEVICE = DeviceInfo("dev-000001", baseline={"temperature": 21.0, "humidity": 45.0, "pressure": 1013.0})
 

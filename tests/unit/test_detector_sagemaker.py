@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
+from functions.core.readings import DeviceInfo, Reading
 from functions.detector.anomaly_detector import (
     DetectorUnavailable,
     EmbeddedDetector,
     SageMakerDetector,
     default_artifact_path,
 )
-from functions.readings import DeviceInfo, Reading
 
 DEVICE = DeviceInfo("dev-9", baseline={"temperature": 20.0, "humidity": 50.0, "pressure": 1010.0})
 

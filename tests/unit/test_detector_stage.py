@@ -11,9 +11,9 @@ from functions.adapters.alerts import (
     should_alert,
 )
 from functions.adapters.anomalies import InMemoryAnomalyStore, to_dynamo
+from functions.core.readings import DeviceInfo, Reading
 from functions.detector.interface import Verdict
 from functions.detector.pipeline_stage import handle_verdicts, iso_ms
-from functions.readings import DeviceInfo, Reading
 
 HOT = Verdict(
     0.8, True, "high", 3, "temperature:dev", "temperature 9.1 σ above device baseline", 0.64, "iforest-v1"

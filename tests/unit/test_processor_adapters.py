@@ -14,7 +14,7 @@ from functions.adapters.aggregates import DynamoAggregateStore, item_from_dynamo
 from functions.adapters.archive import S3Archive
 from functions.adapters.devices import DynamoDeviceRegistry
 from functions.adapters.metrics import CloudWatchMetrics, EmfMetrics, NullMetrics
-from functions.processor.ports import StoreError, VersionConflict, is_transient
+from functions.core.errors import StoreError, VersionConflict, is_transient
 
 
 def client_error(code: str, status: int = 400) -> ClientError:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.testing import SEQ_BASE, fake_ports, make_records, reading_doc
-from functions.readings import Reading
 from functions.schemas import is_valid
 
 NOW_S = 1_795_000_020.0  # 20 s into a minute

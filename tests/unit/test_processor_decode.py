@@ -7,6 +7,7 @@ import base64
 import orjson
 import pytest
 
+from functions.core.readings import Reading
 from functions.processor.decode import (
     PHYSICAL_BOUNDS,
     DecodeRules,
@@ -17,7 +18,6 @@ from functions.processor.decode import (
 )
 from functions.processor.records import KinesisRecord, Rejection
 from functions.processor.testing import make_records, reading_doc
-from functions.readings import Reading
 
 NOW_S = 1_795_000_000.0
 NOW_MS = int(NOW_S * 1000)

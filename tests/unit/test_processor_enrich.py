@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from functions.adapters.fakes import InMemoryDeviceRegistry
+from functions.core.errors import StoreError
 from functions.processor.enrich import DeviceCache
-from functions.processor.ports import StoreError
 from functions.processor.testing import devices
 
 

@@ -215,7 +215,7 @@ def test_late_reading_within_allowed_lateness_updates_its_window() -> None:
 def test_split_fresh_compares_sequence_numbers_numerically() -> None:
     # GIVEN a watermark "99" and a record "100" (lexicographically smaller, numerically larger)
     item = {"watermarks": {"s": "99"}, "seen_offsets_ms": []}
-    from functions.readings import Reading
+    from functions.core.readings import Reading
 
     r = Reading("d", 1000, {"temperature": 1.0}, "s", "100")
     fresh, dups = exactly_once.split_fresh(item, [r], 0)

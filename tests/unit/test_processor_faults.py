@@ -13,12 +13,12 @@ from botocore.exceptions import ClientError
 
 from functions.adapters.aggregates import DynamoAggregateStore, item_from_dynamo
 from functions.adapters.fakes import InMemoryArchive, InMemoryDeviceRegistry, InMemoryMetrics
+from functions.core.errors import StoreError, translate_client_error
 from functions.processor import faults
 from functions.processor import handler as processor_handler
 from functions.processor.enrich import DeviceCache
 from functions.processor.faults import FaultInjectingDynamoDB, FaultPlan, FaultSpecError, InjectedFault
 from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
-from functions.processor.ports import StoreError, translate_client_error
 from functions.processor.testing import FakeLambdaContext, devices, kinesis_event, make_records, reading_doc
 
 NOW_S = 1_795_000_300.0

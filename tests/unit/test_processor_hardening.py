@@ -22,16 +22,16 @@ from functions.adapters.aggregates import item_to_dynamo
 from functions.adapters.alerts import Alerter, InMemoryCooldownStore
 from functions.adapters.anomalies import DynamoAnomalyStore, to_dynamo
 from functions.adapters.fakes import InMemoryAggregateStore
+from functions.core.errors import StoreError
+from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.detector.pipeline_stage import anomaly_item, handle_verdicts
 from functions.processor import exactly_once
 from functions.processor.decode import DecodeRules, decode_items, parse_timestamp_ms
 from functions.processor.exactly_once import WindowGroup
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from functions.processor.ports import StoreError
 from functions.processor.records import Rejection
 from functions.processor.testing import SEQ_BASE, fake_ports, make_records, packed, reading_doc
-from functions.readings import Reading
 
 NOW_S = 1_795_000_020.0
 NOW_MS = int(NOW_S * 1000)

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from functions.core.readings import Reading
 from functions.processor.exactly_once import WindowGroup, build_item
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.testing import fake_ports, make_records, reading_doc
-from functions.readings import Reading
 from functions.settings import get_settings
 
 WINDOW_START = 1_795_000_200  # a multiple of 60

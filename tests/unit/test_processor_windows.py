@@ -8,8 +8,8 @@ import statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from functions.core.readings import Reading
 from functions.processor import windows
-from functions.readings import Reading
 
 
 def reading(value: float, ms: int = 0, extra: float | None = None) -> Reading:

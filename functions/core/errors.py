@@ -1,16 +1,10 @@
-"""The processor's ports: small interfaces its core calls, and the domain errors adapters raise.
+"""Domain errors raised by the storage adapters, and how to tell a retryable one from a bad item.
 
-The core (``ingestion_processor.process_batch``) only knows these Protocols. Real adapters live in
-``functions/adapters`` (boto3), in-memory fakes in ``functions/adapters/fakes.py``. Adapters translate
-botocore ``ClientError`` codes into the exceptions below, so the core never matches AWS error text.
+Adapters translate botocore ``ClientError`` codes into these exceptions (never by message text), so the
+core can decide retry versus quarantine without importing botocore.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
-
-from functions.readings import DeviceInfo
 
 # Kinesis / DynamoDB / S3 / CloudWatch error codes that are worth retrying (throttling and service-side).
 TRANSIENT_ERROR_CODES: frozenset[str] = frozenset(
@@ -107,53 +101,3 @@ def translate_client_error(exc: BaseException, what: str) -> StoreError:
     if code == "ConditionalCheckFailedException":
         return VersionConflict(f"{what}: conditional check failed", code=code)
     return StoreError(f"{what}: {type(exc).__name__} {code}".strip(), transient=is_transient(exc), code=code)
-
-
-class DeviceRegistry(Protocol):
-    def get_many(self, device_ids: Sequence[str]) -> dict[str, DeviceInfo]:
-        """Registry entries for the ids that exist (unknown ids are simply absent). Raises StoreError."""
-        ...
-
-
-# An aggregate item in Python-native types (ints, floats, str, dict, list); the adapter converts to and
-# from DynamoDB's representation. Shape: docs/data-model.md "aggregates table".
-AggregateItem = dict[str, Any]
-WindowKey = tuple[str, int]  # (device_id, window_start epoch seconds)
-
-
-class AggregateStore(Protocol):
-    def get_many(self, keys: Sequence[WindowKey]) -> dict[WindowKey, AggregateItem]:
-        """Current items for the keys that exist (strongly consistent). Raises StoreError."""
-        ...
-
-    def get(self, key: WindowKey) -> AggregateItem | None:
-        """Current item (strongly consistent) or None. Raises StoreError."""
-        ...
-
-    def put(self, item: AggregateItem, expected_version: int | None) -> None:
-        """Write ``item`` if the stored version is ``expected_version`` (None: the item must not exist).
-
-        Raises VersionConflict when the condition fails, StoreError otherwise.
-        """
-        ...
-
-
-class Archive(Protocol):
-    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> None:
-        """Write the lines as one gzip JSON-lines object at ``key`` (overwrite). Raises StoreError."""
-        ...
-
-
-class MetricsSink(Protocol):
-    def add(self, name: str, value: float, unit: str = "Count", dimensions: Mapping[str, str] | None = None):
-        """Record one data point (buffered until flush)."""
-        ...
-
-    def flush(self) -> None:
-        """Publish buffered points. Never raises: metrics must not fail a batch."""
-        ...
-
-
-def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

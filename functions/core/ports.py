@@ -1,0 +1,60 @@
+"""Ports: the small interfaces the pure core calls. Real adapters live in ``functions/adapters`` (boto3),
+in-memory fakes in ``testkit``. Errors they raise: ``functions.core.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from functions.core.readings import DeviceInfo
+
+
+class DeviceRegistry(Protocol):
+    def get_many(self, device_ids: Sequence[str]) -> dict[str, DeviceInfo]:
+        """Registry entries for the ids that exist (unknown ids are simply absent). Raises StoreError."""
+        ...
+
+
+# An aggregate item in Python-native types (ints, floats, str, dict, list); the adapter converts to and
+# from DynamoDB's representation. Shape: docs/data-model.md "aggregates table".
+AggregateItem = dict[str, Any]
+WindowKey = tuple[str, int]  # (device_id, window_start epoch seconds)
+
+
+class AggregateStore(Protocol):
+    def get_many(self, keys: Sequence[WindowKey]) -> dict[WindowKey, AggregateItem]:
+        """Current items for the keys that exist (strongly consistent). Raises StoreError."""
+        ...
+
+    def get(self, key: WindowKey) -> AggregateItem | None:
+        """Current item (strongly consistent) or None. Raises StoreError."""
+        ...
+
+    def put(self, item: AggregateItem, expected_version: int | None) -> None:
+        """Write ``item`` if the stored version is ``expected_version`` (None: the item must not exist).
+
+        Raises VersionConflict when the condition fails, StoreError otherwise.
+        """
+        ...
+
+
+class Archive(Protocol):
+    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> None:
+        """Write the lines as one gzip JSON-lines object at ``key`` (overwrite). Raises StoreError."""
+        ...
+
+
+class MetricsSink(Protocol):
+    def add(self, name: str, value: float, unit: str = "Count", dimensions: Mapping[str, str] | None = None):
+        """Record one data point (buffered until flush)."""
+        ...
+
+    def flush(self) -> None:
+        """Publish buffered points. Never raises: metrics must not fail a batch."""
+        ...
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
