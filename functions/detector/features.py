@@ -305,7 +305,8 @@ class FeatureBuilder:
             e = int(ends[j])
             hist = np.empty((0, c))
             if k > 1:
-                old = states[j].hist if states[j] is not None else np.empty((0, c))
+                state = states[j]
+                old = state.hist if state is not None else np.empty((0, c))
                 if old.size == 0:
                     old = np.empty((0, c))
                 hist = np.concatenate([old, values[starts[j] : e + 1]])[-(k - 1) :].copy()
