@@ -50,8 +50,10 @@ status: ## pipeline counts and stack outputs
 build: venv ## build the function code packages (build/<function>.zip, dependencies inside)
 	$(PY) scripts/build.py
 
-lint: venv ## ruff and cfn-lint
+lint: venv ## ruff, the layering contracts (.importlinter), mypy on the shipped code, cfn-lint
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint cloudformation/template.yaml
 
 test-unit: venv ## unit tests (no network)
@@ -66,8 +68,10 @@ test-localstack: venv ## the integration suite against LocalStack 4.14.0 (AWS_EN
 security: venv ## cfn-lint, checkov (own venv) and a dependency audit
 	scripts/security-checks.sh
 
-test: install ## every test: lint, security checks, unit, integration
+test: install ## every test: lint, layering contracts, types, security checks, unit, integration
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) scripts/build.py  # the security checks audit the dependencies that ship in the packages
 	scripts/security-checks.sh
 	$(VENV)/bin/pytest -q
