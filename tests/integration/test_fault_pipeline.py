@@ -75,17 +75,24 @@ def test_emulator_restart_mid_run_keeps_state_and_loses_nothing(monkeypatch: pyt
         entries = batch.payloads()
         half = len(entries) // 2
         put_records(boto3.client("kinesis"), outputs["StreamName"], entries[:half])
-        # Let the processor apply part of the first half, then stop the emulator mid-run.
-        wait_for(lambda: stored_windows(boto3.client("dynamodb"), outputs["AggregatesTableName"],
-                                        batch.device_ids), 60, 0.5)
+        # Let the processor apply part of the first half, then stop the emulator mid-run. Without this
+        # progress the restart would come before anything was processed and prove nothing about state.
+        before = wait_for(lambda: stored_windows(boto3.client("dynamodb"), outputs["AggregatesTableName"],
+                                                 batch.device_ids), 60, 0.5)
+        assert before, "the processor applied nothing of the first half in 60 s: no run to interrupt"
 
         # WHEN the emulator is stopped and started again on the same state directory and port
         emulator.stop()
         emulator = Emulator(port=port, state_dir=state, persist=True).start()
+        # THEN the windows applied before the restart are still there (counts only grow from here)
+        after = stored_windows(boto3.client("dynamodb"), outputs["AggregatesTableName"], batch.device_ids)
+        lost = {k: (w["count"], after.get(k, {}).get("count", 0)) for k, w in before.items()
+                if after.get(k, {}).get("count", 0) < w["count"]}
+        assert not lost, f"windows lost or shrunk by the restart (before, after): {list(lost.items())[:5]}"
         # AND the producer continues with the second half
         put_records(boto3.client("kinesis"), outputs["StreamName"], entries[half:])
 
-        # THEN the aggregates equal the reference: records redelivered after the restart were not
+        # AND the aggregates equal the reference: records redelivered after the restart were not
         # applied twice, and none of the first half was lost
         check_pipeline(outputs, batch, timeout_s=120, redelivered=True)
     finally:

@@ -3,7 +3,8 @@
 The app runs with seeded in-memory stores (``functions.api.demo``): the page's behaviour (key from the
 URL fragment, relative fetches, fleet table, map, chart with anomaly markers) is what is under test
 here; the same page behind API Gateway is covered by test_api_gateway.py's /dashboard and /stats checks.
-A screenshot goes to out/live-view.png for review.
+A screenshot goes to out/live-view.png for review; its colours are checked (chart line, device dots,
+anomaly marker), so an error page or a view without data fails.
 """
 
 from __future__ import annotations
@@ -137,4 +138,26 @@ def test_screenshot(chromium: Path, live_app: str) -> None:
         chromium, f"--screenshot={out}", "--window-size=1280,900", f"{live_app}/dashboard#key={KEY}"
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert out.stat().st_size > 10_000
+    # THEN the picture is the live view drawn with data, not just any page (an error page, the key
+    # dialog, a shell whose fetches failed): the accent blue of the chart's mean line, the map's device
+    # dots and the active channel tab, and the red of the anomaly marker, in amounts only the rendered
+    # fleet gives (measured at 1280x900: ~3,900 blue and ~230 red pixels)
+    blue, red = _pixels_near(out, [ACCENT, BAD])
+    assert blue >= 1_500, f"{blue} accent-blue pixels: no chart line or device dots drawn"
+    assert red >= 100, f"{red} red pixels: no anomaly marker drawn"
+
+
+ACCENT = (0x2F, 0x6F, 0xD6)  # --accent in functions/api/static/dashboard.html
+BAD = (0xD2, 0x36, 0x2F)  # --bad
+
+
+def _pixels_near(png: Path, colours: list[tuple[int, int, int]], tolerance: int = 24) -> list[int]:
+    """How many pixels of the image lie within ``tolerance`` (per channel) of each colour."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        histogram = image.convert("RGB").getcolors(maxcolors=1 << 24) or []
+    def near(rgb: tuple[int, int, int], colour: tuple[int, int, int]) -> bool:
+        return all(abs(a - b) <= tolerance for a, b in zip(rgb, colour, strict=True))
+
+    return [sum(n for n, rgb in histogram if near(rgb, colour)) for colour in colours]

@@ -73,9 +73,30 @@ def alarm_metrics() -> list[tuple[str, str]]:
     ]
 
 
+# What the dashboard and the alarms watch today, written out: the parametrized checks below run once per
+# entry, and over an empty or shrunken set (a renamed key, a dashboard that no longer parses) they would
+# pass without checking anything. Adding a widget or an alarm means adding its metric here.
+DASHBOARD_METRICS = {
+    ("AlertsFailed", False), ("AlertsSent", False), ("AlertsSuppressed", False), ("AnomaliesDetected", False),
+    ("ArchiveWriteFailures", False), ("BatchDurationMs", False), ("DuplicatesDropped", False),
+    ("RecordsAggregated", False), ("RecordsIn", False), ("RecordsRedelivered", False),
+    ("RecordsRejected", False), ("RecordsRejected", True), ("RecordsRetried", False),
+    ("RejectedPercent", False), ("WindowLagSeconds", False),
+}
+ALARM_METRICS = {"AnomaliesDetected", "ArchiveWriteFailures", "RecordsRetried", "RejectedPercent"}
+ALARMS = 12  # every AWS::CloudWatch::Alarm in the template, IoTPipeline or AWS namespace
+
+
 def test_the_source_scan_finds_the_core_metrics() -> None:
     # Guards the regex: if it stopped matching, every other test here would pass vacuously.
     assert {"RecordsIn", "RecordsAggregated", "AnomaliesDetected"} <= published_metrics()
+
+
+def test_the_dashboard_and_alarm_scans_find_every_watched_metric() -> None:
+    # Guards the parametrized tests below the same way, from the template's side.
+    assert {(n, bool(d)) for ns, n, d in dashboard_metrics() if ns == NAMESPACE} == DASHBOARD_METRICS
+    assert {n for ns, n in alarm_metrics() if ns == NAMESPACE} == ALARM_METRICS
+    assert len(alarm_metrics()) == ALARMS
 
 
 @pytest.mark.parametrize(
@@ -99,11 +120,13 @@ def test_rejection_reasons_on_the_dashboard_are_the_processors() -> None:
     from functions.processor.records import REASONS
 
     shown = {d["Reason"] for ns, n, d in dashboard_metrics() if n == "RecordsRejected" and "Reason" in d}
+    assert REASONS  # an empty reason list would make the equality below hold over nothing
     assert shown == set(REASONS)
 
 
 def test_no_metric_math_in_alarms() -> None:
     # ministack rejects metric-math alarms; the template must deploy unchanged everywhere.
-    for resource in load_template()["Resources"].values():
-        if resource["Type"] == "AWS::CloudWatch::Alarm":
-            assert "Metrics" not in resource["Properties"]
+    alarms = [r for r in load_template()["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(alarms) == ALARMS
+    for resource in alarms:
+        assert "Metrics" not in resource["Properties"]

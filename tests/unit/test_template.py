@@ -14,7 +14,15 @@ from iotpipe.template import load_template
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation" / "template.yaml"
 
-
+# The resources the checks below loop over, by logical id: each loop first asserts it runs over exactly
+# these, so a renamed type or an emptied section fails instead of passing over nothing.
+FUNCTIONS = {"ProcessorFunction", "IngestFunction", "IngestAuthorizerFunction", "QueryApiFunction"}
+LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup", "QueryApiLogGroup"}
+ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole"}
+QUEUES = {"ProcessorDeadLetterQueue"}
+TOPICS = {"AlertsTopic"}
+METHODS = {"IngestMethod", "HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod",
+           "ProxyMethod"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +53,7 @@ def test_every_component_of_the_design_is_declared(template: dict[str, Any]) -> 
     ]:
         assert kind in kinds, kind
     assert len(_resources(template, "AWS::DynamoDB::Table")) == 3
+    assert set(_resources(template, "AWS::Lambda::Function")) == FUNCTIONS
     for fn in _resources(template, "AWS::Lambda::Function").values():
         assert fn["Properties"]["Runtime"] == "python3.12"
 
@@ -57,6 +66,8 @@ def test_encryption_at_rest_everywhere(template: dict[str, Any]) -> None:
         assert props["SSESpecification"]["SSEEnabled"] is True
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
         assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert set(_resources(template, "AWS::SQS::Queue")) == QUEUES
+    assert set(_resources(template, "AWS::SNS::Topic")) == TOPICS
     for queue in _resources(template, "AWS::SQS::Queue").values():
         assert "KmsMasterKeyId" in queue["Properties"]
     for topic in _resources(template, "AWS::SNS::Topic").values():
@@ -95,8 +106,9 @@ UNSCOPABLE = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatc
 def test_iam_has_no_wildcard_action_and_no_unscoped_resource_where_a_scoped_one_exists(
     template: dict[str, Any],
 ) -> None:
+    assert set(_resources(template, "AWS::IAM::Role")) == ROLES
     statements = _statements(template)
-    assert statements
+    assert {role for role, _ in statements} == ROLES  # every role's inline policies are checked
     for role, statement in statements:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         for action in actions:
@@ -107,6 +119,8 @@ def test_iam_has_no_wildcard_action_and_no_unscoped_resource_where_a_scoped_one_
 
 def test_every_function_has_its_own_role_and_log_group_with_retention(template: dict[str, Any]) -> None:
     functions = _resources(template, "AWS::Lambda::Function")
+    assert set(functions) == FUNCTIONS
+    assert set(_resources(template, "AWS::Logs::LogGroup")) == LOG_GROUPS
     roles = [fn["Properties"]["Role"]["GetAtt"] for fn in functions.values()]
     assert len(set(roles)) == len(functions)
     for group in _resources(template, "AWS::Logs::LogGroup").values():
@@ -118,6 +132,7 @@ def test_every_api_route_but_the_public_ones_requires_the_api_key(template: dict
     # Reads take the reader key; POST /ingest takes a device credential (the device authorizer) and
     # not the reader key, so the reader key cannot write (docs/security.md, auth matrix).
     public = {"HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod"}
+    assert set(_resources(template, "AWS::ApiGateway::Method")) == METHODS
     for name, method in _resources(template, "AWS::ApiGateway::Method").items():
         props = method["Properties"]
         if name == "IngestMethod":
