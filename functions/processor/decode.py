@@ -20,13 +20,15 @@ import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import fastjsonschema
 import orjson
 
 from functions.core.readings import CORE_CHANNELS, Reading
+from functions.core.timestamps import TimestampError, cached_second_ms, parse_ms, second_ms
+from functions.core.timestamps import format_ms as format_ms  # re-exported: callers import it from here
+from functions.core.timestamps import format_s as format_s
 from functions.processor.records import (
     FUTURE_TIMESTAMP,
     LATE,
@@ -67,92 +69,9 @@ EXTRA_ABS_MAX = 1e9
 # inside the physical bounds must be within them on the large side (only tiny magnitudes can then fail).
 assert max(EXTRA_ABS_MAX, *(abs(b) for pair in PHYSICAL_BOUNDS.values() for b in pair)) <= LARGEST_MAGNITUDE
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-# The common shape the simulator and most devices send; anything else goes through fromisoformat.
-_FAST_TS = re.compile(r"(\d{4}-\d{2}-\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
-_DAY_MS: dict[str, int] = {}  # "YYYY-MM-DD" -> epoch ms of its midnight; a stream spans few days
-_DAY_CACHE_MAX = 4096
-_SECOND_MS: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch ms; a batch spans seconds to minutes
-_SECOND_CACHE_MAX = 20_000
-
-
-class TimestampError(ValueError):
-    pass
-
-
-def _day_ms(day: str) -> int:
-    cached = _DAY_MS.get(day)
-    if cached is None:
-        try:
-            cached = (date.fromisoformat(day).toordinal() - 719_163) * 86_400_000  # 719163 = 1970-01-01
-        except ValueError as exc:
-            raise TimestampError(f"invalid date {day!r}") from exc
-        if len(_DAY_MS) >= _DAY_CACHE_MAX:
-            _DAY_MS.clear()
-        _DAY_MS[day] = cached
-    return cached
-
-
-def _second_ms(prefix: str) -> int:
-    """Epoch ms of 'YYYY-MM-DDTHH:MM:SS' (validated), cached: readings of a batch share few seconds."""
-    cached = _SECOND_MS.get(prefix)
-    if cached is None:
-        m = _FAST_TS.fullmatch(prefix + "Z")
-        if m is None:
-            raise TimestampError(f"not an ISO 8601 timestamp: {prefix!r}")
-        day, hh, mm, ss, _ = m.groups()
-        h, mi, s = int(hh), int(mm), int(ss)
-        if h > 23 or mi > 59 or s > 59:
-            raise TimestampError(f"invalid time of day in {prefix!r}")
-        cached = _day_ms(day) + ((h * 60 + mi) * 60 + s) * 1000
-        if len(_SECOND_MS) >= _SECOND_CACHE_MAX:
-            _SECOND_MS.clear()
-        _SECOND_MS[prefix] = cached
-    return cached
-
-
-def parse_timestamp_ms(value: str | int) -> int:
-    """Epoch milliseconds from an ISO 8601 string with a UTC offset, or from epoch ms (int).
-
-    Fractions below a millisecond are truncated. Naive timestamps (no offset) are refused: the contract
-    says UTC, and guessing the zone would silently shift windows.
-    """
-    if type(value) is int:
-        return value
-    if type(value) is float and value.is_integer():  # JSON Schema's "integer" admits 1.0
-        return int(value)
-    if not isinstance(value, str):
-        raise TimestampError("timestamp must be a string or an integer")
-    # Fast path, the shape producers send: 'YYYY-MM-DDTHH:MM:SS.mmmZ' -> cached second + 3 digits.
-    if len(value) == 24 and value[23] == "Z" and value[19] == ".":
-        frac = value[20:23]
-        if frac.isdigit() and frac.isascii():
-            return _second_ms(value[:19]) + int(frac)
-    m = _FAST_TS.fullmatch(value)
-    if m is not None:
-        frac = m.group(5)
-        return _second_ms(value[:19]) + (int((frac + "00")[:3]) if frac else 0)
-    if "t" in value or "z" in value:
-        # RFC 3339 (section 5.6, NOTE) allows a lowercase "t" separator and "z" offset; fromisoformat
-        # takes only the uppercase ones. Upper-casing touches nothing else a valid timestamp can hold.
-        return parse_timestamp_ms(value.upper())
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise TimestampError(f"not an ISO 8601 timestamp: {value[:40]!r}") from exc
-    if dt.tzinfo is None:
-        raise TimestampError("timestamp has no UTC offset")
-    return (dt - _EPOCH) // _MS
-
-
-def format_ms(epoch_ms: int) -> str:
-    """ISO 8601 UTC with milliseconds and 'Z' (the archive's and the anomalies table's format)."""
-    return (_EPOCH + timedelta(milliseconds=epoch_ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def format_s(epoch_s: int) -> str:
-    return (_EPOCH + timedelta(seconds=epoch_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The one time module (functions.core.timestamps) owns timestamp parsing and formatting; the decode
+# stage's public name for the parser stays (format_ms, format_s, TimestampError are re-exported above).
+parse_timestamp_ms = parse_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +269,7 @@ def check_document(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: 
         )
     device_id: str = doc["device_id"]
     try:
-        epoch_ms = parse_timestamp_ms(doc["timestamp"])
+        epoch_ms = parse_ms(doc["timestamp"])
     except TimestampError as exc:
         return Rejection(record, SCHEMA_INVALID, STAGE_VALIDATE, str(exc)[:200], device_id)
 
@@ -528,10 +447,10 @@ def _common_reading(
     if frac is None:
         return None
     prefix = ts[:19]
-    second = _SECOND_MS.get(prefix)
+    second = cached_second_ms(prefix)
     if second is None:
         try:
-            second = _second_ms(prefix)  # validates and caches a second not seen yet
+            second = second_ms(prefix)  # validates and caches a second not seen yet
         except TimestampError:
             return None
     epoch_ms = second + frac
