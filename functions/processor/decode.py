@@ -48,7 +48,7 @@ from functions.processor.representable import (
     unrepresentable_channels,
 )
 from functions.schemas import compiled_validator
-from functions.settings import Settings
+from functions.settings import ProcessorSettings, default
 
 # Physical plausibility bounds (inclusive). Values outside cannot come from a working sensor, so they are
 # quarantined as ``out_of_range`` instead of polluting window statistics. Plausible-but-unusual values
@@ -76,16 +76,16 @@ parse_timestamp_ms = parse_ms
 
 @dataclass(frozen=True, slots=True)
 class DecodeRules:
-    """The settings the decode stage needs, precomputed in the units it uses."""
+    """The settings the decode stage needs, precomputed in the units it uses (defaults: the settings')."""
 
-    max_record_bytes: int = 8192  # a record holding one reading (JSON object)
-    allowed_lateness_ms: int = 600_000
-    max_future_skew_ms: int = 120_000
-    max_packed_bytes: int = 1_048_576  # a packed record (JSON array of readings): Kinesis's record limit
-    max_packed_readings: int = 500
+    max_record_bytes: int = default("max_record_bytes")  # a record holding one reading (JSON object)
+    allowed_lateness_ms: int = default("allowed_lateness_s") * 1000
+    max_future_skew_ms: int = default("max_future_skew_s") * 1000
+    max_packed_bytes: int = default("max_packed_bytes")  # a packed record (JSON array of readings)
+    max_packed_readings: int = default("max_packed_readings")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DecodeRules:
+    def from_settings(cls, settings: ProcessorSettings) -> DecodeRules:
         return cls(
             max_record_bytes=settings.max_record_bytes,
             allowed_lateness_ms=settings.allowed_lateness_s * 1000,
