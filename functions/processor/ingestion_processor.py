@@ -24,7 +24,7 @@ import logging
 import time
 from base64 import b64decode
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,8 +34,19 @@ from typing import Any
 import orjson
 
 from functions.core.errors import is_item_error, is_transient
-from functions.core.ports import AggregateItem, AggregateStore, Archive, MetricsSink, WindowKey
+from functions.core.ports import (
+    AggregateItem,
+    AggregateStore,
+    Alerter,
+    AnomalyStageResult,
+    AnomalyWriter,
+    Archive,
+    MetricsSink,
+    VerdictHandler,
+    WindowKey,
+)
 from functions.core.readings import Reading
+from functions.detector.interface import Detector, Verdict
 from functions.processor import exactly_once
 from functions.processor.archive_keys import (
     PROCESSED_PREFIX,
@@ -67,9 +78,6 @@ DUPLICATE = "duplicate"
 REDELIVERED = "redelivered"
 RETRY = "retry"
 
-HandleVerdicts = Callable[..., Any]
-
-
 @dataclass
 class ProcessorPorts:
     """Everything ``process_batch`` talks to. Real adapters in the handler, fakes in tests."""
@@ -78,10 +86,11 @@ class ProcessorPorts:
     aggregates: AggregateStore
     archive: Archive
     metrics: MetricsSink
-    detector: Any | None = None  # functions.detector.interface.Detector; None disables detection
-    anomaly_store: Any | None = None  # functions.adapters.anomalies.AnomalyStore
-    alerter: Any | None = None  # functions.adapters.alerts.Alerter
-    handle_verdicts: HandleVerdicts | None = None  # functions.detector.pipeline_stage.handle_verdicts
+    detector: Detector | None = None  # None disables detection
+    anomaly_store: AnomalyWriter | None = None
+    alerter: Alerter | None = None
+    # None: functions.detector.pipeline_stage.handle_verdicts (imported when first needed)
+    handle_verdicts: VerdictHandler[Verdict] | None = None
 
 
 @dataclass(frozen=True)
@@ -275,10 +284,18 @@ def _element_bytes(record: KinesisRecord, index: int) -> bytes:
     return orjson.dumps(orjson.loads(b64decode(record.data_b64))[index])
 
 
-def _fail_point(failed_at: dict[str, int], shard_id: str, seq: int) -> None:
+FailPoints = dict[str, int]  # shard -> the earliest failed sequence number (int): Lambda resumes there
+
+
+def _fail_point(failed_at: FailPoints, shard_id: str, seq: int) -> None:
     current = failed_at.get(shard_id)
     if current is None or seq < current:
         failed_at[shard_id] = seq
+
+
+def _fail_items(failed_at: FailPoints, items: Iterable[Reading | KinesisRecord]) -> None:
+    for item in items:
+        _fail_point(failed_at, item.shard_id, int(item.sequence_number))
 
 
 RemainingMs = Callable[[], int]  # the Lambda context's get_remaining_time_in_millis
@@ -301,8 +318,18 @@ def process_batch(
         return _process_batch(records, ports, config, now_s, remaining_ms)
 
 
-class _OutOfTime(Exception):
-    """A window write not started because the invocation's time budget ran out."""
+@dataclass
+class Deadline:
+    """The invocation's time budget: ``expired()`` once less than ``reserve_ms`` is left (and stays so)."""
+
+    remaining_ms: RemainingMs | None
+    reserve_ms: int
+    hit: bool = False
+
+    def expired(self) -> bool:
+        if self.remaining_ms is not None and self.remaining_ms() < self.reserve_ms:
+            self.hit = True  # a plain flag: window-writer threads only ever set it to True
+        return self.hit
 
 
 def _process_batch(
@@ -312,166 +339,176 @@ def _process_batch(
     now_s: float | None,
     remaining_ms: RemainingMs | None = None,
 ) -> Outcome:
+    """The stages in order, each returning a value; the failure points and the outcome folded from them."""
     started = time.perf_counter()
     config = config or ProcessorConfig()
     now_s = time.time() if now_s is None else now_s
-    now_ms = int(now_s * 1000)
-    outcome = Outcome(kinesis_records_in=len(records))
     if not records:
-        return outcome
+        return Outcome(kinesis_records_in=0)
+    deadline = Deadline(remaining_ms, config.reserve_ms)
+    failed_at: FailPoints = {}
 
-    reserve_ms = config.reserve_ms
+    prepared = prepare_batch(records, ports.devices, config.rules, int(now_s * 1000), config.window_s)
+    _fail_items(failed_at, (item for item, _ in prepared.failed))
 
-    def out_of_time() -> bool:
-        if remaining_ms is not None and remaining_ms() < reserve_ms:
-            outcome.out_of_time = True
-        return outcome.out_of_time
+    prefetched = prefetch_windows(ports.aggregates, prepared.groups)
+    _fail_items(failed_at, prefetched.failed)
 
-    prepared = prepare_batch(records, ports.devices, config.rules, now_ms, config.window_s)
-    failed_at: dict[str, int] = {}  # shard -> earliest failed sequence number (int)
-    for item, why in prepared.failed:
-        _fail_point(failed_at, item.shard_id, int(item.sequence_number))
-        outcome.errors.append(why)
+    detection = detect_anomalies(ports, prefetched.groups, prefetched.current, now_s, deadline)
+    if detection.hand_back_all:
+        _fail_items(failed_at, prepared.records)
+    _fail_items(failed_at, detection.failed)
+    for reading, reason, stage, detail in detection.casualties:  # failed alone: out of their windows
+        _quarantine_reading(prepared, reading, reason, stage, detail)
 
-    groups = prepared.groups
-    # Prefetch every touched window in one round of BatchGetItem; conflicts re-read single items.
-    current: dict[WindowKey, AggregateItem] = {}
-    if groups:
-        try:
-            current = ports.aggregates.get_many(list(groups))
-        except Exception as exc:
-            logger.warning("aggregate prefetch failed: %r", exc)
-            outcome.errors.append(f"prefetch: {type(exc).__name__}")
-            for group in groups.values():
-                for r in group.readings:
-                    _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            groups = {}
-
-    # Fresh readings per window (not yet applied) feed the detector, sorted by (device, time).
-    fresh_by_key: dict[WindowKey, list[Reading]] = {}
-    for key, group in groups.items():
-        fresh, _ = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
-        if fresh:
-            fresh_by_key[key] = fresh
-    anomalous: set[int] = set()  # id() of flagged readings
-    if fresh_by_key and ports.detector is not None and out_of_time():
-        outcome.errors.append("deadline: anomaly stage not started")
-        _fail_all(prepared, failed_at)
-        groups = {}
-    elif fresh_by_key and ports.detector is not None:
-        try:
-            anomalous, casualties = _detect(ports, fresh_by_key, now_s, outcome)
-        except Exception as exc:
-            # An outage of the detector or the anomaly store (throttling past retries, an unavailable
-            # endpoint, a missing table): writing these windows now would mark their readings applied, and
-            # the redelivery would then skip detection for them. Leave them all to redelivery.
-            logger.warning("anomaly stage failed: %r", exc)
-            outcome.errors.append(f"anomaly stage: {type(exc).__name__}")
-            for fresh in fresh_by_key.values():
-                for r in fresh:
-                    _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            groups = {k: g for k, g in groups.items() if k not in fresh_by_key}
-        else:
-            # Readings the anomaly stage failed on by themselves: quarantined, out of their windows.
-            for r, reason, stage, detail in casualties:
-                _quarantine_reading(prepared, r, reason, stage, detail)
-
-    # One conditional write per window.
-    applied_ids: set[int] = set()
-    dup_ids: set[int] = set()
-
-    def apply(key: WindowKey) -> exactly_once.ApplyResult | BaseException:
-        if out_of_time():  # checked per window: parallel writes stop starting, those in flight finish
-            return _OutOfTime()
-        try:
-            return exactly_once.apply_group(
-                ports.aggregates,
-                groups[key],
-                current.get(key),
-                lambda r: id(r) in anomalous,
-                now_s,
-                config.window_s,
-                config.max_write_attempts,
-                config.sleep,
-            )
-        except Exception as exc:  # reported below; BaseException (a kill) still ends the invocation
-            return exc
-
-    keys = list(groups)
-    if config.write_concurrency > 1 and len(keys) > 1:
-        results = list(_executor(config.write_concurrency).map(apply, keys))
-    else:
-        results = [apply(key) for key in keys]
-    redelivered_ids: set[int] = set()
-    for key, result in zip(keys, results, strict=True):
-        if isinstance(result, _OutOfTime):
-            for r in groups[key].readings:
-                _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            continue
-        if isinstance(result, BaseException) and is_item_error(result):
-            # The table refuses this window's item (a value it cannot store, an item too large): a retry
-            # would fail the same way, so quarantine the window's new readings and let the batch go on.
-            logger.warning("window item rejected device=%s window=%s: %r", key[0], key[1], result)
-            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
-            group = groups[key]
-            fresh, dropped = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
-            redelivered, dups = exactly_once.split_redelivered(current.get(key), dropped)
-            for r in fresh:
-                _quarantine_reading(
-                    prepared, r, STORAGE_REJECTED, STAGE_AGGREGATE, f"window item rejected: {result}"
-                )
-            redelivered_ids.update(id(r) for r in redelivered)
-            dup_ids.update(id(r) for r in dups)
-            continue
-        if isinstance(result, BaseException):
-            logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], result)
-            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
-            for r in groups[key].readings:
-                _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            continue
-        outcome.write_conflicts += result.conflicts
-        outcome.windows_written += int(result.written)
-        applied_ids.update(id(r) for r in result.applied)
-        dup_ids.update(id(r) for r in result.duplicates)
-        redelivered_ids.update(id(r) for r in result.redelivered)
-    if outcome.out_of_time:
-        outcome.errors.append("deadline: window writes not started")
+    writes = write_windows(
+        ports.aggregates, detection.groups, prefetched.current, detection.anomalous, now_s, config, deadline
+    )
+    _fail_items(failed_at, writes.failed)
+    for reading, detail in writes.rejected:
+        _quarantine_reading(prepared, reading, STORAGE_REJECTED, STAGE_AGGREGATE, detail)
+    deadline_note = ["deadline: window writes not started"] if deadline.hit else []
 
     if failed_at and config.hand_back_whole_batch:
-        _fail_all(prepared, failed_at)
+        _fail_items(failed_at, prepared.records)
     # Archive lines: readings in the table say "aggregated" whether this write or an earlier one put them
     # there (an earlier delivery that was handed back wrote no archive line for them).
-    _archive(prepared, ports.archive, failed_at, applied_ids | redelivered_ids, outcome)
-    _account(prepared, failed_at, applied_ids, dup_ids, redelivered_ids, outcome)
+    archived = archive_batch(prepared, ports.archive, failed_at, writes.applied | writes.redelivered)
+    _fail_items(failed_at, archived.failed)
+    accounting = account(prepared, failed_at, writes)
 
-    newest = max((r.epoch_ms for g in prepared.groups.values() for r in g.readings), default=None)
-    if newest is not None:
-        outcome.window_lag_s = max(0.0, now_s - newest / 1000)
+    outcome = Outcome(
+        records_in=accounting.records_in,
+        kinesis_records_in=len(records),
+        aggregated=accounting.aggregated,
+        duplicates=accounting.duplicates,
+        rejected=accounting.rejected,
+        retry=accounting.retry,
+        redelivered=accounting.redelivered,
+        archive_failures=len(archived.failed),
+        out_of_time=deadline.hit,
+        alerts_failed=detection.alerts_failed,
+        failed_sequence_numbers=accounting.failed_sequence_numbers,
+        anomalies=detection.anomalies,
+        alerts_sent=detection.alerts_sent,
+        alerts_suppressed=detection.alerts_suppressed,
+        windows_written=writes.windows_written,
+        write_conflicts=writes.conflicts,
+        archived_keys=archived.keys,
+        window_lag_s=_window_lag_s(prepared, now_s),
+        shard_ranges=archived.shard_ranges,
+        errors=[
+            *(why for _, why in prepared.failed),
+            *prefetched.errors,
+            *detection.errors,
+            *writes.errors,
+            *deadline_note,
+            *archived.errors,
+        ],
+        dispositions=accounting.dispositions,
+    )
     outcome.duration_ms = (time.perf_counter() - started) * 1000
     _emit_metrics(ports.metrics, outcome)
     return outcome
 
 
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+def _window_lag_s(prepared: Prepared, now_s: float) -> float | None:
+    newest = max((r.epoch_ms for g in prepared.groups.values() for r in g.readings), default=None)
+    return None if newest is None else max(0.0, now_s - newest / 1000)
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
-    # One pool per container, reused across invocations (boto3 clients are thread-safe).
-    pool = _EXECUTORS.get(workers)
-    if pool is None:
-        pool = _EXECUTORS[workers] = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="window-write"
-        )
-    return pool
+# ------------------------------------------------------------------------------------------ prefetch
+@dataclass(frozen=True)
+class Prefetched:
+    """The stored windows the batch touches, and the groups left to process (none if the read failed)."""
+
+    groups: dict[WindowKey, WindowGroup]
+    current: dict[WindowKey, AggregateItem]
+    failed: list[Reading] = field(default_factory=list)  # handed back: the read failed
+    errors: list[str] = field(default_factory=list)
 
 
+def prefetch_windows(aggregates: AggregateStore, groups: dict[WindowKey, WindowGroup]) -> Prefetched:
+    """Every touched window in one round of BatchGetItem (conflicts re-read single items later)."""
+    if not groups:
+        return Prefetched(groups, {})
+    try:
+        return Prefetched(groups, aggregates.get_many(list(groups)))
+    except Exception as exc:
+        logger.warning("aggregate prefetch failed: %r", exc)
+        failed = [r for group in groups.values() for r in group.readings]
+        return Prefetched({}, {}, failed, [f"prefetch: {type(exc).__name__}"])
+
+
+# ------------------------------------------------------------------------------------------ detect
 Casualty = tuple[Reading, str, str, str]  # (reading, reason, stage, detail): quarantined by a later stage
 
 
+@dataclass(frozen=True)
+class Detection:
+    """What the anomaly stage decided, and the groups left to write."""
+
+    groups: dict[WindowKey, WindowGroup]  # the windows to write now (others are handed back)
+    anomalous: frozenset[int] = frozenset()  # id() of flagged readings
+    casualties: list[Casualty] = field(default_factory=list)  # failed alone: quarantine them
+    failed: list[Reading] = field(default_factory=list)  # handed back: the stage had an outage
+    hand_back_all: bool = False  # the deadline came before the stage could start
+    anomalies: int = 0
+    alerts_sent: int = 0
+    alerts_suppressed: int = 0
+    alerts_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def detect_anomalies(
+    ports: ProcessorPorts,
+    groups: dict[WindowKey, WindowGroup],
+    current: dict[WindowKey, AggregateItem],
+    now_s: float,
+    deadline: Deadline,
+) -> Detection:
+    """Score the fresh (not yet applied) readings of each window, store the anomalies, alert.
+
+    An outage of the detector or the anomaly store (throttling past retries, an unavailable endpoint, a
+    missing table) hands the fresh readings back: writing their windows now would mark them applied, and
+    the redelivery would then skip detection for them.
+    """
+    detector = ports.detector
+    if detector is None:
+        return Detection(groups)
+    fresh_by_key: dict[WindowKey, list[Reading]] = {}
+    for key, group in groups.items():
+        fresh, _ = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
+        if fresh:
+            fresh_by_key[key] = fresh
+    if not fresh_by_key:
+        return Detection(groups)
+    if deadline.expired():
+        return Detection({}, hand_back_all=True, errors=["deadline: anomaly stage not started"])
+    try:
+        anomalous, casualties, stages = _detect(detector, ports, fresh_by_key, now_s)
+    except Exception as exc:
+        logger.warning("anomaly stage failed: %r", exc)
+        return Detection(
+            {k: g for k, g in groups.items() if k not in fresh_by_key},
+            failed=[r for fresh in fresh_by_key.values() for r in fresh],
+            errors=[f"anomaly stage: {type(exc).__name__}"],
+        )
+    return Detection(
+        groups,
+        frozenset(anomalous),
+        casualties,
+        anomalies=sum(len(s.anomalies) for s in stages),
+        alerts_sent=sum(s.alerts_sent for s in stages),
+        alerts_suppressed=sum(s.alerts_suppressed for s in stages),
+        alerts_failed=sum(s.alerts_failed for s in stages),
+    )
+
+
 def _detect(
-    ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float, outcome: Outcome
-) -> tuple[set[int], list[Casualty]]:
-    """Score the fresh readings, store the anomalies, alert: (ids of flagged readings, casualties).
+    detector: Detector, ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float
+) -> tuple[set[int], list[Casualty], list[AnomalyStageResult]]:
+    """Score, store, alert: (ids of flagged readings, casualties, the stage's results).
 
     A failure that concerns some readings only is contained to them: detection is retried per device and
     then per reading, storage per flagged reading; a reading that still fails becomes a casualty (the
@@ -482,9 +519,11 @@ def _detect(
         (r for fresh in fresh_by_key.values() for r in fresh), key=lambda r: (r.device_id, r.epoch_ms)
     )
     casualties: list[Casualty] = []
-    scored, verdicts = _verdicts(ports.detector, readings, casualties)
-    handle = ports.handle_verdicts
-    if handle is None:
+    scored, verdicts = _verdicts(detector, readings, casualties)
+    handle: VerdictHandler[Verdict]
+    if ports.handle_verdicts is not None:
+        handle = ports.handle_verdicts
+    else:
         from functions.detector.pipeline_stage import handle_verdicts as handle  # lazy: colleague's module
     try:
         stages = [handle(scored, verdicts, ports.anomaly_store, ports.alerter, now_s)]
@@ -504,24 +543,18 @@ def _detect(
                     raise
                 casualties.append((r, STORAGE_REJECTED, STAGE_ANOMALY_STORE, _why(item_exc)))
     failed_ids = {id(c[0]) for c in casualties}
-    for stage in stages:
-        flagged = getattr(stage, "anomalies", 0)  # the stored anomaly items (a list), or a count
-        outcome.anomalies += len(flagged) if isinstance(flagged, list | tuple) else int(flagged)
-        outcome.alerts_sent += int(getattr(stage, "alerts_sent", 0))
-        outcome.alerts_suppressed += int(getattr(stage, "alerts_suppressed", 0))
-        outcome.alerts_failed += int(getattr(stage, "alerts_failed", 0))
     anomalous = {
         id(r) for r, v in zip(scored, verdicts, strict=True) if v.is_anomaly and id(r) not in failed_ids
     }
-    return anomalous, casualties
+    return anomalous, casualties, stages
 
 
 def _verdicts(
-    detector: Any, readings: list[Reading], casualties: list[Casualty]
-) -> tuple[list[Reading], list[Any]]:
+    detector: Detector, readings: list[Reading], casualties: list[Casualty]
+) -> tuple[list[Reading], list[Verdict]]:
     """(readings that were scored, their verdicts): the whole batch, else per device, else per reading."""
 
-    def detect(rs: list[Reading]) -> list:
+    def detect(rs: list[Reading]) -> list[Verdict]:
         verdicts = detector.detect(rs)
         if len(verdicts) != len(rs):
             raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(rs)} readings")
@@ -534,7 +567,7 @@ def _verdicts(
             raise
         logger.warning("detector failed on the batch, isolating by device: %r", exc)
     scored: list[Reading] = []
-    verdicts: list = []
+    verdicts: list[Verdict] = []
     by_device: dict[str, list[Reading]] = {}
     for r in readings:  # sorted by (device, time), so each device's list is in time order
         by_device.setdefault(r.device_id, []).append(r)
@@ -574,6 +607,99 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
+# ------------------------------------------------------------------------------------------ write windows
+class _OutOfTime(Exception):
+    """A window write not started because the invocation's time budget ran out."""
+
+
+@dataclass
+class Writes:
+    """The window writes' results, folded over the windows (ids are id() of readings)."""
+
+    applied: set[int] = field(default_factory=set)  # added to the table by this invocation
+    duplicates: set[int] = field(default_factory=set)
+    redelivered: set[int] = field(default_factory=set)  # an earlier delivery added them
+    failed: list[Reading] = field(default_factory=list)  # handed back (a failed or unstarted write)
+    rejected: list[tuple[Reading, str]] = field(default_factory=list)  # the table refused the item
+    conflicts: int = 0
+    windows_written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    # One pool per container, reused across invocations (boto3 clients are thread-safe).
+    pool = _EXECUTORS.get(workers)
+    if pool is None:
+        pool = _EXECUTORS[workers] = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="window-write"
+        )
+    return pool
+
+
+def write_windows(
+    aggregates: AggregateStore,
+    groups: dict[WindowKey, WindowGroup],
+    current: dict[WindowKey, AggregateItem],
+    anomalous: frozenset[int],
+    now_s: float,
+    config: ProcessorConfig,
+    deadline: Deadline,
+) -> Writes:
+    """One conditional write per window (in parallel up to ``config.write_concurrency``)."""
+
+    def apply(key: WindowKey) -> exactly_once.ApplyResult | BaseException:
+        if deadline.expired():  # checked per window: parallel writes stop starting, those in flight finish
+            return _OutOfTime()
+        try:
+            return exactly_once.apply_group(
+                aggregates,
+                groups[key],
+                current.get(key),
+                lambda r: id(r) in anomalous,
+                now_s,
+                config.window_s,
+                config.max_write_attempts,
+                config.sleep,
+            )
+        except Exception as exc:  # reported below; BaseException (a kill) still ends the invocation
+            return exc
+
+    keys = list(groups)
+    if config.write_concurrency > 1 and len(keys) > 1:
+        results = list(_executor(config.write_concurrency).map(apply, keys))
+    else:
+        results = [apply(key) for key in keys]
+    out = Writes()
+    for key, result in zip(keys, results, strict=True):
+        group = groups[key]
+        if isinstance(result, _OutOfTime):
+            out.failed.extend(group.readings)
+        elif isinstance(result, BaseException) and is_item_error(result):
+            # The table refuses this window's item (a value it cannot store, an item too large): a retry
+            # would fail the same way, so quarantine the window's new readings and let the batch go on.
+            logger.warning("window item rejected device=%s window=%s: %r", key[0], key[1], result)
+            out.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
+            fresh, dropped = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
+            redelivered, dups = exactly_once.split_redelivered(current.get(key), dropped)
+            out.rejected.extend((r, f"window item rejected: {result}") for r in fresh)
+            out.redelivered.update(id(r) for r in redelivered)
+            out.duplicates.update(id(r) for r in dups)
+        elif isinstance(result, BaseException):
+            logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], result)
+            out.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
+            out.failed.extend(group.readings)
+        else:
+            out.conflicts += result.conflicts
+            out.windows_written += int(result.written)
+            out.applied.update(id(r) for r in result.applied)
+            out.duplicates.update(id(r) for r in result.duplicates)
+            out.redelivered.update(id(r) for r in result.redelivered)
+    return out
+
+
 def _record_of(prepared: Prepared, reading: Reading) -> KinesisRecord:
     if prepared.by_seq is None:  # built only when a later stage quarantines a reading (rare)
         prepared.by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in prepared.records}
@@ -592,18 +718,18 @@ def _quarantine_reading(prepared: Prepared, reading: Reading, reason: str, stage
             group.readings = [r for r in group.readings if r is not reading]
 
 
-def _fail_all(prepared: Prepared, failed_at: dict[str, int]) -> None:
-    for record in prepared.records:
-        _fail_point(failed_at, record.shard_id, record.seq)
+# ------------------------------------------------------------------------------------------ archive
+@dataclass
+class Archived:
+    keys: list[str] = field(default_factory=list)
+    shard_ranges: dict[str, tuple[str, str]] = field(default_factory=dict)  # shard -> (first, last) done
+    failed: list[KinesisRecord] = field(default_factory=list)  # first record of each shard not archived
+    errors: list[str] = field(default_factory=list)
 
 
-def _archive(
-    prepared: Prepared,
-    archive: Archive,
-    failed_at: dict[str, int],
-    applied_ids: set[int],
-    outcome: Outcome,
-) -> None:
+def archive_batch(
+    prepared: Prepared, archive: Archive, failed_at: FailPoints, applied_ids: set[int]
+) -> Archived:
     """Archive, per shard, every record before the shard's failure point: processed and quarantined."""
     by_shard: dict[str, list[KinesisRecord]] = {}
     for record in prepared.records:
@@ -625,13 +751,14 @@ def _archive(
         if fail is None or rej.record.seq < fail:
             quarantined.setdefault(rej.record.shard_id, []).append(quarantine_line(rej))
 
+    out = Archived()
     for shard_id, shard_records in by_shard.items():
         fail = failed_at.get(shard_id)
         done = [r for r in shard_records if fail is None or r.seq < fail]
         if not done:
             continue
         first, last = done[0], done[-1]
-        outcome.shard_ranges[shard_id] = (first.sequence_number, last.sequence_number)
+        out.shard_ranges[shard_id] = (first.sequence_number, last.sequence_number)
         arrival = first.approximate_arrival_ms
         try:
             for prefix, lines in (
@@ -641,29 +768,37 @@ def _archive(
                 if lines:
                     key = archive_key(prefix, shard_id, first.sequence_number, last.sequence_number, arrival)
                     archive.put_jsonl_gz(key, lines)
-                    outcome.archived_keys.append(key)
+                    out.keys.append(key)
         except Exception as exc:
             # Nothing of this shard counts as done until it is archived: redeliver it all (aggregates
             # already written are recognised by their watermarks next time).
             logger.warning("archive write failed shard=%s: %r", shard_id, exc)
-            outcome.errors.append(f"archive {shard_id}: {type(exc).__name__}")
-            outcome.archive_failures += 1
-            _fail_point(failed_at, shard_id, first.seq)
+            out.errors.append(f"archive {shard_id}: {type(exc).__name__}")
+            out.failed.append(first)
+    return out
 
 
-def _account(
-    prepared: Prepared,
-    failed_at: dict[str, int],
-    applied_ids: set[int],
-    dup_ids: set[int],
-    redelivered_ids: set[int],
-    outcome: Outcome,
-) -> None:
+# ------------------------------------------------------------------------------------------ account
+@dataclass
+class Accounting:
+    dispositions: dict[ItemKey, str]
+    records_in: int = 0
+    aggregated: int = 0
+    duplicates: int = 0
+    retry: int = 0
+    redelivered: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    failed_sequence_numbers: list[str] = field(default_factory=list)  # one per failed shard
+
+
+def account(prepared: Prepared, failed_at: FailPoints, writes: Writes) -> Accounting:
     """One disposition per reading. A reading this invocation added to the table is ``aggregated`` even
     when its record is handed back (an archive failure, a later window's failure): the table holds it
     from now on, so counting it here is what keeps RecordsAggregated equal to the table. When that
     record comes back, the watermark marks the reading ``redelivered``, which no total counts."""
-    dispositions = outcome.dispositions
+    failed_at = dict(failed_at)  # the belt-and-braces point below is this function's own
+    applied_ids, dup_ids, redelivered_ids = writes.applied, writes.duplicates, writes.redelivered
+    dispositions: dict[ItemKey, str] = {}
 
     def fate(shard_id: str, seq: str, index: int | None, what: str) -> None:
         fail = failed_at.get(shard_id)
@@ -683,30 +818,32 @@ def _account(
             what = REDELIVERED if rid in redelivered_ids else DUPLICATE if rid in dup_ids else RETRY
             fate(r.shard_id, r.sequence_number, r.index, what)
     for item, _ in prepared.failed:
-        dispositions[(item.shard_id, item.sequence_number, getattr(item, "index", None))] = RETRY
+        index = item.index if isinstance(item, Reading) else None
+        dispositions[(item.shard_id, item.sequence_number, index)] = RETRY
     accounted = {(shard, seq) for shard, seq, _ in dispositions}
     for record in prepared.records:  # a record with no item classified above (cannot happen; belt and braces)
         if (record.shard_id, record.sequence_number) not in accounted:
             dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
             _fail_point(failed_at, record.shard_id, record.seq)
 
+    out = Accounting(dispositions, records_in=len(dispositions))
     for what in dispositions.values():
         if what == AGGREGATED:
-            outcome.aggregated += 1
+            out.aggregated += 1
         elif what == DUPLICATE:
-            outcome.duplicates += 1
+            out.duplicates += 1
         elif what == RETRY:
-            outcome.retry += 1
+            out.retry += 1
         elif what == REDELIVERED:
-            outcome.redelivered += 1
+            out.redelivered += 1
         else:
-            outcome.rejected[what.split(":", 1)[1]] += 1
-    outcome.records_in = len(dispositions)
+            out.rejected[what.split(":", 1)[1]] += 1
     # Kinesis semantics: Lambda resumes a shard from the lowest sequence number reported for it.
-    by_shard_seq = {r.shard_id: {} for r in prepared.records}
+    by_shard_seq: dict[str, dict[int, str]] = {r.shard_id: {} for r in prepared.records}
     for record in prepared.records:
         by_shard_seq[record.shard_id][record.seq] = record.sequence_number
-    outcome.failed_sequence_numbers = [by_shard_seq[s][seq] for s, seq in sorted(failed_at.items())]
+    out.failed_sequence_numbers = [by_shard_seq[s][seq] for s, seq in sorted(failed_at.items())]
+    return out
 
 
 def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
