@@ -5,20 +5,22 @@ with ``add`` and publishes on ``flush``; ``flush`` never raises (a batch whose d
 fail over a metric). Count-unit points with the same name and dimensions are summed; other units keep
 every value (EMF value arrays / PutMetricData Values+Counts), so percentiles stay meaningful.
 
-EMF is written by hand (one JSON line per dimension set, stdout): it lets one flush carry several
-dimension sets (``RecordsRejected`` per ``Reason``) without Powertools' single-metric context managers.
+EMF documents are built by Powertools Metrics (``EphemeralMetrics``: no state shared between sinks), one
+per dimension set, so one flush carries several (``RecordsRejected`` per ``Reason``). The buffer in front
+of it stays: it sums Count points per batch (Powertools would append every value) and groups by
+dimension set, and PutMetricData, which Powertools does not do, shares it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
+from aws_lambda_powertools.metrics import EphemeralMetrics
 
 from functions.adapters.clients import client
 from functions.settings import get_settings
@@ -73,28 +75,24 @@ class EmfMetrics(_Buffer):
             for (name, unit, dims), values in self.drain().items():
                 by_dims.setdefault(dims, []).append((name, unit, values))
             stream = self._stream or sys.stdout
-            now_ms = int(time.time() * 1000)
             for dims, metrics in by_dims.items():
-                doc: dict[str, Any] = {
-                    "_aws": {
-                        "Timestamp": now_ms,
-                        "CloudWatchMetrics": [
-                            {
-                                "Namespace": self.namespace,
-                                "Dimensions": [[k for k, _ in dims]],
-                                "Metrics": [{"Name": n, "Unit": u} for n, u, _ in metrics],
-                            }
-                        ],
-                    },
-                    "service": self.service,  # a property, not a dimension: searchable in Logs Insights
-                }
-                doc.update(dict(dims))
-                for name, _, values in metrics:
-                    doc[name] = values[0] if len(values) == 1 else values
-                stream.write(orjson.dumps(doc).decode() + "\n")
+                stream.write(orjson.dumps(self._document(dims, metrics)).decode() + "\n")
             stream.flush()
         except Exception:
             logger.exception("EMF flush failed")
+
+    def _document(self, dims: DimKey, metrics: list[tuple[str, str, list[float]]]) -> dict[str, Any]:
+        # service="": Powertools would otherwise add POWERTOOLS_SERVICE_NAME (set by the template) as a
+        # dimension, which changes every metric's identity (dashboards and alarms use none or Reason).
+        emf = EphemeralMetrics(namespace=self.namespace, service="")
+        for key, value in dims:
+            emf.add_dimension(name=key, value=value)
+        for name, unit, values in metrics:
+            for value in values:
+                emf.add_metric(name=name, unit=unit, value=value)
+        # A property, not a dimension: searchable in Logs Insights.
+        emf.add_metadata(key="service", value=self.service)
+        return emf.serialize_metric_set()
 
 
 class CloudWatchMetrics(_Buffer):

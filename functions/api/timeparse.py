@@ -1,4 +1,8 @@
-"""Query-string times: ISO 8601 or epoch milliseconds, always interpreted as UTC."""
+"""Query-string times: ISO 8601 or epoch milliseconds, always interpreted as UTC.
+
+Parsing and formatting are the one time module's (``functions.core.timestamps``); this module only adds
+the API's leniency (naive is UTC, epoch ms as digits), its range and its 400 responses.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import re
 from datetime import UTC, datetime
 
 from functions.api.errors import BadRequest
+from functions.core.timestamps import format_datetime_ms, format_s, ms_to_datetime, parse_datetime
 
 _EPOCH_MS = re.compile(r"^\d{1,15}$")
 # The smallest and largest instants the API accepts (avoids datetime overflow on absurd inputs).
@@ -17,11 +22,7 @@ def parse_time(value: str, name: str) -> datetime:
     """``value`` as an aware UTC datetime; naive ISO strings are taken as UTC. 400 if unparseable."""
     text = value.strip()
     try:
-        if _EPOCH_MS.match(text):
-            parsed = datetime.fromtimestamp(int(text) / 1000, tz=UTC)
-        else:
-            parsed = datetime.fromisoformat(text.replace("z", "Z"))
-            parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        parsed = ms_to_datetime(int(text)) if _EPOCH_MS.match(text) else parse_datetime(text)
     except (ValueError, OverflowError, OSError):
         raise BadRequest(
             f"`{name}` must be ISO 8601 (e.g. 2026-11-21T23:05:00Z) or epoch milliseconds", "invalid_time"
@@ -31,10 +32,6 @@ def parse_time(value: str, name: str) -> datetime:
     return parsed
 
 
-def iso_ms(moment: datetime) -> str:
-    """The data model's timestamp format: ISO 8601 UTC with milliseconds and ``Z``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def iso_s(epoch_s: int) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The data model's timestamp format (ISO 8601 UTC, milliseconds, ``Z``) and its to-the-second sibling.
+iso_ms = format_datetime_ms
+iso_s = format_s

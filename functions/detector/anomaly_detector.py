@@ -35,7 +35,7 @@ from functions.detector.envelope import Envelope, combine_scores
 from functions.detector.features import FeatureBuilder, FeatureSpec
 from functions.detector.iforest import IsolationForestScorer
 from functions.detector.interface import Detector, Verdict
-from functions.settings import Settings, get_settings
+from functions.settings import ProcessorSettings, get_settings
 
 ARTIFACT_NAME = "iforest-v1.json"
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
@@ -45,7 +45,7 @@ class DetectorUnavailable(RuntimeError):
     """The configured scoring backend failed and the policy says to fail the batch."""
 
 
-def default_artifact_path(settings: Settings | None = None) -> Path:
+def default_artifact_path(settings: ProcessorSettings | None = None) -> Path:
     """Settings path, else the copy the build puts beside this module, else the repository's model/."""
     settings = settings or get_settings()
     if settings.model_artifact_path:

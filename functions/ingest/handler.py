@@ -44,7 +44,7 @@ from aws_lambda_powertools import Logger
 
 from functions.auth.device_credentials import CredentialStore, header_value, verify
 from functions.schemas import compiled_validator
-from functions.settings import Settings, get_settings
+from functions.settings import IngestSettings, get_settings
 
 logger = Logger(service="ingest")
 
@@ -78,7 +78,7 @@ def _body_bytes(event: dict[str, Any]) -> bytes | None:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def ingest(body: bytes | None, publisher: Any, settings: Settings, *, principal: str) -> HttpResponse:
+def ingest(body: bytes | None, publisher: Any, settings: IngestSettings, *, principal: str) -> HttpResponse:
     """The whole request logic, without API Gateway's envelope (unit-testable with a fake publisher).
 
     ``principal`` is the authenticated device id: every reading must carry it.

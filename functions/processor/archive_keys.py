@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from functions.core.readings import Reading
-from functions.processor.decode import format_ms
+from functions.core.timestamps import format_ms
 from functions.processor.records import Rejection
 
 PROCESSED_PREFIX = "processed"
@@ -24,8 +23,8 @@ QUARANTINE_PREFIX = "quarantine"
 
 def archive_key(prefix: str, shard_id: str, first_seq: str, last_seq: str, arrival_ms: int) -> str:
     """``<prefix>/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz``."""
-    t = datetime.fromtimestamp(arrival_ms / 1000, tz=UTC)
-    return f"{prefix}/dt={t:%Y-%m-%d}/hour={t:%H}/{shard_id}-{first_seq}-{last_seq}.jsonl.gz"
+    stamp = format_ms(arrival_ms)  # YYYY-MM-DDTHH:...
+    return f"{prefix}/dt={stamp[:10]}/hour={stamp[11:13]}/{shard_id}-{first_seq}-{last_seq}.jsonl.gz"
 
 
 def processed_line(reading: Reading, status: str) -> bytes:

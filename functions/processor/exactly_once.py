@@ -20,7 +20,6 @@ of that shard and window has been applied or was never meant for it.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ from dataclasses import dataclass, field
 from functions.core.errors import StoreError, VersionConflict, is_transient
 from functions.core.ports import AggregateItem, AggregateStore, WindowKey
 from functions.core.readings import DeviceInfo, Reading
+from functions.core.retry import Backoff
+from functions.core.timestamps import format_ms, format_s
 from functions.processor import windows
-from functions.processor.decode import format_ms, format_s
 from functions.settings import get_settings
 
 # The outer retry around read-merge-write: botocore already retries each call (adaptive mode); this loop
@@ -169,11 +169,6 @@ def _same_write(current: AggregateItem | None, attempted: AggregateItem) -> bool
     )
 
 
-def _backoff(attempt: int, sleep: Callable[[float], None]) -> None:
-    # Full jitter (AWS architecture blog): spreads competing writers apart.
-    sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2**attempt))))
-
-
 def apply_group(
     store: AggregateStore,
     group: WindowGroup,
@@ -193,7 +188,9 @@ def apply_group(
     last_error: BaseException | None = None
     ambiguous: tuple[AggregateItem, list[Reading]] | None = None  # a put whose outcome we do not know
     ambiguous_base: AggregateItem | None = current  # the item that put was computed from
-    for attempt in range(max_attempts):
+    # A stateful loop (re-read, the ambiguous put), so the helper's attempts() rather than call().
+    backoff = Backoff(max_attempts, BACKOFF_BASE_S, BACKOFF_CAP_S, sleep)
+    for attempt in backoff.attempts():
         out.attempts = attempt + 1
         if attempt > 0:
             try:
@@ -202,7 +199,6 @@ def apply_group(
                 if not exc.transient:
                     raise
                 last_error = exc
-                _backoff(attempt, sleep)
                 continue
             if ambiguous is not None and _same_write(current, ambiguous[0]):
                 # The "failed" put (a timeout, a 500 after commit) had in fact been applied.
@@ -227,14 +223,12 @@ def apply_group(
         except VersionConflict as exc:
             out.conflicts += 1
             last_error = exc
-            _backoff(attempt, sleep)
             continue
         except Exception as exc:
             if not is_transient(exc):
                 raise
             last_error = exc
             ambiguous = (item, fresh)
-            _backoff(attempt, sleep)
             continue
         out.written = True
         return out

@@ -1,9 +1,12 @@
 """The batch orchestration: ``process_batch(records, ports) -> Outcome``, runnable with in-memory fakes.
 
-Stages (one module each): decode/validate (``decode``) -> enrich (``enrich``) -> in-batch dedupe and
-grouping by (device, window) -> prefetch stored windows and drop already-applied records
-(``exactly_once.split_fresh``) -> anomaly detection on the fresh readings (detector + ``handle_verdicts``)
--> one conditional write per window (``exactly_once.apply_group``) -> archive (``archive_keys``) -> metrics.
+Stages, each a function returning a value (one module each), composed by ``_process_batch``:
+``prepare.prepare_batch`` (decode/validate, enrich, in-batch dedupe, grouping by (device, window)) ->
+``window_writes.prefetch_windows`` (the stored windows) -> ``anomaly_stage.detect_anomalies`` (the fresh
+readings, ``exactly_once.split_fresh``, through the detector and ``handle_verdicts``) ->
+``window_writes.write_windows`` (one conditional write per window, ``exactly_once.apply_group``) ->
+``archiving.archive_batch`` -> ``accounting.account`` -> metrics. The per-shard failure points and the
+``Outcome`` are folded here from what the stages return.
 
 Failure policy (see docs/processing.md):
 - bad data never raises: it is quarantined with a reason and archived; the shard moves on;
@@ -19,55 +22,40 @@ Failure policy (see docs/processing.md):
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from base64 import b64decode
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
-import orjson
-
-from functions.core.errors import is_item_error, is_transient
-from functions.core.ports import AggregateItem, AggregateStore, Archive, MetricsSink, WindowKey
-from functions.core.readings import Reading
-from functions.processor import exactly_once
-from functions.processor.archive_keys import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    archive_key,
-    processed_line,
-    quarantine_line,
+from functions.core.ports import (
+    AggregateStore,
+    Alerter,
+    AnomalyWriter,
+    Archive,
+    MetricsSink,
+    VerdictHandler,
 )
-from functions.processor.decode import DecodeRules, decode_batch
+from functions.detector.interface import Detector, Verdict
+from functions.processor import exactly_once
+from functions.processor.accounting import FailPoints, ItemKey, account, fail_items
+from functions.processor.anomaly_stage import detect_anomalies
+from functions.processor.archiving import archive_batch
+from functions.processor.decode import DecodeRules
 from functions.processor.enrich import DeviceCache
-from functions.processor.exactly_once import WindowGroup
+from functions.processor.prepare import Prepared, gc_paused, prepare_batch, quarantine_reading
 from functions.processor.records import (
-    DETECTION_FAILED,
     REASONS,
     STAGE_AGGREGATE,
-    STAGE_ANOMALY_STORE,
-    STAGE_DETECT,
-    STAGE_ENRICH,
     STORAGE_REJECTED,
-    UNKNOWN_DEVICE,
     KinesisRecord,
-    Rejection,
 )
+from functions.processor.window_writes import Deadline, RemainingMs, prefetch_windows, write_windows
+
+__all__ = ["Outcome", "ProcessorConfig", "ProcessorPorts", "gc_paused", "prepare_batch", "process_batch"]
 
 logger = logging.getLogger(__name__)
-
-AGGREGATED = "aggregated"
-DUPLICATE = "duplicate"
-REDELIVERED = "redelivered"
-RETRY = "retry"
-
-HandleVerdicts = Callable[..., Any]
 
 
 @dataclass
@@ -78,10 +66,11 @@ class ProcessorPorts:
     aggregates: AggregateStore
     archive: Archive
     metrics: MetricsSink
-    detector: Any | None = None  # functions.detector.interface.Detector; None disables detection
-    anomaly_store: Any | None = None  # functions.adapters.anomalies.AnomalyStore
-    alerter: Any | None = None  # functions.adapters.alerts.Alerter
-    handle_verdicts: HandleVerdicts | None = None  # functions.detector.pipeline_stage.handle_verdicts
+    detector: Detector | None = None  # None disables detection
+    anomaly_store: AnomalyWriter | None = None
+    alerter: Alerter | None = None
+    # None: functions.detector.pipeline_stage.handle_verdicts (imported when first needed)
+    handle_verdicts: VerdictHandler[Verdict] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,22 +90,6 @@ class ProcessorConfig:
     # failed invocation): hand back the whole batch (nothing archived or counted as done but what is
     # already in the table) and let the handler fail the invocation.
     hand_back_whole_batch: bool = False
-
-
-@dataclass
-class Prepared:
-    """The pure part of a batch: decoded, enriched, deduplicated, grouped (what the benchmark times)."""
-
-    records: list[KinesisRecord]  # sorted by (shard, sequence number)
-    rejections: list[Rejection] = field(default_factory=list)
-    batch_duplicates: list[Reading] = field(default_factory=list)
-    groups: dict[WindowKey, WindowGroup] = field(default_factory=dict)
-    failed: list[tuple[KinesisRecord | Reading, str]] = field(default_factory=list)  # (record, why)
-    by_seq: dict[tuple[str, str], KinesisRecord] | None = None  # (shard, sequence) -> record, on demand
-
-
-# (shard_id, sequence_number, index within a packed record or None): one input reading (or unparseable record)
-ItemKey = tuple[str, str, int | None]
 
 
 @dataclass
@@ -178,112 +151,6 @@ class Outcome:
         }
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for one batch.
-
-    A batch allocates several containers per record (decoded dict, channel dict, Reading), which triggers
-    a young-generation collection every ~100 records and periodic full scans of everything alive: about a
-    quarter of the CPU time of the core in bench/processor.py. Those objects hold no reference cycles, so
-    reference counting frees them anyway; the collector is re-enabled (and catches up) after the batch.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-_SHARD_AND_SEQ = attrgetter("shard_id", "sequence_number")
-_SEQ = attrgetter("sequence_number")
-
-
-def _order(records: Sequence[KinesisRecord]) -> list[KinesisRecord]:
-    # Per shard in sequence order (numeric): the watermark logic depends on it. Usually already sorted.
-    # Decimal strings of one length order as their numbers, so when all have the same length (Kinesis
-    # sequence numbers normally do) a key built in C suffices; otherwise the length goes first.
-    if len(set(map(len, map(_SEQ, records)))) <= 1:
-        return sorted(records, key=_SHARD_AND_SEQ)
-    return sorted(records, key=lambda r: (r.shard_id, len(r.sequence_number), r.sequence_number))
-
-
-def prepare_batch(
-    records: Sequence[KinesisRecord],
-    devices: DeviceCache,
-    rules: DecodeRules,
-    now_ms: int,
-    window_s: int = 60,
-) -> Prepared:
-    """Decode, validate, enrich, drop in-batch duplicates and group by (device, window). No writes."""
-    ordered = _order(records)
-    readings, rejections = decode_batch(ordered, rules, now_ms)
-    prepared = Prepared(records=ordered, rejections=rejections)
-    if not readings:
-        return prepared
-
-    try:
-        infos = devices.resolve({r.device_id for r in readings})
-    except Exception as exc:  # registry down after botocore's retries: leave these records to redelivery
-        logger.warning("device registry lookup failed: %r", exc)
-        prepared.failed.extend((r, f"registry: {type(exc).__name__}") for r in readings)
-        return prepared
-
-    seen: set[tuple[str, int]] = set()
-    seen_add = seen.add
-    by_seq: dict[tuple[str, str], KinesisRecord] | None = None  # built only if a device is unknown
-    groups = prepared.groups
-    window_ms = window_s * 1000
-    for r in readings:
-        device_id = r.device_id
-        info = infos.get(device_id)
-        if info is None:
-            if by_seq is None:
-                by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in ordered}
-            record = by_seq[(r.shard_id, r.sequence_number)]
-            rejections.append(
-                Rejection(
-                    record,
-                    UNKNOWN_DEVICE,
-                    STAGE_ENRICH,
-                    "device not registered",
-                    device_id,
-                    None if r.index is None else _element_bytes(record, r.index),
-                    r.index,
-                )
-            )
-            continue
-        r.device = info
-        epoch_ms = r.epoch_ms
-        key = (device_id, epoch_ms)
-        if key in seen:  # same device and event time: counted once (the first by sequence number)
-            prepared.batch_duplicates.append(r)
-            continue
-        seen_add(key)
-        wkey = (device_id, (epoch_ms // window_ms) * window_s)
-        group = groups.get(wkey)
-        if group is None:
-            groups[wkey] = WindowGroup(device_id, wkey[1], [r], info)
-        else:
-            group.readings.append(r)
-    return prepared
-
-
-def _element_bytes(record: KinesisRecord, index: int) -> bytes:
-    """Element ``index`` of a packed record, re-serialised (rare: only for a quarantined element)."""
-    return orjson.dumps(orjson.loads(b64decode(record.data_b64))[index])
-
-
-def _fail_point(failed_at: dict[str, int], shard_id: str, seq: int) -> None:
-    current = failed_at.get(shard_id)
-    if current is None or seq < current:
-        failed_at[shard_id] = seq
-
-
-RemainingMs = Callable[[], int]  # the Lambda context's get_remaining_time_in_millis
-
-
 def process_batch(
     records: Sequence[KinesisRecord],
     ports: ProcessorPorts,
@@ -301,10 +168,6 @@ def process_batch(
         return _process_batch(records, ports, config, now_s, remaining_ms)
 
 
-class _OutOfTime(Exception):
-    """A window write not started because the invocation's time budget ran out."""
-
-
 def _process_batch(
     records: Sequence[KinesisRecord],
     ports: ProcessorPorts,
@@ -312,401 +175,82 @@ def _process_batch(
     now_s: float | None,
     remaining_ms: RemainingMs | None = None,
 ) -> Outcome:
+    """The stages in order, each returning a value; the failure points and the outcome folded from them."""
     started = time.perf_counter()
     config = config or ProcessorConfig()
     now_s = time.time() if now_s is None else now_s
-    now_ms = int(now_s * 1000)
-    outcome = Outcome(kinesis_records_in=len(records))
     if not records:
-        return outcome
+        return Outcome(kinesis_records_in=0)
+    deadline = Deadline(remaining_ms, config.reserve_ms)
+    failed_at: FailPoints = {}
 
-    reserve_ms = config.reserve_ms
+    prepared = prepare_batch(records, ports.devices, config.rules, int(now_s * 1000), config.window_s)
+    fail_items(failed_at, (item for item, _ in prepared.failed))
 
-    def out_of_time() -> bool:
-        if remaining_ms is not None and remaining_ms() < reserve_ms:
-            outcome.out_of_time = True
-        return outcome.out_of_time
+    prefetched = prefetch_windows(ports.aggregates, prepared.groups)
+    fail_items(failed_at, prefetched.failed)
 
-    prepared = prepare_batch(records, ports.devices, config.rules, now_ms, config.window_s)
-    failed_at: dict[str, int] = {}  # shard -> earliest failed sequence number (int)
-    for item, why in prepared.failed:
-        _fail_point(failed_at, item.shard_id, int(item.sequence_number))
-        outcome.errors.append(why)
+    detection = detect_anomalies(ports, prefetched.groups, prefetched.current, now_s, deadline)
+    if detection.hand_back_all:
+        fail_items(failed_at, prepared.records)
+    fail_items(failed_at, detection.failed)
+    for reading, reason, stage, detail in detection.casualties:  # failed alone: out of their windows
+        quarantine_reading(prepared, reading, reason, stage, detail)
 
-    groups = prepared.groups
-    # Prefetch every touched window in one round of BatchGetItem; conflicts re-read single items.
-    current: dict[WindowKey, AggregateItem] = {}
-    if groups:
-        try:
-            current = ports.aggregates.get_many(list(groups))
-        except Exception as exc:
-            logger.warning("aggregate prefetch failed: %r", exc)
-            outcome.errors.append(f"prefetch: {type(exc).__name__}")
-            for group in groups.values():
-                for r in group.readings:
-                    _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            groups = {}
-
-    # Fresh readings per window (not yet applied) feed the detector, sorted by (device, time).
-    fresh_by_key: dict[WindowKey, list[Reading]] = {}
-    for key, group in groups.items():
-        fresh, _ = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
-        if fresh:
-            fresh_by_key[key] = fresh
-    anomalous: set[int] = set()  # id() of flagged readings
-    if fresh_by_key and ports.detector is not None and out_of_time():
-        outcome.errors.append("deadline: anomaly stage not started")
-        _fail_all(prepared, failed_at)
-        groups = {}
-    elif fresh_by_key and ports.detector is not None:
-        try:
-            anomalous, casualties = _detect(ports, fresh_by_key, now_s, outcome)
-        except Exception as exc:
-            # An outage of the detector or the anomaly store (throttling past retries, an unavailable
-            # endpoint, a missing table): writing these windows now would mark their readings applied, and
-            # the redelivery would then skip detection for them. Leave them all to redelivery.
-            logger.warning("anomaly stage failed: %r", exc)
-            outcome.errors.append(f"anomaly stage: {type(exc).__name__}")
-            for fresh in fresh_by_key.values():
-                for r in fresh:
-                    _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            groups = {k: g for k, g in groups.items() if k not in fresh_by_key}
-        else:
-            # Readings the anomaly stage failed on by themselves: quarantined, out of their windows.
-            for r, reason, stage, detail in casualties:
-                _quarantine_reading(prepared, r, reason, stage, detail)
-
-    # One conditional write per window.
-    applied_ids: set[int] = set()
-    dup_ids: set[int] = set()
-
-    def apply(key: WindowKey) -> exactly_once.ApplyResult | BaseException:
-        if out_of_time():  # checked per window: parallel writes stop starting, those in flight finish
-            return _OutOfTime()
-        try:
-            return exactly_once.apply_group(
-                ports.aggregates,
-                groups[key],
-                current.get(key),
-                lambda r: id(r) in anomalous,
-                now_s,
-                config.window_s,
-                config.max_write_attempts,
-                config.sleep,
-            )
-        except Exception as exc:  # reported below; BaseException (a kill) still ends the invocation
-            return exc
-
-    keys = list(groups)
-    if config.write_concurrency > 1 and len(keys) > 1:
-        results = list(_executor(config.write_concurrency).map(apply, keys))
-    else:
-        results = [apply(key) for key in keys]
-    redelivered_ids: set[int] = set()
-    for key, result in zip(keys, results, strict=True):
-        if isinstance(result, _OutOfTime):
-            for r in groups[key].readings:
-                _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            continue
-        if isinstance(result, BaseException) and is_item_error(result):
-            # The table refuses this window's item (a value it cannot store, an item too large): a retry
-            # would fail the same way, so quarantine the window's new readings and let the batch go on.
-            logger.warning("window item rejected device=%s window=%s: %r", key[0], key[1], result)
-            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
-            group = groups[key]
-            fresh, dropped = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
-            redelivered, dups = exactly_once.split_redelivered(current.get(key), dropped)
-            for r in fresh:
-                _quarantine_reading(
-                    prepared, r, STORAGE_REJECTED, STAGE_AGGREGATE, f"window item rejected: {result}"
-                )
-            redelivered_ids.update(id(r) for r in redelivered)
-            dup_ids.update(id(r) for r in dups)
-            continue
-        if isinstance(result, BaseException):
-            logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], result)
-            outcome.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
-            for r in groups[key].readings:
-                _fail_point(failed_at, r.shard_id, int(r.sequence_number))
-            continue
-        outcome.write_conflicts += result.conflicts
-        outcome.windows_written += int(result.written)
-        applied_ids.update(id(r) for r in result.applied)
-        dup_ids.update(id(r) for r in result.duplicates)
-        redelivered_ids.update(id(r) for r in result.redelivered)
-    if outcome.out_of_time:
-        outcome.errors.append("deadline: window writes not started")
+    writes = write_windows(
+        ports.aggregates, detection.groups, prefetched.current, detection.anomalous, now_s, config, deadline
+    )
+    fail_items(failed_at, writes.failed)
+    for reading, detail in writes.rejected:
+        quarantine_reading(prepared, reading, STORAGE_REJECTED, STAGE_AGGREGATE, detail)
+    deadline_note = ["deadline: window writes not started"] if deadline.hit else []
 
     if failed_at and config.hand_back_whole_batch:
-        _fail_all(prepared, failed_at)
+        fail_items(failed_at, prepared.records)
     # Archive lines: readings in the table say "aggregated" whether this write or an earlier one put them
     # there (an earlier delivery that was handed back wrote no archive line for them).
-    _archive(prepared, ports.archive, failed_at, applied_ids | redelivered_ids, outcome)
-    _account(prepared, failed_at, applied_ids, dup_ids, redelivered_ids, outcome)
+    archived = archive_batch(prepared, ports.archive, failed_at, writes.applied | writes.redelivered)
+    fail_items(failed_at, archived.failed)
+    accounting = account(prepared, failed_at, writes)
 
-    newest = max((r.epoch_ms for g in prepared.groups.values() for r in g.readings), default=None)
-    if newest is not None:
-        outcome.window_lag_s = max(0.0, now_s - newest / 1000)
+    outcome = Outcome(
+        records_in=accounting.records_in,
+        kinesis_records_in=len(records),
+        aggregated=accounting.aggregated,
+        duplicates=accounting.duplicates,
+        rejected=accounting.rejected,
+        retry=accounting.retry,
+        redelivered=accounting.redelivered,
+        archive_failures=len(archived.failed),
+        out_of_time=deadline.hit,
+        alerts_failed=detection.alerts_failed,
+        failed_sequence_numbers=accounting.failed_sequence_numbers,
+        anomalies=detection.anomalies,
+        alerts_sent=detection.alerts_sent,
+        alerts_suppressed=detection.alerts_suppressed,
+        windows_written=writes.windows_written,
+        write_conflicts=writes.conflicts,
+        archived_keys=archived.keys,
+        window_lag_s=_window_lag_s(prepared, now_s),
+        shard_ranges=archived.shard_ranges,
+        errors=[
+            *(why for _, why in prepared.failed),
+            *prefetched.errors,
+            *detection.errors,
+            *writes.errors,
+            *deadline_note,
+            *archived.errors,
+        ],
+        dispositions=accounting.dispositions,
+    )
     outcome.duration_ms = (time.perf_counter() - started) * 1000
     _emit_metrics(ports.metrics, outcome)
     return outcome
 
 
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    # One pool per container, reused across invocations (boto3 clients are thread-safe).
-    pool = _EXECUTORS.get(workers)
-    if pool is None:
-        pool = _EXECUTORS[workers] = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="window-write"
-        )
-    return pool
-
-
-Casualty = tuple[Reading, str, str, str]  # (reading, reason, stage, detail): quarantined by a later stage
-
-
-def _detect(
-    ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float, outcome: Outcome
-) -> tuple[set[int], list[Casualty]]:
-    """Score the fresh readings, store the anomalies, alert: (ids of flagged readings, casualties).
-
-    A failure that concerns some readings only is contained to them: detection is retried per device and
-    then per reading, storage per flagged reading; a reading that still fails becomes a casualty (the
-    caller quarantines it) and the rest of the batch goes on. An outage (``_is_outage``) raises, and the
-    caller hands the batch's fresh readings back for redelivery.
-    """
-    readings = sorted(
-        (r for fresh in fresh_by_key.values() for r in fresh), key=lambda r: (r.device_id, r.epoch_ms)
-    )
-    casualties: list[Casualty] = []
-    scored, verdicts = _verdicts(ports.detector, readings, casualties)
-    handle = ports.handle_verdicts
-    if handle is None:
-        from functions.detector.pipeline_stage import handle_verdicts as handle  # lazy: colleague's module
-    try:
-        stages = [handle(scored, verdicts, ports.anomaly_store, ports.alerter, now_s)]
-    except Exception as exc:
-        if not is_item_error(exc):  # throttling past retries, a missing table, an alert... : an outage
-            raise
-        # One bad item fails a whole BatchWriteItem (or its serialisation): isolate by flagged reading.
-        logger.warning("anomaly store rejected the batch's items, isolating: %r", exc)
-        stages = []
-        for r, v in zip(scored, verdicts, strict=True):
-            if not v.is_anomaly:
-                continue
-            try:
-                stages.append(handle([r], [v], ports.anomaly_store, ports.alerter, now_s))
-            except Exception as item_exc:
-                if not is_item_error(item_exc):
-                    raise
-                casualties.append((r, STORAGE_REJECTED, STAGE_ANOMALY_STORE, _why(item_exc)))
-    failed_ids = {id(c[0]) for c in casualties}
-    for stage in stages:
-        flagged = getattr(stage, "anomalies", 0)  # the stored anomaly items (a list), or a count
-        outcome.anomalies += len(flagged) if isinstance(flagged, list | tuple) else int(flagged)
-        outcome.alerts_sent += int(getattr(stage, "alerts_sent", 0))
-        outcome.alerts_suppressed += int(getattr(stage, "alerts_suppressed", 0))
-        outcome.alerts_failed += int(getattr(stage, "alerts_failed", 0))
-    anomalous = {
-        id(r) for r, v in zip(scored, verdicts, strict=True) if v.is_anomaly and id(r) not in failed_ids
-    }
-    return anomalous, casualties
-
-
-def _verdicts(
-    detector: Any, readings: list[Reading], casualties: list[Casualty]
-) -> tuple[list[Reading], list[Any]]:
-    """(readings that were scored, their verdicts): the whole batch, else per device, else per reading."""
-
-    def detect(rs: list[Reading]) -> list:
-        verdicts = detector.detect(rs)
-        if len(verdicts) != len(rs):
-            raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(rs)} readings")
-        return list(verdicts)
-
-    try:
-        return readings, detect(readings)
-    except Exception as exc:
-        if _is_outage(exc):
-            raise
-        logger.warning("detector failed on the batch, isolating by device: %r", exc)
-    scored: list[Reading] = []
-    verdicts: list = []
-    by_device: dict[str, list[Reading]] = {}
-    for r in readings:  # sorted by (device, time), so each device's list is in time order
-        by_device.setdefault(r.device_id, []).append(r)
-    for device_readings in by_device.values():
-        try:
-            verdicts.extend(detect(device_readings))
-            scored.extend(device_readings)
-            continue
-        except Exception as exc:
-            if _is_outage(exc):
-                raise
-        for r in device_readings:
-            try:
-                verdicts.extend(detect([r]))
-                scored.append(r)
-            except Exception as exc:
-                if _is_outage(exc):
-                    raise
-                casualties.append((r, DETECTION_FAILED, STAGE_DETECT, _why(exc)))
-    return scored, verdicts
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """A detector failure of the service rather than of particular readings: hand the batch back.
-
-    Transient errors (throttling, 5xx, timeouts) and a backend that is down under the ``fail`` policy
-    (``DetectorUnavailable``). Anything else the detector raises is taken to be about its input and is
-    isolated down to the reading. (Storage failures are judged the other way round: only errors about
-    the item itself, ``is_item_error``, are isolated; any other storage error is an outage.)
-    """
-    from functions.detector.anomaly_detector import DetectorUnavailable  # loaded with the detector
-
-    return is_transient(exc) or isinstance(exc, DetectorUnavailable)
-
-
-def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
-def _record_of(prepared: Prepared, reading: Reading) -> KinesisRecord:
-    if prepared.by_seq is None:  # built only when a later stage quarantines a reading (rare)
-        prepared.by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in prepared.records}
-    return prepared.by_seq[(reading.shard_id, reading.sequence_number)]
-
-
-def _quarantine_reading(prepared: Prepared, reading: Reading, reason: str, stage: str, detail: str) -> None:
-    """Move a grouped reading to the quarantine (a later stage failed on it alone)."""
-    record = _record_of(prepared, reading)
-    raw = None if reading.index is None else _element_bytes(record, reading.index)
-    prepared.rejections.append(
-        Rejection(record, reason, stage, detail, reading.device_id, raw, reading.index)
-    )
-    for group in prepared.groups.values():  # an emptied group stays: apply_group writes nothing for it
-        if group.device_id == reading.device_id:
-            group.readings = [r for r in group.readings if r is not reading]
-
-
-def _fail_all(prepared: Prepared, failed_at: dict[str, int]) -> None:
-    for record in prepared.records:
-        _fail_point(failed_at, record.shard_id, record.seq)
-
-
-def _archive(
-    prepared: Prepared,
-    archive: Archive,
-    failed_at: dict[str, int],
-    applied_ids: set[int],
-    outcome: Outcome,
-) -> None:
-    """Archive, per shard, every record before the shard's failure point: processed and quarantined."""
-    by_shard: dict[str, list[KinesisRecord]] = {}
-    for record in prepared.records:
-        by_shard.setdefault(record.shard_id, []).append(record)
-    processed: dict[str, list[bytes]] = {}
-    for group in prepared.groups.values():
-        for r in group.readings:
-            fail = failed_at.get(r.shard_id)
-            if fail is None or int(r.sequence_number) < fail:
-                status = AGGREGATED if id(r) in applied_ids else DUPLICATE
-                processed.setdefault(r.shard_id, []).append(processed_line(r, status))
-    for r in prepared.batch_duplicates:
-        fail = failed_at.get(r.shard_id)
-        if fail is None or int(r.sequence_number) < fail:
-            processed.setdefault(r.shard_id, []).append(processed_line(r, DUPLICATE))
-    quarantined: dict[str, list[bytes]] = {}
-    for rej in prepared.rejections:
-        fail = failed_at.get(rej.record.shard_id)
-        if fail is None or rej.record.seq < fail:
-            quarantined.setdefault(rej.record.shard_id, []).append(quarantine_line(rej))
-
-    for shard_id, shard_records in by_shard.items():
-        fail = failed_at.get(shard_id)
-        done = [r for r in shard_records if fail is None or r.seq < fail]
-        if not done:
-            continue
-        first, last = done[0], done[-1]
-        outcome.shard_ranges[shard_id] = (first.sequence_number, last.sequence_number)
-        arrival = first.approximate_arrival_ms
-        try:
-            for prefix, lines in (
-                (PROCESSED_PREFIX, processed.get(shard_id)),
-                (QUARANTINE_PREFIX, quarantined.get(shard_id)),
-            ):
-                if lines:
-                    key = archive_key(prefix, shard_id, first.sequence_number, last.sequence_number, arrival)
-                    archive.put_jsonl_gz(key, lines)
-                    outcome.archived_keys.append(key)
-        except Exception as exc:
-            # Nothing of this shard counts as done until it is archived: redeliver it all (aggregates
-            # already written are recognised by their watermarks next time).
-            logger.warning("archive write failed shard=%s: %r", shard_id, exc)
-            outcome.errors.append(f"archive {shard_id}: {type(exc).__name__}")
-            outcome.archive_failures += 1
-            _fail_point(failed_at, shard_id, first.seq)
-
-
-def _account(
-    prepared: Prepared,
-    failed_at: dict[str, int],
-    applied_ids: set[int],
-    dup_ids: set[int],
-    redelivered_ids: set[int],
-    outcome: Outcome,
-) -> None:
-    """One disposition per reading. A reading this invocation added to the table is ``aggregated`` even
-    when its record is handed back (an archive failure, a later window's failure): the table holds it
-    from now on, so counting it here is what keeps RecordsAggregated equal to the table. When that
-    record comes back, the watermark marks the reading ``redelivered``, which no total counts."""
-    dispositions = outcome.dispositions
-
-    def fate(shard_id: str, seq: str, index: int | None, what: str) -> None:
-        fail = failed_at.get(shard_id)
-        dispositions[(shard_id, seq, index)] = RETRY if fail is not None and int(seq) >= fail else what
-
-    for rej in prepared.rejections:
-        record = rej.record
-        fate(record.shard_id, record.sequence_number, rej.index, f"quarantined:{rej.reason}")
-    for r in prepared.batch_duplicates:
-        fate(r.shard_id, r.sequence_number, r.index, DUPLICATE)
-    for group in prepared.groups.values():
-        for r in group.readings:
-            rid = id(r)
-            if rid in applied_ids:
-                dispositions[(r.shard_id, r.sequence_number, r.index)] = AGGREGATED
-                continue
-            what = REDELIVERED if rid in redelivered_ids else DUPLICATE if rid in dup_ids else RETRY
-            fate(r.shard_id, r.sequence_number, r.index, what)
-    for item, _ in prepared.failed:
-        dispositions[(item.shard_id, item.sequence_number, getattr(item, "index", None))] = RETRY
-    accounted = {(shard, seq) for shard, seq, _ in dispositions}
-    for record in prepared.records:  # a record with no item classified above (cannot happen; belt and braces)
-        if (record.shard_id, record.sequence_number) not in accounted:
-            dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
-            _fail_point(failed_at, record.shard_id, record.seq)
-
-    for what in dispositions.values():
-        if what == AGGREGATED:
-            outcome.aggregated += 1
-        elif what == DUPLICATE:
-            outcome.duplicates += 1
-        elif what == RETRY:
-            outcome.retry += 1
-        elif what == REDELIVERED:
-            outcome.redelivered += 1
-        else:
-            outcome.rejected[what.split(":", 1)[1]] += 1
-    outcome.records_in = len(dispositions)
-    # Kinesis semantics: Lambda resumes a shard from the lowest sequence number reported for it.
-    by_shard_seq = {r.shard_id: {} for r in prepared.records}
-    for record in prepared.records:
-        by_shard_seq[record.shard_id][record.seq] = record.sequence_number
-    outcome.failed_sequence_numbers = [by_shard_seq[s][seq] for s, seq in sorted(failed_at.items())]
+def _window_lag_s(prepared: Prepared, now_s: float) -> float | None:
+    newest = max((r.epoch_ms for g in prepared.groups.values() for r in g.readings), default=None)
+    return None if newest is None else max(0.0, now_s - newest / 1000)
 
 
 def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:

@@ -57,6 +57,17 @@ class KinesisRecord:
     def seq(self) -> int:
         return int(self.sequence_number)
 
+    # Parsed by hand rather than with Powertools' ``KinesisStreamEvent`` data classes: those are lazy
+    # wrappers over the same dict (a property call and a wrapper object per field), measured at 2.6-3.0 us
+    # per record against 2.1-2.3 us for this (5,000-record event, CPython 3.12): +0.5 us on a core that
+    # spends ~6 us per one-reading record (bench/processor.py), ~8 % for nothing the processor uses, since
+    # it needs a frozen, slotted value (sortable, hashable, passed through every stage) either way. The
+    # field names are those of the Lambda Kinesis event, which the data classes document.
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> list[KinesisRecord]:
+        """Every record of a Lambda Kinesis event (``{"Records": [...]}``), in delivery order."""
+        return [cls.from_event_record(r) for r in event.get("Records") or ()]
+
     @classmethod
     def from_event_record(cls, record: dict[str, Any]) -> KinesisRecord:
         """From one element of a Lambda Kinesis event's ``Records``.

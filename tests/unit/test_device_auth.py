@@ -172,7 +172,9 @@ def test_credential_store_reads_only_the_hash() -> None:
 # ---------------------------------------------------------------- ingest: readings bound to the principal
 
 
-SETTINGS = ingest_handler.Settings(ingest_max_records=10, ingest_max_body_bytes=8192, max_record_bytes=1024)
+SETTINGS = ingest_handler.IngestSettings(
+    ingest_max_records=10, ingest_max_body_bytes=8192, max_record_bytes=1024
+)
 
 
 def _publisher() -> tuple[KinesisPublisher, FakeKinesisClient]:

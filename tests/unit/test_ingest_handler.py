@@ -16,9 +16,9 @@ from functions.adapters.kinesis import KinesisPublisher
 from functions.ingest import handler as ingest_handler
 from functions.ingest.handler import ingest
 from functions.processor.testing import FakeLambdaContext, api_gateway_event, reading_doc
-from functions.settings import Settings
+from functions.settings import IngestSettings
 
-SETTINGS = Settings(ingest_max_records=5, ingest_max_body_bytes=4096, max_record_bytes=512)
+SETTINGS = IngestSettings(ingest_max_records=5, ingest_max_body_bytes=4096, max_record_bytes=512)
 
 
 def publisher(*fail_plan) -> tuple[KinesisPublisher, FakeKinesisClient]:

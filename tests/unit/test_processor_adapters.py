@@ -190,10 +190,11 @@ def test_emf_sink_writes_one_document_per_dimension_set() -> None:
     # WHEN flushed
     sink.flush()
     docs = [orjson.loads(line) for line in out.getvalue().splitlines()]
-    # THEN counts are summed, each dimension set has its own EMF document
+    # THEN counts are summed, each dimension set has its own EMF document (Powertools writes value lists)
     plain = next(d for d in docs if "RecordsIn" in d)
-    assert plain["RecordsIn"] == 15
-    assert plain["BatchDurationMs"] == 12.5
+    assert plain["RecordsIn"] == [15]
+    assert plain["BatchDurationMs"] == [12.5]
+    assert plain["service"] == "processor"  # a property, not a dimension
     assert plain["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "IoTPipeline"
     assert plain["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [[]]
     reason = next(d for d in docs if "RecordsRejected" in d)

@@ -150,10 +150,11 @@ class HotDetector:
 
 
 @dataclass
-class StageResult:  # the shape of functions.detector.pipeline_stage.StageResult
+class StageResult:  # the shape of functions.detector.pipeline_stage.StageResult (AnomalyStageResult)
     anomalies: list[dict]
     alerts_sent: int
     alerts_suppressed: int
+    alerts_failed: int = 0
 
 
 class RecordingStage:

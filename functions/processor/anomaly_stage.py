@@ -1,0 +1,198 @@
+"""The anomaly stage as the processor runs it: score the fresh readings, store anomalies, alert,
+containing a failure to the readings it concerns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from functions.core.errors import is_item_error, is_transient
+from functions.core.ports import (
+    AggregateItem,
+    AnomalyStageResult,
+    VerdictHandler,
+    WindowKey,
+)
+from functions.core.readings import Reading
+from functions.detector.interface import Detector, Verdict
+from functions.processor import exactly_once
+from functions.processor.exactly_once import WindowGroup
+from functions.processor.records import (
+    DETECTION_FAILED,
+    STAGE_ANOMALY_STORE,
+    STAGE_DETECT,
+    STORAGE_REJECTED,
+)
+from functions.processor.window_writes import Deadline
+
+if TYPE_CHECKING:  # annotations only: the orchestrator imports this module
+    from functions.processor.ingestion_processor import ProcessorPorts
+
+logger = logging.getLogger(__name__)
+
+
+Casualty = tuple[Reading, str, str, str]  # (reading, reason, stage, detail): quarantined by a later stage
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What the anomaly stage decided, and the groups left to write."""
+
+    groups: dict[WindowKey, WindowGroup]  # the windows to write now (others are handed back)
+    anomalous: frozenset[int] = frozenset()  # id() of flagged readings
+    casualties: list[Casualty] = field(default_factory=list)  # failed alone: quarantine them
+    failed: list[Reading] = field(default_factory=list)  # handed back: the stage had an outage
+    hand_back_all: bool = False  # the deadline came before the stage could start
+    anomalies: int = 0
+    alerts_sent: int = 0
+    alerts_suppressed: int = 0
+    alerts_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def detect_anomalies(
+    ports: ProcessorPorts,
+    groups: dict[WindowKey, WindowGroup],
+    current: dict[WindowKey, AggregateItem],
+    now_s: float,
+    deadline: Deadline,
+) -> Detection:
+    """Score the fresh (not yet applied) readings of each window, store the anomalies, alert.
+
+    An outage of the detector or the anomaly store (throttling past retries, an unavailable endpoint, a
+    missing table) hands the fresh readings back: writing their windows now would mark them applied, and
+    the redelivery would then skip detection for them.
+    """
+    detector = ports.detector
+    if detector is None:
+        return Detection(groups)
+    fresh_by_key: dict[WindowKey, list[Reading]] = {}
+    for key, group in groups.items():
+        fresh, _ = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
+        if fresh:
+            fresh_by_key[key] = fresh
+    if not fresh_by_key:
+        return Detection(groups)
+    if deadline.expired():
+        return Detection({}, hand_back_all=True, errors=["deadline: anomaly stage not started"])
+    try:
+        anomalous, casualties, stages = _detect(detector, ports, fresh_by_key, now_s)
+    except Exception as exc:
+        logger.warning("anomaly stage failed: %r", exc)
+        return Detection(
+            {k: g for k, g in groups.items() if k not in fresh_by_key},
+            failed=[r for fresh in fresh_by_key.values() for r in fresh],
+            errors=[f"anomaly stage: {type(exc).__name__}"],
+        )
+    return Detection(
+        groups,
+        frozenset(anomalous),
+        casualties,
+        anomalies=sum(len(s.anomalies) for s in stages),
+        alerts_sent=sum(s.alerts_sent for s in stages),
+        alerts_suppressed=sum(s.alerts_suppressed for s in stages),
+        alerts_failed=sum(s.alerts_failed for s in stages),
+    )
+
+
+def _detect(
+    detector: Detector, ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float
+) -> tuple[set[int], list[Casualty], list[AnomalyStageResult]]:
+    """Score, store, alert: (ids of flagged readings, casualties, the stage's results).
+
+    A failure that concerns some readings only is contained to them: detection is retried per device and
+    then per reading, storage per flagged reading; a reading that still fails becomes a casualty (the
+    caller quarantines it) and the rest of the batch goes on. An outage (``_is_outage``) raises, and the
+    caller hands the batch's fresh readings back for redelivery.
+    """
+    readings = sorted(
+        (r for fresh in fresh_by_key.values() for r in fresh), key=lambda r: (r.device_id, r.epoch_ms)
+    )
+    casualties: list[Casualty] = []
+    scored, verdicts = _verdicts(detector, readings, casualties)
+    handle: VerdictHandler[Verdict]
+    if ports.handle_verdicts is not None:
+        handle = ports.handle_verdicts
+    else:
+        from functions.detector.pipeline_stage import handle_verdicts as handle  # lazy: colleague's module
+    try:
+        stages = [handle(scored, verdicts, ports.anomaly_store, ports.alerter, now_s)]
+    except Exception as exc:
+        if not is_item_error(exc):  # throttling past retries, a missing table, an alert... : an outage
+            raise
+        # One bad item fails a whole BatchWriteItem (or its serialisation): isolate by flagged reading.
+        logger.warning("anomaly store rejected the batch's items, isolating: %r", exc)
+        stages = []
+        for r, v in zip(scored, verdicts, strict=True):
+            if not v.is_anomaly:
+                continue
+            try:
+                stages.append(handle([r], [v], ports.anomaly_store, ports.alerter, now_s))
+            except Exception as item_exc:
+                if not is_item_error(item_exc):
+                    raise
+                casualties.append((r, STORAGE_REJECTED, STAGE_ANOMALY_STORE, _why(item_exc)))
+    failed_ids = {id(c[0]) for c in casualties}
+    anomalous = {
+        id(r) for r, v in zip(scored, verdicts, strict=True) if v.is_anomaly and id(r) not in failed_ids
+    }
+    return anomalous, casualties, stages
+
+
+def _verdicts(
+    detector: Detector, readings: list[Reading], casualties: list[Casualty]
+) -> tuple[list[Reading], list[Verdict]]:
+    """(readings that were scored, their verdicts): the whole batch, else per device, else per reading."""
+
+    def detect(rs: list[Reading]) -> list[Verdict]:
+        verdicts = detector.detect(rs)
+        if len(verdicts) != len(rs):
+            raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(rs)} readings")
+        return list(verdicts)
+
+    try:
+        return readings, detect(readings)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+        logger.warning("detector failed on the batch, isolating by device: %r", exc)
+    scored: list[Reading] = []
+    verdicts: list[Verdict] = []
+    by_device: dict[str, list[Reading]] = {}
+    for r in readings:  # sorted by (device, time), so each device's list is in time order
+        by_device.setdefault(r.device_id, []).append(r)
+    for device_readings in by_device.values():
+        try:
+            verdicts.extend(detect(device_readings))
+            scored.extend(device_readings)
+            continue
+        except Exception as exc:
+            if _is_outage(exc):
+                raise
+        for r in device_readings:
+            try:
+                verdicts.extend(detect([r]))
+                scored.append(r)
+            except Exception as exc:
+                if _is_outage(exc):
+                    raise
+                casualties.append((r, DETECTION_FAILED, STAGE_DETECT, _why(exc)))
+    return scored, verdicts
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A detector failure of the service rather than of particular readings: hand the batch back.
+
+    Transient errors (throttling, 5xx, timeouts) and a backend that is down under the ``fail`` policy
+    (``DetectorUnavailable``). Anything else the detector raises is taken to be about its input and is
+    isolated down to the reading. (Storage failures are judged the other way round: only errors about
+    the item itself, ``is_item_error``, are isolated; any other storage error is an outage.)
+    """
+    from functions.detector.anomaly_detector import DetectorUnavailable  # loaded with the detector
+
+    return is_transient(exc) or isinstance(exc, DetectorUnavailable)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
