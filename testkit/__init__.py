@@ -1,0 +1,1 @@
+"""Test furniture the build never ships: fakes, event factories, the fault hook, the demo app, seed data."""
