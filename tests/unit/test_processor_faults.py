@@ -1,5 +1,6 @@
-"""The test-only fault hook (functions/processor/faults.py): spec parsing, the DynamoDB client wrapper, the
-once-marker, and the path through the real aggregates adapter, process_batch and the handler."""
+"""The test-only fault hook (testkit/faults.py): spec parsing, the DynamoDB client wrapper, the
+once-marker, and the path through the real aggregates adapter, process_batch and the test stacks'
+handler (testkit/fault_handler.py)."""
 
 from __future__ import annotations
 

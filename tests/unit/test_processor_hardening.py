@@ -1,7 +1,7 @@
 """Issue 11: hostile numbers, per-reading containment of later stages, the time budget, small items.
 
-Numbers go through the REAL serialisation of both tables (``adapters.aggregates.item_to_dynamo`` and
-boto3's ``TypeSerializer`` in ``adapters.anomalies``), checked against DynamoDB's number rules.
+Numbers go through the REAL serialisation of both tables (``adapters.aggregates.item_to_dynamo`` and the
+one codec, ``adapters.codec``, that both adapters use), checked against DynamoDB's number rules.
 """
 
 from __future__ import annotations
