@@ -152,6 +152,8 @@ run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation package \
   --s3-bucket "$ARTIFACTS_BUCKET" --s3-prefix "$STACK" \
   --output-template-file "$ROOT/build/packaged.yaml" 2>&1 >/dev/null \
   | { tr '\r' '\n' | grep -v '^Uploading to ' >&2 || true; }  # drop the per-chunk upload progress
+# The test-hooks template copy has served its purpose (packaged.yaml holds the result).
+[ "$TEST_HOOKS" = none ] || [ "$DRY_RUN" = 1 ] || rm -f "$PACKAGE_TEMPLATE"
 
 # A first create that failed leaves the stack in ROLLBACK_COMPLETE, which CloudFormation can only
 # delete; remove it so this run can create it again.
