@@ -672,8 +672,8 @@ def count_calls(outputs: dict[str, str], args: argparse.Namespace, batch_records
 
     from functions.adapters.clients import client
     from functions.processor import handler as processor
-    from functions.processor.testing import SEQ_BASE, FakeLambdaContext, kinesis_event_record
     from functions.settings import get_settings
+    from testkit.events import SEQ_BASE, FakeLambdaContext, kinesis_event_record
 
     os.environ.update({"STREAM_NAME": outputs["StreamName"], "DEVICES_TABLE": outputs["DevicesTableName"],
                        "AGGREGATES_TABLE": outputs["AggregatesTableName"],

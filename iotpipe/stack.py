@@ -47,8 +47,12 @@ def stack_outputs(stack_name: str) -> dict[str, str]:
 
 
 def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | None = None,
-           quiet: bool = False) -> None:
+           quiet: bool = False, test_hooks: str | None = None) -> None:
     """Run scripts/deploy.sh (the one deploy path for every target).
+
+    ``test_hooks`` ("none" or "faults") is for test stacks only: "faults" deploys the processor with the
+    test-only fault hook (``TestHooks=faults``, the processor-testhooks package). None leaves it to
+    deploy.sh: ``IOTPIPE_TEST_HOOKS`` if set (the integration tests set it), else none.
 
     On the emulators a stack lost with the emulator's state leaves its retained archive bucket behind;
     it is adopted first (``iotpipe.recovery``), so the deploy does not fail on "already exists".
@@ -59,7 +63,7 @@ def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | No
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         adopt_retained(stack_name, _client, region, say=lambda m: print(f"[iotpipe] {m}", flush=True))
     cmd = ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--stack", stack_name, "--yes",
-           *(extra_args or [])]
+           *(["--test-hooks", test_hooks] if test_hooks else []), *(extra_args or [])]
     kwargs: dict[str, Any] = {}
     if quiet:
         kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}

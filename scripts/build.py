@@ -16,7 +16,13 @@ The zips are reproducible (sorted entries, fixed timestamps and modes): an uncha
 to the same S3 key (``cloudformation package`` de-duplicates by MD5) and a re-deploy does not replace
 it. Third-party installs are cached under ``build/deps/`` by a hash of their requirements.
 
-    python scripts/build.py [--out build] [--force]      # prints one line per bundle, then a JSON line
+What ships is only what ``functions/`` contains (plus the model artifact), and nothing in ``functions/``
+is test-only: fakes, event factories, the fault hook, the demo app and seed data live in ``testkit/``,
+which no production bundle contains (``tests/unit/test_build_bundles.py`` opens every zip to check).
+``--test-hooks`` also builds ``processor-testhooks.zip``: the processor bundle plus ``testkit/``, for
+test stacks only (``TestHooks=faults``, ``scripts/deploy.sh --test-hooks faults``).
+
+    python scripts/build.py [--out build] [--force] [--test-hooks]   # one line per bundle, then JSON
 """
 
 from __future__ import annotations
@@ -114,15 +120,24 @@ def install_deps(out: Path, name: str, requirements: list[str], force: bool) -> 
     return target
 
 
-def _code_files() -> list[tuple[str, Path]]:
-    """(archive name, source) for the project's own code and the committed model artifacts."""
+TEST_HOOKS_BUNDLE = "processor-testhooks"  # the processor bundle plus testkit/ (test stacks only)
+
+
+def _package_files(package: str) -> list[tuple[str, Path]]:
+    """(archive name, source) for every file of a top-level package folder, bytecode left out."""
     files: list[tuple[str, Path]] = []
-    src = ROOT / "functions"
-    for path in sorted(src.rglob("*")):
+    for path in sorted((ROOT / package).rglob("*")):
         rel = path.relative_to(ROOT)
-        if path.is_dir() or "__pycache__" in rel.parts or "tests" in rel.parts or path.suffix == ".pyc":
+        if path.is_dir() or "__pycache__" in rel.parts or path.suffix == ".pyc":
             continue
         files.append((rel.as_posix(), path))
+    return files
+
+
+def _code_files() -> list[tuple[str, Path]]:
+    """(archive name, source) for the project's own code and the committed model artifacts: exactly
+    what ``functions/`` contains, nothing else of the repository."""
+    files = _package_files("functions")
     # The committed model artifact travels inside the bundle so the detector needs no download.
     for artifact in sorted((ROOT / "model" / "artifacts").glob("*.json")):
         files.append((f"functions/detector/artifacts/{artifact.name}", artifact))
@@ -146,20 +161,22 @@ def write_zip(zip_path: Path, entries: list[tuple[str, Path]]) -> tuple[int, int
     return unzipped, zip_path.stat().st_size
 
 
-def build_bundle(out: Path, name: str, requirements: list[str], force: bool) -> Bundle:
+def build_bundle(out: Path, name: str, requirements: list[str], force: bool,
+                 zip_name: str | None = None, extra: list[tuple[str, Path]] | None = None) -> Bundle:
     deps = install_deps(out, name, requirements, force)
-    entries = _code_files()
+    entries = _code_files() + (extra or [])
     names = {arc for arc, _ in entries}
     for path in sorted(deps.rglob("*")):
         if path.is_file():
             arc = path.relative_to(deps).as_posix()
-            if arc.split("/", 1)[0] == "functions" or arc in names:
+            if arc.split("/", 1)[0] in ("functions", "testkit") or arc in names:
                 raise SystemExit(f"build: {name}: third-party file {arc} would shadow the project's code")
             entries.append((arc, path))
-    zip_path = out / f"{name}.zip"
+    zip_name = zip_name or name
+    zip_path = out / f"{zip_name}.zip"
     # Rebuild the zip only when an input changed: the fingerprint covers names, sizes and contents' mtimes.
     fingerprint = _digest(*(f"{arc}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for arc, p in sorted(entries)))
-    stamp = out / f"{name}.zip.sha256"
+    stamp = out / f"{zip_name}.zip.sha256"
     if not force and zip_path.exists() and stamp.exists() and stamp.read_text().split()[0] == fingerprint:
         unzipped = int(stamp.read_text().split()[1])
         zipped = zip_path.stat().st_size
@@ -168,7 +185,21 @@ def build_bundle(out: Path, name: str, requirements: list[str], force: bool) -> 
         stamp.write_text(f"{fingerprint} {unzipped}")
     if unzipped > LAMBDA_UNZIPPED_LIMIT:
         raise SystemExit(f"build: {name}: {unzipped / 2**20:.1f} MiB unzipped exceeds Lambda's 250 MB limit")
-    return Bundle(name, tuple(requirements), zip_path, unzipped, zipped)
+    return Bundle(zip_name, tuple(requirements), zip_path, unzipped, zipped)
+
+
+def build_test_hooks(out: Path, force: bool = False) -> Bundle:
+    """``processor-testhooks.zip``: the processor bundle plus ``testkit/`` (the fault handler and hook).
+
+    Only test stacks use it (``TestHooks=faults`` selects ``testkit.fault_handler.handler``); a separate
+    file, so the production ``processor.zip`` never contains test code whatever was built before.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        requirements = bundle_requirements()["processor"]
+        return build_bundle(out, "processor", requirements, force, zip_name=TEST_HOOKS_BUNDLE,
+                            extra=_package_files("testkit"))
 
 
 def build(out: Path, force: bool = False) -> list[Bundle]:
@@ -192,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build")
     parser.add_argument("--force", action="store_true", help="reinstall the packages even if up to date")
+    parser.add_argument("--test-hooks", action="store_true",
+                        help=f"also build {TEST_HOOKS_BUNDLE}.zip (processor + testkit, test stacks only)")
     args = parser.parse_args(argv)
     bundles = build(args.out, args.force)
+    if args.test_hooks:
+        bundles.append(build_test_hooks(args.out, args.force))
     for b in bundles:
         shown = b.zip_path.relative_to(ROOT) if b.zip_path.is_relative_to(ROOT) else b.zip_path
         print(f"build: {b.name}: {shown} {b.zipped_bytes / 2**20:.1f} MiB zipped, "

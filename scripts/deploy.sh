@@ -3,6 +3,7 @@
 #
 #   scripts/deploy.sh [--target embedded|localstack|aws] [--stack NAME] [--region REGION]
 #                     [--param Key=Value ...] [--yes] [--dry-run] [--no-build] [--template FILE]
+#                     [--test-hooks none|faults]
 #
 # The same template and the same AWS CLI calls serve every target; only the endpoint and the
 # credentials differ:
@@ -31,8 +32,9 @@ DRY_RUN=0
 BUILD=1
 PARAMS=()
 TEMPLATE="${TEMPLATE:-$ROOT/cloudformation/template.yaml}"
+TEST_HOOKS="${IOTPIPE_TEST_HOOKS:-none}"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY_RUN=1; shift ;;
     --no-build) BUILD=0; shift ;;
     --template) TEMPLATE="$2"; shift 2 ;;
+    --test-hooks) TEST_HOOKS="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "deploy.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -68,6 +71,13 @@ case "$TARGET" in
   *) echo "deploy.sh: --target must be embedded, localstack or aws (got '$TARGET')" >&2; exit 2 ;;
 esac
 export AWS_REGION="$REGION" AWS_DEFAULT_REGION="$REGION"
+case "$TEST_HOOKS" in
+  none) ;;
+  faults) PARAMS+=("TestHooks=faults") ;;
+  *) echo "deploy.sh: --test-hooks must be none or faults (got '$TEST_HOOKS')" >&2; exit 2 ;;
+esac
+BUILD_ARGS=()
+[ "$TEST_HOOKS" = none ] || BUILD_ARGS=(--test-hooks)
 
 ENDPOINT_ARGS=()
 [ -n "${AWS_ENDPOINT_URL:-}" ] && ENDPOINT_ARGS=(--endpoint-url "$AWS_ENDPOINT_URL")
@@ -89,7 +99,7 @@ else
 fi
 ARTIFACTS_BUCKET="${ARTIFACTS_BUCKET:-${STACK}-artifacts-${ACCOUNT}-${REGION}}"
 
-echo "== deploy: target=$TARGET stack=$STACK region=$REGION account=$ACCOUNT endpoint=${AWS_ENDPOINT_URL:-<AWS>}" >&2
+echo "== deploy: target=$TARGET stack=$STACK region=$REGION account=$ACCOUNT endpoint=${AWS_ENDPOINT_URL:-<AWS>} test-hooks=$TEST_HOOKS" >&2
 if [ "$TARGET" = aws ] && [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
   read -r -p "Deploy stack '$STACK' to AWS account $ACCOUNT in $REGION? [y/N] " answer
   case "$answer" in y|Y|yes|YES) ;; *) echo "aborted" >&2; exit 1 ;; esac
@@ -98,10 +108,27 @@ fi
 if [ "$BUILD" = 1 ]; then
   echo "== build: function code packages (dependencies inside, no layer)" >&2
   if [ "$DRY_RUN" = 1 ]; then
-    printf '+ %s\n' "$PYTHON scripts/build.py --out $ROOT/build" >&2
+    printf '+ %s\n' "$PYTHON scripts/build.py --out $ROOT/build ${BUILD_ARGS[*]:-}" >&2
   else
-    "$PYTHON" "$ROOT/scripts/build.py" --out "$ROOT/build"
+    "$PYTHON" "$ROOT/scripts/build.py" --out "$ROOT/build" ${BUILD_ARGS[@]+"${BUILD_ARGS[@]}"}
   fi
+fi
+
+# `cloudformation package` only rewrites literal local Code paths, so a test-hooks deploy packages a
+# copy of the template whose processor Code is the test-hooks zip (relative Code paths made absolute,
+# as the copy lives elsewhere). The template itself never names it: non-test deploys cannot pick it up.
+PACKAGE_TEMPLATE="$TEMPLATE"
+if [ "$TEST_HOOKS" != none ]; then
+  mkdir -p "$ROOT/build"
+  PACKAGE_TEMPLATE="$ROOT/build/template-testhooks-$STACK.yaml"
+  TEMPLATE_DIR="$(cd "$(dirname "$TEMPLATE")" && pwd)"
+  sed -E -e "s#^([[:space:]]*Code: )([^/s][^[:space:]]*)\$#\1$TEMPLATE_DIR/\2#" \
+    -e 's#^([[:space:]]*Code: .*)/processor\.zip$#\1/processor-testhooks.zip#' "$TEMPLATE" >"$PACKAGE_TEMPLATE"
+  if ! grep -q 'Code: .*/processor-testhooks\.zip$' "$PACKAGE_TEMPLATE"; then
+    echo "deploy.sh: no 'Code: .../processor.zip' line in $TEMPLATE to swap for the test-hooks package" >&2
+    exit 2
+  fi
+  echo "== test hooks: processor code build/processor-testhooks.zip (template copy $PACKAGE_TEMPLATE)" >&2
 fi
 
 echo "== artifacts bucket: $ARTIFACTS_BUCKET" >&2
@@ -121,10 +148,12 @@ fi
 echo "== package" >&2
 mkdir -p "$ROOT/build"
 run "$AWS_CLI" "${ENDPOINT_ARGS[@]}" cloudformation package \
-  --template-file "$TEMPLATE" \
+  --template-file "$PACKAGE_TEMPLATE" \
   --s3-bucket "$ARTIFACTS_BUCKET" --s3-prefix "$STACK" \
   --output-template-file "$ROOT/build/packaged.yaml" 2>&1 >/dev/null \
   | { tr '\r' '\n' | grep -v '^Uploading to ' >&2 || true; }  # drop the per-chunk upload progress
+# The test-hooks template copy has served its purpose (packaged.yaml holds the result).
+[ "$TEST_HOOKS" = none ] || [ "$DRY_RUN" = 1 ] || rm -f "$PACKAGE_TEMPLATE"
 
 # A first create that failed leaves the stack in ROLLBACK_COMPLETE, which CloudFormation can only
 # delete; remove it so this run can create it again.

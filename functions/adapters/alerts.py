@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from functions.adapters.client_errors import error_code
 from functions.adapters.clients import client
 from functions.settings import get_settings
 
@@ -74,7 +75,7 @@ class DynamoCooldownStore:
                 ReturnValues="ALL_OLD",
             )
         except Exception as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return Acquired(False, 0)
             raise
         old = response.get("Attributes") or {}
@@ -87,30 +88,6 @@ class DynamoCooldownStore:
             UpdateExpression="ADD suppressed :n",
             ExpressionAttributeValues={":n": {"N": str(count)}},
         )
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
-
-
-class InMemoryCooldownStore:
-    """Fake with the same semantics (single process, so atomicity is free)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, dict[str, float]] = {}
-
-    def try_acquire(self, device_id: str, now: float, cooldown_s: float) -> Acquired:
-        item = self.state.setdefault(device_id, {"suppressed": 0})
-        if not should_alert(item.get("last_alert_at"), now, cooldown_s):
-            return Acquired(False, 0)
-        before = int(item.get("suppressed", 0))
-        item.update(last_alert_at=now, suppressed=0)
-        return Acquired(True, before)
-
-    def add_suppressed(self, device_id: str, count: int) -> None:
-        item = self.state.setdefault(device_id, {"suppressed": 0})
-        item["suppressed"] = item.get("suppressed", 0) + count
 
 
 class SnsPublisher:
@@ -126,14 +103,6 @@ class SnsPublisher:
             Message=message,
             MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
         )
-
-
-class InMemoryPublisher:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def publish(self, subject: str, message: str, attributes: dict[str, str]) -> None:
-        self.messages.append({"subject": subject, "message": json.loads(message), "attributes": attributes})
 
 
 @dataclass(frozen=True)

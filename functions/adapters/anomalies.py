@@ -1,96 +1,119 @@
-"""Anomalies table adapter (docs/data-model.md): idempotent batched puts, plus an in-memory fake.
+"""Anomalies table adapter: the one reader and writer of the flagged readings (docs/data-model.md).
 
-Items are keyed ``(device_id, ts_seq)`` where ``ts_seq = "<ISO ms timestamp>#<Kinesis sequence>"`` and
-every attribute (``expires_at`` too) is derived from the reading, never from the clock, so a redelivered
-batch writes byte-identical items: a plain overwrite is idempotent and BatchWriteItem (which cannot carry
-conditions) is safe.
+The detector stage writes with ``put_many`` (idempotent batched puts: every attribute is derived from the
+reading, see ``functions.core.anomaly_items``, so a redelivered batch writes byte-identical items and
+BatchWriteItem, which cannot carry conditions, is safe). The API reads with ``query_device`` /
+``query_day`` (the ``by-day`` index) / ``count_day``, newest first.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
-from functions.adapters.clients import client
+from functions.adapters import codec
+from functions.adapters.client_errors import translate_client_error
+from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
 from functions.core.errors import TransientStoreError
+from functions.core.ports import AnomalyItem, Key, Slice
 from functions.settings import get_settings
 
 BATCH_LIMIT = 25  # BatchWriteItem maximum
 MAX_ATTEMPTS = 8
+BY_DAY_INDEX = "by-day"
 
 
 class AnomalyStoreError(TransientStoreError):
     """Items still unprocessed after retries (throttling): an outage, the processor hands the batch back."""
 
 
-class AnomalyStore(Protocol):
-    def put_many(self, items: Sequence[dict[str, Any]]) -> int:
-        """Write items (idempotently); returns how many were written."""
-        ...
+class DynamoAnomalyStore(DynamoTable):
+    kind = "anomalies"
 
-
-def to_dynamo(value: Any) -> Any:
-    """Plain Python to what boto3's serializer accepts (floats become Decimal via their repr)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
-        return {k: to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_dynamo(v) for v in value]
-    return value
-
-
-class DynamoAnomalyStore:
     def __init__(self, table_name: str | None = None, dynamodb: Any = None) -> None:
-        self.table_name = table_name or get_settings().anomalies_table
-        self._client = dynamodb
+        super().__init__(table_name or get_settings().anomalies_table, dynamodb)
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = client("dynamodb")
-        return self._client
+    # --- detector stage: writes --------------------------------------------------------------------
 
-    def put_many(self, items: Sequence[dict[str, Any]]) -> int:
-        from boto3.dynamodb.types import TypeSerializer  # deferred: boto3 only where I/O happens
-
-        serializer = TypeSerializer()
+    def put_many(self, items: Sequence[AnomalyItem]) -> int:
         # The same key twice in one BatchWriteItem is an error; identical content, so keep the last.
         unique = {(i["device_id"], i["ts_seq"]): i for i in items}
-        requests = [
-            {"PutRequest": {"Item": {k: serializer.serialize(to_dynamo(v)) for k, v in item.items()}}}
-            for item in unique.values()
-        ]
+        requests = [{"PutRequest": {"Item": codec.to_item(item)}} for item in unique.values()]
         for lo in range(0, len(requests), BATCH_LIMIT):
             self._write(requests[lo : lo + BATCH_LIMIT])
         return len(requests)
 
     def _write(self, requests: list[dict[str, Any]]) -> None:
-        pending = {self.table_name: requests}
+        pending = {self._table: requests}
+        # Retry loop (UnprocessedItems): left as is for functions/core/retry.py to take over.
         for attempt in range(MAX_ATTEMPTS):
-            response = self.client.batch_write_item(RequestItems=pending)
+            try:
+                response = self._ddb.batch_write_item(RequestItems=pending)
+            except Exception as exc:
+                raise translate_client_error(exc, "anomalies.batch_write_item") from exc
             pending = response.get("UnprocessedItems") or {}
             if not pending:
                 return
             time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off, retry the rest only
-        raise AnomalyStoreError(f"{len(pending.get(self.table_name, []))} anomaly items unprocessed")
+        raise AnomalyStoreError(f"{len(pending.get(self._table, []))} anomaly items unprocessed")
 
+    # --- API: reads --------------------------------------------------------------------------------
 
-class InMemoryAnomalyStore:
-    """Fake with the table's key semantics (overwrite by key), for unit tests and local runs."""
+    def _query(
+        self,
+        hash_name: str,
+        hash_value: str,
+        lo: str,
+        hi: str,
+        min_rank: int,
+        limit: int,
+        start_key: Key | None,
+        **kwargs: Any,
+    ) -> Slice:
+        values: dict[str, Any] = {":h": {"S": hash_value}, ":lo": {"S": lo}, ":hi": {"S": hi}}
+        extra: dict[str, Any] = {}
+        if min_rank > 1:
+            values[":r"] = {"N": str(min_rank)}
+            extra["FilterExpression"] = "severity_rank >= :r"
+        return self._slice(
+            self._call(
+                "query",
+                KeyConditionExpression="#h = :h AND ts_seq BETWEEN :lo AND :hi",
+                ExpressionAttributeNames={"#h": hash_name},
+                ExpressionAttributeValues=values,
+                ScanIndexForward=False,  # newest first
+                Limit=limit,
+                **extra,
+                **kwargs,
+                **self._key_in(start_key),
+            )
+        )
 
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-        self.writes = 0
+    def query_device(
+        self, device_id: str, lo: str, hi: str, min_rank: int, limit: int, start_key: Key | None
+    ) -> Slice:
+        return self._query("device_id", device_id, lo, hi, min_rank, limit, start_key)
 
-    def put_many(self, items: Sequence[dict[str, Any]]) -> int:
-        for item in items:
-            self.items[(item["device_id"], item["ts_seq"])] = dict(item)
-            self.writes += 1
-        return len(items)
+    def query_day(
+        self, day: str, lo: str, hi: str, min_rank: int, limit: int, start_key: Key | None
+    ) -> Slice:
+        return self._query("day", day, lo, hi, min_rank, limit, start_key, IndexName=BY_DAY_INDEX)
+
+    def count_day(self, day: str, lo: str, hi: str, max_items: int) -> int:
+        total, start = 0, None
+        for _ in range(MAX_COUNT_PAGES):
+            response = self._call(
+                "query",
+                IndexName=BY_DAY_INDEX,
+                Select="COUNT",
+                KeyConditionExpression="#d = :d AND ts_seq BETWEEN :lo AND :hi",
+                ExpressionAttributeNames={"#d": "day"},
+                ExpressionAttributeValues={":d": {"S": day}, ":lo": {"S": lo}, ":hi": {"S": hi}},
+                **self._key_in(start),
+            )
+            total += int(response.get("Count", 0))
+            start = self._key_out(response.get("LastEvaluatedKey"))
+            if start is None or total >= max_items:
+                break
+        return min(total, max_items)

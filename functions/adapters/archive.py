@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from functions.adapters.client_errors import translate_client_error
 from functions.adapters.clients import client
-from functions.core.errors import translate_client_error
-from functions.processor.archive_keys import gzip_lines
+from functions.core.jsonl_gzip import gzip_lines
 from functions.settings import get_settings
 
 

@@ -1,7 +1,7 @@
-"""Device registry adapter (DynamoDB devices table), read with BatchGetItem.
+"""Devices table adapter: the one reader and writer of the device registry.
 
-The processor reaches it only through ``functions.processor.enrich.DeviceCache``, which caches results per
-container; this adapter is the cache-miss path.
+The processor reads it through ``get_many`` (BatchGetItem, behind ``functions.processor.enrich.DeviceCache``,
+which caches per container); the API through ``get`` / ``scan`` / ``count`` (items as stored).
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from functions.adapters.clients import client
-from functions.core.errors import StoreError, TransientStoreError, translate_client_error
-from functions.core.ports import chunked
+from functions.adapters import codec
+from functions.adapters.client_errors import translate_client_error
+from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
+from functions.core.errors import TransientStoreError
+from functions.core.ports import Item, Key, Slice, chunked
 from functions.core.readings import CORE_CHANNELS, DeviceInfo
 from functions.settings import get_settings
 
@@ -23,50 +25,50 @@ _PROJECTION = "#id, #name, site, #loc, latitude, longitude, #model, #tz, baselin
 _NAMES = {"#id": "device_id", "#name": "name", "#loc": "location", "#model": "model", "#tz": "timezone"}
 
 
-def _s(attr: dict[str, Any] | None, default: str = "") -> str:
-    return str(attr["S"]) if attr and "S" in attr else default
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _n(attr: dict[str, Any] | None) -> float | None:
-    return float(attr["N"]) if attr and "N" in attr else None
-
-
-def device_from_item(item: dict[str, Any]) -> DeviceInfo:
+def device_from_item(attrs: dict[str, Any]) -> DeviceInfo:
     """DeviceInfo from a low-level (AttributeValue) DynamoDB item."""
+    item = codec.from_item(attrs)
     baseline: dict[str, float] = {}
-    for name, value in (item.get("baseline", {}).get("M") or {}).items():
-        number = _n(value)
+    raw_baseline = item.get("baseline")
+    for name, value in (raw_baseline if isinstance(raw_baseline, dict) else {}).items():
+        number = _number(value)
         if number is not None and (name in CORE_CHANNELS or name.isidentifier()):
             baseline[name] = number
+
+    def text(name: str, default: str = "") -> str:
+        value = item.get(name)
+        return value if isinstance(value, str) else default
+
     return DeviceInfo(
-        device_id=_s(item.get("device_id")),
-        name=_s(item.get("name")),
-        site=_s(item.get("site")),
-        location=_s(item.get("location")),
-        latitude=_n(item.get("latitude")),
-        longitude=_n(item.get("longitude")),
-        model=_s(item.get("model")),
-        timezone=_s(item.get("timezone"), "UTC"),
+        device_id=text("device_id"),
+        name=text("name"),
+        site=text("site"),
+        location=text("location"),
+        latitude=_number(item.get("latitude")),
+        longitude=_number(item.get("longitude")),
+        model=text("model"),
+        timezone=text("timezone", "UTC"),
         baseline=baseline,
     )
 
 
-class DynamoDeviceRegistry:
+class DynamoDeviceRegistry(DynamoTable):
+    kind = "devices"
+
     def __init__(
         self,
         table_name: str | None = None,
         dynamodb: Any | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._table = table_name or get_settings().devices_table
-        self._client = dynamodb
+        super().__init__(table_name or get_settings().devices_table, dynamodb)
         self._sleep = sleep
 
-    @property
-    def _ddb(self) -> Any:
-        if self._client is None:
-            self._client = client("dynamodb")
-        return self._client
+    # --- processor: enrichment -------------------------------------------------------------------
 
     def get_many(self, device_ids: Sequence[str]) -> dict[str, DeviceInfo]:
         found: dict[str, DeviceInfo] = {}
@@ -78,6 +80,7 @@ class DynamoDeviceRegistry:
                     "ExpressionAttributeNames": _NAMES,
                 }
             }
+            # Retry loop (UnprocessedKeys): left as is for functions/core/retry.py to take over.
             for attempt in range(MAX_UNPROCESSED_ROUNDS):
                 try:
                     response = self._ddb.batch_get_item(RequestItems=request)
@@ -95,5 +98,21 @@ class DynamoDeviceRegistry:
                 raise TransientStoreError("devices.batch_get_item: unprocessed keys remained after retries")
         return found
 
+    # --- API: reads as stored ----------------------------------------------------------------------
 
-__all__ = ["DynamoDeviceRegistry", "StoreError", "device_from_item"]
+    def get(self, device_id: str) -> Item | None:
+        raw = self._call("get_item", Key={"device_id": {"S": device_id}}).get("Item")
+        return codec.from_item(raw) if raw else None
+
+    def scan(self, limit: int, start_key: Key | None) -> Slice:
+        return self._slice(self._call("scan", Limit=limit, **self._key_in(start_key)))
+
+    def count(self, max_items: int) -> tuple[int, bool]:
+        total, start = 0, None
+        for _ in range(MAX_COUNT_PAGES):
+            response = self._call("scan", Select="COUNT", Limit=max_items - total, **self._key_in(start))
+            total += int(response.get("Count", 0))
+            start = self._key_out(response.get("LastEvaluatedKey"))
+            if start is None or total >= max_items:
+                break
+        return total, start is not None

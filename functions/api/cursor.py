@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from functions.api.errors import BadRequest
-from functions.api.stores.ports import StoreError
+from functions.core.errors import StoreError
 from functions.settings import get_settings
 
 MAX_CURSOR_CHARS = 2048

@@ -6,6 +6,7 @@ Tests swap the stores and the clock with ``app.dependency_overrides[get_stores] 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated
@@ -15,7 +16,7 @@ from fastapi.security import APIKeyHeader
 
 from functions.api.errors import BadRequest, Forbidden
 from functions.api.models import DEVICE_ID_PATTERN
-from functions.api.stores import Stores
+from functions.core.ports import AggregateReader, AnomalyReader, DeviceReader, MetricTotals
 from functions.settings import Settings, get_settings
 
 DEFAULT_LIMIT = 100
@@ -26,12 +27,25 @@ _api_key_header = APIKeyHeader(
 )
 
 
+@dataclass(frozen=True)
+class Stores:
+    """What the routes read: the three tables (the read side of their one adapter each) and the
+    failure counters for /stats (None: not available)."""
+
+    devices: DeviceReader
+    aggregates: AggregateReader
+    anomalies: AnomalyReader
+    metrics: MetricTotals | None = None
+
+
 @cache
 def _dynamo_stores() -> Stores:
-    from functions.api.stores.dynamodb import DynamoAggregateStore, DynamoAnomalyStore, DynamoDeviceStore
-    from functions.api.stores.metrics import CloudWatchTotals
+    from functions.adapters.aggregates import DynamoAggregateStore
+    from functions.adapters.anomalies import DynamoAnomalyStore
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from functions.adapters.metric_totals import CloudWatchTotals
 
-    return Stores(DynamoDeviceStore(), DynamoAggregateStore(), DynamoAnomalyStore(), CloudWatchTotals())
+    return Stores(DynamoDeviceRegistry(), DynamoAggregateStore(), DynamoAnomalyStore(), CloudWatchTotals())
 
 
 def get_stores() -> Stores:

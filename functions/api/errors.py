@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from functions.api.observability import log_event
-from functions.api.stores.ports import StoreError, StoreThrottled
+from functions.core.errors import StoreError, StoreThrottled
 
 
 class ErrorDetail(BaseModel):

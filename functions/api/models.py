@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 Severity = Literal["low", "medium", "high", "critical"]
-SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 _DATE_TIME = {"format": "date-time"}
 
@@ -47,7 +46,8 @@ class Aggregate(_Strict):
 
 
 class Anomaly(_Strict):
-    """One flagged reading."""
+    """One flagged reading: the API shape of the anomalies-table item (``functions.core.anomaly_items``
+    builds the item and projects it onto these fields)."""
 
     device_id: str = Field(pattern=DEVICE_ID_PATTERN)
     timestamp: str = Field(

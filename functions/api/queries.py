@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from functions.adapters.metric_totals import FAILURE_METRICS
 from functions.api import cursor as cursors
+from functions.api.deps import Stores
 from functions.api.errors import BadRequest, NotFound
 from functions.api.models import (
-    SEVERITY_RANK,
     Aggregate,
     AggregatePage,
     Anomaly,
@@ -26,9 +27,9 @@ from functions.api.models import (
     Failures,
     Stats,
 )
-from functions.api.stores import Item, Stores
-from functions.api.stores.metrics import FAILURE_METRICS
 from functions.api.timeparse import iso_ms, iso_s, parse_time
+from functions.core.anomaly_items import SEVERITY_RANK, api_fields
+from functions.core.ports import Item
 
 WINDOW_S = 60
 DEFAULT_AGGREGATES_SPAN = timedelta(hours=1)
@@ -123,11 +124,7 @@ def aggregate_view(item: Item) -> Aggregate:
 
 
 def anomaly_view(item: Item) -> Anomaly:
-    _, _, seq = str(item.get("ts_seq", "")).partition("#")
-    fields = {k: item[k] for k in Anomaly.model_fields if k in item}
-    fields.setdefault("sequence_number", seq if seq.isdigit() else None)
-    fields.setdefault("severity_rank", SEVERITY_RANK.get(str(item.get("severity")), None))
-    return Anomaly.model_validate(fields)
+    return Anomaly.model_validate(api_fields(item))
 
 
 # ---------------------------------------------------------------- use cases

@@ -1,7 +1,9 @@
 """Domain errors raised by the storage adapters, and how to tell a retryable one from a bad item.
 
-Adapters translate botocore ``ClientError`` codes into these exceptions (never by message text), so the
-core can decide retry versus quarantine without importing botocore.
+One hierarchy for every table and every caller (processor, detector stage, API). The adapters translate
+botocore ``ClientError`` codes into these exceptions in one place (``functions.adapters.client_errors``,
+by code, never by message text), so the core can decide retry versus quarantine, and the API 503 versus
+500, without importing botocore. ``is_transient`` / ``is_item_error`` are duck-typed for the same reason.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class StoreError(Exception):
 
 class TransientStoreError(StoreError):
     transient = True
+
+
+class StoreThrottled(TransientStoreError):
+    """The store throttled the call even after the client's own retries (the API answers 503)."""
 
 
 class VersionConflict(StoreError):
@@ -90,14 +96,3 @@ def is_item_error(exc: BaseException) -> bool:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", "")) in ITEM_ERROR_CODES
     return isinstance(exc, decimal.DecimalException | TypeError | OverflowError)
-
-
-def translate_client_error(exc: BaseException, what: str) -> StoreError:
-    """Map a botocore error to a StoreError by its code (never by message text)."""
-    response = getattr(exc, "response", None)
-    code = ""
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-    if code == "ConditionalCheckFailedException":
-        return VersionConflict(f"{what}: conditional check failed", code=code)
-    return StoreError(f"{what}: {type(exc).__name__} {code}".strip(), transient=is_transient(exc), code=code)

@@ -1,28 +1,75 @@
-"""Ports: the small interfaces the pure core calls. Real adapters live in ``functions/adapters`` (boto3),
-in-memory fakes in ``testkit``. Errors they raise: ``functions.core.errors``.
+"""Ports: the small interfaces the pure core and the API call. Real adapters live in
+``functions/adapters`` (boto3), in-memory fakes in ``testkit.fakes``; both implement these Protocols.
+Errors they raise: ``functions.core.errors``.
+
+One adapter per table reads and writes it. Consumers that need only a part of a table's interface
+(the processor writes aggregates, the API reads them) type against the narrow Protocol below; the
+table's Protocol is the union, and the one adapter implements it.
+
+Items are storage-shaped: the data model's attributes as plain Python values (int/float, str, dict,
+list); the adapters convert to and from DynamoDB's representation (``functions.adapters.codec``).
+Resume keys are a LastEvaluatedKey as plain JSON values. Shapes: docs/data-model.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from functions.core.readings import DeviceInfo, Reading
 
+Item = dict[str, Any]
+Key = dict[str, Any]
+# An aggregate item in Python-native types. Shape: docs/data-model.md "aggregates table".
+AggregateItem = dict[str, Any]
+WindowKey = tuple[str, int]  # (device_id, window_start epoch seconds)
+# An anomalies-table item (functions.core.anomaly_items builds it).
+AnomalyItem = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One store round trip: the items and where to resume (None = nothing after them)."""
+
+    items: list[Item]
+    last_key: Key | None
+
+
+# --- devices table -------------------------------------------------------------------------------
+
 
 class DeviceRegistry(Protocol):
+    """What the processor and the ingest path need: device info for enrichment."""
+
     def get_many(self, device_ids: Sequence[str]) -> dict[str, DeviceInfo]:
         """Registry entries for the ids that exist (unknown ids are simply absent). Raises StoreError."""
         ...
 
 
-# An aggregate item in Python-native types (ints, floats, str, dict, list); the adapter converts to and
-# from DynamoDB's representation. Shape: docs/data-model.md "aggregates table".
-AggregateItem = dict[str, Any]
-WindowKey = tuple[str, int]  # (device_id, window_start epoch seconds)
+class DeviceReader(Protocol):
+    """What the API needs: registry items as stored, one page at a time."""
+
+    def get(self, device_id: str) -> Item | None: ...
+
+    def scan(self, limit: int, start_key: Key | None) -> Slice: ...
+
+    def count(self, max_items: int) -> tuple[int, bool]:
+        """Devices in the registry, counting at most ``max_items``; the flag says it stopped early."""
+        ...
 
 
-class AggregateStore(Protocol):
+class DeviceStore(DeviceRegistry, DeviceReader, Protocol):
+    """The devices table."""
+
+
+# --- aggregates table ----------------------------------------------------------------------------
+
+
+class AggregateWriter(Protocol):
+    """What the exactly-once merge needs: strongly consistent reads and version-conditional puts."""
+
     def get_many(self, keys: Sequence[WindowKey]) -> dict[WindowKey, AggregateItem]:
         """Current items for the keys that exist (strongly consistent). Raises StoreError."""
         ...
@@ -37,6 +84,61 @@ class AggregateStore(Protocol):
         Raises VersionConflict when the condition fails, StoreError otherwise.
         """
         ...
+
+
+class AggregateReader(Protocol):
+    """What the API needs: windows of one device in a time range."""
+
+    def query(self, device_id: str, start_s: int, end_s: int, limit: int, start_key: Key | None) -> Slice:
+        """Windows of one device with ``start_s <= window_start <= end_s``, oldest first."""
+        ...
+
+    def totals(self, device_id: str, start_s: int, end_s: int) -> tuple[int, int]:
+        """(windows, readings) of one device with window_start in the range (bounded, for /stats)."""
+        ...
+
+
+class AggregateStore(AggregateWriter, AggregateReader, Protocol):
+    """The aggregates table."""
+
+
+# --- anomalies table -----------------------------------------------------------------------------
+
+
+class AnomalyWriter(Protocol):
+    """What the detector stage needs: idempotent batched puts."""
+
+    def put_many(self, items: Sequence[AnomalyItem]) -> int:
+        """Write items (idempotently, overwrite by key); returns how many were written."""
+        ...
+
+
+class AnomalyReader(Protocol):
+    """What the API needs: anomalies by device or by day, newest first."""
+
+    def query_device(
+        self, device_id: str, lo: str, hi: str, min_rank: int, limit: int, start_key: Key | None
+    ) -> Slice:
+        """Anomalies of one device with ``lo <= ts_seq <= hi``, newest first, severity_rank >= min_rank.
+
+        ``limit`` bounds the items *evaluated* (DynamoDB semantics), so a filtered slice may hold fewer.
+        """
+        ...
+
+    def query_day(
+        self, day: str, lo: str, hi: str, min_rank: int, limit: int, start_key: Key | None
+    ) -> Slice:
+        """Same as :meth:`query_device` on the ``by-day`` index partition ``day`` (YYYY-MM-DD)."""
+        ...
+
+    def count_day(self, day: str, lo: str, hi: str, max_items: int) -> int: ...
+
+
+class AnomalyStore(AnomalyWriter, AnomalyReader, Protocol):
+    """The anomalies table."""
+
+
+# --- other ports ---------------------------------------------------------------------------------
 
 
 class Archive(Protocol):
@@ -55,22 +157,23 @@ class MetricsSink(Protocol):
         ...
 
 
+class MetricTotals(Protocol):
+    """The processor's failure counters, summed (the API's /stats): CloudWatch or a fake."""
+
+    def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
+        """Sum of each metric (no dimensions) over [start, end), or None if they cannot be read."""
+        ...
+
+
 def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-# ---- The anomaly stage's ports (h/core). The processor calls them; functions.detector implements the
+# ---- The anomaly stage's ports. The processor calls them; functions.detector implements the
 # stage (pipeline_stage.handle_verdicts), functions.adapters the store and the alerter. The detector itself
 # (Detector, Verdict) is typed in functions.detector.interface, which the processor may import; here only
-# what the pipeline reads of a verdict, so the core stays free of the detector.
-AnomalyItem = dict[str, Any]  # an anomalies-table item (docs/data-model.md), Python-native types
-
-
-class AnomalyWriter(Protocol):
-    def put_many(self, items: Sequence[AnomalyItem]) -> int:
-        """Write the items (idempotent keys); returns how many. Raises StoreError."""
-        ...
+# what the pipeline reads of a verdict, so the core stays free of the detector. AnomalyWriter: above.
 
 
 class AlertSummary(Protocol):

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from functions.core import anomaly_items
+from functions.core.ports import AnomalyItem, AnomalyWriter
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.settings import get_settings
-
-
-class _Store(Protocol):
-    def put_many(self, items: Sequence[dict[str, Any]]) -> int: ...
 
 
 class _Alerter(Protocol):
@@ -28,42 +25,32 @@ class StageResult:
     alerts_failed: int = 0
 
 
-def iso_ms(epoch_ms: int) -> str:
-    """``2026-11-21T23:05:16.123Z`` -- millisecond ISO 8601 UTC, the ts_seq prefix (sorts by time)."""
-    moment = datetime.fromtimestamp(epoch_ms // 1000, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
-
-
-def anomaly_item(reading: Reading, verdict: Verdict, ttl_days: int) -> dict[str, Any]:
-    """The anomalies-table item (docs/data-model.md); a pure function of its inputs (idempotent key)."""
-    timestamp = iso_ms(reading.epoch_ms)
+def anomaly_item(reading: Reading, verdict: Verdict, ttl_days: int) -> AnomalyItem:
+    """The anomalies-table item of a flagged reading (shape: ``functions.core.anomaly_items``)."""
     device = reading.device
-    return {
-        "device_id": reading.device_id,
-        "ts_seq": f"{timestamp}#{reading.sequence_number}",
-        "day": timestamp[:10],
-        "timestamp": timestamp,
-        "epoch_ms": reading.epoch_ms,
-        # From the reading's time, not the wall clock, so a redelivered record writes the same item.
-        "expires_at": reading.epoch_ms // 1000 + ttl_days * 86_400,
-        "score": round(verdict.score, 6),
-        "threshold": round(verdict.threshold, 6),
-        "severity": verdict.severity,
-        "severity_rank": verdict.severity_rank,
-        "top_feature": verdict.top_feature,
-        "reason": verdict.reason,
-        "values": dict(reading.channels),
-        "site": device.site if device else "",
-        "location": device.location if device else "",
-        "model_version": verdict.model_version,
-        "shard_id": reading.shard_id,
-    }
+    return anomaly_items.anomaly_item(
+        device_id=reading.device_id,
+        epoch_ms=reading.epoch_ms,
+        sequence_number=reading.sequence_number,
+        shard_id=reading.shard_id,
+        score=round(verdict.score, 6),
+        threshold=round(verdict.threshold, 6),
+        severity=verdict.severity,
+        severity_rank=verdict.severity_rank,
+        top_feature=verdict.top_feature,
+        reason=verdict.reason,
+        values=reading.channels,
+        model_version=verdict.model_version,
+        ttl_days=ttl_days,
+        site=device.site if device else "",
+        location=device.location if device else "",
+    )
 
 
 def handle_verdicts(
     readings: Sequence[Reading],
     verdicts: Sequence[Verdict],
-    store: _Store,
+    store: AnomalyWriter,
     alerter: _Alerter,
     now: float,
     ttl_days: int | None = None,

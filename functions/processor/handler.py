@@ -8,8 +8,11 @@ deduplication and the one-write-per-window rule need the whole batch at once. Th
 (``{"batchItemFailures": [{"itemIdentifier": <sequence number>}]}``) is the same.
 
 The handler never raises for bad data. It can raise only if building the ports fails (misconfiguration),
-which is the one case where failing loudly on every invocation is the right thing, or when a test
-injects a crash (``PROCESSOR_FAULTS``, see ``functions/processor/faults.py``; unset in every deployment).
+which is the one case where failing loudly on every invocation is the right thing.
+
+Test stacks (template parameter ``TestHooks=faults``) run ``testkit.fault_handler.handler`` instead, which
+builds the same ports around a fault-injecting DynamoDB client and calls :func:`run`; this module knows
+nothing of it, and no production bundle contains it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from functions.processor import faults
 from functions.processor.decode import DecodeRules
 from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
 from functions.processor.records import KinesisRecord
@@ -31,32 +33,26 @@ copy_config_to_registered_loggers(source_logger=logger, include={"functions"})
 WRITE_CONCURRENCY = 16  # parallel conditional writes (one per window); see ProcessorConfig
 _ports: ProcessorPorts | None = None
 _config: ProcessorConfig | None = None
-_faults: faults.FaultInjectingDynamoDB | None = None  # only when PROCESSOR_FAULTS is set (tests)
 
 
 class HandBack(RuntimeError):
     """Fails the invocation on purpose: the mapping retries the whole batch (PARTIAL_BATCH_RESPONSE=raise)."""
 
 
-def build_ports() -> ProcessorPorts:
-    """Real adapters, created once per container (the device cache lives as long as the container)."""
+def build_ports(aggregates_dynamodb: Any | None = None) -> ProcessorPorts:
+    """Real adapters, created once per container (the device cache lives as long as the container).
+
+    ``aggregates_dynamodb``: the DynamoDB client of the aggregates adapter (None: the shared one); the
+    test hooks pass a fault-injecting wrapper here.
+    """
     from functions.adapters.aggregates import DynamoAggregateStore
     from functions.adapters.archive import S3Archive
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.adapters.metrics import get_metrics_sink
     from functions.processor.enrich import DeviceCache
 
-    global _faults
     settings = get_settings()
-    plan = faults.get_plan()  # None unless a test set PROCESSOR_FAULTS (on an emulator)
-    if plan is None:
-        aggregates = DynamoAggregateStore()
-    else:
-        from functions.adapters.clients import client
-
-        _faults = faults.FaultInjectingDynamoDB(client("dynamodb"), plan)
-        aggregates = DynamoAggregateStore(dynamodb=_faults)
-        logger.warning("fault injection enabled on aggregate writes", extra={"faults": plan.describe()})
+    aggregates = DynamoAggregateStore(dynamodb=aggregates_dynamodb)
     detector = anomaly_store = alerter = handle = None
     try:
         # The detector stage is a colleague's module; imported lazily so this handler works without it.
@@ -88,34 +84,38 @@ def build_ports() -> ProcessorPorts:
     )
 
 
+def build_config() -> ProcessorConfig:
+    settings = get_settings()
+    return ProcessorConfig(
+        rules=DecodeRules.from_settings(settings),
+        window_s=settings.window_seconds,
+        write_concurrency=WRITE_CONCURRENCY,
+        hand_back_whole_batch=settings.partial_batch_response == "raise",
+    )
+
+
 def _get() -> tuple[ProcessorPorts, ProcessorConfig]:
     global _ports, _config
     if _ports is None or _config is None:
-        settings = get_settings()
-        _config = ProcessorConfig(
-            rules=DecodeRules.from_settings(settings),
-            window_s=settings.window_seconds,
-            write_concurrency=WRITE_CONCURRENCY,
-            hand_back_whole_batch=settings.partial_batch_response == "raise",
-        )
+        _config = build_config()
         _ports = build_ports()
     return _ports, _config
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    records = [KinesisRecord.from_event_record(r) for r in event.get("Records") or []]
     ports, config = _get()
-    if _faults is not None:
-        _faults.begin_invocation()
+    return run(event, context, ports, config)
+
+
+def run(
+    event: dict[str, Any], context: Any, ports: ProcessorPorts, config: ProcessorConfig
+) -> dict[str, Any]:
+    """One invocation with the given ports: process the batch, log the summary, answer the mapping."""
+    records = [KinesisRecord.from_event_record(r) for r in event.get("Records") or []]
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    try:
-        # The time left bounds the work: what cannot start in time is handed back, not timed out.
-        outcome = process_batch(records, ports, config, remaining_ms=remaining)
-    except faults.InjectedFault as exc:
-        # Report it as an ordinary function error (an unhandled exception): the mapping retries the batch.
-        logger.error("injected fault: invocation fails after a partial write", extra={"fault": str(exc)})
-        raise RuntimeError(f"injected fault: {exc}") from exc
+    # The time left bounds the work: what cannot start in time is handed back, not timed out.
+    outcome = process_batch(records, ports, config, remaining_ms=remaining)
     summary = outcome.summary()
     if outcome.failed_sequence_numbers and config.hand_back_whole_batch:
         # ministack drops what batchItemFailures reports but retries a failed invocation: fail it. What

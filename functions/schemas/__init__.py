@@ -18,8 +18,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import fastjsonschema
-
 SCHEMA_NAMES: tuple[str, ...] = ("reading", "aggregate", "anomaly", "quarantined")
 
 Validator = Callable[[Any], Any]
@@ -62,6 +60,8 @@ def compiled_validator(name: str) -> Validator:
 
     Hot paths call this directly; it returns the document unchanged (no defaults are declared).
     """
+    import fastjsonschema  # deferred: readers of the schema files only (the API's cold start) skip it
+
     schema = load_schema(name)
     return fastjsonschema.compile(
         schema,
@@ -73,6 +73,8 @@ def compiled_validator(name: str) -> Validator:
 
 def validate(name: str, document: Any) -> None:
     """Validate ``document`` against schema ``name``; raise :class:`SchemaValidationError` if it fails."""
+    import fastjsonschema
+
     try:
         compiled_validator(_check_name(name))(document)
     except fastjsonschema.JsonSchemaValueException as exc:
@@ -82,6 +84,8 @@ def validate(name: str, document: Any) -> None:
 
 
 def is_valid(name: str, document: Any) -> bool:
+    import fastjsonschema
+
     try:
         compiled_validator(_check_name(name))(document)
     except fastjsonschema.JsonSchemaValueException:

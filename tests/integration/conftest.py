@@ -21,6 +21,9 @@ from iotpipe.stack import deploy, stack_outputs
 from tests.integration.stacks import delete_stack
 
 pytestmark = pytest.mark.integration
+# Every stack these tests deploy is a test stack: its processor carries the fault hook (TestHooks=faults,
+# the processor-testhooks package), which test_fault_*.py switch on with PROCESSOR_FAULTS.
+os.environ.setdefault("IOTPIPE_TEST_HOOKS", "faults")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

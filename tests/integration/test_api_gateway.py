@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from functions.adapters.clients import client
-from functions.api.stores.seed import anomaly_item, device_item, window_item
+from testkit.seed import anomaly_item, device_item, window_item
 from tests.integration.targets import facts
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from functions.adapters.clients import client
-from functions.processor.testing import reading_doc
 from simulator.credentials import authorization, device_secret, hash_secret
+from testkit.events import reading_doc
 
 pytestmark = pytest.mark.integration
 TARGET = os.environ.get("IOTPIPE_TARGET", "embedded")

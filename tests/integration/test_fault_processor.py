@@ -24,17 +24,17 @@ from typing import Any
 import boto3
 import pytest
 
-from functions.adapters.fakes import (
+from functions.core.readings import DeviceInfo
+from functions.processor.enrich import DeviceCache
+from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
+from testkit.events import make_records
+from testkit.fakes import (
     CrashAfterWrites,
     InMemoryAggregateStore,
     InMemoryArchive,
     InMemoryDeviceRegistry,
     InMemoryMetrics,
 )
-from functions.core.readings import DeviceInfo
-from functions.processor.enrich import DeviceCache
-from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
-from functions.processor.testing import make_records
 from tests.integration.fault_support import (
     Batch,
     WindowRef,

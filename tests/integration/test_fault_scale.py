@@ -209,7 +209,7 @@ def test_concurrent_batches_of_one_shard_on_the_real_adapters(deployed_stack: di
     from functions.processor.enrich import DeviceCache
     from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
     from functions.processor.records import KinesisRecord
-    from functions.processor.testing import SEQ_BASE, kinesis_event_record
+    from testkit.events import SEQ_BASE, kinesis_event_record
 
     # GIVEN 12 registered devices and 720 records; the first half on the parent shard, the rest on two
     # children (by device), every device's readings in order on one shard at a time

@@ -1,6 +1,6 @@
 """The live view rendered by a real headless Chromium against the app served by uvicorn.
 
-The app runs with seeded in-memory stores (``functions.api.demo``): the page's behaviour (key from the
+The app runs with seeded in-memory stores (``testkit.demo_api``): the page's behaviour (key from the
 URL fragment, relative fetches, fleet table, map, chart with anomaly markers) is what is under test
 here; the same page behind API Gateway is covered by test_api_gateway.py's /dashboard and /stats checks.
 A screenshot goes to out/live-view.png for review; its colours are checked (chart line, device dots,
@@ -61,7 +61,8 @@ def live_app() -> Iterator[str]:
             sys.executable,
             "-m",
             "uvicorn",
-            "functions.api.demo:app",
+            "--factory",
+            "testkit.demo_api:create_app",
             "--host",
             "127.0.0.1",
             "--port",

@@ -13,7 +13,7 @@ import pytest
 
 from functions.api import cursor
 from functions.api.errors import BadRequest
-from functions.api.stores.ports import StoreError
+from functions.core.errors import StoreError
 from functions.settings import get_settings
 from iotpipe.template import load_template
 

@@ -8,8 +8,10 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from functions.api.stores import StoreError, StoreThrottled
-from functions.api.stores.dynamodb import DynamoAggregateStore, DynamoAnomalyStore, DynamoDeviceStore
+from functions.adapters.aggregates import DynamoAggregateStore
+from functions.adapters.anomalies import DynamoAnomalyStore
+from functions.adapters.devices import DynamoDeviceRegistry
+from functions.core.errors import StoreError, StoreThrottled
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def test_throttles_become_store_throttled(ddb: Any, code: str) -> None:
     with Stubber(ddb) as stub:
         stub.add_client_error("get_item", service_error_code=code, http_status_code=400)
         with pytest.raises(StoreThrottled):
-            DynamoDeviceStore("devs", ddb).get("d1")
+            DynamoDeviceRegistry("devs", ddb).get("d1")
 
 
 def test_other_errors_become_store_error(ddb: Any) -> None:

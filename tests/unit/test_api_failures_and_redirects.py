@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from functions.api.deps import get_now, get_stores
 from functions.api.main import app
-from functions.api.stores.metrics import MemoryTotals
-from functions.api.stores.seed import seeded_stores
 from functions.settings import get_settings
+from testkit.fakes import MemoryTotals
+from testkit.seed import seeded_stores
 
 KEY = "unit-test-key"
 NOW = datetime(2026, 11, 21, 12, 0, 30, tzinfo=UTC)

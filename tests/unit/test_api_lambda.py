@@ -11,8 +11,8 @@ import pytest
 from functions.api.deps import get_stores
 from functions.api.lambda_handler import handler, stage_prefix
 from functions.api.main import app
-from functions.api.stores.seed import seeded_stores
 from functions.settings import get_settings
+from testkit.seed import seeded_stores
 
 
 def rest_event(path: str, query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> dict:

@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from functions.api.deps import get_now, get_stores
+from functions.api.deps import Stores, get_now, get_stores
 from functions.api.main import app
-from functions.api.stores import Stores
-from functions.api.stores.seed import anomaly_item, seeded_stores
 from functions.schemas import validate
 from functions.settings import get_settings
+from testkit.seed import anomaly_item, seeded_stores
 
 KEY = "unit-test-key"
 NOW = datetime(2026, 11, 21, 12, 0, 30, tzinfo=UTC)
@@ -236,7 +235,7 @@ def _add_anomalies(stores: Stores, count: int, step: timedelta) -> list[str]:
     for i in range(count):
         at = NOW - timedelta(minutes=1) - i * step
         severity = ("low", "medium", "high", "critical")[i % 4]
-        stores.anomalies.put(anomaly_item(device, at, 100 + i, severity))
+        stores.anomalies.put_many([anomaly_item(device, at, 100 + i, severity)])
         stamps.append(at)
     return [s.strftime("%Y-%m-%dT%H:%M:%S") for s in stamps]
 
@@ -341,7 +340,7 @@ def test_stats_counts_the_last_hour(api: TestClient) -> None:
 
 
 def test_throttling_is_429(api: TestClient, stores: Stores) -> None:
-    stores.aggregates.table.throttle = True  # type: ignore[attr-defined]
+    stores.aggregates.throttle = True  # type: ignore[attr-defined]
     response = api.get("/devices/dev-000000/aggregates", headers=AUTH)
     assert_error(response, 429, "throttled")
     assert response.headers["retry-after"] == "1"

@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
 
 from functions.api.deps import get_stores
 from functions.api.main import app
-from functions.api.stores.seed import seeded_stores
 from functions.settings import get_settings
+from testkit.seed import seeded_stores
 
 KEY = "schemathesis-key"
 

@@ -9,6 +9,7 @@ python3.12 runtime provides (boto3 and its dependencies), with the unpacked zip 
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import zipfile
@@ -25,6 +26,11 @@ HANDLERS = {
     "ingest": ["functions.ingest.handler"],
     "api": ["functions.api.lambda_handler"],
 }
+# Test-only code: the testkit and tests packages, and anything named like test furniture.
+TEST_ONLY_PACKAGES = ("testkit/", "tests/")
+TEST_ONLY_MODULE = re.compile(
+    r"(^|/)(fakes|demo\w*|seed|faults|fault_handler|testing|conftest|test_\w+)\.py$"
+)
 RUNTIME_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six.py")
 
 
@@ -103,3 +109,27 @@ def test_zips_are_reproducible(tmp_path: Path) -> None:
     build.write_zip(tmp_path / "b.zip", entries)
     digest = [hashlib.sha256((tmp_path / f).read_bytes()).hexdigest() for f in ("a.zip", "b.zip")]
     assert digest[0] == digest[1]
+
+
+def test_no_bundle_contains_test_only_code(bundles: dict[str, build.Bundle]) -> None:
+    # GIVEN every production zip the build writes (one per declared bundle)
+    assert set(bundles) == set(build.bundle_requirements())
+    for name, bundle in bundles.items():
+        listing = zipfile.ZipFile(bundle.zip_path).namelist()
+        assert "functions/core/ports.py" in listing  # the project's code is there to be checked
+        # THEN none of it is test furniture: no testkit/tests package, no fakes/demo/seed/faults module
+        offending = [n for n in listing if n.startswith(TEST_ONLY_PACKAGES)
+                     or (n.startswith("functions/") and TEST_ONLY_MODULE.search(n))]
+        assert offending == [], f"{name}.zip ships test-only code: {offending[:10]}"
+
+
+def test_the_test_hooks_package_is_the_processor_bundle_plus_testkit(
+        bundles: dict[str, build.Bundle]) -> None:
+    # GIVEN the package only test stacks deploy (TestHooks=faults)
+    hooks = build.build_test_hooks(ROOT / "build")
+    listing = set(zipfile.ZipFile(hooks.zip_path).namelist())
+    # THEN it holds the fault handler, and apart from testkit/ exactly what processor.zip holds
+    assert "testkit/fault_handler.py" in listing
+    assert "testkit/faults.py" in listing
+    production = set(zipfile.ZipFile(bundles["processor"].zip_path).namelist())
+    assert {n for n in listing if not n.startswith("testkit/")} == production

@@ -8,9 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from functions.adapters.fakes import InMemoryAggregateStore
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from functions.processor.testing import SEQ_BASE, fake_ports, make_records, reading_doc
 from iotpipe.emulator import sweep_worker_dirs
 from iotpipe.rebuild import (
     RebuildReport,
@@ -22,6 +20,9 @@ from iotpipe.rebuild import (
 )
 from iotpipe.recovery import import_template, resolve_name, retained_named
 from iotpipe.template import load_template
+from testkit.events import SEQ_BASE, make_records, reading_doc
+from testkit.fakes import InMemoryAggregateStore
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_020.0
 WINDOW = (int(NOW_S * 1000) // 60_000) * 60

@@ -46,3 +46,41 @@ def test_unknown_target_is_refused_with_a_clear_message() -> None:
     )
     assert result.returncode == 2
     assert "--target must be embedded, localstack or aws" in result.stderr
+
+
+def _dry_run_args(*args: str) -> tuple[list[str], Path]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IOTPIPE_TEST_HOOKS"))}
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:4566"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--dry-run", "--yes", "--stack", "dryrun-hooks", *args],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )
+    return [line[2:] for line in result.stderr.splitlines() if line.startswith("+ ")], (
+        ROOT / "build" / "template-testhooks-dryrun-hooks.yaml")
+
+
+def test_only_a_test_hooks_deploy_ships_the_fault_handler() -> None:
+    # GIVEN a default deploy and a test-hooks deploy (dry runs)
+    plain, _ = _dry_run_args()
+    hooks, copy = _dry_run_args("--test-hooks", "faults")
+    # THEN the default one builds, packages and deploys the plain template with no hooks
+    assert not any("--test-hooks" in c or "TestHooks" in c or "testhooks" in c for c in plain)
+    # AND the test one builds the hooks package, packages a template copy that points the processor at
+    # it, and selects the fault handler through the parameter
+    assert any("scripts/build.py" in c and "--test-hooks" in c for c in hooks)
+    assert any("cloudformation package" in c and str(copy) in c for c in hooks)
+    assert any("cloudformation deploy" in c and "TestHooks=faults" in c for c in hooks)
+    text = copy.read_text()
+    assert text.count("/processor-testhooks.zip") == 1
+    assert "Code: ../build/" not in text  # relative Code paths made absolute: the copy lives in build/
+    copy.unlink()
+
+
+def test_unknown_test_hooks_value_is_refused() -> None:
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "deploy.sh"), "--dry-run", "--test-hooks", "all"],
+        capture_output=True, text=True, check=False, timeout=30,
+        env={**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"},
+    )
+    assert result.returncode == 2
+    assert "--test-hooks must be none or faults" in result.stderr

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from functions.adapters.alerts import (
-    Alerter,
-    InMemoryCooldownStore,
-    InMemoryPublisher,
-    should_alert,
-)
-from functions.adapters.anomalies import InMemoryAnomalyStore, to_dynamo
+from functions.adapters.alerts import Alerter, should_alert
+from functions.adapters.codec import to_dynamo
+from functions.core.anomaly_items import iso_ms
 from functions.core.readings import DeviceInfo, Reading
 from functions.detector.interface import Verdict
-from functions.detector.pipeline_stage import handle_verdicts, iso_ms
+from functions.detector.pipeline_stage import handle_verdicts
+from testkit.fakes import InMemoryAnomalyStore, InMemoryCooldownStore, InMemoryPublisher
 
 HOT = Verdict(
     0.8, True, "high", 3, "temperature:dev", "temperature 9.1 σ above device baseline", 0.64, "iforest-v1"

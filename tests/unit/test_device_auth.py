@@ -12,12 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from functions.adapters.fakes import FakeKinesisClient
 from functions.adapters.kinesis import KinesisPublisher
 from functions.auth import device_credentials as dc
 from functions.authorizer import handler as authorizer
 from functions.ingest import handler as ingest_handler
-from functions.processor.testing import FakeLambdaContext, api_gateway_event, reading_doc
 from iotpipe.template import load_template
 from simulator import credentials as sim_credentials
 from simulator.clock import FakeClock
@@ -25,6 +23,8 @@ from simulator.config import SimulatorConfig
 from simulator.fleet import generate_fleet, register_fleet
 from simulator.sinks import HttpSink
 from simulator.stream import generate_readings
+from testkit.events import FakeLambdaContext, api_gateway_event, reading_doc
+from testkit.fakes import FakeKinesisClient
 
 FLEET_SECRET = "unit-test-fleet-secret"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:000000000000:api123/prod/POST/ingest"

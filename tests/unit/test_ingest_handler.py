@@ -11,12 +11,12 @@ import json
 import orjson
 import pytest
 
-from functions.adapters.fakes import FakeKinesisClient
 from functions.adapters.kinesis import KinesisPublisher
 from functions.ingest import handler as ingest_handler
 from functions.ingest.handler import ingest
-from functions.processor.testing import FakeLambdaContext, api_gateway_event, reading_doc
 from functions.settings import IngestSettings
+from testkit.events import FakeLambdaContext, api_gateway_event, reading_doc
+from testkit.fakes import FakeKinesisClient
 
 SETTINGS = IngestSettings(ingest_max_records=5, ingest_max_body_bytes=4096, max_record_bytes=512)
 

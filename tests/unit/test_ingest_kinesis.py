@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from functions.adapters.fakes import FakeKinesisClient
 from functions.adapters.kinesis import MAX_RECORDS_PER_CALL, KinesisPublisher
+from testkit.fakes import FakeKinesisClient
 
 
 def test_chunks_at_500_records() -> None:

@@ -11,8 +11,9 @@ import orjson
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from functions.processor.testing import SEQ_BASE, fake_ports, make_records, reading_doc
 from functions.schemas import is_valid
+from testkit.events import SEQ_BASE, make_records, reading_doc
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_020.0  # 20 s into a minute
 NOW_MS = int(NOW_S * 1000)

@@ -17,7 +17,7 @@ from functions.processor.decode import (
     parse_timestamp_ms,
 )
 from functions.processor.records import KinesisRecord, Rejection
-from functions.processor.testing import make_records, reading_doc
+from testkit.events import make_records, reading_doc
 
 NOW_S = 1_795_000_000.0
 NOW_MS = int(NOW_S * 1000)
@@ -168,7 +168,7 @@ def test_format_ms_round_trips() -> None:
 
 def test_event_factory_record_matches_direct_record() -> None:
     # GIVEN the same payload through the Lambda event shape and directly
-    from functions.processor.testing import kinesis_event, records_of
+    from testkit.events import kinesis_event, records_of
 
     doc = reading_doc("dev-1", NOW_MS)
     (from_event,) = records_of(kinesis_event([doc], arrival_s=NOW_S))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from functions.adapters.fakes import InMemoryDeviceRegistry
 from functions.core.errors import StoreError
 from functions.processor.enrich import DeviceCache
-from functions.processor.testing import devices
+from testkit.events import devices
+from testkit.fakes import InMemoryDeviceRegistry
 
 
 class Clock:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from functions.adapters.fakes import CrashAfterWrites
 from functions.processor import exactly_once
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.records import KinesisRecord
-from functions.processor.testing import fake_ports, make_records, reading_doc
+from testkit.events import make_records, reading_doc
+from testkit.fakes import CrashAfterWrites
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_300.0
 NOW_MS = int(NOW_S * 1000)

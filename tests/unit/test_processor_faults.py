@@ -1,5 +1,6 @@
-"""The test-only fault hook (functions/processor/faults.py): spec parsing, the DynamoDB client wrapper, the
-once-marker, and the path through the real aggregates adapter, process_batch and the handler."""
+"""The test-only fault hook (testkit/faults.py): spec parsing, the DynamoDB client wrapper, the
+once-marker, and the path through the real aggregates adapter, process_batch and the test stacks'
+handler (testkit/fault_handler.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from functions.adapters.aggregates import DynamoAggregateStore, item_from_dynamo
-from functions.adapters.fakes import InMemoryArchive, InMemoryDeviceRegistry, InMemoryMetrics
-from functions.core.errors import StoreError, translate_client_error
-from functions.processor import faults
-from functions.processor import handler as processor_handler
+from functions.adapters.client_errors import translate_client_error
+from functions.core.errors import StoreError
 from functions.processor.enrich import DeviceCache
-from functions.processor.faults import FaultInjectingDynamoDB, FaultPlan, FaultSpecError, InjectedFault
 from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
-from functions.processor.testing import FakeLambdaContext, devices, kinesis_event, make_records, reading_doc
+from testkit import fault_handler as processor_handler
+from testkit import faults
+from testkit.events import FakeLambdaContext, devices, kinesis_event, make_records, reading_doc
+from testkit.fakes import InMemoryArchive, InMemoryDeviceRegistry, InMemoryMetrics
+from testkit.faults import FaultInjectingDynamoDB, FaultPlan, FaultSpecError, InjectedFault
 
 NOW_S = 1_795_000_300.0
 NOW_MS = int(NOW_S * 1000)

@@ -9,7 +9,8 @@ import pytest
 
 from functions.processor import handler as processor_handler
 from functions.processor.ingestion_processor import ProcessorConfig
-from functions.processor.testing import SEQ_BASE, FakeLambdaContext, fake_ports, kinesis_event, reading_doc
+from testkit.events import SEQ_BASE, FakeLambdaContext, kinesis_event, reading_doc
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_020.0
 

@@ -1,7 +1,7 @@
 """Issue 11: hostile numbers, per-reading containment of later stages, the time budget, small items.
 
-Numbers go through the REAL serialisation of both tables (``adapters.aggregates.item_to_dynamo`` and
-boto3's ``TypeSerializer`` in ``adapters.anomalies``), checked against DynamoDB's number rules.
+Numbers go through the REAL serialisation of both tables (``adapters.aggregates.item_to_dynamo`` and the
+one codec, ``adapters.codec``, that both adapters use), checked against DynamoDB's number rules.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.adapters.aggregates import item_to_dynamo
-from functions.adapters.alerts import Alerter, InMemoryCooldownStore
-from functions.adapters.anomalies import DynamoAnomalyStore, to_dynamo
-from functions.adapters.fakes import InMemoryAggregateStore
+from functions.adapters.alerts import Alerter
+from functions.adapters.anomalies import DynamoAnomalyStore
+from functions.adapters.codec import to_dynamo
 from functions.core.errors import StoreError
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
@@ -31,7 +31,9 @@ from functions.processor.decode import DecodeRules, decode_items, parse_timestam
 from functions.processor.exactly_once import WindowGroup
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.records import Rejection
-from functions.processor.testing import SEQ_BASE, fake_ports, make_records, packed, reading_doc
+from testkit.events import SEQ_BASE, make_records, packed, reading_doc
+from testkit.fakes import InMemoryAggregateStore, InMemoryCooldownStore
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_020.0
 NOW_MS = int(NOW_S * 1000)
@@ -377,7 +379,7 @@ def test_whole_batch_hand_back_for_ministack_archives_nothing_and_counts_once() 
 
 def test_handler_fails_the_invocation_when_handing_back_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     from functions.processor import handler
-    from functions.processor.testing import FakeLambdaContext, kinesis_event
+    from testkit.events import FakeLambdaContext, kinesis_event
 
     ports = fake_ports(("dev-1",))
     ports.archive.fail_next = 1

@@ -14,13 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from functions.adapters.fakes import CrashAfterWrites
 from functions.core.readings import Reading
 from functions.processor.decode import DecodeRules, decode_batch, decode_items
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.records import KinesisRecord, Rejection
-from functions.processor.testing import fake_ports, make_records, pack_payloads, packed, reading_doc
 from functions.schemas import is_valid
+from testkit.events import make_records, pack_payloads, packed, reading_doc
+from testkit.fakes import CrashAfterWrites
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_300.0
 NOW_MS = int(NOW_S * 1000)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.records import KinesisRecord
-from functions.processor.testing import fake_ports, reading_doc
+from testkit.events import reading_doc
+from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_300.0
 NOW_MS = int(NOW_S * 1000)

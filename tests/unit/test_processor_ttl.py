@@ -9,8 +9,9 @@ import pytest
 from functions.core.readings import Reading
 from functions.processor.exactly_once import WindowGroup, build_item
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from functions.processor.testing import fake_ports, make_records, reading_doc
 from functions.settings import get_settings
+from testkit.events import make_records, reading_doc
+from testkit.processor import fake_ports
 
 WINDOW_START = 1_795_000_200  # a multiple of 60
 NOW_S = WINDOW_START + 90.0

@@ -3,14 +3,15 @@
 The processor publishes ``RecordsRetried`` (readings handed back for redelivery; ministack drops them),
 ``ArchiveWriteFailures``, ``AlertsFailed`` and ``RecordsRedelivered`` (docs/observability.md). The tables
 cannot tell any of these, so the live view reads them here: one GetMetricStatistics per name, summed over
-the period. A failure to read them is reported as "unknown" (None), never as zero.
+the period. A failure to read them is reported as "unknown" (None), never as zero. Implements
+``functions.core.ports.MetricTotals`` (fake: ``testkit.fakes.MemoryTotals``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from functions.adapters.clients import client
 from functions.settings import get_settings
@@ -21,12 +22,6 @@ FAILURE_METRICS: tuple[str, ...] = (
     "AlertsFailed",
     "RecordsRedelivered",
 )
-
-
-class MetricTotals(Protocol):
-    def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
-        """Sum of each metric (no dimensions) over [start, end), or None if they cannot be read."""
-        ...
 
 
 class CloudWatchTotals:
@@ -48,15 +43,3 @@ class CloudWatchTotals:
             return out
         except Exception:  # the live view shows "unknown"; the data routes do not depend on metrics
             return None
-
-
-class MemoryTotals:
-    """Fake: fixed totals (or None, to model CloudWatch being unreachable)."""
-
-    def __init__(self, totals: dict[str, int] | None = None) -> None:
-        self.totals = totals
-
-    def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
-        if self.totals is None:
-            return None
-        return {name: int(self.totals.get(name, 0)) for name in names}

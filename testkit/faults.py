@@ -1,4 +1,5 @@
-"""Test-only fault injection for the processor's aggregate writes. Off by default, inert in production.
+"""Test-only fault injection for the processor's aggregate writes (``testkit.fault_handler``, which
+only test stacks run: ``TestHooks=faults``). Off by default; never in a production bundle.
 
 Enabled by the environment variable ``PROCESSOR_FAULTS`` (read once per container, like settings), e.g.
 
@@ -29,8 +30,8 @@ terminates that worker after any failed invocation, so the retry always runs in 
 on the host's disk survives that, its exclusive creation is atomic, and the test (same host) can read
 it. (On AWS /tmp belongs to one execution environment, so "once" would mean once per environment.)
 
-Inert in production: without the variable nothing is wrapped (``get_plan()`` is None and the handler
-builds exactly the adapters it always did), and the variable is ignored unless ``AWS_ENDPOINT_URL``
+Inert without the variable: nothing is wrapped (``get_plan()`` is None and the fault handler builds
+exactly the production handler's adapters), and the variable is ignored unless ``AWS_ENDPOINT_URL``
 points at an emulator.
 """
 

@@ -1,7 +1,7 @@
-"""Event factories and a fake Lambda context, for unit tests, the benchmark and local experiments.
+"""Event factories (readings, Kinesis and API Gateway events) and a fake Lambda context.
 
-Shipped beside the code (like ``functions/adapters/fakes.py``) so tests, ``bench/`` and the integration
-tests build events the same way.
+One place, so unit tests, ``bench/`` and the integration tests build events the same way. Test-only:
+``testkit/`` never ships in a Lambda bundle.
 """
 
 from __future__ import annotations
@@ -164,32 +164,3 @@ class FakeLambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
-
-
-def fake_ports(
-    device_ids: Sequence[str] = ("dev-1", "dev-2"),
-    *,
-    detector: Any | None = None,
-    handle_verdicts: Any | None = None,
-    clock: Any = None,
-) -> Any:
-    """ProcessorPorts wired to the in-memory fakes (functions/adapters/fakes.py)."""
-    from functions.adapters.fakes import (
-        InMemoryAggregateStore,
-        InMemoryArchive,
-        InMemoryDeviceRegistry,
-        InMemoryMetrics,
-    )
-    from functions.processor.enrich import DeviceCache
-    from functions.processor.ingestion_processor import ProcessorPorts
-
-    registry = InMemoryDeviceRegistry(devices(*device_ids))
-    cache = DeviceCache(registry, ttl_s=300, clock=clock or (lambda: 0.0))
-    return ProcessorPorts(
-        devices=cache,
-        aggregates=InMemoryAggregateStore(),
-        archive=InMemoryArchive(),
-        metrics=InMemoryMetrics(),
-        detector=detector,
-        handle_verdicts=handle_verdicts,
-    )

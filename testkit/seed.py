@@ -1,4 +1,6 @@
-"""Seeded in-memory stores in the data model's storage shape: tests, the live-view test and UI work.
+"""Seeded in-memory stores (``testkit.fakes``) in the data model's storage shape: tests, the demo app,
+the live-view test and UI work. Anomalies are built by the one item builder
+(``functions.core.anomaly_items``), like the detector stage's.
 
 Data is generated relative to ``now``, deterministic for a given seed: a small fleet across four sites,
 1-minute windows per device, one temperature spike with its anomaly and one older anomaly.
@@ -10,9 +12,9 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
-from functions.api.stores import Stores
-from functions.api.stores.memory import MemoryAggregateStore, MemoryAnomalyStore, MemoryDeviceStore
-from functions.api.timeparse import iso_ms
+from functions.api.deps import Stores
+from functions.core import anomaly_items
+from testkit.fakes import InMemoryAggregateStore, InMemoryAnomalyStore, InMemoryDeviceRegistry
 
 SITES = [
     ("plant-berlin", "Berlin, DE", 52.52, 13.40),
@@ -69,27 +71,22 @@ def window_item(device: dict, window_start: int, rng: random.Random, bump: float
 def anomaly_item(
     device: dict, at: datetime, seq: int, severity: str = "high", temperature: float = 35.0
 ) -> dict:
-    ts = iso_ms(at)
-    rank = {"low": 1, "medium": 2, "high": 3, "critical": 4}[severity]
-    return {
-        "device_id": device["device_id"],
-        "ts_seq": f"{ts}#{seq:056d}",
-        "day": ts[:10],
-        "timestamp": ts,
-        "epoch_ms": int(at.timestamp() * 1000),
-        "score": 0.71,
-        "threshold": 0.62,
-        "severity": severity,
-        "severity_rank": rank,
-        "top_feature": "temperature_z",
-        "reason": "temperature spike (z=9.1)",
-        "values": {"temperature": temperature, "humidity": 45.1, "pressure": 1013.2},
-        "site": device["site"],
-        "location": device["location"],
-        "model_version": "iforest-demo",
-        "shard_id": "shardId-000000000000",
-        "expires_at": int(at.timestamp()) + 30 * 86400,
-    }
+    return anomaly_items.anomaly_item(
+        device_id=device["device_id"],
+        epoch_ms=int(at.timestamp() * 1000),
+        sequence_number=f"{seq:056d}",
+        shard_id="shardId-000000000000",
+        score=0.71,
+        threshold=0.62,
+        severity=severity,
+        top_feature="temperature_z",
+        reason="temperature spike (z=9.1)",
+        values={"temperature": temperature, "humidity": 45.1, "pressure": 1013.2},
+        model_version="iforest-demo",
+        ttl_days=30,
+        site=device["site"],
+        location=device["location"],
+    )
 
 
 def seeded_stores(now: datetime | None = None, devices: int = 6, minutes: int = 60, seed: int = 7) -> Stores:
@@ -98,13 +95,15 @@ def seeded_stores(now: datetime | None = None, devices: int = 6, minutes: int = 
     registry = [device_item(i, rng) for i in range(devices)]
     last_window = int(now.timestamp()) // 60 * 60 - 60
     spike_window = last_window - 10 * 60
-    aggregates, anomalies = MemoryAggregateStore(), MemoryAnomalyStore()
+    aggregates, anomalies = InMemoryAggregateStore(), InMemoryAnomalyStore()
     for device in registry:
         for k in range(minutes):
             start = last_window - k * 60
             bump = 12.0 if device is registry[0] and start == spike_window else 0.0
-            aggregates.put(window_item(device, start, rng, bump))
+            aggregates.add(window_item(device, start, rng, bump))
     at = datetime.fromtimestamp(spike_window + 31.5, tz=UTC)
-    anomalies.put(anomaly_item(registry[0], at, 1, "critical", 34.2))
-    anomalies.put(anomaly_item(registry[1], now - timedelta(hours=3), 2, "medium", 22.9))
-    return Stores(MemoryDeviceStore(registry), aggregates, anomalies)
+    anomalies.put_many([
+        anomaly_item(registry[0], at, 1, "critical", 34.2),
+        anomaly_item(registry[1], now - timedelta(hours=3), 2, "medium", 22.9),
+    ])
+    return Stores(InMemoryDeviceRegistry(registry), aggregates, anomalies)

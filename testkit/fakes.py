@@ -1,0 +1,347 @@
+"""In-memory fakes: one per table, implementing the same Protocols (``functions.core.ports``) as the
+adapters in ``functions/adapters``, plus the archive, metrics, alerts and Kinesis. For unit tests, the
+benchmark, the demo app and local runs; never shipped (``testkit/`` is not in any Lambda bundle).
+
+They honour the same contracts as the real adapters, including the failure modes tests need to provoke:
+version conflicts, transient errors, throttled reads, and a crash after N successful writes. Reads page
+like DynamoDB: ``Limit`` counts evaluated items and the last evaluated key is returned only when the limit
+cut the result short, so the API's paging code is tested for real.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gzip
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from functions.adapters.alerts import Acquired, should_alert
+from functions.core.errors import StoreError, StoreThrottled, TransientStoreError, VersionConflict
+from functions.core.jsonl_gzip import gzip_lines
+from functions.core.ports import AggregateItem, AnomalyItem, Item, Key, Slice, WindowKey
+from functions.core.readings import DeviceInfo
+
+
+def _page(
+    ordered: list[Item],
+    key_of: Callable[[Item], Key],
+    limit: int,
+    start_key: Key | None,
+    keep: Callable[[Item], bool] = lambda _: True,
+) -> Slice:
+    """One DynamoDB-like page of ``ordered`` (Limit counts evaluated items, filters apply after)."""
+    if start_key is not None:
+        keys = [key_of(i) for i in ordered]
+        ordered = ordered[keys.index(start_key) + 1 :] if start_key in keys else []
+    evaluated = ordered[:limit]
+    last = key_of(evaluated[-1]) if len(ordered) > limit and evaluated else None
+    return Slice([copy.deepcopy(i) for i in evaluated if keep(i)], last)
+
+
+def _device_item(device: DeviceInfo) -> Item:
+    return {k: v for k, v in dataclasses.asdict(device).items() if v is not None and v != {}}
+
+
+def _device_info(item: Mapping[str, Any]) -> DeviceInfo:
+    names = {f.name for f in dataclasses.fields(DeviceInfo)}
+    return DeviceInfo(**{k: v for k, v in item.items() if k in names})
+
+
+class InMemoryDeviceRegistry:
+    """The devices table: ``get_many`` for enrichment (DeviceInfo), ``get``/``scan``/``count`` for the
+    API (items as stored). Built from DeviceInfo objects or from storage-shaped items."""
+
+    def __init__(
+        self, devices: Mapping[str, DeviceInfo] | Iterable[DeviceInfo | Mapping[str, Any]] = ()
+    ) -> None:
+        entries = devices.values() if isinstance(devices, Mapping) else devices
+        self.items: dict[str, Item] = {}
+        self.devices: dict[str, DeviceInfo] = {}
+        self.calls: list[list[str]] = []
+        self.fail_next: int = 0  # raise a transient StoreError for the next N get_many calls
+        self.throttle = False  # API reads raise StoreThrottled (ProvisionedThroughputExceeded)
+        for entry in entries:
+            self.put(entry)
+
+    def put(self, entry: DeviceInfo | Mapping[str, Any]) -> None:
+        if isinstance(entry, DeviceInfo):
+            self.devices[entry.device_id] = entry
+            self.items[entry.device_id] = _device_item(entry)
+        else:
+            self.items[str(entry["device_id"])] = dict(entry)
+            self.devices[str(entry["device_id"])] = _device_info(entry)
+
+    add = put
+
+    def get_many(self, device_ids: Sequence[str]) -> dict[str, DeviceInfo]:
+        self.calls.append(sorted(device_ids))
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise TransientStoreError("fake registry unavailable")
+        return {d: self.devices[d] for d in device_ids if d in self.devices}
+
+    def _snapshot(self) -> list[Item]:
+        if self.throttle:
+            raise StoreThrottled("simulated throttle")
+        return list(self.items.values())
+
+    def get(self, device_id: str) -> Item | None:
+        return next((dict(i) for i in self._snapshot() if i["device_id"] == device_id), None)
+
+    def scan(self, limit: int, start_key: Key | None) -> Slice:
+        ordered = sorted(self._snapshot(), key=lambda i: i["device_id"])
+        return _page(ordered, lambda i: {"device_id": i["device_id"]}, limit, start_key)
+
+    def count(self, max_items: int) -> tuple[int, bool]:
+        n = len(self._snapshot())
+        return min(n, max_items), n > max_items
+
+
+class CrashAfterWrites(BaseException):
+    """The fake store 'crashes' after the configured number of writes, like a Lambda killed mid-batch.
+
+    A BaseException on purpose: it is not an error the processor may handle, it ends the invocation.
+    """
+
+
+@dataclass
+class InMemoryAggregateStore:
+    """Items keyed by (device_id, window_start); conditional puts on ``version`` like the real table."""
+
+    items: dict[WindowKey, AggregateItem] = field(default_factory=dict)
+    crash_after_writes: int | None = None  # raise CrashAfterWrites once this many puts succeeded
+    outage_after_attempts: int | None = None  # every put after this many attempts fails (network down)
+    transient_put_failures: int = 0  # fail the next N puts with a transient error (before writing)
+    ambiguous_put_failures: int = 0  # write, then raise a transient error (a timeout after commit)
+    conflict_injections: int = 0  # before the next N puts, bump the stored version (a concurrent writer)
+    fail_get_many: bool = False
+    throttle: bool = False  # API reads raise StoreThrottled (ProvisionedThroughputExceeded)
+    puts: int = 0
+    put_attempts: int = 0
+
+    def get_many(self, keys: Sequence[WindowKey]) -> dict[WindowKey, AggregateItem]:
+        if self.fail_get_many:
+            raise StoreError("fake get_many failure", transient=True)
+        return {k: copy.deepcopy(self.items[k]) for k in keys if k in self.items}
+
+    def get(self, key: WindowKey) -> AggregateItem | None:
+        item = self.items.get(key)
+        return copy.deepcopy(item) if item is not None else None
+
+    def put(self, item: AggregateItem, expected_version: int | None) -> None:
+        self.put_attempts += 1
+        if self.crash_after_writes is not None and self.puts >= self.crash_after_writes:
+            raise CrashAfterWrites(f"crashed after {self.puts} writes")
+        if self.outage_after_attempts is not None and self.put_attempts > self.outage_after_attempts:
+            raise ConnectionError("fake network down")
+        if self.transient_put_failures > 0:
+            self.transient_put_failures -= 1
+            raise TransientStoreError("fake throttling")
+        key = (item["device_id"], int(item["window_start"]))
+        stored = self.items.get(key)
+        if self.conflict_injections > 0 and stored is not None:
+            self.conflict_injections -= 1
+            stored["version"] = int(stored["version"]) + 1  # someone else wrote (no data change)
+        stored_version = None if stored is None else int(stored["version"])
+        if stored_version != expected_version:
+            raise VersionConflict(f"version is {stored_version}, expected {expected_version}")
+        self.items[key] = copy.deepcopy(item)
+        self.puts += 1
+        if self.ambiguous_put_failures > 0:
+            self.ambiguous_put_failures -= 1
+            raise TransientStoreError("fake timeout after commit")
+
+    def add(self, item: AggregateItem) -> None:
+        """Store ``item`` unconditionally (seed data), as a table load would."""
+        self.items[(item["device_id"], int(item["window_start"]))] = copy.deepcopy(item)
+
+    def query(self, device_id: str, start_s: int, end_s: int, limit: int, start_key: Key | None) -> Slice:
+        if self.throttle:
+            raise StoreThrottled("simulated throttle")
+        ordered = sorted(
+            (i for (d, w), i in list(self.items.items()) if d == device_id and start_s <= w <= end_s),
+            key=lambda i: i["window_start"],
+        )
+        return _page(
+            ordered,
+            lambda i: {"device_id": i["device_id"], "window_start": i["window_start"]},
+            limit,
+            start_key,
+        )
+
+    def totals(self, device_id: str, start_s: int, end_s: int) -> tuple[int, int]:
+        items = self.query(device_id, start_s, end_s, 10_000, None).items
+        return len(items), sum(int(i.get("count", 0)) for i in items)
+
+
+class InMemoryAnomalyStore:
+    """The anomalies table: overwrite by key ``(device_id, ts_seq)``; reads by device or by day."""
+
+    def __init__(self, items: Iterable[AnomalyItem] = ()) -> None:
+        self.items: dict[tuple[str, str], AnomalyItem] = {}
+        self.writes = 0
+        self.throttle = False  # API reads raise StoreThrottled
+        self._lock = threading.Lock()
+        self.put_many(list(items))
+        self.writes = 0
+
+    def put_many(self, items: Sequence[AnomalyItem]) -> int:
+        with self._lock:
+            for item in items:
+                self.items[(item["device_id"], item["ts_seq"])] = dict(item)
+                self.writes += 1
+        return len(items)
+
+    def _select(self, match: Callable[[Item], bool], lo: str, hi: str) -> list[Item]:
+        if self.throttle:
+            raise StoreThrottled("simulated throttle")
+        with self._lock:
+            chosen = [i for i in self.items.values() if match(i) and lo <= i["ts_seq"] <= hi]
+        return sorted(chosen, key=lambda i: i["ts_seq"], reverse=True)
+
+    def query_device(
+        self, device_id: str, lo: str, hi: str, min_rank: int, limit: int, start_key: Key | None
+    ) -> Slice:
+        ordered = self._select(lambda i: i["device_id"] == device_id, lo, hi)
+        return _page(
+            ordered,
+            lambda i: {"device_id": i["device_id"], "ts_seq": i["ts_seq"]},
+            limit,
+            start_key,
+            lambda i: int(i.get("severity_rank", 0)) >= min_rank,
+        )
+
+    def query_day(
+        self, day: str, lo: str, hi: str, min_rank: int, limit: int, start_key: Key | None
+    ) -> Slice:
+        # Within one day partition ts_seq can tie across devices; order ties by device_id (a GSI does
+        # not guarantee an order, but a deterministic one is all the paging code needs).
+        ordered = sorted(
+            self._select(lambda i: i.get("day") == day, lo, hi),
+            key=lambda i: (i["ts_seq"], i["device_id"]),
+            reverse=True,
+        )
+        return _page(
+            ordered,
+            lambda i: {"day": i["day"], "device_id": i["device_id"], "ts_seq": i["ts_seq"]},
+            limit,
+            start_key,
+            lambda i: int(i.get("severity_rank", 0)) >= min_rank,
+        )
+
+    def count_day(self, day: str, lo: str, hi: str, max_items: int) -> int:
+        return min(len(self._select(lambda i: i.get("day") == day, lo, hi)), max_items)
+
+
+class InMemoryArchive:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}  # key -> gzip bytes, exactly as S3 would hold them
+        self.puts = 0
+        self.fail_next: int = 0
+
+    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise StoreError("fake S3 failure", transient=True)
+        self.puts += 1
+        self.objects[key] = gzip_lines(lines)
+
+    def lines(self, prefix: str = "") -> list[bytes]:
+        out: list[bytes] = []
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                out.extend(line for line in gzip.decompress(self.objects[key]).split(b"\n") if line)
+        return out
+
+
+class InMemoryMetrics:
+    def __init__(self) -> None:
+        self.points: list[tuple[str, float, str, dict[str, str]]] = []
+        self.flushes = 0
+
+    def add(
+        self, name: str, value: float, unit: str = "Count", dimensions: Mapping[str, str] | None = None
+    ) -> None:
+        self.points.append((name, float(value), unit, dict(dimensions or {})))
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def total(self, name: str, **dimensions: str) -> float:
+        """Sum of one metric series, matched on exact dimensions as CloudWatch does."""
+        return sum(v for n, v, _, d in self.points if n == name and dict(d) == dimensions)
+
+
+class FakeKinesisClient:
+    """Stands in for a boto3 Kinesis client's ``put_records``.
+
+    ``fail_plan`` is a list, one entry per call: a set of positions (within that call) to fail with
+    ProvisionedThroughputExceededException, or an Exception instance to raise for the whole call.
+    """
+
+    def __init__(self, fail_plan: Sequence[set[int] | BaseException] = ()) -> None:
+        self.fail_plan = list(fail_plan)
+        self.calls: list[list[dict[str, Any]]] = []
+        self.stored: list[tuple[str, bytes, str]] = []  # (sequence number, data, partition key)
+        self._seq = 49_000_000_000_000_000_000
+
+    def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls.append(Records)
+        plan = self.fail_plan.pop(0) if self.fail_plan else set()
+        if isinstance(plan, BaseException):
+            raise plan
+        out: list[dict[str, Any]] = []
+        for i, rec in enumerate(Records):
+            if i in plan:
+                out.append(
+                    {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"}
+                )
+            else:
+                self._seq += 1
+                self.stored.append((str(self._seq), rec["Data"], rec["PartitionKey"]))
+                out.append({"SequenceNumber": str(self._seq), "ShardId": "shardId-000000000000"})
+        return {"FailedRecordCount": sum(1 for r in out if "ErrorCode" in r), "Records": out}
+
+
+class InMemoryCooldownStore:
+    """Fake with the same semantics (single process, so atomicity is free)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, dict[str, float]] = {}
+
+    def try_acquire(self, device_id: str, now: float, cooldown_s: float) -> Acquired:
+        item = self.state.setdefault(device_id, {"suppressed": 0})
+        if not should_alert(item.get("last_alert_at"), now, cooldown_s):
+            return Acquired(False, 0)
+        before = int(item.get("suppressed", 0))
+        item.update(last_alert_at=now, suppressed=0)
+        return Acquired(True, before)
+
+    def add_suppressed(self, device_id: str, count: int) -> None:
+        item = self.state.setdefault(device_id, {"suppressed": 0})
+        item["suppressed"] = item.get("suppressed", 0) + count
+
+
+class InMemoryPublisher:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def publish(self, subject: str, message: str, attributes: dict[str, str]) -> None:
+        self.messages.append({"subject": subject, "message": json.loads(message), "attributes": attributes})
+
+
+class MemoryTotals:
+    """Failure counters (``MetricTotals``): fixed totals, or None to model CloudWatch being unreachable."""
+
+    def __init__(self, totals: dict[str, int] | None = None) -> None:
+        self.totals = totals
+
+    def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
+        if self.totals is None:
+            return None
+        return {name: int(self.totals.get(name, 0)) for name in names}
