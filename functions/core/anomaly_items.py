@@ -13,10 +13,10 @@ batch writes byte-identical items (a plain overwrite is idempotent).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from functions.core.timestamps import format_ms
 from functions.schemas import load_schema
 
 SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -30,12 +30,6 @@ DERIVED_FIELDS: tuple[str, ...] = ("sequence_number",)
 def schema_fields() -> tuple[str, ...]:
     """The API shape's properties, in schema order (anomaly.schema.json)."""
     return tuple(load_schema("anomaly")["properties"])
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """``2026-11-21T23:05:16.123Z`` -- millisecond ISO 8601 UTC, the ts_seq prefix (sorts by time)."""
-    moment = datetime.fromtimestamp(epoch_ms // 1000, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
 
 
 def anomaly_item(
@@ -57,7 +51,7 @@ def anomaly_item(
     severity_rank: int | None = None,
 ) -> dict[str, Any]:
     """The anomalies-table item (docs/data-model.md); a pure function of its inputs (idempotent key)."""
-    timestamp = iso_ms(epoch_ms)
+    timestamp = format_ms(epoch_ms)
     return {
         "device_id": device_id,
         "ts_seq": f"{timestamp}#{sequence_number}",

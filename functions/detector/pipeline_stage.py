@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from functions.core import anomaly_items
-from functions.core.ports import AnomalyItem, AnomalyWriter
+from functions.core.ports import Alerter, AnomalyItem, AnomalyWriter
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.settings import get_settings
 
 
-class _Alerter(Protocol):
-    def notify(self, anomalies: Sequence[dict[str, Any]], now: float) -> Any: ...
-
-
 @dataclass(frozen=True)
 class StageResult:
-    anomalies: list[dict[str, Any]]
+    anomalies: list[AnomalyItem]
     alerts_sent: int
     alerts_suppressed: int
     alerts_failed: int = 0
@@ -50,21 +45,24 @@ def anomaly_item(reading: Reading, verdict: Verdict, ttl_days: int) -> AnomalyIt
 def handle_verdicts(
     readings: Sequence[Reading],
     verdicts: Sequence[Verdict],
-    store: AnomalyWriter,
-    alerter: _Alerter,
+    store: AnomalyWriter | None,
+    alerter: Alerter | None,
     now: float,
     ttl_days: int | None = None,
 ) -> StageResult:
     """Build the anomaly items for flagged readings, persist them, then alert (store first: an alert
-    always points at a stored anomaly; a retry after a failed alert rewrites identical items)."""
+    always points at a stored anomaly; a retry after a failed alert rewrites identical items). Without a
+    store nothing is kept and nothing alerted (detection only: the verdicts still count as flagged)."""
     if len(readings) != len(verdicts):
         raise ValueError(f"{len(readings)} readings but {len(verdicts)} verdicts")
     ttl = get_settings().anomaly_ttl_days if ttl_days is None else ttl_days
     items = [anomaly_item(r, v, ttl) for r, v in zip(readings, verdicts, strict=True) if v.is_anomaly]
     if not items:
         return StageResult([], 0, 0)
+    if store is None:
+        return StageResult(items, 0, 0)
     store.put_many(items)
+    if alerter is None:
+        return StageResult(items, 0, 0)
     outcome = alerter.notify(items, now)
-    return StageResult(
-        items, int(outcome.sent), int(outcome.suppressed), int(getattr(outcome, "failed", 0))
-    )
+    return StageResult(items, outcome.sent, outcome.suppressed, outcome.failed)

@@ -30,7 +30,6 @@ from functions.settings import get_settings
 logger = Logger(service="processor")
 copy_config_to_registered_loggers(source_logger=logger, include={"functions"})
 
-WRITE_CONCURRENCY = 16  # parallel conditional writes (one per window); see ProcessorConfig
 _ports: ProcessorPorts | None = None
 _config: ProcessorConfig | None = None
 
@@ -89,7 +88,7 @@ def build_config() -> ProcessorConfig:
     return ProcessorConfig(
         rules=DecodeRules.from_settings(settings),
         window_s=settings.window_seconds,
-        write_concurrency=WRITE_CONCURRENCY,
+        write_concurrency=settings.write_concurrency,  # WRITE_CONCURRENCY (template parameter)
         hand_back_whole_batch=settings.partial_batch_response == "raise",
     )
 

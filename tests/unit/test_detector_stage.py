@@ -6,8 +6,8 @@ import pytest
 
 from functions.adapters.alerts import Alerter, should_alert
 from functions.adapters.codec import to_dynamo
-from functions.core.anomaly_items import iso_ms
 from functions.core.readings import DeviceInfo, Reading
+from functions.core.timestamps import format_ms as iso_ms
 from functions.detector.interface import Verdict
 from functions.detector.pipeline_stage import handle_verdicts
 from testkit.fakes import InMemoryAnomalyStore, InMemoryCooldownStore, InMemoryPublisher
