@@ -41,9 +41,11 @@ from functions.core.readings import DeviceInfo, Reading
 from functions.processor import exactly_once
 from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX
 from functions.processor.exactly_once import WindowGroup
+from iotpipe.cost.template_facts import WRITE_CONCURRENCY as TEMPLATE_WRITE_CONCURRENCY
 
 PREFETCH_CHUNK = 500  # windows per get_many round (the adapter splits into BatchGetItem calls of 100)
-WRITE_CONCURRENCY = 16  # as the processor handler: windows are independent items
+# As the processor (the template's ProcessorWriteConcurrency): windows are independent items.
+WRITE_CONCURRENCY = TEMPLATE_WRITE_CONCURRENCY
 
 
 @dataclass
