@@ -9,7 +9,7 @@ line of a benchmark, the ``--json`` outputs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import typer
 from rich.console import Console
@@ -69,3 +69,13 @@ def progress_callback(bar: Progress, description: str) -> Callable[[int, int], N
         bar.update(task, completed=done, total=total)
 
     return on_progress
+
+
+def track[T](items: Sequence[T] | Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """``items``, one by one, with a progress bar on stderr (gone when done)."""
+    count = total if total is not None else (len(items) if isinstance(items, Sequence) else None)
+    with progress(transient=True) as bar:
+        task = bar.add_task(description, total=count)
+        for item in items:
+            yield item
+            bar.advance(task)
