@@ -129,8 +129,11 @@ def cmd_up(args: UpOptions) -> int:
 
         _say(f"[2/5] deploying stack '{args.stack}' with scripts/deploy.sh ...")
         # Shards and parallelism are template parameters (a re-run with other values updates the stream).
-        # The deploy (build, package, create or update) takes a minute or two: a spinner says it is alive.
-        with STDERR.status(f"deploying '{args.stack}' (scripts/deploy.sh) ...", spinner="dots"):
+        # The deploy (build, package, create or update) takes a minute or two: a spinner says it is alive
+        # (not with --verbose, whose deploy output would run through it).
+        spinner = (contextlib.nullcontext() if args.verbose else
+                   STDERR.status(f"deploying '{args.stack}' (scripts/deploy.sh) ...", spinner="dots"))
+        with spinner:
             deploy(args.stack, target="embedded", quiet=not args.verbose,
                    extra_args=scale_params(args.shards, args.parallelization))
         outputs = stack_outputs(args.stack)
