@@ -139,30 +139,11 @@ def cmd_up(args: UpOptions) -> int:
         outputs = stack_outputs(args.stack)
         _say(f"      stack {outputs['StackStatus']}: stream {outputs['StreamName']}")
 
-        sim_env = {
-            **os.environ,
-            "SIM_DEVICES": str(args.devices),
-            "SIM_RATE_HZ": str(args.rate),
-            "SIM_SEED": str(args.seed),
-            "SIM_SINK": "kinesis",
-            "SIM_STREAM_NAME": outputs["StreamName"],
-            "SIM_DEVICES_TABLE": outputs["DevicesTableName"],
-            "SIM_CONTROL_PORT": str(args.control_port),
-            "SIM_ANOMALY_RATE": str(args.anomaly_rate),
-            "SIM_MALFORMED_RATE": str(args.malformed_rate),
-        }
+        sim_env = _simulator_env(args, outputs)
         _say(f"[3/5] registering {args.devices} simulated devices ...")
         subprocess.run([sys.executable, "-m", "simulator", "register"], env=sim_env, check=True)
         if recovering:
-            from iotpipe.rebuild import rebuild_stack
-
-            _say("      rebuilding aggregates and anomalies from the archive (exactly once) ...")
-            with progress(transient=True) as bar:
-                report = rebuild_stack(args.stack, say=lambda m: _say(f"      {m}"),
-                                       on_progress=progress_callback(bar, "rebuilding windows"))
-            _say(f"      rebuilt: {report.readings_applied} readings into {report.windows_written} windows "
-                 f"({report.already_present} were in the snapshot), {report.anomalies_stored} anomalies, "
-                 f"in {report.duration_s:.1f} s")
+            _rebuild_after_crash(args.stack)
 
         _say(f"[4/5] simulator: {args.devices} devices x {args.rate} Hz -> Kinesis "
              f"(tune live: curl -X POST 127.0.0.1:{args.control_port}/config -d '{{\"rate_hz\": 2}}')")
@@ -170,31 +151,12 @@ def cmd_up(args: UpOptions) -> int:
         started.append(subprocess.Popen([sys.executable, "-m", "simulator", "run"], env=sim_env,
                                         stdout=sim_log, stderr=subprocess.STDOUT))
 
-        api_env = {
-            **os.environ,
-            "DEVICES_TABLE": outputs["DevicesTableName"],
-            "AGGREGATES_TABLE": outputs["AggregatesTableName"],
-            "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
-            "STACK_NAME": args.stack,
-            "API_KEY": outputs.get("ApiKey", ""),
-        }
-        local_api = ""
-        if (ROOT / "functions" / "api" / "main.py").exists():
-            api_port = args.api_port if _port_free(args.api_port) else free_port()
-            api_log = open(RUN_DIR / "api.log", "ab")  # noqa: SIM115 - owned by the child
-            started.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "functions.api.main:app", "--host", "127.0.0.1",
-                 "--port", str(api_port)], env=api_env, stdout=api_log, stderr=subprocess.STDOUT))
-            local_api = f"http://127.0.0.1:{api_port}"
+        api, local_api = _start_local_api(args, outputs)
+        if api is not None:
+            started.append(api)
         # `iotpipe down` from another terminal stops these by their pids.
         CHILDREN.write_text(json.dumps([p.pid for p in started]))
-        _say("[5/5] API")
-        _say(f"      through the emulator's API Gateway: {outputs['ApiUrl']}")
-        if local_api:
-            _say(f"      served locally by uvicorn:          {local_api}")
-        _say(f"      x-api-key: {outputs.get('ApiKey', '')}")
-        _say(f"      live view: {outputs['ApiUrl']}/dashboard   docs: {outputs['ApiUrl']}/docs")
-        _say("running; Ctrl-C stops everything this command started")
+        _say_api(outputs, local_api)
         return _watch(args, started, emulator)
     except (EmulatorError, RuntimeError, subprocess.CalledProcessError) as exc:
         _say(f"failed: {exc}")
@@ -206,6 +168,64 @@ def cmd_up(args: UpOptions) -> int:
         _say("stopping simulator, API and emulator ...")
         stop_all()
         _say("stopped")
+
+
+def _simulator_env(args: UpOptions, outputs: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SIM_DEVICES": str(args.devices),
+        "SIM_RATE_HZ": str(args.rate),
+        "SIM_SEED": str(args.seed),
+        "SIM_SINK": "kinesis",
+        "SIM_STREAM_NAME": outputs["StreamName"],
+        "SIM_DEVICES_TABLE": outputs["DevicesTableName"],
+        "SIM_CONTROL_PORT": str(args.control_port),
+        "SIM_ANOMALY_RATE": str(args.anomaly_rate),
+        "SIM_MALFORMED_RATE": str(args.malformed_rate),
+    }
+
+
+def _rebuild_after_crash(stack: str) -> None:
+    """What the last state snapshot lacks, re-derived from the archive (exactly once)."""
+    from iotpipe.rebuild import rebuild_stack
+
+    _say("      rebuilding aggregates and anomalies from the archive (exactly once) ...")
+    with progress(transient=True) as bar:
+        report = rebuild_stack(stack, say=lambda m: _say(f"      {m}"),
+                               on_progress=progress_callback(bar, "rebuilding windows"))
+    _say(f"      rebuilt: {report.readings_applied} readings into {report.windows_written} windows "
+         f"({report.already_present} were in the snapshot), {report.anomalies_stored} anomalies, "
+         f"in {report.duration_s:.1f} s")
+
+
+def _start_local_api(args: UpOptions, outputs: dict[str, str]) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """The query API served by uvicorn on 127.0.0.1 beside the emulator's API Gateway: (process, URL)."""
+    if not (ROOT / "functions" / "api" / "main.py").exists():
+        return None, ""
+    api_env = {
+        **os.environ,
+        "DEVICES_TABLE": outputs["DevicesTableName"],
+        "AGGREGATES_TABLE": outputs["AggregatesTableName"],
+        "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
+        "STACK_NAME": args.stack,
+        "API_KEY": outputs.get("ApiKey", ""),
+    }
+    api_port = args.api_port if _port_free(args.api_port) else free_port()
+    api_log = open(RUN_DIR / "api.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "functions.api.main:app", "--host", "127.0.0.1",
+         "--port", str(api_port)], env=api_env, stdout=api_log, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{api_port}"
+
+
+def _say_api(outputs: dict[str, str], local_api: str) -> None:
+    _say("[5/5] API")
+    _say(f"      through the emulator's API Gateway: {outputs['ApiUrl']}")
+    if local_api:
+        _say(f"      served locally by uvicorn:          {local_api}")
+    _say(f"      x-api-key: {outputs.get('ApiKey', '')}")
+    _say(f"      live view: {outputs['ApiUrl']}/dashboard   docs: {outputs['ApiUrl']}/docs")
+    _say("running; Ctrl-C stops everything this command started")
 
 
 def _interrupt(signum: int, frame: object) -> None:
