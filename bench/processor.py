@@ -12,7 +12,6 @@ Readable lines first; the last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import gc
 import platform
@@ -20,9 +19,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+import typer
 
 from functions.core.readings import DeviceInfo
 from functions.processor import windows
@@ -30,6 +30,7 @@ from functions.processor.decode import DecodeRules
 from functions.processor.enrich import DeviceCache
 from functions.processor.ingestion_processor import gc_paused, prepare_batch
 from functions.processor.records import KinesisRecord
+from iotpipe.console import run_app
 
 NOW_S = 1_795_000_000.0
 
@@ -81,21 +82,21 @@ def best_of(repeat: int, *fns: Callable[[], Any]) -> list[float]:
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000, help="readings")
-    parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument(
-        "--batch", type=int, default=5000, help="readings per batch (recommended ESM BatchSize)"
-    )
-    parser.add_argument(
-        "--pack", type=int, default=25, help="readings per packed Kinesis record (the simulator's SIM_PACK)"
-    )
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
-    payloads, ids = generate_payloads(args.records, args.devices, args.seed)
+
+@app.command()
+def processor(
+    records: Annotated[int, typer.Option(help="readings")] = 100_000,
+    devices: int = 1000,
+    batch: Annotated[int, typer.Option(help="readings per batch (recommended ESM BatchSize)")] = 5000,
+    pack: Annotated[int, typer.Option(
+        help="readings per packed Kinesis record (the simulator's SIM_PACK)")] = 25,
+    repeat: int = 5,
+    seed: int = 7,
+) -> int:
+
+    payloads, ids = generate_payloads(records, devices, seed)
     arrival_ms = int(NOW_S * 1000)
 
     def kinesis(datas: list[bytes]) -> list[KinesisRecord]:
@@ -110,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     # Batches hold the same readings either way (``--batch`` readings), so the fold sees the same groups.
     single = kinesis(payloads)
     packed_datas = [
-        b"[" + b",".join(payloads[i : i + args.pack]) + b"]" for i in range(0, len(payloads), args.pack)
+        b"[" + b",".join(payloads[i : i + pack]) + b"]" for i in range(0, len(payloads), pack)
     ]
     packed = kinesis(packed_datas)
-    per_batch = max(1, args.batch // args.pack)
-    single_batches = [single[i : i + args.batch] for i in range(0, len(single), args.batch)]
+    per_batch = max(1, batch // pack)
+    single_batches = [single[i : i + batch] for i in range(0, len(single), batch)]
     packed_batches = [packed[i : i + per_batch] for i in range(0, len(packed), per_batch)]
     rules = DecodeRules()
     cache = DeviceCache(_WarmRegistry(ids), ttl_s=3600, clock=lambda: 0.0)
@@ -148,21 +149,21 @@ def main(argv: list[str] | None = None) -> int:
 
     core_single()  # warm-up (compiles regexes, fills the day cache)
     core_packed()
-    t_single, t_packed, t_json = best_of(args.repeat, core_single, core_packed, bare_orjson)
+    t_single, t_packed, t_json = best_of(repeat, core_single, core_packed, bare_orjson)
     n = len(payloads)
     rps = n / t_single
     packed_rps = n / t_packed
     json_rps = n / t_json
     print(
-        f"python {platform.python_version()} on {platform.machine()}, {n} readings, {args.devices} devices, "
-        f"batches of {args.batch} readings, best of {args.repeat} alternating rounds (CPU time)"
+        f"python {platform.python_version()} on {platform.machine()}, {n} readings, {devices} devices, "
+        f"batches of {batch} readings, best of {repeat} alternating rounds (CPU time)"
     )
     print(
         f"core, 1 reading/record:      {t_single * 1000:8.1f} ms  {rps:12,.0f} readings/s  "
         f"({t_single / n * 1e6:.2f} us/reading, {len(single):,} records)"
     )
     print(
-        f"core, {args.pack} readings/record:    {t_packed * 1000:8.1f} ms  {packed_rps:12,.0f} readings/s  "
+        f"core, {pack} readings/record:    {t_packed * 1000:8.1f} ms  {packed_rps:12,.0f} readings/s  "
         f"({t_packed / n * 1e6:.2f} us/reading, {len(packed):,} records)"
     )
     print(
@@ -184,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "benchmark": "processor_core",
                 "readings": n,
-                "devices": args.devices,
-                "batch_readings": args.batch,
-                "pack": args.pack,
+                "devices": devices,
+                "batch_readings": batch,
+                "pack": pack,
                 "readings_per_s": round(rps),
                 "packed_readings_per_s": round(packed_rps),
                 "packed_speedup": round(packed_rps / rps, 3),
@@ -206,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         ).decode()
     )
     return 0 if counts["packed"] == c else 1
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="bench/processor.py")
 
 
 if __name__ == "__main__":

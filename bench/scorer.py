@@ -7,7 +7,6 @@ Last line: one JSON object (ratios and unit-named figures).
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata as md
 import json
 import statistics
@@ -15,10 +14,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
+
+from iotpipe.console import run_app
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ARTIFACT = REPO / "model" / "artifacts" / "iforest-v1.json"
 
 
 def _fit_same_model(artifact: dict, rows: int) -> tuple[object, object, np.ndarray]:
@@ -77,38 +81,42 @@ def _dist_bytes(name: str) -> int:
     return total
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--artifact", type=Path, default=REPO / "model" / "artifacts" / "iforest-v1.json")
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
-    artifact = json.loads(args.artifact.read_bytes())
-    forest, scorer, X = _fit_same_model(artifact, args.rows)
+
+@app.command()
+def scorer(
+    rows: int = 100_000,
+    repeat: int = 5,
+    artifact_path: Annotated[Path, typer.Option("--artifact")] = DEFAULT_ARTIFACT,
+) -> int:
+
+    artifact = json.loads(artifact_path.read_bytes())
+    forest, scorer, X = _fit_same_model(artifact, rows)
     diff = float(np.max(np.abs(scorer.score_samples(X[:5000]) - forest.score_samples(X[:5000]))))
     print(
         f"model: {artifact['training']['params']['n_estimators']} trees, {X.shape[1]} features, "
-        f"{args.rows} rows; max |numpy - sklearn| = {diff:.2e}"
+        f"{rows} rows; max |numpy - sklearn| = {diff:.2e}"
     )
-    numpy_rate, sklearn_rate = _best_rates([scorer.score_samples, forest.score_samples], X, args.repeat)
+    numpy_rate, sklearn_rate = _best_rates([scorer.score_samples, forest.score_samples], X, repeat)
     print(
         f"throughput: numpy {numpy_rate:,.0f} rows/s, sklearn {sklearn_rate:,.0f} rows/s, "
         f"ratio {numpy_rate / sklearn_rate:.2f} (target >= 1.0)"
     )
 
-    ours_import = _import_s("functions.detector.anomaly_detector", args.repeat + 2)
-    sklearn_import = _import_s("sklearn.ensemble", args.repeat + 2)
+    ours_import = _import_s("functions.detector.anomaly_detector", repeat + 2)
+    sklearn_import = _import_s("sklearn.ensemble", repeat + 2)
     print(
         f"import: detector {ours_import * 1000:.0f} ms, sklearn.ensemble {sklearn_import * 1000:.0f} ms, "
         f"ratio {ours_import / sklearn_import:.3f} (target <= 0.15)"
     )
 
     code = sum(p.stat().st_size for p in (REPO / "functions" / "detector").glob("*.py"))
-    code += (REPO / "functions" / "readings.py").stat().st_size + (
+    # readings.py moved to functions/core/ (the pure domain package) with 'One house'
+    code += (REPO / "functions" / "core" / "readings.py").stat().st_size + (
         REPO / "functions" / "settings.py"
     ).stat().st_size
-    ours_pkg = _dist_bytes("numpy") + code + args.artifact.stat().st_size
+    ours_pkg = _dist_bytes("numpy") + code + artifact_path.stat().st_size
     sk_pkg = sum(_dist_bytes(n) for n in ("scikit-learn", "scipy", "numpy", "joblib", "threadpoolctl"))
     print(
         f"package: numpy + detector + artifact {ours_pkg / 1e6:.1f} MB, scikit-learn based "
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "rows": args.rows,
+                "rows": rows,
                 "max_abs_score_diff": diff,
                 "numpy_rows_per_s": round(numpy_rate),
                 "sklearn_rows_per_s": round(sklearn_rate),
@@ -133,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="bench/scorer.py")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ with peak and final bytes (``bench/e2e.py`` has the same load: 200 devices x 2 H
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -24,11 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from iotpipe.console import run_app  # noqa: E402
 from iotpipe.emulator import WORKER_DIR_PREFIX, free_port, tree_bytes  # noqa: E402
 
 
@@ -64,29 +66,32 @@ def live_workers(tmp: Path) -> int:
     return count
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=float(os.environ.get("SOAK_MINUTES", "5")))
-    ap.add_argument("--devices", type=int, default=200)
-    ap.add_argument("--rate", type=float, default=2.0)
-    ap.add_argument("--malformed-rate", type=float, default=0.02)
-    ap.add_argument("--sample-s", type=float, default=30.0)
-    ap.add_argument("--keep", action="store_true", help="keep the run directory (default: removed)")
-    args = ap.parse_args(argv)
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+
+
+@app.command()
+def soak(
+    minutes: Annotated[float, typer.Option(envvar="SOAK_MINUTES")] = 5.0,
+    devices: int = 200,
+    rate: float = 2.0,
+    malformed_rate: float = 0.02,
+    sample_s: float = 30.0,
+    keep: Annotated[bool, typer.Option("--keep", help="keep the run directory (default: removed)")] = False,
+) -> int:
 
     run_dir = Path(tempfile.mkdtemp(prefix="iotpipe-soak-"))
     state = run_dir / "emulator"
     tmp = state / "tmp"
     env = {**os.environ, "IOTPIPE_RUN_DIR": str(run_dir)}
     env.pop("AWS_ENDPOINT_URL", None)
-    duration_s = args.minutes * 60
+    duration_s = minutes * 60
     cmd = [sys.executable, "-m", "iotpipe.cli", "up", "--port", str(free_port()),
            "--control-port", str(free_port()), "--api-port", str(free_port()),
-           "--devices", str(args.devices), "--rate", str(args.rate),
-           "--malformed-rate", str(args.malformed_rate), "--interval", "30",
+           "--devices", str(devices), "--rate", str(rate),
+           "--malformed-rate", str(malformed_rate), "--interval", "30",
            "--duration", str(duration_s)]
     log = open(run_dir / "up.log", "ab")  # noqa: SIM115 - closed below
-    say(f"soak: iotpipe up for {args.minutes:g} min at {args.devices} devices x {args.rate:g} Hz; "
+    say(f"soak: iotpipe up for {minutes:g} min at {devices} devices x {rate:g} Hz; "
         f"run dir {run_dir}")
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     peak = {"bytes": 0, "worker_dirs": 0, "live_workers": 0, "tmp_bytes": 0, "snapshot_s": 0.0}
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         while proc.poll() is None:
-            time.sleep(args.sample_s)
+            time.sleep(sample_s)
             sample = {"t_s": round(time.monotonic() - t0), "bytes": tree_bytes(state),
                       "tmp_bytes": tree_bytes(tmp), "saved_state_bytes": tree_bytes(state / "state"),
                       "s3_bytes": tree_bytes(state / "s3"), "worker_dirs": worker_dirs(tmp),
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     final = samples[-1] if samples else {"bytes": 0, "worker_dirs": 0, "tmp_bytes": 0,
                                          "saved_state_bytes": 0, "s3_bytes": 0}
     result = {
-        "minutes": args.minutes, "devices": args.devices, "rate_hz": args.rate,
+        "minutes": minutes, "devices": devices, "rate_hz": rate,
         "peak_state_bytes": peak["bytes"], "final_state_bytes": final["bytes"],
         "peak_worker_dirs": peak["worker_dirs"], "final_worker_dirs": final["worker_dirs"],
         "peak_live_workers": peak["live_workers"], "samples": len(samples),
@@ -129,10 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         "max_snapshot_s": peak["snapshot_s"],
         "last_status": status[-1].split("] ", 1)[-1] if status else "", "exit_code": rc,
     }
-    if not args.keep:
+    if not keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     print(json.dumps(result, sort_keys=True))
     return 0 if rc == 0 else 1
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="bench/soak.py")
 
 
 if __name__ == "__main__":

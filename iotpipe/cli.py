@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -22,11 +21,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
 
+import typer
+
+from iotpipe.console import STDERR, progress, progress_callback, run_app
 from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, free_port, healthy
 from iotpipe.stack import ROOT, deploy, stack_outputs
 
-DEFAULT_STACK = os.environ.get("STACK_NAME", "iotpipe")
 CHILDREN = RUN_DIR / "children.json"  # pids of the simulator and local API that `up` started
 # Present while an emulator started by `up` runs; left behind when it died (or `up` was killed), which
 # tells the next `up` to rebuild from the archive what the last state snapshot may not hold.
@@ -57,7 +61,27 @@ def scale_params(shards: int, parallelization: int) -> list[str]:
     return ["--param", f"ShardCount={shards}", "--param", f"ParallelizationFactor={parallelization}"]
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class UpOptions:
+    stack: str
+    port: int
+    devices: int
+    rate: float
+    seed: int
+    shards: int
+    parallelization: int
+    anomaly_rate: float
+    malformed_rate: float
+    control_port: int
+    api_port: int
+    interval: float  # seconds between progress lines
+    duration: float  # stop after this many seconds (0: run)
+    fresh: bool
+    snapshot: float
+    verbose: bool
+
+
+def cmd_up(args: UpOptions) -> int:
     existing = Emulator.from_pidfile()
     if existing and healthy(existing.endpoint):
         _say(f"an emulator started by 'iotpipe up' is still running (pid {existing.pid}); "
@@ -105,33 +129,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         _say(f"[2/5] deploying stack '{args.stack}' with scripts/deploy.sh ...")
         # Shards and parallelism are template parameters (a re-run with other values updates the stream).
-        deploy(args.stack, target="embedded", quiet=not args.verbose,
-               extra_args=scale_params(args.shards, args.parallelization))
+        # The deploy (build, package, create or update) takes a minute or two: a spinner says it is alive
+        # (not with --verbose, whose deploy output would run through it).
+        spinner = (contextlib.nullcontext() if args.verbose else
+                   STDERR.status(f"deploying '{args.stack}' (scripts/deploy.sh) ...", spinner="dots"))
+        with spinner:
+            deploy(args.stack, target="embedded", quiet=not args.verbose,
+                   extra_args=scale_params(args.shards, args.parallelization))
         outputs = stack_outputs(args.stack)
         _say(f"      stack {outputs['StackStatus']}: stream {outputs['StreamName']}")
 
-        sim_env = {
-            **os.environ,
-            "SIM_DEVICES": str(args.devices),
-            "SIM_RATE_HZ": str(args.rate),
-            "SIM_SEED": str(args.seed),
-            "SIM_SINK": "kinesis",
-            "SIM_STREAM_NAME": outputs["StreamName"],
-            "SIM_DEVICES_TABLE": outputs["DevicesTableName"],
-            "SIM_CONTROL_PORT": str(args.control_port),
-            "SIM_ANOMALY_RATE": str(args.anomaly_rate),
-            "SIM_MALFORMED_RATE": str(args.malformed_rate),
-        }
+        sim_env = _simulator_env(args, outputs)
         _say(f"[3/5] registering {args.devices} simulated devices ...")
         subprocess.run([sys.executable, "-m", "simulator", "register"], env=sim_env, check=True)
         if recovering:
-            from iotpipe.rebuild import rebuild_stack
-
-            _say("      rebuilding aggregates and anomalies from the archive (exactly once) ...")
-            report = rebuild_stack(args.stack, say=lambda m: _say(f"      {m}"))
-            _say(f"      rebuilt: {report.readings_applied} readings into {report.windows_written} windows "
-                 f"({report.already_present} were in the snapshot), {report.anomalies_stored} anomalies, "
-                 f"in {report.duration_s:.1f} s")
+            _rebuild_after_crash(args.stack)
 
         _say(f"[4/5] simulator: {args.devices} devices x {args.rate} Hz -> Kinesis "
              f"(tune live: curl -X POST 127.0.0.1:{args.control_port}/config -d '{{\"rate_hz\": 2}}')")
@@ -139,31 +151,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         started.append(subprocess.Popen([sys.executable, "-m", "simulator", "run"], env=sim_env,
                                         stdout=sim_log, stderr=subprocess.STDOUT))
 
-        api_env = {
-            **os.environ,
-            "DEVICES_TABLE": outputs["DevicesTableName"],
-            "AGGREGATES_TABLE": outputs["AggregatesTableName"],
-            "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
-            "STACK_NAME": args.stack,
-            "API_KEY": outputs.get("ApiKey", ""),
-        }
-        local_api = ""
-        if (ROOT / "functions" / "api" / "main.py").exists():
-            api_port = args.api_port if _port_free(args.api_port) else free_port()
-            api_log = open(RUN_DIR / "api.log", "ab")  # noqa: SIM115 - owned by the child
-            started.append(subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "functions.api.main:app", "--host", "127.0.0.1",
-                 "--port", str(api_port)], env=api_env, stdout=api_log, stderr=subprocess.STDOUT))
-            local_api = f"http://127.0.0.1:{api_port}"
+        api, local_api = _start_local_api(args, outputs)
+        if api is not None:
+            started.append(api)
         # `iotpipe down` from another terminal stops these by their pids.
         CHILDREN.write_text(json.dumps([p.pid for p in started]))
-        _say("[5/5] API")
-        _say(f"      through the emulator's API Gateway: {outputs['ApiUrl']}")
-        if local_api:
-            _say(f"      served locally by uvicorn:          {local_api}")
-        _say(f"      x-api-key: {outputs.get('ApiKey', '')}")
-        _say(f"      live view: {outputs['ApiUrl']}/dashboard   docs: {outputs['ApiUrl']}/docs")
-        _say("running; Ctrl-C stops everything this command started")
+        _say_api(outputs, local_api)
         return _watch(args, started, emulator)
     except (EmulatorError, RuntimeError, subprocess.CalledProcessError) as exc:
         _say(f"failed: {exc}")
@@ -175,6 +168,64 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("stopping simulator, API and emulator ...")
         stop_all()
         _say("stopped")
+
+
+def _simulator_env(args: UpOptions, outputs: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SIM_DEVICES": str(args.devices),
+        "SIM_RATE_HZ": str(args.rate),
+        "SIM_SEED": str(args.seed),
+        "SIM_SINK": "kinesis",
+        "SIM_STREAM_NAME": outputs["StreamName"],
+        "SIM_DEVICES_TABLE": outputs["DevicesTableName"],
+        "SIM_CONTROL_PORT": str(args.control_port),
+        "SIM_ANOMALY_RATE": str(args.anomaly_rate),
+        "SIM_MALFORMED_RATE": str(args.malformed_rate),
+    }
+
+
+def _rebuild_after_crash(stack: str) -> None:
+    """What the last state snapshot lacks, re-derived from the archive (exactly once)."""
+    from iotpipe.rebuild import rebuild_stack
+
+    _say("      rebuilding aggregates and anomalies from the archive (exactly once) ...")
+    with progress(transient=True) as bar:
+        report = rebuild_stack(stack, say=lambda m: _say(f"      {m}"),
+                               on_progress=progress_callback(bar, "rebuilding windows"))
+    _say(f"      rebuilt: {report.readings_applied} readings into {report.windows_written} windows "
+         f"({report.already_present} were in the snapshot), {report.anomalies_stored} anomalies, "
+         f"in {report.duration_s:.1f} s")
+
+
+def _start_local_api(args: UpOptions, outputs: dict[str, str]) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """The query API served by uvicorn on 127.0.0.1 beside the emulator's API Gateway: (process, URL)."""
+    if not (ROOT / "functions" / "api" / "main.py").exists():
+        return None, ""
+    api_env = {
+        **os.environ,
+        "DEVICES_TABLE": outputs["DevicesTableName"],
+        "AGGREGATES_TABLE": outputs["AggregatesTableName"],
+        "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
+        "STACK_NAME": args.stack,
+        "API_KEY": outputs.get("ApiKey", ""),
+    }
+    api_port = args.api_port if _port_free(args.api_port) else free_port()
+    api_log = open(RUN_DIR / "api.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "functions.api.main:app", "--host", "127.0.0.1",
+         "--port", str(api_port)], env=api_env, stdout=api_log, stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{api_port}"
+
+
+def _say_api(outputs: dict[str, str], local_api: str) -> None:
+    _say("[5/5] API")
+    _say(f"      through the emulator's API Gateway: {outputs['ApiUrl']}")
+    if local_api:
+        _say(f"      served locally by uvicorn:          {local_api}")
+    _say(f"      x-api-key: {outputs.get('ApiKey', '')}")
+    _say(f"      live view: {outputs['ApiUrl']}/dashboard   docs: {outputs['ApiUrl']}/docs")
+    _say("running; Ctrl-C stops everything this command started")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -197,7 +248,7 @@ def _snapshot_age(emulator: Emulator) -> str:
     return f"{time.time() - float(marker['at']):.0f} s old"
 
 
-def _watch(args: argparse.Namespace, started: list[subprocess.Popen[bytes]], emulator: Emulator) -> int:
+def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Emulator) -> int:
     """Progress lines, and supervision: a dead emulator or child stops everything, with the reason."""
     from iotpipe.status import collect
 
@@ -248,7 +299,7 @@ def _simulator_stats(port: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ down
-def cmd_down(args: argparse.Namespace) -> int:
+def cmd_down() -> int:
     if CHILDREN.exists():
         for pid in json.loads(CHILDREN.read_text()):
             with contextlib.suppress(ProcessLookupError):
@@ -265,24 +316,24 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ deploy
-def cmd_deploy(args: argparse.Namespace) -> int:
-    cmd = ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", args.target, "--stack", args.stack]
-    if args.yes:
+def cmd_deploy(target: str, stack: str, yes: bool, dry_run: bool, params: list[str]) -> int:
+    cmd = ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--stack", stack]
+    if yes:
         cmd.append("--yes")
-    if args.dry_run:
+    if dry_run:
         cmd.append("--dry-run")
-    for param in args.param or []:
+    for param in params:
         cmd += ["--param", param]
-    if args.target == "embedded" and not os.environ.get("AWS_ENDPOINT_URL"):
+    if target == "embedded" and not os.environ.get("AWS_ENDPOINT_URL"):
         emulator = Emulator.from_pidfile()
         if emulator and healthy(emulator.endpoint):
             os.environ.update(emulator.client_env())
-    if args.target != "aws" and not args.dry_run and os.environ.get("AWS_ENDPOINT_URL"):
+    if target != "aws" and not dry_run and os.environ.get("AWS_ENDPOINT_URL"):
         # A stack lost with the emulator's state leaves its retained archive bucket (iotpipe.recovery).
         from iotpipe.recovery import adopt_retained
         from iotpipe.stack import _client
 
-        adopt_retained(args.stack, _client, os.environ.get("AWS_REGION", "us-east-1"), say=_say)
+        adopt_retained(stack, _client, os.environ.get("AWS_REGION", "us-east-1"), say=_say)
     return subprocess.run(cmd, check=False).returncode
 
 
@@ -294,110 +345,126 @@ def _use_running_emulator() -> None:
             os.environ.update(emulator.client_env())
 
 
-def cmd_rebuild(args: argparse.Namespace) -> int:
+def cmd_rebuild(stack: str, as_json: bool) -> int:
     from iotpipe.rebuild import main as rebuild_main
 
     _use_running_emulator()
-    return rebuild_main(args.stack, as_json=args.json)
+    return rebuild_main(stack, as_json=as_json)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(stack: str, as_json: bool) -> int:
     from iotpipe.status import collect, render
 
     _use_running_emulator()
     try:
-        status = collect(args.stack)
+        status = collect(stack)
     except Exception as exc:
-        error = {"error": str(exc), "stack": args.stack}
-        print(json.dumps(error) if args.json else f"status unavailable: {exc}")
+        error = {"error": str(exc), "stack": stack}
+        print(json.dumps(error) if as_json else f"status unavailable: {exc}")
         return 1
-    if args.json:
+    if as_json:
         print(json.dumps(status.to_json(), sort_keys=True))
     else:
         print(render(status))
     return 0
 
 
-# ------------------------------------------------------------------------------------------ model
-def cmd_model(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.model_command != "evaluate":
-        print("usage: iotpipe model evaluate --dataset skab|simulator [...]", file=sys.stderr)
-        return 2
+# ------------------------------------------------------------------------------------------ commands
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="run the pipeline on the embedded emulator, deploy it, and look at it",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+model_app = typer.Typer(add_completion=False, no_args_is_help=True, help="model commands")
+app.add_typer(model_app, name="model")
+
+# Options whose default comes from the environment (as `make up` and the compose file pass them).
+StackOption = Annotated[str, typer.Option(envvar="STACK_NAME", help="CloudFormation stack name")]
+JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object (for scripts)")]
+# `cost` and `model evaluate` parse their own options: everything after the command is theirs.
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+class Target(StrEnum):
+    embedded = "embedded"
+    localstack = "localstack"
+    aws = "aws"
+
+
+@app.command(help="run the whole pipeline on the embedded emulator")
+def up(
+    stack: StackOption = "iotpipe",
+    port: Annotated[int, typer.Option(envvar="EMULATOR_PORT")] = 4566,
+    devices: Annotated[int, typer.Option(envvar="SIM_DEVICES")] = 20,
+    rate: Annotated[float, typer.Option(envvar="SIM_RATE_HZ")] = 1.0,
+    seed: Annotated[int, typer.Option(envvar="SIM_SEED")] = 42,
+    shards: Annotated[int, typer.Option(envvar="SHARD_COUNT",
+                                        help="Kinesis shards (template parameter ShardCount)")] = 1,
+    parallelization: Annotated[int, typer.Option(
+        envvar="PARALLELIZATION_FACTOR",
+        help="concurrent batches per shard (ParallelizationFactor; the emulators run 1)")] = 1,
+    anomaly_rate: Annotated[float, typer.Option(envvar="SIM_ANOMALY_RATE")] = 0.01,
+    malformed_rate: Annotated[float, typer.Option(envvar="SIM_MALFORMED_RATE")] = 0.01,
+    control_port: Annotated[int, typer.Option(envvar="SIM_CONTROL_PORT")] = 8765,
+    api_port: Annotated[int, typer.Option(envvar="API_PORT")] = 8000,
+    interval: Annotated[float, typer.Option(help="seconds between progress lines")] = 5.0,
+    duration: Annotated[float, typer.Option(help="stop after this many seconds (0: run)")] = 0.0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard the emulator's saved state first")] = False,
+    snapshot: Annotated[float, typer.Option(
+        envvar="EMULATOR_SNAPSHOT_S",
+        help="seconds between emulator state snapshots (0: only on a clean stop)")] = 30.0,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show the deploy script's output")] = False,
+) -> int:
+    return cmd_up(UpOptions(
+        stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
+        parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
+        control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
+        snapshot=snapshot, verbose=verbose,
+    ))
+
+
+@app.command(help="stop what 'iotpipe up' started")
+def down() -> int:
+    return cmd_down()
+
+
+@app.command(name="deploy", help="build, package and deploy the template")
+def deploy_command(
+    target: Target = Target.embedded,
+    stack: StackOption = "iotpipe",
+    yes: Annotated[bool, typer.Option("--yes")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    param: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="a template parameter")] = None,
+) -> int:
+    return cmd_deploy(target.value, stack, yes, dry_run, param or [])
+
+
+@app.command(help="stack outputs and pipeline counts")
+def status(stack: StackOption = "iotpipe", json_out: JsonOption = False) -> int:
+    return cmd_status(stack, json_out)
+
+
+@app.command(help="re-derive aggregates and anomalies from the archive (exactly once)")
+def rebuild(stack: StackOption = "iotpipe", json_out: JsonOption = False) -> int:
+    return cmd_rebuild(stack, json_out)
+
+
+@model_app.command(context_settings=PASS_THROUGH, add_help_option=False,
+                   help="model evaluation (see docs/model-card.md; its own --help)")
+def evaluate(ctx: typer.Context) -> int:
     from model.evaluate import main as evaluate_main
 
-    return int(evaluate_main(rest))
+    return int(evaluate_main(list(ctx.args)))
 
 
-def cmd_cost(rest: list[str]) -> int:
+@app.command(context_settings=PASS_THROUGH, add_help_option=False,
+             help="monthly AWS cost model (its own --help)")
+def cost(ctx: typer.Context) -> int:
     from iotpipe.cost import main as cost_main
 
-    return int(cost_main(rest))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iotpipe", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    up = sub.add_parser("up", help="run the whole pipeline on the embedded emulator")
-    up.add_argument("--stack", default=DEFAULT_STACK)
-    up.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", "4566")))
-    up.add_argument("--devices", type=int, default=int(os.environ.get("SIM_DEVICES", "20")))
-    up.add_argument("--rate", type=float, default=float(os.environ.get("SIM_RATE_HZ", "1")))
-    up.add_argument("--seed", type=int, default=int(os.environ.get("SIM_SEED", "42")))
-    up.add_argument("--shards", type=int, default=int(os.environ.get("SHARD_COUNT", "1")),
-                    help="Kinesis shards (template parameter ShardCount)")
-    up.add_argument("--parallelization", type=int, default=int(os.environ.get("PARALLELIZATION_FACTOR", "1")),
-                    help="concurrent batches per shard (ParallelizationFactor; the emulators run 1)")
-    up.add_argument("--anomaly-rate", type=float, default=float(os.environ.get("SIM_ANOMALY_RATE", "0.01")))
-    up.add_argument("--malformed-rate", type=float,
-                    default=float(os.environ.get("SIM_MALFORMED_RATE", "0.01")))
-    up.add_argument("--control-port", type=int, default=int(os.environ.get("SIM_CONTROL_PORT", "8765")))
-    up.add_argument("--api-port", type=int, default=int(os.environ.get("API_PORT", "8000")))
-    up.add_argument("--interval", type=float, default=5.0, help="seconds between progress lines")
-    up.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run)")
-    up.add_argument("--fresh", action="store_true", help="discard the emulator's saved state first")
-    up.add_argument("--snapshot", type=float, default=float(os.environ.get("EMULATOR_SNAPSHOT_S", "30")),
-                    help="seconds between emulator state snapshots (0: only on a clean stop)")
-    up.add_argument("--verbose", action="store_true", help="show the deploy script's output")
-
-    sub.add_parser("down", help="stop what 'iotpipe up' started")
-
-    dep = sub.add_parser("deploy", help="build, package and deploy the template")
-    dep.add_argument("--target", choices=["embedded", "localstack", "aws"], default="embedded")
-    dep.add_argument("--stack", default=DEFAULT_STACK)
-    dep.add_argument("--yes", action="store_true")
-    dep.add_argument("--dry-run", action="store_true")
-    dep.add_argument("--param", action="append", metavar="KEY=VALUE")
-
-    st = sub.add_parser("status", help="stack outputs and pipeline counts")
-    st.add_argument("--stack", default=DEFAULT_STACK)
-    st.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
-
-    rb = sub.add_parser("rebuild", help="re-derive aggregates and anomalies from the archive (exactly once)")
-    rb.add_argument("--stack", default=DEFAULT_STACK)
-    rb.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
-
-    model = sub.add_parser("model", help="model commands", add_help=False)
-    model.add_argument("model_command", nargs="?", default="")
-
-    sub.add_parser("cost", help="monthly AWS cost model", add_help=False)
-    return parser
+    return int(cost_main(list(ctx.args)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # model/cost parse their own options.
-    if argv[:2] == ["model", "evaluate"]:
-        return cmd_model(argparse.Namespace(model_command="evaluate"), argv[2:])
-    if argv[:1] == ["cost"]:
-        return cmd_cost(argv[1:])
-    args = parser.parse_args(argv)
-    if args.command == "model":
-        return cmd_model(args, [])
-    handlers = {"up": cmd_up, "down": cmd_down, "deploy": cmd_deploy, "status": cmd_status,
-                "rebuild": cmd_rebuild}
-    return handlers[args.command](args)
+    return run_app(app, argv, prog_name="iotpipe")
 
 
 if __name__ == "__main__":

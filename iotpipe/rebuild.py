@@ -41,9 +41,12 @@ from functions.core.readings import DeviceInfo, Reading
 from functions.processor import exactly_once
 from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX
 from functions.processor.exactly_once import WindowGroup
+from iotpipe.console import progress, progress_callback
+from iotpipe.cost.template_facts import WRITE_CONCURRENCY as TEMPLATE_WRITE_CONCURRENCY
 
 PREFETCH_CHUNK = 500  # windows per get_many round (the adapter splits into BatchGetItem calls of 100)
-WRITE_CONCURRENCY = 16  # as the processor handler: windows are independent items
+# As the processor (the template's ProcessorWriteConcurrency): windows are independent items.
+WRITE_CONCURRENCY = TEMPLATE_WRITE_CONCURRENCY
 
 
 @dataclass
@@ -157,11 +160,16 @@ def apply_groups(
     now_s: float | None = None,
     window_s: int = 60,
     concurrency: int = WRITE_CONCURRENCY,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Prefetch, keep what the table lacks, detect on it, then one conditional write per window."""
+    """Prefetch, keep what the table lacks, detect on it, then one conditional write per window.
+
+    ``on_progress(windows done, windows in all)`` after each prefetch chunk (a progress display).
+    """
     now_s = time.time() if now_s is None else now_s
     report.windows += len(groups)
     keys = sorted(groups)
+    done = 0
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rebuild-write")
     try:
         for chunk in chunked(keys, PREFETCH_CHUNK):
@@ -188,6 +196,9 @@ def apply_groups(
                 report.windows_written += int(result.written)
                 report.readings_applied += len(result.applied)
                 report.already_present += len(groups[key].readings) - len(result.applied)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done, len(keys))
     finally:
         pool.shutdown(wait=True)
 
@@ -246,9 +257,13 @@ def resume_mappings(lam: Any, uuids: Sequence[str]) -> None:
 
 
 def rebuild_stack(
-    stack: str, settle_s: float = 5.0, say: Callable[[str], None] | None = None
+    stack: str, settle_s: float = 5.0, say: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> RebuildReport:
-    """Rebuild the stack's aggregates and anomalies from its archive, with the real adapters."""
+    """Rebuild the stack's aggregates and anomalies from its archive, with the real adapters.
+
+    ``on_progress(windows done, windows in all)`` while the windows are written.
+    """
     from iotpipe.stack import _client, stack_outputs
 
     say = say or (lambda _m: None)
@@ -295,7 +310,8 @@ def rebuild_stack(
             detect = make_detect(get_detector(), DynamoAnomalyStore(), report, now_s)
         except Exception as exc:  # as in the processor: aggregates do not wait for a broken model
             say(f"anomaly detection unavailable ({exc!r}); rebuilding aggregates only")
-        apply_groups(groups, DynamoAggregateStore(), report, detect, now_s, settings.window_seconds)
+        apply_groups(groups, DynamoAggregateStore(), report, detect, now_s, settings.window_seconds,
+                     on_progress=on_progress)
     finally:
         resume_mappings(lam, report.mappings_paused)
     report.duration_s = round(time.monotonic() - started, 2)
@@ -306,7 +322,8 @@ def main(stack: str, as_json: bool = False) -> int:
     def say(message: str) -> None:
         print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
 
-    report = rebuild_stack(stack, say=say)
+    with progress(transient=True) as bar:  # stderr: stdout keeps the report line
+        report = rebuild_stack(stack, say=say, on_progress=progress_callback(bar, "rebuilding windows"))
     say(f"rebuilt: {report.readings_applied} readings applied to {report.windows_written} windows, "
         f"{report.already_present} already present, {report.anomalies_stored} anomalies stored, "
         f"{sum(report.quarantined.values())} quarantined in the archive; {report.duration_s:.1f} s")

@@ -6,17 +6,19 @@ python -m model.evaluate --dataset simulator [--artifact model/artifacts/iforest
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import asdict
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from functions.detector.anomaly_detector import EmbeddedDetector
+from iotpipe.console import run_app, track
 from model.simdata import ReadingSet, from_simulator
 from model.skab import (
     LEADERBOARD,
@@ -86,7 +88,7 @@ def evaluate_skab(data_dir: Path, params: SkabParams | None = None, legacy: bool
     t0 = time.perf_counter()
     if params is not None:
         return _evaluate_fixed(files, params, t0)
-    datas = [load_file(p) for p in files]
+    datas = [load_file(p) for p in track(files, "loading SKAB files")]
     truths = [d.labels[TRAIN_ROWS:] for d in datas]
     groups = [p.parent.name for p in files]
     _log(
@@ -180,7 +182,7 @@ def evaluate_simulator(
     )
     per_kind: dict[str, Any] = {}
     t0 = time.perf_counter()
-    for kind in SIM_KINDS:
+    for kind in track(SIM_KINDS, "simulated runs (one per anomaly kind)"):
         data = from_simulator(devices, duration_s, seed, anomaly_rate=anomaly_rate, mix={kind: 1.0})
         detector = EmbeddedDetector(artifact)  # fresh state per run: every run starts cold
         flagged = detect_stream(detector, data, batch_size)
@@ -210,49 +212,56 @@ def evaluate_simulator(
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iotpipe model evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=("skab", "simulator"), required=True)
-    parser.add_argument("--data-dir", type=Path, help="SKAB data folder (searched recursively)")
-    parser.add_argument(
-        "--v1", action="store_true", help="SKAB: run the old v1 detector with fixed parameters on all files"
-    )
-    parser.add_argument("--no-legacy", action="store_true", help="SKAB: skip the v1 held-out comparison")
-    parser.add_argument("--smooth", type=int, help="SKAB --v1: rolling-mean length")
-    parser.add_argument("--quantile", type=float, help="SKAB --v1: training-score quantile for the threshold")
-    parser.add_argument("--factor", type=float, help="SKAB --v1: factor applied to that quantile")
-    parser.add_argument("--artifact", type=Path, default=DEFAULT_OUT, help="simulator: model artifact")
-    parser.add_argument("--devices", type=int, default=40)
-    parser.add_argument("--duration-s", type=float, default=3600.0)
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--anomaly-rate", type=float, default=0.02)
-    parser.add_argument("--batch-size", type=int, default=500)
-    return parser
+class Dataset(StrEnum):
+    skab = "skab"
+    simulator = "simulator"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.dataset == "skab":
-        if args.data_dir is None:
+app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Dataset, typer.Option()],
+    data_dir: Annotated[Path | None, typer.Option(help="SKAB data folder (searched recursively)")] = None,
+    v1: Annotated[bool, typer.Option(
+        "--v1", help="SKAB: run the old v1 detector with fixed parameters on all files")] = False,
+    no_legacy: Annotated[bool, typer.Option(
+        "--no-legacy", help="SKAB: skip the v1 held-out comparison")] = False,
+    smooth: Annotated[int | None, typer.Option(help="SKAB --v1: rolling-mean length")] = None,
+    quantile: Annotated[float | None, typer.Option(
+        help="SKAB --v1: training-score quantile for the threshold")] = None,
+    factor: Annotated[float | None, typer.Option(help="SKAB --v1: factor applied to that quantile")] = None,
+    artifact: Annotated[Path, typer.Option(help="simulator: model artifact")] = DEFAULT_OUT,
+    devices: int = 40,
+    duration_s: float = 3600.0,
+    seed: int = 11,
+    anomaly_rate: float = 0.02,
+    batch_size: int = 500,
+) -> int:
+    if dataset is Dataset.skab:
+        if data_dir is None:
             print("--dataset skab needs --data-dir", file=sys.stderr)
             return 2
         overrides = {
             k: v
             for k, v in (
-                ("smooth", args.smooth),
-                ("threshold_quantile", args.quantile),
-                ("threshold_factor", args.factor),
+                ("smooth", smooth),
+                ("threshold_quantile", quantile),
+                ("threshold_factor", factor),
             )
             if v is not None
         }
-        fixed = SkabParams(**overrides) if args.v1 or overrides else None
-        result = evaluate_skab(args.data_dir, fixed, legacy=not args.no_legacy)
+        fixed = SkabParams(**overrides) if v1 or overrides else None
+        result = evaluate_skab(data_dir, fixed, legacy=not no_legacy)
     else:
-        result = evaluate_simulator(
-            args.artifact, args.devices, args.duration_s, args.seed, args.anomaly_rate, args.batch_size
-        )
+        result = evaluate_simulator(artifact, devices, duration_s, seed, anomaly_rate, batch_size)
     print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="iotpipe model evaluate")
 
 
 if __name__ == "__main__":

@@ -12,19 +12,21 @@ rebuilds it bit for bit).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import sklearn
+import typer
 from sklearn.ensemble import IsolationForest
 
 from functions.detector.envelope import ENVELOPE_MARGIN, Envelope, combine_scores
 from functions.detector.features import FeatureBuilder
 from functions.detector.iforest import IsolationForestScorer
+from iotpipe.console import STDERR, run_app
 from model.export import array_sha256, export_forest, write_artifact
 from model.features import fit_spec
 from model.simdata import ReadingSet, from_csv, from_simulator
@@ -137,53 +139,61 @@ def train(
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--source", choices=("simulator", "csv"), default="simulator")
-    parser.add_argument("--csv", type=Path, help="CSV of normal readings (with --source csv)")
-    parser.add_argument("--devices", type=int, default=40)
-    parser.add_argument("--duration-s", type=float, default=7200.0)
-    parser.add_argument("--rate-hz", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--trees", type=int, default=100)
-    parser.add_argument("--max-samples", type=int, default=256)
-    parser.add_argument("--target-far", type=float, default=0.001, help="false-alarm rate on held-back data")
-    parser.add_argument("--holdout", type=float, default=0.25)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return parser
+class Source(StrEnum):
+    simulator = "simulator"
+    csv = "csv"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
+
+
+@app.command(name="train")
+def train_command(
+    source: Source = Source.simulator,
+    csv: Annotated[Path | None, typer.Option(help="CSV of normal readings (with --source csv)")] = None,
+    devices: int = 40,
+    duration_s: float = 7200.0,
+    rate_hz: float = 1.0,
+    seed: int = 7,
+    trees: int = 100,
+    max_samples: int = 256,
+    target_far: Annotated[float, typer.Option(help="false-alarm rate on held-back data")] = 0.001,
+    holdout: float = 0.25,
+    out: Path = DEFAULT_OUT,
+) -> int:
     t0 = time.perf_counter()
-    if args.source == "csv":
-        if args.csv is None:
+    if source is Source.csv:
+        if csv is None:
             raise SystemExit("--source csv needs --csv PATH")
-        _progress(f"reading {args.csv} ...")
-        data = from_csv(args.csv)
-        params: dict[str, Any] = {"file": args.csv.name}
+        _progress(f"reading {csv} ...")
+        data = from_csv(csv)
+        params: dict[str, Any] = {"file": csv.name}
     else:
-        _progress(f"simulating {args.devices} devices x {args.duration_s:.0f}s at {args.rate_hz} Hz ...")
-        data = from_simulator(
-            args.devices, args.duration_s, args.seed, anomaly_rate=0.0, rate_hz=args.rate_hz
+        _progress(f"simulating {devices} devices x {duration_s:.0f}s at {rate_hz} Hz ...")
+        data = from_simulator(devices, duration_s, seed, anomaly_rate=0.0, rate_hz=rate_hz)
+        params = {"devices": devices, "duration_s": duration_s, "rate_hz": rate_hz}
+    # Features, the forest and the threshold take a while on a full run: a spinner on stderr.
+    with STDERR.status(f"training {trees} trees on {len(data.labels):,} readings ...", spinner="dots"):
+        artifact = train(
+            data,
+            source=source.value,
+            seed=seed,
+            n_estimators=trees,
+            max_samples=max_samples,
+            target_far=target_far,
+            holdout=holdout,
+            source_params=params,
         )
-        params = {"devices": args.devices, "duration_s": args.duration_s, "rate_hz": args.rate_hz}
-    artifact = train(
-        data,
-        source=args.source,
-        seed=args.seed,
-        n_estimators=args.trees,
-        max_samples=args.max_samples,
-        target_far=args.target_far,
-        holdout=args.holdout,
-        source_params=params,
-    )
-    digest = write_artifact(artifact, args.out)
+    digest = write_artifact(artifact, out)
     print(
-        f"wrote {args.out} sha256={digest} threshold={artifact['threshold']:.6f} "
+        f"wrote {out} sha256={digest} threshold={artifact['threshold']:.6f} "
         f"holdout_far={artifact['validation']['holdout_far']} in {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="python -m model.train")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,8 @@ def build(out: Path, force: bool = False) -> list[Bundle]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # argparse, not typer (the other tools' CLI framework): this script is standard library only, so that
+    # scripts/deploy.sh can run it with any Python 3.12 on PATH when the project's .venv is absent.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "build")
     parser.add_argument("--force", action="store_true", help="reinstall the packages even if up to date")

@@ -6,15 +6,16 @@ Progress goes to stderr every ``--progress-interval`` seconds; stdout is kept fo
 
 from __future__ import annotations
 
-import argparse
-import os
+import inspect
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import orjson
+import typer
 
 from simulator.config import (
     ANOMALY_KINDS,
@@ -23,7 +24,6 @@ from simulator.config import (
     SINKS,
     ConfigError,
     SimulatorConfig,
-    parse_bool,
     parse_value,
 )
 from simulator.runner import RunStats, pump, run
@@ -73,83 +73,64 @@ def _env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    for flag, name, help_text in RUN_OPTIONS:
-        parser.add_argument(flag, dest=name, default=None, help=f"{help_text} [{_env_name(name)}]")
-    for flag, name, help_text in BOOL_OPTIONS:
-        parser.add_argument(
-            flag, dest=name, action="store_true", default=None, help=f"{help_text} [{_env_name(name)}]"
+def _config_parameters() -> list[inspect.Parameter]:
+    """The RUN_OPTIONS and BOOL_OPTIONS as typer options. Unset (None, False) leaves the environment's
+    value (SimulatorConfig.from_env) in force: the defaults are written once, in SimulatorConfig."""
+    params = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[str | None, typer.Option(
+                flag, help=f"{help_text} [{_env_name(name)}]", show_default=False)],
         )
+        for flag, name, help_text in RUN_OPTIONS
+    ]
+    params += [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=False,
+            annotation=Annotated[bool, typer.Option(flag, help=f"{help_text} [{_env_name(name)}]")],
+        )
+        for flag, name, help_text in BOOL_OPTIONS
+    ]
+    return params
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="simulate the fleet and send readings in real time")
-    _add_config_options(run_parser)
-    register = commands.add_parser("register", help="write the fleet to the devices table")
-    _add_config_options(register)
-    register.add_argument("--dry-run", action="store_true", help="print the items as JSON lines instead")
-    replay = commands.add_parser("replay", help="stream a recorded CSV (e.g. SKAB) as one device")
-    _add_config_options(replay)
-    replay.add_argument(
-        "--file",
-        dest="replay_file",
-        default=os.environ.get("SIM_REPLAY_FILE"),
-        help="CSV to replay [SIM_REPLAY_FILE]",
-    )
-    replay.add_argument(
-        "--device-id",
-        dest="replay_device_id",
-        default=os.environ.get("SIM_REPLAY_DEVICE_ID", "replay-000000"),
-        help="device id of the virtual device [SIM_REPLAY_DEVICE_ID]",
-    )
-    replay.add_argument(
-        "--mapping",
-        dest="replay_mapping",
-        default=os.environ.get("SIM_REPLAY_MAPPING"),
-        help="Column=channel[*scale][+offset],... (default: SKAB) [SIM_REPLAY_MAPPING]",
-    )
-    replay.add_argument(
-        "--delimiter",
-        dest="replay_delimiter",
-        default=os.environ.get("SIM_REPLAY_DELIMITER", ";"),
-        help="CSV delimiter (default ;) [SIM_REPLAY_DELIMITER]",
-    )
-    replay.add_argument(
-        "--speed",
-        dest="replay_speed",
-        type=float,
-        default=float(os.environ.get("SIM_REPLAY_SPEED", "1")),
-        help="1 = original pace, 10 = ten times faster, 0 = unpaced [SIM_REPLAY_SPEED]",
-    )
-    replay.add_argument(
-        "--keep-timestamps",
-        dest="replay_keep_timestamps",
-        action="store_true",
-        default=parse_bool(os.environ.get("SIM_REPLAY_KEEP_TIMESTAMPS", "false")),
-        help="keep recorded timestamps instead of shifting them to now [SIM_REPLAY_KEEP_TIMESTAMPS]",
-    )
-    replay.add_argument(
-        "--anomaly-label",
-        dest="replay_anomaly_label",
-        default=os.environ.get("SIM_REPLAY_ANOMALY_LABEL", "drift"),
-        help="ground_truth for rows labelled anomalous (default drift) [SIM_REPLAY_ANOMALY_LABEL]",
-    )
-    return parser
+CONFIG_OPTION_NAMES = frozenset(name for _, name, _ in (*RUN_OPTIONS, *BOOL_OPTIONS))
 
 
-def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+def config_from_options(options: Mapping[str, Any]) -> SimulatorConfig:
+    """The configuration: the environment's, with every option given on the command line applied over it."""
     overrides: dict[str, Any] = {}
     for _, name, _ in RUN_OPTIONS:
-        raw = getattr(args, name, None)
+        raw = options.get(name)
         if raw is not None:
             overrides[name] = parse_value(name, raw)
-    if getattr(args, "burst", None):
+    if options.get("burst"):
         overrides["burst"] = True
-    if getattr(args, "include_ground_truth", None):
+    if options.get("include_ground_truth"):  # the --no-ground-truth flag
         overrides["include_ground_truth"] = False
     return SimulatorConfig.from_env(**overrides)
+
+
+def with_config_options(command: Callable[..., int]) -> Callable[..., int]:
+    """``command(config, **own options)`` as a typer command that also takes every configuration flag.
+
+    The flags come from one table (RUN_OPTIONS) rather than a hand-written parameter list per command:
+    run, register and replay take the same 29, each with its SIM_* variable; typer reads the signature.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "config"]
+
+    def wrapper(**options: Any) -> int:
+        try:
+            config = config_from_options({k: options.pop(k) for k in CONFIG_OPTION_NAMES})
+        except (ConfigError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        return command(config, **options)
+
+    params = own + _config_parameters()
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
+    return wrapper
 
 
 class ProgressPrinter:
@@ -194,35 +175,105 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except (ConfigError, ValueError) as exc:
-        parser.error(str(exc))
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+
+
+@app.command(name="run", help="simulate the fleet and send readings in real time")
+@with_config_options
+def run_command(config: SimulatorConfig) -> int:
     printer = ProgressPrinter()
-    if args.command == "register":
-        return _register(config, args, printer)
     stop = _stop_on_signals()
     sink = make_sink(config)
-    if args.command == "run":
-        printer.note(
-            f"{config.devices} devices x {config.rate_hz} Hz = {config.target_rate:,.1f} readings/s "
-            f"-> {config.sink}" + (" (burst)" if config.burst else "")
-        )
-        stats = run(config, sink, progress=printer, stop=stop, announce=printer.note)
-    else:
-        stats = _replay(config, args, sink, printer, stop)
+    printer.note(
+        f"{config.devices} devices x {config.rate_hz} Hz = {config.target_rate:,.1f} readings/s "
+        f"-> {config.sink}" + (" (burst)" if config.burst else "")
+    )
+    stats = run(config, sink, progress=printer, stop=stop, announce=printer.note)
     _summary(printer, stats)
     return 0
 
 
-def _register(config: SimulatorConfig, args: argparse.Namespace, printer: ProgressPrinter) -> int:
+@app.command(name="register", help="write the fleet to the devices table")
+@with_config_options
+def register_command(
+    config: SimulatorConfig,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the items as JSON lines instead")] = False,
+) -> int:
+    return _register(config, dry_run, ProgressPrinter())
+
+
+@app.command(name="replay", help="stream a recorded CSV (e.g. SKAB) as one device")
+@with_config_options
+def replay_command(
+    config: SimulatorConfig,
+    replay_file: Annotated[str | None, typer.Option(
+        "--file", envvar="SIM_REPLAY_FILE", help="CSV to replay")] = None,
+    replay_device_id: Annotated[str, typer.Option(
+        "--device-id", envvar="SIM_REPLAY_DEVICE_ID", help="device id of the virtual device")
+    ] = "replay-000000",
+    replay_mapping: Annotated[str | None, typer.Option(
+        "--mapping", envvar="SIM_REPLAY_MAPPING", help="Column=channel[*scale][+offset],... (default: SKAB)")
+    ] = None,
+    replay_delimiter: Annotated[str, typer.Option(
+        "--delimiter", envvar="SIM_REPLAY_DELIMITER", help="CSV delimiter")] = ";",
+    replay_speed: Annotated[float, typer.Option(
+        "--speed", envvar="SIM_REPLAY_SPEED", help="1 = original pace, 10 = ten times faster, 0 = unpaced")
+    ] = 1.0,
+    replay_keep_timestamps: Annotated[bool, typer.Option(
+        "--keep-timestamps", envvar="SIM_REPLAY_KEEP_TIMESTAMPS",
+        help="keep recorded timestamps instead of shifting them to now")] = False,
+    replay_anomaly_label: Annotated[str, typer.Option(
+        "--anomaly-label", envvar="SIM_REPLAY_ANOMALY_LABEL", help="ground_truth for rows labelled anomalous")
+    ] = "drift",
+) -> int:
+    printer = ProgressPrinter()
+    stop = _stop_on_signals()
+    sink = make_sink(config)
+    options = ReplayOptions(replay_file, replay_device_id, replay_mapping, replay_delimiter, replay_speed,
+                            replay_keep_timestamps, replay_anomaly_label)
+    stats = _replay(config, options, sink, printer, stop)
+    _summary(printer, stats)
+    return 0
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    replay_file: str | None
+    replay_device_id: str
+    replay_mapping: str | None
+    replay_delimiter: str
+    replay_speed: float
+    replay_keep_timestamps: bool
+    replay_anomaly_label: str
+
+
+def parse_config(argv: Sequence[str]) -> SimulatorConfig:
+    """The configuration ``python -m simulator COMMAND [flags]`` would run with, without running it."""
+    command = typer.main.get_command(app).commands[argv[0]]  # type: ignore[attr-defined]
+    ctx = command.make_context(argv[0], list(argv[1:]))
+    return config_from_options(ctx.params)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # typer's run, without iotpipe.console: the simulator image ships the simulator package alone.
+    command = typer.main.get_command(app)
+    try:
+        args = list(sys.argv[1:] if argv is None else argv)
+        result = command.main(args=args, prog_name="python -m simulator", standalone_mode=False)
+    except typer.TyperException as exc:
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        return int(getattr(exc, "exit_code", 1))
+    return int(result or 0)
+
+
+def _register(config: SimulatorConfig, dry_run: bool, printer: ProgressPrinter) -> int:
     from simulator.fleet import generate_fleet, register_fleet
 
     fleet = generate_fleet(config.devices, config.seed)
-    if args.dry_run:
+    if dry_run:
         for device in fleet:
             sys.stdout.write(orjson.dumps(device.to_registry_item()).decode() + "\n")
         return 0
@@ -239,7 +290,7 @@ def _register(config: SimulatorConfig, args: argparse.Namespace, printer: Progre
 
 def _replay(
     config: SimulatorConfig,
-    args: argparse.Namespace,
+    args: ReplayOptions,
     sink: Any,
     printer: ProgressPrinter,
     stop: threading.Event,

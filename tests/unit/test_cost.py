@@ -14,6 +14,7 @@ import yaml
 from iotpipe import cost
 from iotpipe.cost import Workload, batch_shape, estimate, measured_from_bench, shards_for
 from iotpipe.prices import SECONDS_PER_MONTH
+from iotpipe.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 READINGS_1000_1HZ = 1000 * 730 * 3600  # 2,628,000,000 readings a month
@@ -364,23 +365,40 @@ def test_template_defaults_read_a_changed_template(tmp_path: Path) -> None:
     assert d["alarms"] == cost.template_defaults(cost.TEMPLATE)["alarms"]
 
 
-def test_unreadable_template_falls_back_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cost, "TEMPLATE", tmp_path / "missing.yaml")
-    defaults, source = cost._defaults()
+def test_unreadable_template_falls_back_and_says_so(tmp_path: Path) -> None:
+    defaults, source = cost.load_defaults(tmp_path / "missing.yaml")
     assert defaults == cost.FALLBACK_DEFAULTS
     assert source.startswith("built-in fallback")
     # the fallback mirrors the template as it is today
     assert cost.template_defaults(ROOT / "cloudformation" / "template.yaml") == cost.FALLBACK_DEFAULTS
 
 
-def test_write_concurrency_is_the_handlers(tmp_path: Path) -> None:
-    from functions.processor import handler
-
-    assert cost.WRITE_CONCURRENCY == handler.WRITE_CONCURRENCY
-    other = tmp_path / "handler.py"
-    other.write_text("x = 1\nWRITE_CONCURRENCY = 8  # threads\n")
-    assert cost.handler_write_concurrency(other) == 8
-    assert cost.handler_write_concurrency(tmp_path / "missing.py") == 16
+def test_write_concurrency_is_the_templates(tmp_path: Path) -> None:
+    # GIVEN the template: ProcessorWriteConcurrency (1..64) reaches the processor as WRITE_CONCURRENCY
+    doc = load_template(cost.TEMPLATE)
+    param = doc["Parameters"]["ProcessorWriteConcurrency"]
+    assert (param["MinValue"], param["MaxValue"]) == (1, 64)
+    env = doc["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["WRITE_CONCURRENCY"] == {"Ref": "ProcessorWriteConcurrency"}
+    # THEN the model costs the template's default: 16 writer threads, the figure the durations above use
+    assert param["Default"] == 16
+    assert cost.WRITE_CONCURRENCY == 16
+    assert Workload(devices=1, rate_hz=1.0).write_concurrency == 16
+    # AND it is read from the template, not from function source: a changed default moves it
+    text = cost.TEMPLATE.read_text()
+    declared = "  ProcessorWriteConcurrency:\n    Type: Number\n    Default: 16\n"
+    assert text.count(declared) == 1
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(text.replace(declared, declared.replace("16", "8")))
+    assert cost.template_defaults(changed)["write_concurrency"] == 8
+    # AND a processor that does not receive the parameter is not costed with it (the fallback says why)
+    without = tmp_path / "without.yaml"
+    without.write_text(text.replace("          WRITE_CONCURRENCY: !Ref ProcessorWriteConcurrency\n", ""))
+    with pytest.raises(KeyError, match="WRITE_CONCURRENCY"):
+        cost.template_defaults(without)
+    defaults, source = cost.load_defaults(without)
+    assert source.startswith("built-in fallback (KeyError")
+    assert defaults["write_concurrency"] == cost.FALLBACK_DEFAULTS["write_concurrency"]
 
 
 def test_flagged_share_is_the_detectors_false_alarm_rate_plus_true_anomalies() -> None:

@@ -381,13 +381,12 @@ def test_packed_records_stay_under_the_per_shard_byte_limit() -> None:
 
 
 def test_pack_option_from_env_cli_and_factory() -> None:
-    from simulator.cli import build_parser, config_from_args
+    from simulator.cli import parse_config
     from simulator.config import ConfigError
 
     assert SimulatorConfig().pack == 25
     assert SimulatorConfig.from_env({"SIM_PACK": "7"}).pack == 7
-    args = build_parser().parse_args(["run", "--pack", "3", "--sink", "kinesis", "--shard-count", "2"])
-    assert config_from_args(args).pack == 3
+    assert parse_config(["run", "--pack", "3", "--sink", "kinesis", "--shard-count", "2"]).pack == 3
     sink = make_sink(SimulatorConfig(sink="kinesis", shard_count=2, pack=9))
     assert isinstance(sink, KinesisSink)
     assert sink.pack == 9

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from simulator.cli import build_parser, config_from_args
+from simulator.cli import parse_config
 from simulator.config import ConfigError, SimulatorConfig
 from simulator.control import LiveConfig, handle
 from simulator.fleet import generate_fleet
@@ -68,8 +68,7 @@ def test_cli_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None
     # GIVEN an env var and a flag for the same option WHEN parsed THEN the flag wins
     monkeypatch.setenv("SIM_DEVICES", "5")
     monkeypatch.setenv("SIM_SEED", "3")
-    args = build_parser().parse_args(["run", "--devices", "9", "--burst", "--sink", "null"])
-    config = config_from_args(args)
+    config = parse_config(["run", "--devices", "9", "--burst", "--sink", "null"])
     assert (config.devices, config.seed, config.burst, config.sink) == (9, 3, True, "null")
 
 

@@ -1,0 +1,136 @@
+"""The AWS call counter: calls per 1,000 readings, counted on the emulator with botocore event hooks."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import boto3
+
+from bench.e2e.load import generate
+from bench.e2e.measure import ddb_size
+from bench.e2e.options import Options
+from bench.e2e.report import say
+from simulator.config import SimulatorConfig
+from simulator.fleet import generate_fleet
+
+
+class CallCounter:
+    """A botocore ``before-parameter-build`` hook: calls per API (DynamoDB PutItem per table, BatchGetItem
+    keys) and the write units they bill. Workers call it from the processor's thread pool."""
+
+    def __init__(self, aggregates_table: str) -> None:
+        self.aggregates_table = aggregates_table
+        self.counts: Counter[str] = Counter()
+        self.wcu = 0
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.wcu = 0
+
+    def __call__(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        name = model.name
+        with self._lock:
+            if name == "PutItem":
+                table = "aggregates" if params["TableName"] == self.aggregates_table else "other"
+                self.counts[f"dynamodb.PutItem.{table}"] += 1
+                # 1 WCU per started KB of the item written (standard tables, on-demand bills the same WRU)
+                self.wcu += math.ceil(sum(len(k) + ddb_size(v) for k, v in params["Item"].items()) / 1024)
+            elif name == "BatchGetItem":
+                self.counts["dynamodb.BatchGetItem"] += 1
+                keys = sum(len(r["Keys"]) for r in params["RequestItems"].values())
+                self.counts["dynamodb.BatchGetItem.keys"] += keys
+            elif name in ("UpdateItem", "BatchWriteItem"):
+                self.counts[f"dynamodb.{name}"] += 1
+                self.wcu += 1
+            else:
+                self.counts[f"{model.service_model.service_name}.{name}"] += 1
+
+
+def count_calls(outputs: dict[str, str], opts: Options, batch_records: int) -> dict[str, Any]:
+    """AWS calls per 1,000 readings, counted on the emulator with botocore event hooks.
+
+    The processor's calls happen inside the emulator's Lambda workers, where a hook in this process cannot
+    see them; so the real handler (real adapters, detector included) runs here, in-process, against the
+    first point's stack, on fresh simulator records (new device ids, so every window is new) cut into
+    batches of ``batch_records`` Kinesis records of one shard, as the mapping delivered them.
+    """
+    from functions.adapters.clients import client
+    from functions.processor import handler as processor
+    from testkit.events import FakeLambdaContext
+
+    _point_processor_at(outputs)
+    counter = CallCounter(outputs["AggregatesTableName"])
+    for service in ("dynamodb", "s3", "sns", "cloudwatch"):
+        # before-parameter-build hands over the API parameters (before-call only the wire request)
+        client(service).meta.events.register("before-parameter-build.*.*", counter)
+    events = _fresh_events(outputs, opts)
+    counter.clear()  # the devices' registration above is not the processor's
+    t0 = time.perf_counter()
+    invocations = 0
+    handed_back: list[str] = []
+    for i in range(0, len(events), batch_records):
+        try:
+            processor.handler({"Records": events[i : i + batch_records]}, FakeLambdaContext())
+        except processor.HandBack as exc:  # counted, not fatal: the curve above is already measured
+            handed_back.append(str(exc))
+        invocations += 1
+    elapsed = time.perf_counter() - t0
+    readings = len(events)
+    per_k = {k: round(v * 1000 / readings, 2) for k, v in sorted(counter.counts.items())}
+    return {"readings": readings, "batch_records": batch_records, "invocations": invocations,
+            "per_1000_readings": per_k, "wcu_per_1000_readings": round(counter.wcu * 1000 / readings, 2),
+            "in_process_records_per_s": round(readings / elapsed, 1), "handed_back": handed_back,
+            "note": "the real handler in-process against ministack's DynamoDB/S3; one shard, batches of "
+                    "batch_records as the mapping delivered them in the first point"}
+
+
+def _point_processor_at(outputs: dict[str, str]) -> None:
+    """The in-process handler's settings and clients, re-read for the stack's resources."""
+    from functions.adapters.clients import client
+    from functions.processor import handler as processor
+    from functions.settings import get_settings
+
+    os.environ.update({"STREAM_NAME": outputs["StreamName"], "DEVICES_TABLE": outputs["DevicesTableName"],
+                       "AGGREGATES_TABLE": outputs["AggregatesTableName"],
+                       "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
+                       "ARCHIVE_BUCKET": outputs["ArchiveBucketName"],
+                       "ALERTS_TOPIC_ARN": outputs["AlertsTopicArn"],
+                       "PARTIAL_BATCH_RESPONSE": "raise"})
+    get_settings.cache_clear()
+    client.cache_clear()
+    processor._ports = processor._config = None
+
+
+def _fresh_events(outputs: dict[str, str], opts: Options) -> list[dict[str, Any]]:
+    """Kinesis event records of new simulated devices (registered under a prefix): every window is new."""
+    from testkit.events import SEQ_BASE, kinesis_event_record
+
+    fleet = generate_fleet(opts.devices, opts.seed)
+    prefix = "calls-"
+    ddb = boto3.client("dynamodb")
+    items = []
+    for d in fleet:
+        item = d.to_dynamodb_item()
+        item["device_id"] = {"S": prefix + d.device_id}
+        items.append({"PutRequest": {"Item": item}})
+    for i in range(0, len(items), 25):
+        ddb.batch_write_item(RequestItems={outputs["DevicesTableName"]: items[i : i + 25]})
+    config = SimulatorConfig(devices=opts.devices, rate_hz=opts.rate, seed=opts.seed + 1,
+                             malformed_rate=opts.malformed_rate, burst=True, count=opts.burst_records)
+    records = generate(config, fleet, int((time.time() - 200) * 1000))
+    payloads = [p.payload.replace(b'"dev-', f'"{prefix}dev-'.encode()) for p in records]
+    return [kinesis_event_record(data, SEQ_BASE + i, "shardId-000000000000", time.time(),
+                                 prefix + records[i].device_id) for i, data in enumerate(payloads)]
+
+
+def say_calls(calls: dict[str, Any]) -> None:
+    per_k = ", ".join(f"{k} {v}" for k, v in calls["per_1000_readings"].items())
+    say(f"calls:    per 1,000 readings (batches of {calls['batch_records']} records, {calls['invocations']} "
+        f"invocations, in-process): {per_k}; ~{calls['wcu_per_1000_readings']} WCU")

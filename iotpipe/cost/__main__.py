@@ -1,0 +1,5 @@
+"""``python -m iotpipe.cost``: the same as ``iotpipe cost``."""
+
+from iotpipe.cost.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""``--from-bench FILE``: the per-reading figures counted by ``bench/e2e.py`` on the emulator, which replace
+the formula's (invocations, durations, writes, reads, PUTs, bytes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from iotpipe.cost.workload import Measured
+
+
+def measured_from_bench(path: Path) -> Measured:
+    """Per-reading figures from the last JSON line of a bench/e2e.py run (its ``cost_inputs`` object)."""
+    text = [ln for ln in path.read_text().splitlines() if ln.strip().startswith("{")]
+    if not text:
+        raise ValueError(f"{path}: no JSON line")
+    doc = json.loads(text[-1])
+    c = doc.get("cost_inputs", doc)
+    readings = float(c["readings"])
+    if readings <= 0:
+        raise ValueError(f"{path}: cost_inputs.readings must be positive")
+    invocations = float(c.get("processor_invocations") or 0)
+
+    def per_reading(key: str) -> float | None:
+        return float(c[key]) / readings if c.get(key) is not None else None
+
+    return Measured(
+        source=f"bench:{path}",
+        invocations_per_reading=invocations / readings if invocations else None,
+        processor_ms_per_invocation=(
+            float(c["processor_duration_ms"]) / invocations
+            if invocations and c.get("processor_duration_ms") is not None
+            else None
+        ),
+        ddb_writes_per_reading=per_reading("ddb_writes"),
+        ddb_reads_per_reading=per_reading("ddb_reads"),
+        s3_puts_per_reading=per_reading("s3_puts"),
+        archive_bytes_per_reading=per_reading("s3_bytes"),
+        record_bytes=per_reading("kinesis_bytes"),
+        item_bytes=float(c["ddb_item_bytes_avg"]) if c.get("ddb_item_bytes_avg") else None,
+        metric_calls_per_invocation=(
+            float(c["metric_calls"]) / invocations
+            if invocations and c.get("metric_calls") is not None
+            else None
+        ),
+    )

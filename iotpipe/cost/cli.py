@@ -1,0 +1,110 @@
+"""``iotpipe cost``: the monthly AWS cost of the pipeline, per component, and per million readings.
+
+    iotpipe cost --devices 1000 --rate 1 [--json] [--batch-size N] [--batching-window S] [--shards N]
+    iotpipe cost --devices 1000 --rate 1 --from-bench out/e2e.json
+
+Everything is a flag with the default documented beside it. The output ends with one JSON object
+(``--json``: only that line).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from iotpipe.console import run_app
+from iotpipe.cost.bench_input import measured_from_bench
+from iotpipe.cost.estimate import estimate
+from iotpipe.cost.render import render, to_json
+from iotpipe.cost.scenarios import what_if
+from iotpipe.cost.workload import Workload
+
+D = Workload(devices=0, rate_hz=0)  # the defaults every option shows
+app = typer.Typer(add_completion=False, help="Monthly AWS cost of the pipeline.")
+
+
+@app.command()
+def cost(
+    devices: Annotated[int, typer.Option(help="devices in the fleet")],
+    rate: Annotated[float, typer.Option(help="readings per second per device (Hz)")],
+    json_only: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
+    from_bench: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="use per-reading counts from bench/e2e.py output instead of the formula")
+    ] = None,
+    shards: Annotated[int | None, typer.Option(
+        show_default=False, help="default: sized for 80% of the shard limits")] = None,
+    batch_size: int = D.batch_size,
+    batching_window: Annotated[float, typer.Option(metavar="SECONDS")] = D.batching_window_s,
+    record_bytes: Annotated[int, typer.Option(help="bytes of one reading (JSON)")] = D.record_bytes,
+    readings_per_record: Annotated[int, typer.Option(
+        help="readings packed per Kinesis record (default: the simulator's SIM_PACK, 25; 1 = unpacked)")
+    ] = D.readings_per_record,
+    malformed_rate: float = D.malformed_rate,
+    anomaly_rate: float = D.anomaly_rate,
+    archive_bytes_per_reading: float = D.archive_bytes_per_reading,
+    api_requests_per_day: float = D.api_requests_per_day,
+    aggregates_retention_days: float = D.aggregates_retention_days,
+    ia_small_object_filter: Annotated[bool, typer.Option(
+        "--ia-small-object-filter/--no-ia-small-object-filter",
+        help="the lifecycle rule transitions only objects >= 128 KB to Standard-IA (default: as in the "
+             "template)")] = D.archive_ia_min_object_filter,
+    no_pitr: Annotated[bool, typer.Option("--no-pitr", help="tables without point-in-time recovery")] = False,
+    write_concurrency: Annotated[int, typer.Option(
+        help="processor threads writing windows (default: the template's ProcessorWriteConcurrency)")
+    ] = D.write_concurrency,
+    ingest_via_api: Annotated[bool, typer.Option(
+        "--ingest-via-api", help="devices POST /ingest instead of PutRecords")] = False,
+    ddb_write_ms: float = D.ddb_write_ms,
+) -> int:
+    if devices <= 0 or rate <= 0:
+        print("--devices and --rate must be positive", file=sys.stderr)
+        return 2
+    workload = Workload(
+        devices=devices,
+        rate_hz=rate,
+        shards=shards,
+        batch_size=batch_size,
+        batching_window_s=batching_window,
+        record_bytes=record_bytes,
+        readings_per_record=max(1, readings_per_record),
+        malformed_rate=malformed_rate,
+        anomaly_rate=anomaly_rate,
+        archive_bytes_per_reading=archive_bytes_per_reading,
+        api_requests_per_day=api_requests_per_day,
+        aggregates_retention_days=aggregates_retention_days,
+        archive_ia_min_object_filter=ia_small_object_filter,
+        ingest_via_api=ingest_via_api,
+        aggregates_pitr=D.aggregates_pitr and not no_pitr,
+        anomalies_pitr=D.anomalies_pitr and not no_pitr,
+        write_concurrency=max(1, write_concurrency),
+        ddb_write_ms=ddb_write_ms,
+    )
+    measured = None
+    if from_bench:
+        try:
+            measured = measured_from_bench(from_bench)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"cannot read bench figures: {exc}", file=sys.stderr)
+            return 2
+    est = estimate(workload, measured=measured)
+    doc = to_json(est, what_if(workload))
+    if not json_only:
+        print(render(est))
+        for row in doc["what_if"]:
+            print(f"  what if {row['scenario']:<50} {row['usd_per_million_readings']:.4f} USD/M readings "
+                  f"({row['ddb_writes_per_reading']:.3f} writes/reading, "
+                  f"{row['total_usd_per_month']:,.0f} USD/month)")
+    print(json.dumps(doc, sort_keys=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="iotpipe cost")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

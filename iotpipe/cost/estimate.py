@@ -1,0 +1,262 @@
+"""The monthly bill: one function per service turns the month's traffic into priced lines.
+
+Storage is priced at steady state for the configured retention: each reading pays for the bytes it leaves
+behind for as long as they are kept. Metrics are EMF log lines on AWS (log ingestion, no PutMetricData
+calls). The device registry is read through a cache (``DEVICE_CACHE_TTL_S``, 300 s): eventually
+consistent BatchGetItem, 0.5 RRU per device per TTL. Free tiers are excluded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes
+from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic
+from iotpipe.cost.workload import Measured, Workload
+from iotpipe.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
+
+TARGET_USD_PER_MILLION = 0.10
+
+
+@dataclass
+class Line:
+    component: str
+    item: str
+    quantity: float
+    unit: str
+    usd: float
+    fixed: bool = False  # a monthly charge that does not grow with readings
+
+
+@dataclass
+class Estimate:
+    workload: Workload
+    readings_per_month: float
+    shards: int
+    batch_records: float
+    batch_seconds: float
+    invocations_per_month: float
+    processor_ms_per_invocation: float
+    ddb_writes_per_reading: float
+    ddb_reads_per_reading: float
+    s3_puts_per_reading: float
+    lines: list[Line] = field(default_factory=list)
+    source: str = "formula"
+    batch_limit: str = ""
+
+    @property
+    def total(self) -> float:
+        return sum(line.usd for line in self.lines)
+
+    def by_component(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in self.lines:
+            out[line.component] = out.get(line.component, 0.0) + line.usd
+        return out
+
+    @property
+    def per_million(self) -> float:
+        return self.total / (self.readings_per_month / 1e6) if self.readings_per_month else 0.0
+
+    @property
+    def variable_per_million(self) -> float:
+        """Per million readings without the fixed monthly charges (shard-hours, alarms, dashboard, key)."""
+        variable = sum(line.usd for line in self.lines if not line.fixed)
+        return variable / (self.readings_per_month / 1e6) if self.readings_per_month else 0.0
+
+    def dominant(self) -> str:
+        parts = self.by_component()
+        return max(parts, key=lambda k: parts[k]) if parts else ""
+
+
+def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | None = None) -> Estimate:
+    m = measured or Measured(source="formula")
+    t = monthly_traffic(w, m)
+    lines = [
+        *kinesis_lines(t, prices),
+        *lambda_lines(w, t, prices),
+        *dynamodb_lines(w, t, prices),
+        *s3_lines(w, t, m, prices),
+        *cloudwatch_lines(w, t, m, prices),
+        *edge_lines(t, prices),
+    ]
+    return Estimate(
+        workload=w,
+        readings_per_month=t.readings,
+        shards=t.shards,
+        batch_records=t.per_invocation_records,
+        batch_seconds=t.batch_seconds,
+        invocations_per_month=t.invocations,
+        processor_ms_per_invocation=t.processor_ms,
+        ddb_writes_per_reading=t.writes_per_reading,
+        ddb_reads_per_reading=t.reads_per_reading,
+        s3_puts_per_reading=t.s3_puts_per_reading,
+        lines=lines,
+        source=m.source,
+        batch_limit="measured" if m.invocations_per_reading else batch_limit(
+            replace(w, record_bytes=int(t.record_bytes)), t.shards),
+    )
+
+
+def kinesis_lines(t: Traffic, p: Prices) -> list[Line]:
+    shard_hours = t.shards * HOURS_PER_MONTH
+    # Billed per Kinesis record, in 25 KB units: a packed record of 25 readings (~5 KB) is one unit.
+    kinesis_records = t.readings / t.per_record
+    units = kinesis_records * math.ceil(
+        kinesis_record_bytes(t.record_bytes, t.per_record) / p.kinesis_put_payload_unit_bytes
+    )
+    return [
+        Line("kinesis", "shard-hours", shard_hours, "shard-hour",
+             t.shards * HOURS_PER_MONTH * p.kinesis_shard_hour, fixed=True),
+        Line("kinesis", "PUT payload units", units, "unit",
+             units / 1e6 * p.kinesis_put_payload_unit_per_million),
+    ]
+
+
+def lambda_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
+    """The processor, the query API and (with ``ingest_via_api``) the ingest function."""
+    gb_s = t.invocations * t.processor_ms / 1000 * w.processor_memory_mb / 1024
+    q_gb_s = t.api_requests * w.query_ms / 1000 * w.query_memory_mb / 1024
+    lines = [
+        Line("lambda", "processor requests", t.invocations, "request",
+             t.invocations / 1e6 * p.lambda_request_per_million),
+        Line("lambda", "processor duration", gb_s, "GB-s", gb_s * p.lambda_gb_second),
+        Line("lambda", "query requests", t.api_requests, "request",
+             t.api_requests / 1e6 * p.lambda_request_per_million),
+        Line("lambda", "query duration", q_gb_s, "GB-s", q_gb_s * p.lambda_gb_second),
+    ]
+    if t.ingest_requests:
+        i_gb_s = t.ingest_requests * w.ingest_ms / 1000 * w.ingest_memory_mb / 1024
+        lines += [
+            Line("lambda", "ingest requests", t.ingest_requests, "request",
+                 t.ingest_requests / 1e6 * p.lambda_request_per_million),
+            Line("lambda", "ingest duration", i_gb_s, "GB-s", i_gb_s * p.lambda_gb_second),
+        ]
+    return lines
+
+
+def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
+    agg_item = t.aggregate_item_bytes
+    wru_per_write = math.ceil(agg_item / KB)  # a PutItem is billed on the larger of old and new item
+    rru_per_read = math.ceil(agg_item / (4 * KB))  # strongly consistent
+    wru = t.readings * t.writes_per_reading * wru_per_write
+    rru = t.readings * t.reads_per_reading * rru_per_read
+    registry_rru = 0.5 * w.devices * SECONDS_PER_MONTH / w.device_cache_ttl_s
+    anomaly_wru = t.anomalies * 2 * math.ceil(w.anomaly_item_bytes / KB)  # table + by-day GSI
+    api_rru = t.api_requests * w.api_rru_per_request
+    lines = [
+        Line("dynamodb", "aggregate writes (conditional PutItem)", wru, "WRU",
+             wru / 1e6 * p.ddb_wru_per_million),
+        Line("dynamodb", "aggregate prefetch (consistent BatchGetItem)", rru, "RRU",
+             rru / 1e6 * p.ddb_rru_per_million),
+        Line("dynamodb", "device registry reads (cached)", registry_rru, "RRU",
+             registry_rru / 1e6 * p.ddb_rru_per_million),
+        Line("dynamodb", "anomaly writes (+GSI)", anomaly_wru, "WRU",
+             anomaly_wru / 1e6 * p.ddb_wru_per_million),
+        Line("dynamodb", "alert cooldown updates", t.cooldown_writes, "WRU",
+             t.cooldown_writes / 1e6 * p.ddb_wru_per_million),
+        Line("dynamodb", "query API reads", api_rru, "RRU", api_rru / 1e6 * p.ddb_rru_per_million),
+    ]
+    windows_per_month = min(t.readings, w.devices * SECONDS_PER_MONTH / w.window_s)
+    # Steady state: each month's items are kept for the TTL plus the background deletion lag.
+    # +100 bytes per item: DynamoDB's per-item overhead.
+    aggregates_gb = (windows_per_month * (agg_item + 100)
+                     * (w.aggregates_retention_days + w.ttl_deletion_lag_days) / DAYS_PER_MONTH / GB)
+    anomalies_gb = (t.anomalies * 2 * (w.anomaly_item_bytes + 100)
+                    * (w.anomaly_ttl_days + w.ttl_deletion_lag_days) / DAYS_PER_MONTH / GB)
+    table_gb = aggregates_gb + anomalies_gb
+    lines.append(Line("dynamodb", "storage (steady state)", table_gb, "GB-month",
+                      table_gb * p.ddb_storage_gb_month))
+    pitr_gb = aggregates_gb * w.aggregates_pitr + anomalies_gb * w.anomalies_pitr
+    if pitr_gb:
+        lines.append(Line("dynamodb", "point-in-time recovery", pitr_gb, "GB-month",
+                          pitr_gb * p.ddb_pitr_gb_month))
+    return lines
+
+
+def s3_lines(w: Workload, t: Traffic, m: Measured, p: Prices) -> list[Line]:
+    """PUTs, and the archive at steady state: Standard, then Standard-IA (128 KB billed minimum) unless
+    the lifecycle rule's size filter keeps small objects in Standard."""
+    puts = t.readings * t.s3_puts_per_reading
+    month_bytes = t.readings * t.archive_bytes_per_reading
+    std_days = min(w.archive_ia_after_days, w.archive_expire_days)
+    ia_days = max(0.0, w.archive_expire_days - w.archive_ia_after_days)
+    std_gb = month_bytes * std_days / DAYS_PER_MONTH / GB
+    lines = [
+        Line("s3", "PUT (processed + quarantine objects)", puts, "request",
+             puts / 1000 * p.s3_put_per_thousand),
+        Line("s3", "Standard storage (steady state)", std_gb, "GB-month", std_gb * p.s3_standard_gb_month),
+    ]
+    if ia_days <= 0:
+        return lines
+    if m.s3_puts_per_reading is None:  # formula: processed and quarantine objects differ in size
+        processed_objects = t.invocations
+        quarantine_objects = t.invocations * t.p_quarantine
+        objects = [
+            (processed_objects, t.batch_records * t.valid * w.archive_bytes_per_reading),
+            (quarantine_objects,
+             t.batch_records * w.malformed_rate * w.quarantine_bytes_per_record / max(t.p_quarantine, 1e-12)),
+        ]
+    else:
+        objects = [(puts, month_bytes / puts if puts else 0.0)]
+    kept_gb = ia_gb = transitions = 0.0
+    for count, size in objects:
+        if w.archive_ia_min_object_filter and size < p.s3_ia_min_object_bytes:
+            kept_gb += count * size * ia_days / DAYS_PER_MONTH / GB  # never transitions
+        else:
+            ia_gb += count * max(size, p.s3_ia_min_object_bytes) * ia_days / DAYS_PER_MONTH / GB
+            transitions += count
+    if kept_gb:
+        lines.append(Line("s3", "Standard storage (small objects kept)", kept_gb, "GB-month",
+                          kept_gb * p.s3_standard_gb_month))
+    if ia_gb:
+        lines += [
+            Line("s3", "Standard-IA storage (128 KB minimum/object)", ia_gb, "GB-month",
+                 ia_gb * p.s3_standard_ia_gb_month),
+            Line("s3", "lifecycle transitions to IA", transitions, "request",
+                 transitions / 1000 * p.s3_transition_ia_per_thousand),
+        ]
+    return lines
+
+
+def cloudwatch_lines(w: Workload, t: Traffic, m: Measured, p: Prices) -> list[Line]:
+    log_bytes = t.invocations * w.log_bytes_per_invocation + (t.api_requests + t.ingest_requests) * 600
+    log_gb = log_bytes / GB
+    stored_gb = log_gb * w.log_retention_days / DAYS_PER_MONTH
+    lines = [
+        Line("cloudwatch", "log ingestion (incl. EMF metrics)", log_gb, "GB", log_gb * p.cw_logs_ingest_gb),
+        Line("cloudwatch", "log storage", stored_gb, "GB-month", stored_gb * p.cw_logs_storage_gb_month),
+        Line("cloudwatch", "custom metrics", w.custom_metrics, "metric-month",
+             w.custom_metrics * p.cw_custom_metric_month, fixed=True),
+    ]
+    calls_per_invocation = (
+        m.metric_calls_per_invocation
+        if m.metric_calls_per_invocation is not None
+        else (1.0 if w.metrics_sink == "cloudwatch" else 0.0)
+    )
+    if w.metrics_sink == "cloudwatch" and calls_per_invocation:
+        calls = t.invocations * calls_per_invocation
+        lines.append(Line("cloudwatch", "PutMetricData", calls, "request",
+                          calls / 1000 * p.cw_put_metric_data_per_thousand))
+    lines += [
+        Line("cloudwatch", "alarms", w.alarms, "alarm-month", w.alarms * p.cw_alarm_month, fixed=True),
+        Line("cloudwatch", "dashboard", w.dashboards, "dashboard-month", w.dashboards * p.cw_dashboard_month,
+             fixed=True),
+    ]
+    return lines
+
+
+def edge_lines(t: Traffic, p: Prices) -> list[Line]:
+    """API Gateway, SNS alerts and the KMS key."""
+    gw = t.api_requests + t.ingest_requests
+    # Services reuse data keys for about 5 minutes (Kinesis, DynamoDB; S3 with a bucket key), per shard
+    # producer and consumer and per table/bucket/topic/queue: a few hundred thousand requests a month.
+    kms_requests = (2 * t.shards + 6) * 12 * HOURS_PER_MONTH
+    return [
+        Line("apigateway", "REST requests", gw, "request", gw / 1e6 * p.apigw_rest_per_million),
+        Line("sns", "alert publishes", t.alerts, "publish", t.alerts / 1e6 * p.sns_publish_per_million),
+        Line("kms", "customer managed key", 1, "key-month", p.kms_key_month, fixed=True),
+        Line("kms", "requests (data-key reuse ~5 min)", kms_requests, "request",
+             kms_requests / 10_000 * p.kms_requests_per_10k),
+    ]

@@ -1,0 +1,91 @@
+"""An estimate as the JSON object (``--json``, and the last line of every run) and as the readable table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from iotpipe.cost.capacity import capacity
+from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, Estimate
+from iotpipe.cost.sizing import payload_cap
+from iotpipe.cost.template_facts import DEFAULTS_FROM
+from iotpipe.prices import PRICES_AS_OF, REGION
+
+
+def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    w = est.workload
+    return {
+        "capacity": capacity(est),
+        "devices": w.devices,
+        "rate_hz": w.rate_hz,
+        "readings_per_month": round(est.readings_per_month),
+        "shards": est.shards,
+        "batch_size": w.batch_size,
+        "batching_window_s": w.batching_window_s,
+        "batch_records": round(est.batch_records, 1),
+        "batch_seconds": round(est.batch_seconds, 3),
+        "batch_limited_by": est.batch_limit,
+        "readings_per_record": w.readings_per_record,
+        "kinesis_records_per_month": round(est.readings_per_month / max(1, w.readings_per_record)),
+        "payload_cap_records": payload_cap(w.record_bytes, w.readings_per_record),
+        "payload_cap_readings": (
+            payload_cap(w.record_bytes, w.readings_per_record) * max(1, w.readings_per_record)
+        ),
+        "write_concurrency": w.write_concurrency,
+        "flagged_share": w.anomaly_rate,
+        "aggregates_retention_days": w.aggregates_retention_days,
+        "processor_invocations_per_month": round(est.invocations_per_month),
+        "processor_ms_per_invocation": round(est.processor_ms_per_invocation, 1),
+        "ddb_writes_per_reading": round(est.ddb_writes_per_reading, 4),
+        "s3_puts_per_reading": round(est.s3_puts_per_reading, 6),
+        "components_usd_per_month": {k: round(v, 2) for k, v in est.by_component().items()},
+        "items": [
+            {**asdict(line), "quantity": round(line.quantity, 3), "usd": round(line.usd, 4)}
+            for line in est.lines
+        ],
+        "total_usd_per_month": round(est.total, 2),
+        "usd_per_million_readings": round(est.per_million, 4),
+        "variable_usd_per_million_readings": round(est.variable_per_million, 4),
+        "target_usd_per_million_readings": TARGET_USD_PER_MILLION,
+        "target_met": est.per_million < TARGET_USD_PER_MILLION,
+        "dominant_component": est.dominant(),
+        "prices_as_of": PRICES_AS_OF,
+        "region": REGION,
+        "free_tiers": "excluded",
+        "source": est.source,
+        "defaults_from": DEFAULTS_FROM,
+        "what_if": what_if or [],
+    }
+
+
+def render(est: Estimate) -> str:
+    w = est.workload
+    out = [
+        f"iotpipe monthly cost on AWS ({REGION}, prices as published {PRICES_AS_OF}, free tiers excluded)",
+        f"  {w.devices} devices x {w.rate_hz:g} Hz = {est.readings_per_month / 1e6:,.1f} M readings/month; "
+        f"{w.readings_per_record} reading(s)/Kinesis record; "
+        f"{est.shards} shard(s); batches of {est.batch_records:,.0f} readings "
+        f"({est.batch_seconds:.2f} s of stream, closed by {est.batch_limit}); "
+        f"{est.ddb_writes_per_reading:.3f} DynamoDB writes/reading; "
+        f"{est.processor_ms_per_invocation:,.0f} ms/invocation ({w.write_concurrency} writer threads); "
+        f"{w.anomaly_rate:.2%} flagged  [{est.source}; defaults from {DEFAULTS_FROM}]",
+        "",
+        f"  {'component':<11} {'item':<45} {'quantity':>16} {'unit':<15} {'USD/month':>10}",
+    ]
+    for line in est.lines:
+        out.append(f"  {line.component:<11} {line.item:<45} {line.quantity:>16,.1f} {line.unit:<15} "
+                   f"{line.usd:>10,.2f}")
+    out.append("")
+    parts = est.by_component()
+    for name, usd in sorted(parts.items(), key=lambda kv: -kv[1]):
+        share = usd / est.total * 100 if est.total else 0.0
+        out.append(f"  {name:<11} {usd:>10,.2f} USD/month  {share:5.1f} %")
+    verdict = "met" if est.per_million < TARGET_USD_PER_MILLION else "NOT met"
+    out += [
+        f"  {'total':<11} {est.total:>10,.2f} USD/month",
+        "",
+        f"  cost per million readings: {est.per_million:.4f} USD "
+        f"(variable part {est.variable_per_million:.4f}); target < {TARGET_USD_PER_MILLION:.2f}: {verdict}; "
+        f"dominated by {est.dominant()}",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,49 @@
+"""What-ifs: the same fleet under other settings (formula only), each one change from the workload."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, estimate
+from iotpipe.cost.workload import Workload
+from iotpipe.prices import DEFAULT_PRICES, Prices
+
+
+def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
+    """Changes relative to ``w`` (the template's defaults unless flags changed them): what moves the cost."""
+    window = w.batching_window_s
+    return [
+        (f"as configured (BatchSize {w.batch_size}, window {window:g} s, "
+         f"{w.readings_per_record} readings/record)", {}),
+        ("one reading per Kinesis record (unpacked, e.g. HTTP ingest)" if w.readings_per_record != 1
+         else "25 readings per Kinesis record (the simulator's default pack)",
+         {"readings_per_record": 1 if w.readings_per_record != 1 else 25}),
+        ("BatchingWindowSeconds 10 (faster alerts)", {"batching_window_s": 10.0}),
+        ("BatchSize 500, window 10 s (the first defaults)", {"batch_size": 500, "batching_window_s": 10.0}),
+        ("IA transition without the 128 KB size filter" if w.archive_ia_min_object_filter
+         else "IA transition only for objects >= 128 KB",
+         {"archive_ia_min_object_filter": not w.archive_ia_min_object_filter}),
+        ("simulator's 1 % injection all flagged", {"anomaly_rate": 0.01}),
+        (f"BatchingWindowSeconds {max(60.0, window * 2):g}", {"batching_window_s": max(60.0, window * 2)}),
+        ("aggregates TTL 30 d, no PITR on aggregates",
+         {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
+        # More shards: fewer records per shard per second, so a payload-capped batch spans more seconds.
+        ("4 shards, BatchingWindowSeconds 60", {"shards": 4, "batching_window_s": 60.0}),
+        ("4 shards, window 60 s, aggregates TTL 30 d, no PITR on aggregates",
+         {"shards": 4, "batching_window_s": 60.0, "aggregates_retention_days": 30.0,
+          "aggregates_pitr": False}),
+    ]
+
+
+def what_if(w: Workload, prices: Prices = DEFAULT_PRICES) -> list[dict[str, Any]]:
+    """The same fleet under other settings (formula only), each one change from ``w``."""
+    rows = []
+    for label, change in what_if_scenarios(w):
+        est = estimate(replace(w, **change), prices)
+        rows.append({"scenario": label, "change": change,
+                     "usd_per_million_readings": round(est.per_million, 4),
+                     "ddb_writes_per_reading": round(est.ddb_writes_per_reading, 4),
+                     "total_usd_per_month": round(est.total, 2),
+                     "target_met": est.per_million < TARGET_USD_PER_MILLION})
+    return rows

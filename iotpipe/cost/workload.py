@@ -1,0 +1,107 @@
+"""What is being costed (``Workload``) and what a benchmark measured instead of the formula (``Measured``).
+
+Each default is the template's (``template_facts.DEFAULTS``) or a measured size, with its source beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from iotpipe.cost.template_facts import DEFAULTS
+
+# Share of valid readings the detector flags in production (each costs an anomaly item, its GSI copy and
+# cooldown writes). Not the simulator's injection rate (1 %, a what-if): the false-alarm rate measured for
+# model/artifacts/iforest-v1.json is 0.103 % on held-back readings (validation.holdout_far) and
+# 0.108-0.158 % streamed per anomaly kind (docs/model-card.md); take the worst, 0.16 %, and add 0.04 %
+# of true anomalies (at 1 Hz about 35 flagged readings per device a day in all). A fleet's true anomaly
+# share is unknown until it runs: pass --anomaly-rate to cost another.
+DETECTOR_FALSE_ALARM_RATE = 0.0016
+TRUE_ANOMALY_SHARE = 0.0004
+FLAGGED_SHARE = DETECTOR_FALSE_ALARM_RATE + TRUE_ANOMALY_SHARE  # 0.002
+# DynamoDB TTL deletes expired items in the background, typically within a few days: items stay billed
+# (storage, PITR) until then.
+TTL_DELETION_LAG_DAYS = 2.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is being costed. Defaults are the template's defaults and measured sizes (see each comment)."""
+
+    devices: int
+    rate_hz: float
+    shards: int | None = None  # None: sized from the rate (SHARD_HEADROOM)
+    batch_size: int = DEFAULTS["batch_size"]  # template BatchSize
+    batching_window_s: float = DEFAULTS["batching_window_s"]  # template BatchingWindowSeconds
+    window_s: int = 60  # aggregation window
+    record_bytes: int = 200  # a simulator reading as JSON (~170-210 bytes)
+    # Readings per Kinesis record (packed records, docs/data-model.md). Default: the simulator's default
+    # pack (SIM_PACK = 25, simulator/config.py), what a gateway batching its devices' readings sends.
+    # 1 = one reading per record (HTTP ingest, unpacked producers).
+    readings_per_record: int = 25
+    malformed_rate: float = 0.01  # simulator default SIM_MALFORMED_RATE
+    anomaly_rate: float = FLAGGED_SHARE  # share of valid readings the detector flags (see FLAGGED_SHARE)
+    alert_cooldown_s: int = DEFAULTS["alert_cooldown_s"]  # template AlertCooldownSeconds (per device)
+    # Aggregate item: ~650 bytes + ~3.9 bytes per reading in the window (seen_offsets_ms grows), measured
+    # by sizing exactly_once.build_item() items with DynamoDB's size rules (10 readings: 688 B, 60: 881 B),
+    # + 16 bytes for expires_at (10-byte name, 10-digit number).
+    item_base_bytes: int = 666
+    item_bytes_per_reading: float = 3.9
+    anomaly_item_bytes: int = 700
+    archive_bytes_per_reading: float = 60.0  # gzip JSON line in processed/ (measured 28-60 B)
+    quarantine_bytes_per_record: float = 300.0  # gzip line with raw_b64 + reason/stage/detail
+    # Processor Lambda (template MemorySize). Duration = overhead + compute + SDK CPU per call
+    # + sequential I/O (prefetch, anomalies, alerts, S3) + window writes / write_concurrency x latency.
+    processor_memory_mb: int = DEFAULTS["processor_memory_mb"]
+    processor_overhead_ms: float = 15.0
+    compute_us_per_record: float = 20.0  # bench/processor.py core on ~0.58 vCPU (1 GB Lambda)
+    # template ProcessorWriteConcurrency (the processor's WRITE_CONCURRENCY): threads writing windows
+    write_concurrency: int = DEFAULTS["write_concurrency"]
+    ddb_write_ms: float = 5.0  # one conditional PutItem, in-region (latency; overlaps across threads)
+    sdk_cpu_ms_per_call: float = 1.0  # botocore serialise/sign/parse: CPU under the GIL, does not overlap
+    ddb_batch_get_ms: float = 8.0  # one BatchGetItem of up to 100 keys (chunks are fetched in turn)
+    s3_put_ms: float = 30.0
+    sns_publish_ms: float = 15.0
+    device_cache_ttl_s: float = 300.0  # DEVICE_CACHE_TTL_S
+    # Storage retention (steady state).
+    aggregates_retention_days: float = DEFAULTS["aggregates_retention_days"]  # template AggregatesTtlDays
+    anomaly_ttl_days: float = DEFAULTS["anomaly_ttl_days"]  # template AnomalyTtlDays
+    ttl_deletion_lag_days: float = TTL_DELETION_LAG_DAYS  # TTL deletes in the background, days late
+    archive_ia_after_days: float = DEFAULTS["archive_ia_after_days"]  # template ArchiveTransitionDays
+    archive_expire_days: float = DEFAULTS["archive_expire_days"]  # template ArchiveExpirationDays
+    # template: the IA transition rule is filtered with ObjectSizeGreaterThan >= 128 KB
+    archive_ia_min_object_filter: bool = DEFAULTS["archive_ia_min_object_filter"]
+    aggregates_pitr: bool = DEFAULTS["aggregates_pitr"]  # template PointInTimeRecoveryEnabled, per table
+    anomalies_pitr: bool = DEFAULTS["anomalies_pitr"]
+    # Observability.
+    log_bytes_per_invocation: int = 2200  # START/END/REPORT + summary JSON line + EMF lines
+    log_retention_days: float = DEFAULTS["log_retention_days"]  # template LogRetentionDays
+    custom_metrics: int = 20  # processor's metric names + RecordsRejected per reason + ingest's
+    alarms: int = DEFAULTS["alarms"]  # counted in the template
+    dashboards: int = 1
+    metrics_sink: str = "emf"  # "cloudwatch": one PutMetricData call per invocation (emulator behaviour)
+    # Query API.
+    api_requests_per_day: float = 10_000.0  # dashboards, the live view, scripts
+    query_memory_mb: int = 512
+    query_ms: float = 60.0
+    api_rru_per_request: float = 8.0  # e.g. an hour of 1-minute aggregates, strongly consistent
+    # Optional: devices POST /ingest through API Gateway instead of PutRecords.
+    ingest_via_api: bool = False
+    readings_per_ingest_request: int = 100
+    ingest_memory_mb: int = 256
+    ingest_ms: float = 40.0
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per-reading figures counted by bench/e2e.py; each replaces the formula's value when present."""
+
+    source: str
+    invocations_per_reading: float | None = None
+    processor_ms_per_invocation: float | None = None
+    ddb_writes_per_reading: float | None = None
+    ddb_reads_per_reading: float | None = None
+    s3_puts_per_reading: float | None = None
+    archive_bytes_per_reading: float | None = None
+    record_bytes: float | None = None
+    item_bytes: float | None = None
+    metric_calls_per_invocation: float | None = None
