@@ -85,14 +85,14 @@ class EmfMetrics(_Buffer):
         # service="": Powertools would otherwise add POWERTOOLS_SERVICE_NAME (set by the template) as a
         # dimension, which changes every metric's identity (dashboards and alarms use none or Reason).
         emf = EphemeralMetrics(namespace=self.namespace, service="")
-        for key, value in dims:
-            emf.add_dimension(name=key, value=value)
+        for key, dim_value in dims:
+            emf.add_dimension(name=key, value=dim_value)
         for name, unit, values in metrics:
             for value in values:
                 emf.add_metric(name=name, unit=unit, value=value)
         # A property, not a dimension: searchable in Logs Insights.
         emf.add_metadata(key="service", value=self.service)
-        return emf.serialize_metric_set()
+        return dict(emf.serialize_metric_set())
 
 
 class CloudWatchMetrics(_Buffer):

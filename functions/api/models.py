@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 Severity = Literal["low", "medium", "high", "critical"]
 
-_DATE_TIME = {"format": "date-time"}
+_DATE_TIME: dict[str, JsonValue] = {"format": "date-time"}
 
 
 class _Strict(BaseModel):

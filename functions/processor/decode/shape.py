@@ -34,11 +34,11 @@ def certainly_valid_shape(doc: Any) -> bool:
     if type(device_id) is not str or DEVICE_ID_OK(device_id) is None:
         return False
     ts = doc.get("timestamp")
-    tt = type(ts)
-    if tt is str:
+    # isinstance narrows for the type checker; the exact-type checks keep bool (an int subclass) out.
+    if isinstance(ts, str):
         if not 20 <= len(ts) <= 40:
             return False
-    elif tt is not int or not 0 <= ts <= _MAX_EPOCH_MS:
+    elif type(ts) is not int or not 0 <= ts <= _MAX_EPOCH_MS:
         return False
     t = type(doc.get("temperature"))
     h = type(doc.get("humidity"))

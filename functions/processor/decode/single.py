@@ -48,13 +48,13 @@ def check_document(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: 
         if not certainly_valid_shape(doc):
             validate_reading(doc)
     except SchemaError as exc:
-        device_id = doc.get("device_id") if type(doc) is dict else None
+        named = doc.get("device_id") if type(doc) is dict else None
         return Rejection(
             record,
             SCHEMA_INVALID,
             STAGE_VALIDATE,
             schema_detail(exc),
-            device_id if isinstance(device_id, str) else None,
+            named if isinstance(named, str) else None,
         )
     device_id: str = doc["device_id"]
     try:
