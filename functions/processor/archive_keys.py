@@ -7,8 +7,6 @@ Partitions (dt=/hour=) are those of the batch's arrival: the approximate arrival
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -70,7 +68,3 @@ def quarantine_line(rejection: Rejection) -> bytes:
         doc["index"] = rejection.index
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
-
-def gzip_lines(lines: Sequence[bytes]) -> bytes:
-    """Deterministic gzip of newline-terminated lines (mtime=0: same input, same bytes, same ETag)."""
-    return gzip.compress(b"".join(line + b"\n" for line in lines), compresslevel=6, mtime=0)

@@ -196,7 +196,7 @@ def check_pipeline(outputs: dict[str, str], batch: Batch, extra_duplicates: int 
     # between the two labels is then not checked, only their sum.
 
 
-FAULTS_VAR = "PROCESSOR_FAULTS"  # functions/processor/faults.py
+FAULTS_VAR = "PROCESSOR_FAULTS"  # testkit/faults.py (read by testkit/fault_handler.py in test stacks)
 
 
 def _set_environment(lam: Any, function_name: str, variables: dict[str, str]) -> None:
