@@ -76,6 +76,7 @@ class _NoAlerts:
     class _Outcome:
         sent: int = 0
         suppressed: int = 0
+        failed: int = 0  # functions.core.ports.AlertSummary
 
     def notify(self, anomalies: Sequence[dict[str, Any]], now: float) -> _NoAlerts._Outcome:
         return self._Outcome()
