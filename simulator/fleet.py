@@ -162,6 +162,8 @@ def register_fleet(
     written = 0
     for start in range(0, len(devices), 25):
         pending = [{"PutRequest": {"Item": _item(d, fleet_secret)}} for d in devices[start : start + 25]]
+        # Its own loop, not functions.core.retry.Backoff: the simulator image (simulator/Dockerfile) copies
+        # only simulator/ and its requirements, so functions/ is not importable where this runs.
         for attempt in range(max_attempts):
             response = client.batch_write_item(RequestItems={table_name: pending})
             unprocessed = response.get("UnprocessedItems", {}).get(table_name, [])

@@ -8,7 +8,6 @@ per call, ``Limit`` set, the totals stop after a fixed number of pages). Item sh
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,10 +17,13 @@ from functions.adapters.client_errors import translate_client_error
 from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
 from functions.core.errors import TransientStoreError
 from functions.core.ports import AggregateItem, Key, Slice, WindowKey, chunked
+from functions.core.retry import Backoff
 from functions.settings import get_settings
 
 BATCH_GET_MAX_KEYS = 100
 MAX_UNPROCESSED_ROUNDS = 6
+UNPROCESSED_BACKOFF_BASE_S = 0.05
+UNPROCESSED_BACKOFF_CAP_S = 1.0
 # Watermarks and version are write-side bookkeeping: the API does not ship them over the wire.
 _READ_PROJECTION = "device_id, window_start, window_end, #c, channels, site, #l, anomaly_count"
 
@@ -60,7 +62,9 @@ class DynamoAggregateStore(DynamoTable):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(table_name or get_settings().aggregates_table, dynamodb)
-        self._sleep = sleep
+        self._backoff = Backoff(
+            MAX_UNPROCESSED_ROUNDS, UNPROCESSED_BACKOFF_BASE_S, UNPROCESSED_BACKOFF_CAP_S, sleep
+        )
 
     # --- processor: exactly-once writes ----------------------------------------------------------
 
@@ -70,8 +74,9 @@ class DynamoAggregateStore(DynamoTable):
             request: dict[str, Any] = {
                 self._table: {"Keys": [_key(k) for k in chunk], "ConsistentRead": True}
             }
-            # Retry loop (UnprocessedKeys): left as is for functions/core/retry.py to take over.
-            for attempt in range(MAX_UNPROCESSED_ROUNDS):
+            # UnprocessedKeys means throttling: back off (before each round but the first) and ask for the
+            # rest. A stateful loop (what was found, what is left), so attempts() rather than call().
+            for _ in self._backoff.attempts():
                 try:
                     response = self._ddb.batch_get_item(RequestItems=request)
                 except Exception as exc:
@@ -82,7 +87,6 @@ class DynamoAggregateStore(DynamoTable):
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                self._sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
             else:
                 raise TransientStoreError(
                     "aggregates.batch_get_item: unprocessed keys remained after retries"

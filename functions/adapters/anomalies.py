@@ -9,7 +9,7 @@ BatchWriteItem, which cannot carry conditions, is safe). The API reads with ``qu
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from functions.adapters import codec
@@ -17,10 +17,13 @@ from functions.adapters.client_errors import translate_client_error
 from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
 from functions.core.errors import TransientStoreError
 from functions.core.ports import AnomalyItem, Key, Slice
+from functions.core.retry import Backoff
 from functions.settings import get_settings
 
 BATCH_LIMIT = 25  # BatchWriteItem maximum
 MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
 BY_DAY_INDEX = "by-day"
 
 
@@ -31,8 +34,14 @@ class AnomalyStoreError(TransientStoreError):
 class DynamoAnomalyStore(DynamoTable):
     kind = "anomalies"
 
-    def __init__(self, table_name: str | None = None, dynamodb: Any = None) -> None:
+    def __init__(
+        self,
+        table_name: str | None = None,
+        dynamodb: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         super().__init__(table_name or get_settings().anomalies_table, dynamodb)
+        self._backoff = Backoff(MAX_ATTEMPTS, BACKOFF_BASE_S, BACKOFF_CAP_S, sleep)
 
     # --- detector stage: writes --------------------------------------------------------------------
 
@@ -46,8 +55,9 @@ class DynamoAnomalyStore(DynamoTable):
 
     def _write(self, requests: list[dict[str, Any]]) -> None:
         pending = {self._table: requests}
-        # Retry loop (UnprocessedItems): left as is for functions/core/retry.py to take over.
-        for attempt in range(MAX_ATTEMPTS):
+        # UnprocessedItems means throttling: back off (full jitter, before each attempt but the first) and
+        # resend the rest only. A stateful loop (what is left), so attempts() rather than call().
+        for _ in self._backoff.attempts():
             try:
                 response = self._ddb.batch_write_item(RequestItems=pending)
             except Exception as exc:
@@ -55,7 +65,6 @@ class DynamoAnomalyStore(DynamoTable):
             pending = response.get("UnprocessedItems") or {}
             if not pending:
                 return
-            time.sleep(min(0.05 * 2**attempt, 1.0))  # throttled: back off, retry the rest only
         raise AnomalyStoreError(f"{len(pending.get(self._table, []))} anomaly items unprocessed")
 
     # --- API: reads --------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ which caches per container); the API through ``get`` / ``scan`` / ``count`` (ite
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,10 +16,13 @@ from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
 from functions.core.errors import TransientStoreError
 from functions.core.ports import Item, Key, Slice, chunked
 from functions.core.readings import CORE_CHANNELS, DeviceInfo
+from functions.core.retry import Backoff
 from functions.settings import get_settings
 
 BATCH_GET_MAX_KEYS = 100  # DynamoDB BatchGetItem limit
 MAX_UNPROCESSED_ROUNDS = 6
+UNPROCESSED_BACKOFF_BASE_S = 0.05
+UNPROCESSED_BACKOFF_CAP_S = 1.0
 _PROJECTION = "#id, #name, site, #loc, latitude, longitude, #model, #tz, baseline"
 _NAMES = {"#id": "device_id", "#name": "name", "#loc": "location", "#model": "model", "#tz": "timezone"}
 
@@ -66,7 +68,9 @@ class DynamoDeviceRegistry(DynamoTable):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(table_name or get_settings().devices_table, dynamodb)
-        self._sleep = sleep
+        self._backoff = Backoff(
+            MAX_UNPROCESSED_ROUNDS, UNPROCESSED_BACKOFF_BASE_S, UNPROCESSED_BACKOFF_CAP_S, sleep
+        )
 
     # --- processor: enrichment -------------------------------------------------------------------
 
@@ -80,8 +84,9 @@ class DynamoDeviceRegistry(DynamoTable):
                     "ExpressionAttributeNames": _NAMES,
                 }
             }
-            # Retry loop (UnprocessedKeys): left as is for functions/core/retry.py to take over.
-            for attempt in range(MAX_UNPROCESSED_ROUNDS):
+            # UnprocessedKeys means throttling: back off (before each round but the first) and ask for the
+            # rest. A stateful loop (what was found, what is left), so attempts() rather than call().
+            for _ in self._backoff.attempts():
                 try:
                     response = self._ddb.batch_get_item(RequestItems=request)
                 except Exception as exc:  # botocore already retried throttling/5xx (adaptive mode)
@@ -92,8 +97,6 @@ class DynamoDeviceRegistry(DynamoTable):
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                # UnprocessedKeys means throttling: back off before asking for the rest.
-                self._sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
             else:
                 raise TransientStoreError("devices.batch_get_item: unprocessed keys remained after retries")
         return found

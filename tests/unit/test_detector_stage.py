@@ -118,3 +118,25 @@ def test_dynamo_store_batches_dedupes_and_retries_unprocessed():
     sizes = [len(c["tbl"]) for c in fake.calls]
     assert sizes == [25, 1, 5]
     assert fake.calls[0]["tbl"][0]["PutRequest"]["Item"]["ts_seq"]["S"].endswith("#49600000")
+
+
+def test_dynamo_store_gives_up_after_eight_attempts_of_unprocessed_items():
+    from functions.adapters.anomalies import AnomalyStoreError, DynamoAnomalyStore
+    from functions.detector.pipeline_stage import anomaly_item
+
+    class AlwaysThrottled:
+        def __init__(self):
+            self.calls = 0
+
+        def batch_write_item(self, RequestItems):
+            self.calls += 1
+            return {"UnprocessedItems": RequestItems}
+
+    fake, sleeps = AlwaysThrottled(), []
+    store = DynamoAnomalyStore("tbl", dynamodb=fake, sleep=sleeps.append)
+    with pytest.raises(AnomalyStoreError):
+        store.put_many([anomaly_item(reading(0), HOT, 30)])
+    # 8 attempts; full jitter up to 0.05 * 2**(n-1) s (capped at 1 s) before retry n, none after the last.
+    assert fake.calls == 8
+    assert len(sleeps) == 7
+    assert all(0 <= s <= min(1.0, 0.05 * 2 ** (n - 1)) for n, s in enumerate(sleeps, start=1))

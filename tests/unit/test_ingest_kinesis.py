@@ -31,3 +31,16 @@ def test_results_keep_input_order_across_retries() -> None:
     # sequence numbers follow the actual order stored
     by_data = {data: seq for seq, data, _ in fake.stored}
     assert [r.sequence_number for r in results] == [by_data[b"a"], by_data[b"b"], by_data[b"c"]]
+
+
+def test_gives_up_after_max_attempts_with_the_earlier_delay_maxima() -> None:
+    # Every attempt fails entry 0: 5 calls, 4 sleeps, each within 0.05 * 2**n (n = 1..4) as before Backoff.
+    fake = FakeKinesisClient([{0}] * 10)
+    sleeps: list[float] = []
+    pub = KinesisPublisher("s", fake, sleep=sleeps.append)
+    results = pub.put_records([(b"a", "a")])
+    assert len(fake.calls) == 5
+    assert len(sleeps) == 4
+    assert all(0 <= s <= 0.05 * 2**n for n, s in enumerate(sleeps, start=1))
+    assert not results[0].ok
+    assert results[0].error_code == "ProvisionedThroughputExceededException"

@@ -126,6 +126,30 @@ def test_get_many_follows_unprocessed_keys_with_consistent_reads() -> None:
     assert len(stub.calls) == 2
 
 
+
+
+@pytest.mark.parametrize(
+    ("make_store", "keys"),
+    [
+        (lambda stub, sleep: DynamoAggregateStore("tbl", stub, sleep=sleep), [("dev-1", 1795302300)]),
+        (lambda stub, sleep: DynamoDeviceRegistry("tbl", stub, sleep=sleep), ["dev-1"]),
+    ],
+    ids=["aggregates", "devices"],
+)
+def test_get_many_gives_up_after_six_rounds_of_unprocessed_keys(make_store: Any, keys: list[Any]) -> None:
+    # Throttled every round: 6 BatchGetItem calls, a full-jitter delay up to 0.05 * 2**(n-1) s before
+    # each retry n (none after the last round), then a transient error for the processor to hand back.
+    stub = StubDynamo()
+    unprocessed = {"tbl": {"Keys": [{"device_id": {"S": "dev-1"}}]}}
+    stub.responses = [{"Responses": {"tbl": []}, "UnprocessedKeys": unprocessed} for _ in range(10)]
+    sleeps: list[float] = []
+    with pytest.raises(StoreError) as info:
+        make_store(stub, sleeps.append).get_many(keys)
+    assert info.value.transient
+    assert len(stub.calls) == 6
+    assert len(sleeps) == 5
+    assert all(0 <= s <= min(1.0, 0.05 * 2 ** (n - 1)) for n, s in enumerate(sleeps, start=1))
+
 def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
     stub = StubDynamo()
     ids = [f"d{i:03d}" for i in range(150)]
