@@ -2,6 +2,7 @@
 
 python -m model.evaluate --dataset skab --data-dir ../shared/datasets/skab
 python -m model.evaluate --dataset simulator [--artifact model/artifacts/iforest-v1.json]
+python -m model.evaluate --select-on DIR... --report-on DIR... [--anomaly-free FILE] [--af-far 20]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import typer
 
 from functions.detector.anomaly_detector import EmbeddedDetector
 from iotpipe.console import run_app, track
+from model.select_report import select_on_report_on
 from model.simdata import ReadingSet, from_simulator
 from model.skab import (
     LEADERBOARD,
@@ -222,7 +224,7 @@ app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
 @app.command()
 def evaluate(
-    dataset: Annotated[Dataset, typer.Option()],
+    dataset: Annotated[Dataset | None, typer.Option()] = None,
     data_dir: Annotated[Path | None, typer.Option(help="SKAB data folder (searched recursively)")] = None,
     v1: Annotated[bool, typer.Option(
         "--v1", help="SKAB: run the old v1 detector with fixed parameters on all files")] = False,
@@ -238,7 +240,34 @@ def evaluate(
     seed: int = 11,
     anomaly_rate: float = 0.02,
     batch_size: int = 500,
+    select_on: Annotated[list[Path] | None, typer.Option(
+        help="SKAB folders every choice is made on (select-on/report-on mode)")] = None,
+    report_on: Annotated[list[Path] | None, typer.Option(
+        help="SKAB folders scored once with the choice made on --select-on")] = None,
+    anomaly_free: Annotated[Path | None, typer.Option(
+        help="label-free normal recording for the FAR constraint (default: anomaly-free/anomaly-free.csv "
+        "beside the first --select-on folder, if present)")] = None,
+    af_far: Annotated[float, typer.Option(
+        help="select-on/report-on: max false-alarm rate (%) on the anomaly-free pseudo-devices")] = 20.0,
+    no_forest: Annotated[bool, typer.Option(
+        "--no-forest", help="select-on/report-on: PCA T2+Q grid only (skip the forest grid)")] = False,
 ) -> int:
+    if select_on or report_on:
+        if not select_on or not report_on or dataset is Dataset.simulator:
+            print("needs --select-on DIR... and --report-on DIR... (SKAB folders)", file=sys.stderr)
+            return 2
+        if anomaly_free is None:
+            default = select_on[0].parent / "anomaly-free" / "anomaly-free.csv"
+            anomaly_free = default if default.is_file() else None
+        result = select_on_report_on(
+            select_on, report_on, anomaly_free, af_far, forest_grid=() if no_forest else GRID
+        )
+        _print_select_report(result)
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    if dataset is None:
+        print("give --dataset skab|simulator, or --select-on DIR... --report-on DIR...", file=sys.stderr)
+        return 2
     if dataset is Dataset.skab:
         if data_dir is None:
             print("--dataset skab needs --data-dir", file=sys.stderr)
@@ -260,8 +289,48 @@ def evaluate(
     return 0
 
 
+def _print_select_report(r: dict[str, Any]) -> None:
+    _log(f"select on {' '.join(r['select_on'])} ({r['files']['select_on']} files), report once on "
+         f"{' '.join(r['report_on'])} ({r['files']['report_on']} files); rule: {r['rule']}")
+    _log(f"{'on the report-on files':<52} {'F1':>6} {'FAR %':>7} {'MAR %':>7}   select-on F1, gap")
+    for name, b in (("selected (constrained rule)", r["constrained"]), ("selected (unconstrained)",
+                                                                         r["unconstrained"])):
+        if b is not None:
+            tail = f"   {b['select_f1']:.3f}, {b['gap']:+.3f}  {b['selected']}"
+            _log(_row(f"  {name}", b["report"]) + tail)
+    for fam, rules in r["by_family"].items():
+        for rule, b in rules.items():
+            if b is not None:
+                tail = f"   {b['select_f1']:.3f}, {b['gap']:+.3f}  {b['selected']}"
+                _log(_row(f"  best {fam} ({rule})", b["report"]) + tail)
+    _log(_row("  PCA T2+Q fixed baseline (no selection)", r["pca_baseline"]["report"]))
+    _log(_row("  flag every test row", r["flag_all"]))
+
+
+def _expand_multi(argv: list[str]) -> list[str]:
+    """``--select-on A B --report-on C`` -> ``--select-on A --select-on B --report-on C`` (typer options
+    take one value each)."""
+    out: list[str] = []
+    current: str | None = None
+    given = False
+    for arg in [*argv, "--"]:
+        if current is not None and not given and (arg.startswith("-") or arg == "--"):
+            out.append(current)  # a flag without a value: typer reports it
+        if arg in ("--select-on", "--report-on"):
+            current, given = arg, False
+            continue
+        if arg.startswith("-"):
+            current = None
+        elif current is not None:
+            out.append(current)
+            given = True
+        out.append(arg)
+    return out[:-1]
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_app(app, argv, prog_name="iotpipe model evaluate")
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_app(app, _expand_multi(args), prog_name="iotpipe model evaluate")
 
 
 if __name__ == "__main__":
