@@ -7,6 +7,7 @@
     iotpipe status [--json] [--stack NAME]                       outputs and pipeline counts
     iotpipe rebuild [--json] [--stack NAME]                      aggregates + anomalies from the archive
     iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
+    iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 """
 

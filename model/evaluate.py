@@ -241,9 +241,9 @@ def evaluate(
     anomaly_rate: float = 0.02,
     batch_size: int = 500,
     select_on: Annotated[list[Path] | None, typer.Option(
-        help="SKAB folders every choice is made on (select-on/report-on mode)")] = None,
+        metavar="DIR...", help="SKAB folders every choice is made on (select-on/report-on mode)")] = None,
     report_on: Annotated[list[Path] | None, typer.Option(
-        help="SKAB folders scored once with the choice made on --select-on")] = None,
+        metavar="DIR...", help="SKAB folders scored once with the choice made on --select-on")] = None,
     anomaly_free: Annotated[Path | None, typer.Option(
         help="label-free normal recording for the FAR constraint (default: anomaly-free/anomaly-free.csv "
         "beside the first --select-on folder, if present)")] = None,
