@@ -88,7 +88,7 @@ def _false_alarm_pct(preds: Sequence[np.ndarray]) -> float:
 class Choice:
     label: str
     family: str
-    select: Confusion
+    on_select: Confusion  # its confusion on the select-on files
     af_far_pct: float | None
 
 
@@ -203,7 +203,7 @@ def select_on_report_on(
         if choice is None:
             return None
         r = report(choice.label)
-        s, rf1 = choice.select.metrics()["f1"], r.metrics()["f1"]
+        s, rf1 = choice.on_select.metrics()["f1"], r.metrics()["f1"]
         cfg = (
             pca_cfg[choice.label].as_dict()
             if choice.label in pca_cfg
@@ -214,7 +214,7 @@ def select_on_report_on(
             "family": choice.family,
             "config": cfg,
             "select_f1": s,
-            "select_on": summary(choice.select),
+            "select_on": summary(choice.on_select),
             "af_far_pct": choice.af_far_pct,
             "report": summary(r),
             "gap": round(s - rf1, 4),

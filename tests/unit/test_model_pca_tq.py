@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,25 @@ def test_grid_predictions_equal_the_shipped_scorer():
             cal = calibrate(d.channels, d.values, cfg)
             cols = [d.channels.index(c) for c in cal.channels]
             assert np.array_equal(pred, alarms(cal, d.values[:, cols])[TRAIN_ROWS:]), cfg.label()
+
+
+def test_alarms_in_batches_equal_one_pass_when_raw_flags_are_carried():
+    # GIVEN a device with a fault, scored whole and in Kinesis-like batches
+    values, _ = _device(7)
+    cal = calibrate(CHANNELS, values, CFG)
+    hyd = _hyd(values)
+    whole = alarms(cal, hyd)
+    # WHEN each batch carries the raw flags (exceedance > 1) of the rows before it
+    raw = exceedance(cal, hyd) > 1.0
+    parts = [alarms(cal, hyd[lo : lo + 64], history=raw[:lo]) for lo in range(0, ROWS, 64)]
+    # THEN the verdicts are the same
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
+def test_the_scorer_needs_numpy_only():
+    code = (
+        "import sys, functions.detector.pca_tq; "
+        "bad = [m for m in ('sklearn', 'scipy', 'boto3', 'model') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
