@@ -118,6 +118,16 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
     return params
 
 
+def with_day_defaults(wanted: Sequence[str], params: Mapping[str, str], today: str) -> dict[str, str]:
+    """``params`` plus ``from_day`` / ``to_day`` = ``today`` (UTC, YYYY-MM-DD) where the query takes them
+    and they were not given: ``iotpipe query --named anomalies-per-site-per-day`` asks about today."""
+    filled = dict(params)
+    for name in ("from_day", "to_day"):
+        if name in wanted and name not in filled:
+            filled[name] = today
+    return filled
+
+
 def template_named_queries(template: Mapping[str, Any] | None = None) -> dict[str, NamedQuery]:
     """The template's AWS::Athena::NamedQuery resources by name."""
     doc = template if template is not None else load_template(TEMPLATE)

@@ -392,7 +392,12 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
         athena = _client("athena")
         if named:
             query = aq.named_query(athena, target.workgroup, named)
-            text = aq.render(query.sql, aq.parse_params(params))
+            today = time.strftime("%Y-%m-%d", time.gmtime())
+            given = aq.parse_params(params)
+            filled = aq.with_day_defaults(query.parameters, given, today)
+            if filled != given:
+                _say(f"from_day / to_day not given: {today} (today, UTC)")
+            text = aq.render(query.sql, filled)
         else:
             if params:
                 raise aq.QueryError("--param is for --named queries")

@@ -249,3 +249,25 @@ def test_named_quarantine_reasons_over_time(
 def test_a_bad_query_fails_with_the_engine_s_reason(athena: Any, sql: aq.QueryTarget) -> None:
     with pytest.raises(aq.QueryError, match=r"query failed: .*SELEC"):
         _query(athena, sql, "SELEC device_id FROM processed")
+
+
+def test_iotpipe_query_prints_the_named_query_as_json(
+        sql: aq.QueryTarget, archived: Produced, capsys: pytest.CaptureFixture[str]) -> None:
+    from iotpipe.cli import main
+
+    # WHEN the CLI runs the named query over the produced days, and once with the days left to default
+    status = main(["query", "--stack", sql.stack, "--named", "anomalies-per-site-per-day", "--json",
+                   "--param", f"from_day={archived.days[0]}", "--param", f"to_day={archived.days[1]}"])
+    doc = json.loads(capsys.readouterr().out)
+    defaulted = main(["query", "--stack", sql.stack, "--named", "anomalies-per-site-per-day", "--json"])
+    today = json.loads(capsys.readouterr().out)
+    # THEN both succeed; the first has this module's sites with the produced counts, and the bytes scanned
+    assert status == 0
+    assert defaulted == 0
+    assert "rows" in today
+    mine = {r["site"]: r["readings"] for r in doc["rows"] if r["site"] in archived.sites}
+    assert sum(mine.values()) == sum(len(rows) for rows in archived.readings.values())
+    assert doc["bytes_scanned"] > 0
+    # AND a stack that does not exist is a one-line error, not a traceback
+    assert main(["query", "--stack", "no-such-stack", "SELECT 1", "--json"]) == 1
+    assert "cannot read stack" in json.loads(capsys.readouterr().out)["error"]

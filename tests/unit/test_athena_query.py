@@ -93,3 +93,9 @@ def test_a_stack_without_the_sql_outputs_has_no_athena() -> None:
 def test_the_table_aligns_numbers_right() -> None:
     text = aq.render_table(["site", "n"], [["a", 3], ["bb", 12]])
     assert text.splitlines() == ["site   n", "----  --", "a      3", "bb    12"]
+
+
+def test_the_day_range_defaults_to_today_only_where_the_query_takes_it() -> None:
+    assert aq.with_day_defaults(["from_day", "to_day"], {"to_day": "2026-12-02"}, "2026-12-01") == {
+        "from_day": "2026-12-01", "to_day": "2026-12-02"}
+    assert aq.with_day_defaults(["device_id"], {}, "2026-12-01") == {}
