@@ -415,6 +415,12 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
     if emulated:
         result.notes.append("emulator: ministack runs Athena on DuckDB and reports the size of the result "
                             "rows as bytes scanned, not the bytes read (docs/querying.md)")
+        with contextlib.suppress(Exception):  # best effort: the listing only explains the figure
+            s3 = _client("s3")
+            for prefix in ("processed/", "quarantine/"):
+                held = aq.archive_footprint(s3, outputs["ArchiveBucketName"], prefix)
+                result.notes.append(f"the archive holds {held.objects} objects, {aq.human_bytes(held.bytes)} "
+                                    f"under {prefix} (all read by a query without a dt filter)")
     if as_json:
         print(json.dumps(result.to_json(), sort_keys=True, default=str))
     else:

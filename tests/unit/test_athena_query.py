@@ -99,3 +99,19 @@ def test_the_day_range_defaults_to_today_only_where_the_query_takes_it() -> None
     assert aq.with_day_defaults(["from_day", "to_day"], {"to_day": "2026-12-02"}, "2026-12-01") == {
         "from_day": "2026-12-01", "to_day": "2026-12-02"}
     assert aq.with_day_defaults(["device_id"], {}, "2026-12-01") == {}
+
+
+class FakeS3:
+    def get_paginator(self, name: str) -> FakeS3:
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+        return [{"Contents": [{"Key": f"{Prefix}a", "Size": 100}, {"Key": f"{Prefix}b", "Size": 50}]},
+                {"Contents": [{"Key": f"{Prefix}c", "Size": 1}]}, {}]
+
+
+def test_the_archive_footprint_counts_every_page() -> None:
+    held = aq.archive_footprint(FakeS3(), "bucket", "processed/dt=2026-12-01/")
+    assert (held.objects, held.bytes) == (3, 151)
+    assert held.mean_object_bytes == pytest.approx(151 / 3)
