@@ -12,6 +12,9 @@ MINISTACK_VERSION := 1.5.33
 # boto3 matching ministack's exact botocore pin: the Lambda runtime on AWS ships boto3, so the
 # emulator's interpreter (which runs the functions) must too.
 EMU_BOTO3 := 1.43.106
+# ministack runs Athena queries on DuckDB when it can import it (ATHENA_ENGINE, services/athena.py);
+# without it every query "succeeds" with mock rows. iotpipe/emulator.py sets ATHENA_ENGINE=duckdb.
+EMU_DUCKDB := 1.5.6
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHON := $(CURDIR)/$(PY)
 
@@ -26,10 +29,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
-$(EMU_VENV)/.installed:
+$(EMU_VENV)/.installed: Makefile
 	@test -n "$(PY312)" || { echo "Python 3.12 not found (set PY312=/path/to/python3.12)"; exit 1; }
 	@test -x $(EMU_VENV)/bin/python || $(PY312) -m venv $(EMU_VENV)
-	$(EMU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "ministack==$(MINISTACK_VERSION)" "boto3==$(EMU_BOTO3)"
+	$(EMU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "ministack==$(MINISTACK_VERSION)" "boto3==$(EMU_BOTO3)" "duckdb==$(EMU_DUCKDB)"
 	@touch $@
 
 venv: $(VENV)/.installed ## create the development environment (.venv, Python 3.12)

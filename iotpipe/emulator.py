@@ -106,6 +106,10 @@ class Emulator:
             # Functions inherit this environment: the processor's PARTIAL_BATCH_RESPONSE=auto reads it
             # (ministack drops records reported in batchItemFailures; functions/settings.py).
             "IOTPIPE_EMULATOR": "ministack",
+            # Athena queries run on DuckDB (installed in the emulator's environment by the Makefile);
+            # "auto" would fall back to mock rows if it were missing, which no test could tell from
+            # an empty answer, so the engine is named and a missing duckdb fails the query.
+            "ATHENA_ENGINE": "duckdb",
         }
         # Functions inherit the server's environment: do not leak the developer's endpoint or
         # virtualenv into them.

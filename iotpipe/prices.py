@@ -46,6 +46,10 @@ class Prices:
     s3_put_per_thousand: float = 0.005  # PUT, COPY, POST, LIST
     s3_transition_ia_per_thousand: float = 0.01  # lifecycle transition requests into Standard-IA
 
+    # Athena (SQL queries, engine 3): per TB scanned, each query billed at least 10 MB.
+    athena_per_tb_scanned: float = 5.00
+    athena_min_bytes_per_query: int = 10 * 1000**2
+
     # CloudWatch.
     cw_custom_metric_month: float = 0.30  # first 10,000 metrics
     cw_put_metric_data_per_thousand: float = 0.01

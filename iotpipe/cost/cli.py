@@ -2,6 +2,7 @@
 
     iotpipe cost --devices 1000 --rate 1 [--json] [--batch-size N] [--batching-window S] [--shards N]
     iotpipe cost --devices 1000 --rate 1 --from-bench out/e2e.json
+    iotpipe cost --devices 1000 --rate 1 --athena-queries-per-day 50 --athena-days-per-query 1
 
 Everything is a flag with the default documented beside it. The output ends with one JSON object
 (``--json``: only that line).
@@ -59,6 +60,11 @@ def cost(
     ingest_via_api: Annotated[bool, typer.Option(
         "--ingest-via-api", help="devices POST /ingest instead of PutRecords")] = False,
     ddb_write_ms: float = D.ddb_write_ms,
+    athena_queries_per_day: Annotated[float, typer.Option(
+        help="Athena queries a day over the archive (docs/querying.md; default 0: not costed)")
+    ] = D.athena_queries_per_day,
+    athena_days_per_query: Annotated[float, typer.Option(
+        help="days of archive each of those queries scans")] = D.athena_days_per_query,
 ) -> int:
     if devices <= 0 or rate <= 0:
         print("--devices and --rate must be positive", file=sys.stderr)
@@ -82,6 +88,8 @@ def cost(
         anomalies_pitr=D.anomalies_pitr and not no_pitr,
         write_concurrency=max(1, write_concurrency),
         ddb_write_ms=ddb_write_ms,
+        athena_queries_per_day=max(0.0, athena_queries_per_day),
+        athena_days_per_query=max(0.0, athena_days_per_query),
     )
     measured = None
     if from_bench:

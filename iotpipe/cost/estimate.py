@@ -80,6 +80,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         *s3_lines(w, t, m, prices),
         *cloudwatch_lines(w, t, m, prices),
         *edge_lines(t, prices),
+        *athena_lines(w, t, prices),
     ]
     return Estimate(
         workload=w,
@@ -173,6 +174,22 @@ def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
         lines.append(Line("dynamodb", "point-in-time recovery", pitr_gb, "GB-month",
                           pitr_gb * p.ddb_pitr_gb_month))
     return lines
+
+
+def athena_bytes_per_query(w: Workload, t: Traffic, p: Prices) -> float:
+    """Bytes one query over ``athena_days_per_query`` days of archive scans (gzip JSON: all of it)."""
+    day_bytes = t.readings / DAYS_PER_MONTH * (t.archive_bytes_per_reading
+                                               + w.malformed_rate * w.quarantine_bytes_per_record)
+    return max(float(p.athena_min_bytes_per_query), day_bytes * w.athena_days_per_query)
+
+
+def athena_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
+    """Athena queries over the archive, priced per TB scanned (none unless queries are costed)."""
+    if w.athena_queries_per_day <= 0:
+        return []
+    scanned_tb = w.athena_queries_per_day * DAYS_PER_MONTH * athena_bytes_per_query(w, t, p) / 1e12
+    item = f"queries over {w.athena_days_per_query:g} day(s) of archive"
+    return [Line("athena", item, scanned_tb, "TB scanned", scanned_tb * p.athena_per_tb_scanned)]
 
 
 def s3_lines(w: Workload, t: Traffic, m: Measured, p: Prices) -> list[Line]:

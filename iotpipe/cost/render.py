@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from iotpipe.cost.capacity import capacity
-from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, Estimate
+from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, Estimate, athena_bytes_per_query
 from iotpipe.cost.sizing import payload_cap
 from iotpipe.cost.template_facts import DEFAULTS_FROM
-from iotpipe.prices import PRICES_AS_OF, REGION
+from iotpipe.cost.traffic import monthly_traffic
+from iotpipe.cost.workload import Measured
+from iotpipe.prices import DEFAULT_PRICES, PRICES_AS_OF, REGION
 
 
 def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -55,6 +57,21 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "source": est.source,
         "defaults_from": DEFAULTS_FROM,
         "what_if": what_if or [],
+        "athena": athena_facts(est),
+    }
+
+
+def athena_facts(est: Estimate) -> dict[str, Any]:
+    """What one query over a day of archive scans and costs, whether or not queries are costed."""
+    one_day = replace(est.workload, athena_days_per_query=1.0)
+    scanned = athena_bytes_per_query(one_day, monthly_traffic(one_day, Measured(source="formula")),
+                                     DEFAULT_PRICES)
+    return {
+        "usd_per_tb_scanned": DEFAULT_PRICES.athena_per_tb_scanned,
+        "bytes_scanned_per_day_query": round(scanned),
+        "usd_per_day_query": round(scanned / 1e12 * DEFAULT_PRICES.athena_per_tb_scanned, 4),
+        "queries_per_day": est.workload.athena_queries_per_day,
+        "days_per_query": est.workload.athena_days_per_query,
     }
 
 
@@ -88,4 +105,9 @@ def render(est: Estimate) -> str:
         f"(variable part {est.variable_per_million:.4f}); target < {TARGET_USD_PER_MILLION:.2f}: {verdict}; "
         f"dominated by {est.dominant()}",
     ]
+    athena = athena_facts(est)
+    day_gb = athena["bytes_scanned_per_day_query"] / 1e9
+    out.append(f"  Athena over the archive: a query over one day scans {day_gb:,.2f} GB = "
+               f"{athena['usd_per_day_query']:.4f} USD at {athena['usd_per_tb_scanned']:.2f} USD/TB "
+               f"(gzip JSON lines are read whole; --athena-queries-per-day N costs N a day)")
     return "\n".join(out)

@@ -78,7 +78,9 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
         raise KeyError("aggregates table has a TTL but no AggregatesTtlDays parameter")
 
     rules = [r for r in (props("AWS::S3::Bucket", "Archive").get("LifecycleConfiguration") or {})
-             .get("Rules", []) if str(r.get("Status")) == "Enabled"]
+             .get("Rules", []) if str(r.get("Status")) == "Enabled"
+             # a rule for one prefix (Athena's query results) is not the archive's
+             and not r.get("Prefix") and not (r.get("Filter") or {}).get("Prefix")]
     ia_rules = [r for r in rules
                 if any(t.get("StorageClass") == "STANDARD_IA" for t in r.get("Transitions") or [])]
     expiring = [r for r in rules if "ExpirationInDays" in r]

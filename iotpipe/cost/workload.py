@@ -84,6 +84,11 @@ class Workload:
     query_memory_mb: int = 512
     query_ms: float = 60.0
     api_rru_per_request: float = 8.0  # e.g. an hour of 1-minute aggregates, strongly consistent
+    # SQL over the archive (docs/querying.md): Athena queries a day, each over this many days of archive.
+    # Athena reads every byte of the gzip JSON objects in the partitions a query touches (measured
+    # 55.9 B per reading in processed/, docs/scalability-and-cost.md); 0 queries: no Athena line.
+    athena_queries_per_day: float = 0.0
+    athena_days_per_query: float = 1.0
     # Optional: devices POST /ingest through API Gateway instead of PutRecords.
     ingest_via_api: bool = False
     readings_per_ingest_request: int = 100

@@ -465,3 +465,27 @@ def test_readings_per_record_flag_and_what_if(capsys: pytest.CaptureFixture[str]
     assert doc["target_met"] is False
     assert doc["what_if"][1]["change"] == {"readings_per_record": 25}
     assert doc["what_if"][1]["target_met"] is True
+
+
+def test_athena_is_priced_per_tb_of_archive_a_query_reads() -> None:
+    # GIVEN 1,000 devices x 1 Hz, every archived reading 55.9 B (measured, docs/scalability-and-cost.md)
+    w = Workload(devices=1000, rate_hz=1, archive_bytes_per_reading=55.9, malformed_rate=0.0)
+    # THEN without queries there is no Athena line, and the JSON still says what a one-day query costs
+    assert not [line for line in estimate(w).lines if line.component == "athena"]
+    day_bytes = 1000 * 86_400 * 55.9
+    facts = cost.to_json(estimate(w))["athena"]
+    assert facts["bytes_scanned_per_day_query"] == pytest.approx(day_bytes, rel=1e-6)
+    assert facts["usd_per_day_query"] == pytest.approx(day_bytes / 1e12 * 5.0, abs=1e-4)
+    # AND 20 queries a day over 7 days each cost 20 x 30.4 x 7 days of archive at $5/TB
+    est = estimate(replace(w, athena_queries_per_day=20, athena_days_per_query=7))
+    line = _line(est, "athena", "queries over 7 day(s)")
+    assert line.quantity == pytest.approx(20 * 730 / 24 * 7 * day_bytes / 1e12, rel=1e-6)
+    assert line.usd == pytest.approx(line.quantity * 5.0)
+    # AND a tiny query is billed Athena's 10 MB minimum
+    tiny = estimate(replace(w, devices=1, athena_queries_per_day=1, athena_days_per_query=0.001))
+    assert _line(tiny, "athena", "queries").quantity == pytest.approx(730 / 24 * 10e6 / 1e12)
+
+
+def test_the_athena_results_lifecycle_rule_does_not_hide_the_archive_rules() -> None:
+    facts = cost.to_json(estimate(Workload(devices=1000, rate_hz=1)))
+    assert facts["defaults_from"] == "cloudformation/template.yaml"
