@@ -70,7 +70,10 @@ def archive_totals(s3: Any, bucket: str) -> dict[str, Any]:
     out: dict[str, Any] = {"objects": 0, "versions": 0, "bytes": 0, "reasons": Counter(),
                            "aggregated_lines": 0, "duplicate_lines": 0, "ranges": set()}
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket):
+    # The archive's prefixes only: the bucket also holds Athena's query results (athena-results/).
+    pages = (page for prefix in ("processed/", "quarantine/")
+             for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
+    for page in pages:
         for obj in page.get("Contents", []):
             out["objects"] += 1
             out["bytes"] += int(obj["Size"])

@@ -139,19 +139,22 @@ def archived(s3: Any, bucket: str, batch: Batch) -> tuple[Counter[str], int, int
     aggregated = duplicates = 0
     prefix = batch.prefix
     raws = {data for _, data in batch.payloads()}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            for line in body.splitlines():
-                doc = json.loads(line)
-                if obj["Key"].startswith("quarantine/"):
-                    if base64.b64decode(doc["raw_b64"]) in raws:
-                        reasons[doc["reason"]] += 1
-                elif doc.get("device_id", "").startswith(prefix):
-                    if doc.get("status") == "duplicate":
-                        duplicates += 1
-                    else:
-                        aggregated += 1
+    # Only the archive's own prefixes: the bucket also holds Athena's query results (athena-results/).
+    keys = [obj["Key"] for archive_prefix in ("processed/", "quarantine/")
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=archive_prefix)
+            for obj in page.get("Contents", [])]
+    for key in keys:
+        body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        for line in body.splitlines():
+            doc = json.loads(line)
+            if key.startswith("quarantine/"):
+                if base64.b64decode(doc["raw_b64"]) in raws:
+                    reasons[doc["reason"]] += 1
+            elif doc.get("device_id", "").startswith(prefix):
+                if doc.get("status") == "duplicate":
+                    duplicates += 1
+                else:
+                    aggregated += 1
     return reasons, aggregated, duplicates
 
 

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _dry_run(target: str, extra_env: dict[str, str]) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # Production deploys: no AWS_* of the caller, and no test hooks (the integration conftest sets
+    # IOTPIPE_TEST_HOOKS=faults for its own stacks when both tiers run in one session).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "IOTPIPE_TEST_HOOKS"}
     env.update(extra_env)
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--dry-run", "--yes"],
