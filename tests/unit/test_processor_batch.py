@@ -206,6 +206,33 @@ def test_detector_sees_fresh_readings_sorted_by_device_and_time_and_counts_land_
     assert again.redelivered == 4
 
 
+def test_archive_lines_carry_the_verdict_of_the_readings_detection_ran_on() -> None:
+    # GIVEN a detector that flags hot readings, and a batch with a reading sent twice
+    ports = fake_ports(detector=HotDetector(), handle_verdicts=RecordingStage())
+    docs = hot_batch()
+    records = make_records([*docs, docs[1]], arrival_s=NOW_S)
+    # WHEN it is processed
+    process_batch(records, ports, CONFIG, now_s=NOW_S)
+    lines = [orjson.loads(x) for x in ports.archive.lines("processed/")]
+    # THEN each aggregated line has the detector's verdict, the in-batch duplicate none
+    aggregated = sorted((x["epoch_ms"], x["anomaly"], x["anomaly_score"], x["severity"])
+                        for x in lines if x["status"] == "aggregated")
+    t = WINDOW * 1000
+    assert aggregated == [(t + 1000, True, 1.0, "high"), (t + 2000, True, 1.0, "high"),
+                          (t + 3000, False, 0.0, "none"), (t + 4000, False, 0.0, "none")]
+    duplicates = [x for x in lines if x["status"] == "duplicate"]
+    assert len(duplicates) == 1
+    assert "anomaly" not in duplicates[0]
+
+
+def test_without_a_detector_archive_lines_have_no_verdict() -> None:
+    ports = fake_ports()
+    process_batch(make_records(hot_batch(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
+    lines = [orjson.loads(x) for x in ports.archive.lines("processed/")]
+    assert len(lines) == 4
+    assert not any("anomaly" in x or "anomaly_score" in x for x in lines)
+
+
 def test_anomaly_stage_failure_leaves_the_batch_to_redelivery() -> None:
     # GIVEN an anomaly store that fails once
     detector, stage = HotDetector(), RecordingStage(fail=1)
