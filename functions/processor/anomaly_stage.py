@@ -41,6 +41,8 @@ class Detection:
 
     groups: dict[WindowKey, WindowGroup]  # the windows to write now (others are handed back)
     anomalous: frozenset[int] = frozenset()  # id() of flagged readings
+    # id() of every reading scored and kept (not a casualty) -> its verdict: the archive line records it
+    verdicts: dict[int, Verdict] = field(default_factory=dict)
     casualties: list[Casualty] = field(default_factory=list)  # failed alone: quarantine them
     failed: list[Reading] = field(default_factory=list)  # handed back: the stage had an outage
     hand_back_all: bool = False  # the deadline came before the stage could start
@@ -77,7 +79,7 @@ def detect_anomalies(
     if deadline.expired():
         return Detection({}, hand_back_all=True, errors=["deadline: anomaly stage not started"])
     try:
-        anomalous, casualties, stages = _detect(detector, ports, fresh_by_key, now_s)
+        verdicts, casualties, stages = _detect(detector, ports, fresh_by_key, now_s)
     except Exception as exc:
         logger.warning("anomaly stage failed: %r", exc)
         return Detection(
@@ -87,7 +89,8 @@ def detect_anomalies(
         )
     return Detection(
         groups,
-        frozenset(anomalous),
+        frozenset(i for i, v in verdicts.items() if v.is_anomaly),
+        verdicts,
         casualties,
         anomalies=sum(len(s.anomalies) for s in stages),
         alerts_sent=sum(s.alerts_sent for s in stages),
@@ -98,8 +101,8 @@ def detect_anomalies(
 
 def _detect(
     detector: Detector, ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float
-) -> tuple[set[int], list[Casualty], list[AnomalyStageResult]]:
-    """Score, store, alert: (ids of flagged readings, casualties, the stage's results).
+) -> tuple[dict[int, Verdict], list[Casualty], list[AnomalyStageResult]]:
+    """Score, store, alert: (id() -> verdict of the readings kept, casualties, the stage's results).
 
     A failure that concerns some readings only is contained to them: detection is retried per device and
     then per reading, storage per flagged reading; a reading that still fails becomes a casualty (the
@@ -134,10 +137,8 @@ def _detect(
                     raise
                 casualties.append((r, STORAGE_REJECTED, STAGE_ANOMALY_STORE, _why(item_exc)))
     failed_ids = {id(c[0]) for c in casualties}
-    anomalous = {
-        id(r) for r, v in zip(scored, verdicts, strict=True) if v.is_anomaly and id(r) not in failed_ids
-    }
-    return anomalous, casualties, stages
+    kept = {id(r): v for r, v in zip(scored, verdicts, strict=True) if id(r) not in failed_ids}
+    return kept, casualties, stages
 
 
 def _verdicts(

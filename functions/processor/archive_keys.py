@@ -13,6 +13,7 @@ import orjson
 
 from functions.core.readings import Reading
 from functions.core.timestamps import format_ms
+from functions.detector.interface import Verdict
 from functions.processor.records import Rejection
 
 PROCESSED_PREFIX = "processed"
@@ -25,8 +26,13 @@ def archive_key(prefix: str, shard_id: str, first_seq: str, last_seq: str, arriv
     return f"{prefix}/dt={stamp[:10]}/hour={stamp[11:13]}/{shard_id}-{first_seq}-{last_seq}.jsonl.gz"
 
 
-def processed_line(reading: Reading, status: str) -> bytes:
-    """One processed reading (status "aggregated" or "duplicate"); carries ground_truth, never decides."""
+def processed_line(reading: Reading, status: str, verdict: Verdict | None = None) -> bytes:
+    """One processed reading (status "aggregated" or "duplicate").
+
+    With the detector's ``verdict`` (detection ran on this reading) the line records ``anomaly``,
+    ``anomaly_score`` and ``severity``; without one (detector disabled, a duplicate, a reading an earlier
+    delivery applied) the three are absent. ``ground_truth`` is the simulator's label, carried as sent.
+    """
     device = reading.device
     doc: dict[str, Any] = {
         "device_id": reading.device_id,
@@ -39,6 +45,10 @@ def processed_line(reading: Reading, status: str) -> bytes:
         "sequence_number": reading.sequence_number,
         "status": status,
     }
+    if verdict is not None:
+        doc["anomaly"] = verdict.is_anomaly
+        doc["anomaly_score"] = float(verdict.score)
+        doc["severity"] = verdict.severity
     if reading.ground_truth is not None:
         doc["ground_truth"] = reading.ground_truth
     if reading.index is not None:  # an element of a packed record: (sequence_number, index) names it

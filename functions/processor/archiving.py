@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from functions.core.ports import Archive
+from functions.detector.interface import Verdict
 from functions.processor.accounting import AGGREGATED, DUPLICATE, FailPoints
 from functions.processor.archive_keys import (
     PROCESSED_PREFIX,
@@ -29,9 +31,19 @@ class Archived:
 
 
 def archive_batch(
-    prepared: Prepared, archive: Archive, failed_at: FailPoints, applied_ids: set[int]
+    prepared: Prepared,
+    archive: Archive,
+    failed_at: FailPoints,
+    applied_ids: set[int],
+    verdicts: Mapping[int, Verdict] | None = None,
 ) -> Archived:
-    """Archive, per shard, every record before the shard's failure point: processed and quarantined."""
+    """Archive, per shard, every record before the shard's failure point: processed and quarantined.
+
+    ``verdicts`` (id() of a reading -> the detector's verdict, from the anomaly stage) puts the verdict in
+    the line of each reading detection ran on; readings without one (detector disabled, duplicates,
+    readings an earlier delivery already applied) get no verdict fields.
+    """
+    verdicts = verdicts or {}
     by_shard: dict[str, list[KinesisRecord]] = {}
     for record in prepared.records:
         by_shard.setdefault(record.shard_id, []).append(record)
@@ -41,7 +53,8 @@ def archive_batch(
             fail = failed_at.get(r.shard_id)
             if fail is None or int(r.sequence_number) < fail:
                 status = AGGREGATED if id(r) in applied_ids else DUPLICATE
-                processed.setdefault(r.shard_id, []).append(processed_line(r, status))
+                line = processed_line(r, status, verdicts.get(id(r)))
+                processed.setdefault(r.shard_id, []).append(line)
     for r in prepared.batch_duplicates:
         fail = failed_at.get(r.shard_id)
         if fail is None or int(r.sequence_number) < fail:

@@ -209,7 +209,9 @@ def _process_batch(
         fail_items(failed_at, prepared.records)
     # Archive lines: readings in the table say "aggregated" whether this write or an earlier one put them
     # there (an earlier delivery that was handed back wrote no archive line for them).
-    archived = archive_batch(prepared, ports.archive, failed_at, writes.applied | writes.redelivered)
+    archived = archive_batch(
+        prepared, ports.archive, failed_at, writes.applied | writes.redelivered, detection.verdicts
+    )
     fail_items(failed_at, archived.failed)
     accounting = account(prepared, failed_at, writes)
 

@@ -177,21 +177,41 @@ def test_sql_counts_and_sums_match_the_aggregates_table_and_the_produced_reading
             pytest.approx(temperature_sum)
 
 
-def test_named_anomalies_per_site_per_day(athena: Any, sql: aq.QueryTarget, archived: Produced) -> None:
+def test_named_anomalies_per_site_per_day(
+        athena: Any, sql: aq.QueryTarget, archived: Produced, deployed_stack: dict[str, str]) -> None:
+    # WHEN the named query runs over the produced days
     result = _named(athena, sql, "anomalies-per-site-per-day", from_day=archived.days[0],
                     to_day=archived.days[1])
-    assert result.columns == ["day", "site", "readings", "labelled_anomalies"]
+    assert result.columns == ["day", "site", "readings", "scored", "anomalies", "labelled_anomalies"]
     totals: dict[str, list[int]] = {}
-    for _day, site, readings, anomalies in result.rows:
+    for _day, site, readings, scored, anomalies, labelled in result.rows:
         if site in archived.sites:
-            totals.setdefault(site, [0, 0])
-            totals[site][0] += readings
-            totals[site][1] += anomalies
+            total = totals.setdefault(site, [0, 0, 0, 0])
+            for i, n in enumerate((readings, scored, anomalies, labelled)):
+                total[i] += n
+    # THEN its anomalies are the detector's: those stored in the anomalies table for the site's devices
+    # (summed over the days asked for: the table's day is the event day, the query's the arrival day)
+    ddb = boto3.resource("dynamodb").Table(deployed_stack["AnomaliesTableName"])
+    stored_items = {d: [item for item in ddb.query(KeyConditionExpression=Key("device_id").eq(d),
+                                                   ConsistentRead=True)["Items"]
+                        if "epoch_ms" in item]  # not the alert-cooldown marker (ts_seq "~alert")
+                    for d in archived.readings}
+    stored = {site: sum(len(stored_items[d]) for d in devices) for site, devices in archived.sites.items()}
     expected = {site: [sum(len(archived.readings[d]) for d in devices),
+                       sum(len(archived.readings[d]) for d in devices),  # every reading was scored
+                       stored[site],
                        sum(r["ground_truth"] != "normal" for d in devices for r in archived.readings[d])]
                 for site, devices in archived.sites.items()}
     assert totals == expected
-    assert expected[next(iter(archived.sites))] == [20, 3]  # not vacuous: the spikes and the drift
+    assert sum(stored.values()) > 0  # not vacuous: the detector flagged some of them
+    assert expected[next(iter(archived.sites))][3] == 3  # the labels still counted: the spikes, the drift
+    # AND the flagged lines are the stored anomalies, reading for reading
+    flagged = _query(athena, sql, f"""
+        SELECT device_id, epoch_ms FROM processed
+        WHERE dt BETWEEN '{archived.days[0]}' AND '{archived.days[1]}' AND status = 'aggregated'
+          AND anomaly = true AND device_id IN ({_in_list(list(archived.readings))})""").rows
+    assert sorted((d, int(e)) for d, e in flagged) == sorted(
+        (d, int(item["epoch_ms"])) for d, items in stored_items.items() for item in items)
 
 
 def test_named_device_readings(athena: Any, sql: aq.QueryTarget, archived: Produced) -> None:

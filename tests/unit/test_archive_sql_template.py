@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from functions.core.readings import DeviceInfo, Reading
+from functions.detector.interface import Verdict
 from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, processed_line
 from iotpipe import athena_query as aq
 from iotpipe.template import load_template
@@ -87,17 +88,21 @@ def test_the_projected_range_covers_the_archive_retention(template: dict[str, An
 
 
 def test_processed_columns_are_the_fields_of_an_archived_line(template: dict[str, Any]) -> None:
-    # GIVEN a processed line with every optional field (ground_truth, index)
+    # GIVEN a processed line with every optional field (verdict, ground_truth, index)
     reading = Reading("dev-1", 1_764_000_000_000, {"temperature": 1.0, "humidity": 2.0, "pressure": 3.0},
                       "shardId-000000000000", "42", DeviceInfo("dev-1", site="s", location="l"),
                       ground_truth="spike", index=3)
-    line = json.loads(processed_line(reading, "aggregated"))
+    verdict = Verdict(score=2.5, is_anomaly=True, severity="high", severity_rank=3, top_feature="t",
+                      reason="r", threshold=1.0, model_version="m")
+    line = json.loads(processed_line(reading, "aggregated", verdict))
     columns = _columns(template, "ProcessedTable")
     # THEN the table has exactly its fields, typed as the JSON carries them
     assert set(columns) == set(line)
     assert columns["epoch_ms"] == "bigint"
     assert columns["channels"] == "map<string,double>"
     assert columns["index"] == "int"
+    verdict_types = (columns["anomaly"], columns["anomaly_score"], columns["severity"])
+    assert verdict_types == ("boolean", "double", "string")
 
 
 def test_quarantine_columns_are_the_quarantined_schema(template: dict[str, Any]) -> None:
