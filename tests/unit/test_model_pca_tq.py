@@ -14,35 +14,18 @@ import pytest
 from functions.detector.pca_tq import PcaCalibration, alarms, exceedance, k_of_n
 from model.pca_tq import PCA_GRID, PcaConfig, calibrate, pca_candidates
 from model.skab import TRAIN_ROWS, SkabFile
+from model.skab_stream import CHANNEL_SETS
+from testkit.pump_rig import pump_rig
 
-CHANNELS = (
-    "Accelerometer1RMS",
-    "Accelerometer2RMS",
-    "Current",
-    "Pressure",
-    "Temperature",
-    "Thermocouple",
-    "Voltage",
-    "Volume Flow RateRMS",
-)
+CHANNELS = CHANNEL_SETS["all"]
 ROWS = 1000
 FAULT = slice(600, 700)
 
 
 def _device(seed: int, fault: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A pump rig whose hydraulic channels move together (one load factor); the fault breaks that."""
-    rng = np.random.default_rng(seed)
-    load = rng.normal(size=ROWS)
-    base = np.array([0.027, 0.040, 1.3, 0.3, 79.0, 26.0, 233.0, 32.0])
-    gain = np.array([0.0, 0.0, 0.05, -0.03, 0.0, 0.0, 1.0, 0.3])
-    noise = np.array([0.001, 0.001, 0.01, 0.01, 0.05, 0.05, 0.2, 0.05])
-    values = base + load[:, None] * gain + rng.normal(size=(ROWS, 8)) * noise
-    labels = np.zeros(ROWS, dtype=np.int64)
-    if fault:
-        labels[FAULT] = 1
-        values[FAULT, 2] += 0.08  # current up while pressure goes up too: off the normal subspace
-        values[FAULT, 3] += 0.05
-    return values, labels
+    """A pump rig whose hydraulic channels move together; the fault (current up while pressure goes up
+    too) leaves the normal subspace."""
+    return pump_rig(seed, ROWS, FAULT if fault else None, current_shift=0.08, pressure_shift=0.05)
 
 
 def _file(seed: int, fault: bool = True) -> SkabFile:

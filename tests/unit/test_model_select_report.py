@@ -15,6 +15,7 @@ import model.select_report as select_report
 from model.pca_tq import PCA_GRID
 from model.select_report import select_on_report_on
 from model.skab_stream import StreamConfig
+from testkit.pump_rig import pump_rig
 
 HEADER = (
     "datetime;Accelerometer1RMS;Accelerometer2RMS;Current;Pressure;Temperature;Thermocouple;Voltage;"
@@ -26,17 +27,7 @@ PCA = tuple(c for c in PCA_GRID if c.variance == 0.8 and c.quantile in (0.95, 0.
 
 
 def _values(seed: int, onset: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    load = rng.normal(size=ROWS)
-    base = np.array([0.027, 0.040, 1.3, 0.3, 79.0, 26.0, 233.0, 32.0])
-    gain = np.array([0.0, 0.0, 0.05, -0.03, 0.0, 0.0, 1.0, 0.3])
-    noise = np.array([0.001, 0.001, 0.01, 0.01, 0.05, 0.05, 0.2, 0.05])
-    values = base + load[:, None] * gain + rng.normal(size=(ROWS, 8)) * noise
-    labels = np.zeros(ROWS, dtype=np.int64)
-    labels[onset : onset + 120] = 1
-    values[onset : onset + 120, 2] += shift
-    values[onset : onset + 120, 3] += shift / 2
-    return values, labels
+    return pump_rig(seed, ROWS, slice(onset, onset + 120), current_shift=shift, pressure_shift=shift / 2)
 
 
 def _write(path: Path, values: np.ndarray, labels: np.ndarray | None) -> Path:
