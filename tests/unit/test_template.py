@@ -16,9 +16,12 @@ TEMPLATE = ROOT / "cloudformation" / "template.yaml"
 
 # The resources the checks below loop over, by logical id: each loop first asserts it runs over exactly
 # these, so a renamed type or an emptied section fails instead of passing over nothing.
-FUNCTIONS = {"ProcessorFunction", "IngestFunction", "IngestAuthorizerFunction", "QueryApiFunction"}
-LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup", "QueryApiLogGroup"}
-ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole"}
+FUNCTIONS = {"ProcessorFunction", "IngestFunction", "IngestAuthorizerFunction", "QueryApiFunction",
+             "CompactorFunction"}
+LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup", "QueryApiLogGroup",
+              "CompactorLogGroup"}
+ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole",
+         "CompactorRole"}
 QUEUES = {"ProcessorDeadLetterQueue"}
 TOPICS = {"AlertsTopic"}
 METHODS = {"IngestMethod", "HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod",
