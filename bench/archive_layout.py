@@ -102,7 +102,7 @@ def _columns_named(sql: str) -> list[str]:
 
 
 def _parquet_bytes(con: Any, path: Path, columns: list[str], device: str | None) -> int:
-    """Compressed bytes of the named columns' chunks (+ footer), only in row groups that can hold ``device``."""
+    """Compressed bytes of the named columns' chunks (+ footer), in row groups that can hold ``device``."""
     meta = con.execute(
         "SELECT row_group_id, path_in_schema, total_compressed_size, stats_min_value, stats_max_value "
         f"FROM parquet_metadata('{path}')").fetchall()
@@ -140,7 +140,7 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 @app.command()
 def layout(
     devices: Annotated[int, typer.Option(help="simulated devices at 1 Hz")] = 1000,
-    seconds: Annotated[int, typer.Option(help="seconds of stream (3600 = the hour one partition holds)")] = 3600,
+    seconds: Annotated[int, typer.Option(help="seconds of stream (3600 = one partition's hour)")] = 3600,
     aws_batch: Annotated[int, typer.Option(help="readings per object on AWS (cost model: ~21,600)")] = 21_600,
     emulator_batch: Annotated[int, typer.Option(help="readings per object on the embedded emulator")] = 26,
     repeat: Annotated[int, typer.Option(help="query timings: best of this many")] = 3,
@@ -193,7 +193,8 @@ def layout(
             parquet_bytes = _parquet_bytes(con, target, columns, device)
             timings, answers = {}, {}
             for name in ("json_aws", "parquet"):
-                con.execute(f"CREATE OR REPLACE TEMP VIEW processed AS {_relation(name.split('_')[0], layouts[name])}")
+                relation = _relation(name.split("_")[0], layouts[name])
+                con.execute(f"CREATE OR REPLACE TEMP VIEW processed AS {relation}")
                 timings[name], answers[name] = _best(con, sql, repeat)
             same = sorted(map(repr, answers["json_aws"])) == sorted(map(repr, answers["parquet"]))
             row = {"name": named.name, "columns": columns, "json_bytes": sizes["json_aws"],
@@ -206,8 +207,9 @@ def layout(
         if plot:
             _plot(plot, queries, f"{devices} devices x {seconds} s")
             print(f"\nplot: {plot}")
-    result = {"readings": n, "devices": devices, "seconds": seconds, "objects": {k: len(v) for k, v in
-              layouts.items()}, "bytes": sizes, "bytes_per_reading": {k: round(v / n, 2) for k, v in sizes.items()},
+    result = {"readings": n, "devices": devices, "seconds": seconds,
+              "objects": {k: len(v) for k, v in layouts.items()}, "bytes": sizes,
+              "bytes_per_reading": {k: round(v / n, 2) for k, v in sizes.items()},
               "compaction_s": round(compact_s, 1), "rows_out": stats.rows_out, "queries": queries}
     print(orjson.dumps(result).decode())
     return 0 if all(q["same_rows"] for q in queries) else 1
@@ -224,7 +226,8 @@ def _plot(path: Path, queries: list[dict[str, Any]], what: str) -> None:
     x = range(len(names))
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar([i - 0.2 for i in x], [q["json_bytes"] / 2**20 for q in queries], 0.4, label="gzip JSON lines")
-    ax.bar([i + 0.2 for i in x], [q["parquet_bytes"] / 2**20 for q in queries], 0.4, label="compacted Parquet")
+    ax.bar([i + 0.2 for i in x], [q["parquet_bytes"] / 2**20 for q in queries], 0.4,
+           label="compacted Parquet")
     ax.set_xticks(list(x), names, rotation=10)
     ax.set_ylabel("MiB Athena scans (log)")
     ax.set_yscale("log")
