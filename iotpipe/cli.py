@@ -372,6 +372,15 @@ def cmd_status(stack: str, as_json: bool) -> int:
     return 0
 
 
+def _failed(what: str, exc: Exception, stack: str, as_json: bool) -> int:
+    """A command's one-line failure: a JSON object on stdout with --json, else a line on stderr; status 1."""
+    if as_json:
+        print(json.dumps({"error": str(exc), "stack": stack}))
+    else:
+        _say(f"{what} failed: {exc}")
+    return 1
+
+
 def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str], as_json: bool,
               list_named: bool) -> int:
     """SQL over the archive on the current target; progress on stderr, the table (or JSON) on stdout."""
@@ -408,11 +417,7 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
             result = aq.run_query(athena, text, target, on_state=lambda state, elapsed: spinner.update(
                 f"query in workgroup {target.workgroup}: {state} ({elapsed:.1f} s)"))
     except aq.QueryError as exc:
-        if as_json:
-            print(json.dumps({"error": str(exc), "stack": stack}))
-        else:
-            _say(f"query failed: {exc}")
-        return 1
+        return _failed("query", exc, stack, as_json)
     emulated = bool(os.environ.get("AWS_ENDPOINT_URL"))
     if emulated:
         result.notes.append("emulator: ministack runs Athena on DuckDB and reports the size of the result "
@@ -462,11 +467,7 @@ def cmd_compact(stack: str, hours: list[str], all_hours: bool, force: bool, as_j
 
             results = ac.compact(_client("lambda"), function, wanted, force, on_progress=update)
     except ac.CompactionError as exc:
-        if as_json:
-            print(json.dumps({"error": str(exc), "stack": stack}))
-        else:
-            _say(f"compaction failed: {exc}")
-        return 1
+        return _failed("compaction", exc, stack, as_json)
     total = ac.summary(results)
     if as_json:
         print(json.dumps({"results": results, "summary": total}, sort_keys=True))

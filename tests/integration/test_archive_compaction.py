@@ -13,7 +13,6 @@ part says why it does not run.
 # ruff: noqa: S608
 from __future__ import annotations
 
-import gzip
 import json
 import tempfile
 import uuid
@@ -26,6 +25,7 @@ import duckdb
 import pytest
 
 from iotpipe import athena_query as aq
+from tests.integration.archive_objects import archived_lines
 from tests.integration.polling import wait_for
 from tests.integration.targets import TARGET, facts
 
@@ -38,16 +38,10 @@ def _iso(ts: datetime) -> str:
 
 def _processed_lines(bucket: str, devices: set[str]) -> dict[str, list[dict[str, Any]]]:
     """hour ("YYYY-MM-DDTHH") -> this module's processed lines, read from the JSON objects."""
-    s3 = boto3.client("s3")
     out: dict[str, list[dict[str, Any]]] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="processed/"):
-        for obj in page.get("Contents", []):
-            _, dt, hour, _name = obj["Key"].split("/")
-            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            for line in body.splitlines():
-                doc = json.loads(line)
-                if doc["device_id"] in devices:
-                    out.setdefault(f"{dt[3:]}T{hour[5:]}", []).append(doc)
+    for line in archived_lines(boto3.client("s3"), bucket, "processed/"):
+        if line.doc["device_id"] in devices:
+            out.setdefault(f"{line.dt}T{line.hour}", []).append(line.doc)
     return out
 
 
