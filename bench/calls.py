@@ -172,6 +172,7 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
     elapsed = time.perf_counter() - t0
     readings = len(produced)
     aggregated, writes, items, item_bytes = aggregated_totals(ddb, out["AggregatesTableName"])
+    full_sizes = full_window_item_bytes(ddb, out["AggregatesTableName"])
     k = 1000 / readings
     return {
         "devices": devices, "seconds_of_stream": seconds, "pack": pack, "batch_seconds": round(t_batch, 2),
@@ -181,8 +182,28 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
         "consumed_per_1000_readings": {name: round(n * k, 3) for name, n in sorted(counter.consumed.items())},
         "aggregate_items": items, "aggregated_readings": aggregated, "successful_window_writes": writes,
         "mean_item_bytes": round(item_bytes / max(1, items), 1),
+        # the steady state's item: a window the run covered whole (the first and last are partial)
+        "full_window_items": len(full_sizes),
+        "full_window_item_bytes": round(sum(full_sizes) / max(1, len(full_sizes)), 1),
         "in_process_readings_per_s": round(readings / elapsed, 1),
     }
+
+
+def full_window_item_bytes(ddb: Any, table: str, min_count: int = 57) -> list[int]:
+    """Billed bytes of each stored window holding at least ``min_count`` readings (a whole minute at 1 Hz
+    less the 1 % malformed and a jittered reading or two)."""
+    from bench.e2e.measure import ddb_size
+
+    sizes: list[int] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = ddb.scan(**kwargs)
+        for item in page.get("Items", []):
+            if int(item["count"]["N"]) >= min_count:
+                sizes.append(sum(len(name) + ddb_size(value) for name, value in item.items()))
+        if "LastEvaluatedKey" not in page:
+            return sizes
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 @contextlib.contextmanager

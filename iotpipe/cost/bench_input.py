@@ -71,7 +71,8 @@ def measured_from_calls(path: Path) -> Measured:
         source=f"calls:{path}",
         ddb_writes_per_reading=writes / 1000,
         ddb_reads_per_reading=float(per_k.get("dynamodb.BatchGetItem.aggregates.keys", 0.0)) / 1000,
-        item_bytes=float(doc["mean_item_bytes"]) if doc.get("mean_item_bytes") else None,
+        # the steady state's item (a whole window); the run's first and last windows are partial
+        item_bytes=float(doc["full_window_item_bytes"]) if doc.get("full_window_item_bytes") else None,
         wcu_per_write=(float(consumed["PutItem.aggregates"]) / writes
                        if consumed.get("PutItem.aggregates") is not None else None),
         counted=counted,

@@ -582,12 +582,14 @@ def test_from_calls_takes_the_counted_dynamodb_figures(tmp_path: Path,
     # GIVEN a bench/calls.py run that counted 70 window writes of 2 WCU each and 70 prefetch rows per 1,000
     calls = tmp_path / "calls.json"
     calls.write_text(json.dumps({
-        "batch_seconds": 21.62, "readings": 48_000, "mean_item_bytes": 1100.0,
+        "batch_seconds": 21.62, "readings": 48_000, "mean_item_bytes": 900.0,
+        "full_window_item_bytes": 1100.0,
         "per_1000_readings": {"dynamodb.PutItem.aggregates": 70.0,
                               "dynamodb.BatchGetItem.aggregates.keys": 70.0, "s3.PutObject": 0.5},
         "consumed_per_1000_readings": {"PutItem.aggregates": 140.0}}) + "\n")
     measured = cost.measured_from_calls(calls)
     assert (measured.ddb_writes_per_reading, measured.wcu_per_write) == (0.070, 2.0)
+    assert measured.item_bytes == 1100.0  # a whole window's item, not the run's mean
     # WHEN costing on-demand with it
     est = estimate(_workload(), measured=measured)
     # THEN 2,628 M x 0.070 x 2 WRU = 367.92 M WRU x 0.625 / M = 229.95 USD
