@@ -1,7 +1,8 @@
 """AWS calls per 1,000 readings at the cost model's configuration, counted on the embedded emulator.
 
-    .venv/bin/python bench/calls.py [--devices 200] [--seconds 240] [--pack 25] [--batch-seconds 0]
+    .venv/bin/python bench/calls.py [--devices 200] [--seconds 480] [--pack 25] [--batch-seconds 0]
                                     [--metrics-sink emf] [--model-devices 1000] [--seed 11]
+                                    [--param Key=Value ...]   (template parameters, as deploy.sh takes them)
 
 Deploys the stack on a fresh ministack, registers a simulated fleet, then runs the real processor handler
 (real adapters, detector included) in this process against the emulator's DynamoDB and S3, with botocore
@@ -92,7 +93,7 @@ def model_batch_seconds(devices: int, pack: int) -> float:
 @app.command()
 def calls(
     devices: Annotated[int, typer.Option(help="simulated devices (1 Hz each)")] = 200,
-    seconds: Annotated[float, typer.Option(help="seconds of stream to process")] = 240.0,
+    seconds: Annotated[float, typer.Option(help="seconds of stream to process")] = 480.0,
     pack: Annotated[int, typer.Option(help="readings per Kinesis record (the simulator's SIM_PACK)")] = 25,
     batch_seconds: Annotated[float, typer.Option(
         help="seconds of stream per batch (0: the cost model's batch for --model-devices)")] = 0.0,
@@ -100,6 +101,7 @@ def calls(
     metrics_sink: Annotated[str, typer.Option(
         help="emf (AWS: metrics are log lines) or cloudwatch (the emulator's PutMetricData)")] = "emf",
     seed: int = 11,
+    param: Annotated[list[str] | None, typer.Option(help="a template parameter Key=Value")] = None,
 ) -> int:
     from iotpipe.emulator import Emulator, free_port
     from iotpipe.stack import deploy, stack_outputs
@@ -112,12 +114,14 @@ def calls(
         os.environ.update(emulator.client_env())
         stack = f"calls-{uuid.uuid4().hex[:6]}"
         t0 = time.monotonic()
-        deploy(stack, "embedded", quiet=True)
+        deploy(stack, "embedded", quiet=True,
+               extra_args=[arg for p in (param or []) for arg in ("--param", p)])
         out = stack_outputs(stack)
         print(f"stack {stack} deployed in {time.monotonic() - t0:.0f} s", file=sys.stderr)
         result = count(out, devices, seconds, pack, t_batch, metrics_sink, seed)
     finally:
         emulator.stop()
+    result["template_params"] = param or []
     result["model"] = {
         "devices": model_devices, "batch_seconds": round(model.batch_seconds, 2),
         "ddb_writes_per_1000_readings": round(model.ddb_writes_per_reading * 1000, 2),
@@ -157,7 +161,9 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
     config = replace(SimulatorConfig(devices=devices, rate_hz=1.0, seed=seed + 1, malformed_rate=0.01,
                                      anomaly_rate=TRUE_ANOMALY_SHARE, burst=True, pack=pack),
                      duration_s=seconds)
-    start_ms = int((time.time() - seconds - 120) * 1000)
+    # The stream starts on a minute boundary, so that runs cut their batches at the same phase of the
+    # windows (a batch spanning a boundary writes two windows per device): before/after compare alike.
+    start_ms = int((time.time() - seconds - 120) // 60 * 60_000)
     produced = list(generate_readings(config, fleet, start_ms=start_ms))
     batches = packed_batches(produced, pack, t_batch, "shardId-000000000000")
     counter.clear()
