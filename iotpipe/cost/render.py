@@ -57,6 +57,7 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "target_met": est.per_million < TARGET_USD_PER_MILLION,
         "halving_target_usd_per_million_readings": HALVING_TARGET_USD_PER_MILLION,
         "halving_target_met": est.per_million <= HALVING_TARGET_USD_PER_MILLION,
+        "halving_floor": halving_floor(est),
         "aggregates_billing_mode": w.aggregates_billing_mode,
         "counted_calls_per_1000_readings": est.counted,
         "dominant_component": est.dominant(),
@@ -67,6 +68,26 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "defaults_from": DEFAULTS_FROM,
         "what_if": what_if or [],
         "athena": athena_facts(est),
+    }
+
+
+# The aggregates table's throughput lines (either capacity mode): what the window writes and reads cost.
+_AGGREGATE_THROUGHPUT = ("aggregates WCU", "aggregates RCU", "aggregate writes", "aggregate prefetch",
+                         "query API reads")
+
+
+def halving_floor(est: Estimate) -> dict[str, float]:
+    """What the rest of the bill costs per million readings if every aggregate write and read were free,
+    and the aggregates' storage + PITR within it: whether any cut of the window writes alone can reach
+    the halving target."""
+    million = est.readings_per_month / 1e6 if est.readings_per_month else 1.0
+    throughput = sum(ln.usd for ln in est.lines if ln.item.startswith(_AGGREGATE_THROUGHPUT))
+    retention = sum(ln.usd for ln in est.lines if ln.component == "dynamodb"
+                    and ln.item.startswith(("storage", "point-in-time")))
+    return {
+        "aggregates_throughput_usd_per_month": round(throughput, 2),
+        "usd_per_million_without_aggregates_throughput": round((est.total - throughput) / million, 4),
+        "dynamodb_storage_and_pitr_usd_per_million": round(retention / million, 4),
     }
 
 

@@ -601,3 +601,19 @@ def test_from_calls_takes_the_counted_dynamodb_figures(tmp_path: Path,
     assert doc["source"].startswith("calls:")
     assert doc["halving_target_usd_per_million_readings"] == 0.05
     assert doc["halving_target_met"] is (doc["usd_per_million_readings"] <= 0.05)
+
+
+def test_json_says_what_stands_in_the_way_of_the_halving_target(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the template's defaults at 1,000 x 1 Hz
+    assert cost.main(["--devices", "1000", "--rate", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    floor = doc["halving_floor"]
+    # THEN the aggregates' provisioned WCU + RCU are 42.22 + 8.57 USD, and without them the rest of the
+    # bill is (183.46 - 50.79) / 2,628 M readings = 0.0505 USD per million: above 0.05 on its own
+    assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(50.79, abs=0.01)
+    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0505, abs=0.0001)
+    target = doc["halving_target_usd_per_million_readings"]
+    assert floor["usd_per_million_without_aggregates_throughput"] > target
+    # AND 59.19 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0225 per million
+    assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0225, abs=0.0001)
+    assert doc["halving_target_met"] is False
