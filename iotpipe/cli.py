@@ -456,7 +456,8 @@ def cmd_compact(stack: str, hours: list[str], all_hours: bool, force: bool, as_j
             raise ac.CompactionError(f"cannot read stack {stack!r} on this target: {exc}") from exc
         function = outputs.get("CompactorFunctionName")
         if not function:
-            raise ac.CompactionError(f"stack {stack!r} has no compactor (deployed before it existed?)")
+            raise ac.CompactionError(
+                f"stack {stack!r} has no compactor (deployed with ArchiveCompaction=disabled?)")
         wanted: list[str] | None = hours or None
         if all_hours:
             wanted = ac.archived_hours(_client("s3"), outputs["ArchiveBucketName"])

@@ -49,6 +49,7 @@ class Prices:
     s3_standard_ia_gb_month: float = 0.0125
     s3_ia_min_object_bytes: int = 128 * KB  # Standard-IA bills every object as at least 128 KB
     s3_put_per_thousand: float = 0.005  # PUT, COPY, POST, LIST
+    s3_get_per_thousand: float = 0.0004  # GET, SELECT and all other requests
     s3_transition_ia_per_thousand: float = 0.01  # lifecycle transition requests into Standard-IA
 
     # Athena (SQL queries, engine 3): per TB scanned, each query billed at least 10 MB.

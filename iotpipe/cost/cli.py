@@ -72,6 +72,8 @@ def cost(
     ] = D.athena_queries_per_day,
     athena_days_per_query: Annotated[float, typer.Option(
         help="days of archive each of those queries scans")] = D.athena_days_per_query,
+    athena_table: Annotated[str, typer.Option(
+        help="the table they read: processed (gzip JSON) or processed_compacted (Parquet)")] = D.athena_table,
 ) -> int:
     if devices <= 0 or rate <= 0:
         print("--devices and --rate must be positive", file=sys.stderr)
@@ -81,6 +83,9 @@ def cost(
         return 2
     if from_bench and from_calls:
         print("--from-bench and --from-calls are exclusive", file=sys.stderr)
+        return 2
+    if athena_table not in ("processed", "processed_compacted"):
+        print(f"--athena-table is processed or processed_compacted, not {athena_table!r}", file=sys.stderr)
         return 2
     workload = Workload(
         devices=devices,
@@ -103,6 +108,7 @@ def cost(
         ddb_write_ms=ddb_write_ms,
         athena_queries_per_day=max(0.0, athena_queries_per_day),
         athena_days_per_query=max(0.0, athena_days_per_query),
+        athena_table=athena_table,
         aggregates_billing_mode=aggregates_billing_mode,
     )
     measured = None

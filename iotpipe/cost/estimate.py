@@ -98,6 +98,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         *cloudwatch_lines(w, t, m, prices),
         *edge_lines(t, prices),
         *athena_lines(w, t, prices),
+        *compaction_lines(w, t, prices),
     ]
     return Estimate(
         workload=w,
@@ -239,9 +240,14 @@ def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
 
 
 def athena_bytes_per_query(w: Workload, t: Traffic, p: Prices) -> float:
-    """Bytes one query over ``athena_days_per_query`` days of archive scans (gzip JSON: all of it)."""
-    day_bytes = t.readings / DAYS_PER_MONTH * (t.archive_bytes_per_reading
-                                               + w.malformed_rate * w.quarantine_bytes_per_record)
+    """Bytes one query over ``athena_days_per_query`` days of archive scans: gzip JSON is read whole
+    (quarantine included, for a query without a table filter); the compacted Parquet only the columns
+    a query names (the measured per-reading figure of the heaviest named query)."""
+    if w.athena_table == "processed_compacted":
+        day_bytes = t.readings / DAYS_PER_MONTH * w.compacted_scan_bytes_per_reading
+    else:
+        day_bytes = t.readings / DAYS_PER_MONTH * (t.archive_bytes_per_reading
+                                                   + w.malformed_rate * w.quarantine_bytes_per_record)
     return max(float(p.athena_min_bytes_per_query), day_bytes * w.athena_days_per_query)
 
 
@@ -250,8 +256,34 @@ def athena_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     if w.athena_queries_per_day <= 0:
         return []
     scanned_tb = w.athena_queries_per_day * DAYS_PER_MONTH * athena_bytes_per_query(w, t, p) / 1e12
-    item = f"queries over {w.athena_days_per_query:g} day(s) of archive"
+    item = f"queries over {w.athena_days_per_query:g} day(s) of {w.athena_table}"
     return [Line("athena", item, scanned_tb, "TB scanned", scanned_tb * p.athena_per_tb_scanned)]
+
+
+def compaction_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
+    """The hourly compactor: its Lambda time, one GET per processed object, its PUTs, and the Parquet
+    copy kept as long as the archive (Standard, then Standard-IA: an hour's file is far over 128 KB)."""
+    if not w.archive_compaction:
+        return []
+    runs = 24 * DAYS_PER_MONTH
+    gb_s = t.readings / 1e6 * w.compaction_s_per_million_readings * w.compactor_memory_mb / 1024
+    gets = t.invocations  # one processed object per invocation, read once (again only if it changed)
+    puts = 2 * runs  # the part and its manifest
+    month_gb = t.readings * w.compacted_bytes_per_reading / GB
+    std_days = min(w.archive_ia_after_days, w.archive_expire_days)
+    ia_days = max(0.0, w.archive_expire_days - w.archive_ia_after_days)
+    std_gb, ia_gb = month_gb * std_days / DAYS_PER_MONTH, month_gb * ia_days / DAYS_PER_MONTH
+    return [
+        Line("lambda", "compactor (hourly, DuckDB)", gb_s, "GB-s",
+             gb_s * p.lambda_gb_second + runs / 1e6 * p.lambda_request_per_million),
+        Line("s3", "GET (compactor reads each processed object)", gets, "request",
+             gets / 1000 * p.s3_get_per_thousand + puts / 1000 * p.s3_put_per_thousand),
+        Line("s3", "compacted Parquet, Standard (steady state)", std_gb, "GB-month",
+             std_gb * p.s3_standard_gb_month),
+        Line("s3", "compacted Parquet, Standard-IA (steady state)", ia_gb, "GB-month",
+             ia_gb * p.s3_standard_ia_gb_month
+             + (runs / 1000 * p.s3_transition_ia_per_thousand if ia_gb else 0.0)),
+    ]
 
 
 def s3_lines(w: Workload, t: Traffic, m: Measured, p: Prices) -> list[Line]:

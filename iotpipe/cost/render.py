@@ -94,12 +94,17 @@ def halving_floor(est: Estimate) -> dict[str, float]:
 def athena_facts(est: Estimate) -> dict[str, Any]:
     """What one query over a day of archive scans and costs, whether or not queries are costed."""
     one_day = replace(est.workload, athena_days_per_query=1.0)
-    scanned = athena_bytes_per_query(one_day, monthly_traffic(one_day, Measured(source="formula")),
-                                     DEFAULT_PRICES)
+    traffic = monthly_traffic(one_day, Measured(source="formula"))
+    scanned = athena_bytes_per_query(one_day, traffic, DEFAULT_PRICES)
+    compacted = athena_bytes_per_query(replace(one_day, athena_table="processed_compacted"), traffic,
+                                       DEFAULT_PRICES)
     return {
         "usd_per_tb_scanned": DEFAULT_PRICES.athena_per_tb_scanned,
+        "table": est.workload.athena_table,
         "bytes_scanned_per_day_query": round(scanned),
         "usd_per_day_query": round(scanned / 1e12 * DEFAULT_PRICES.athena_per_tb_scanned, 4),
+        "compacted_bytes_scanned_per_day_query": round(compacted),
+        "compacted_usd_per_day_query": round(compacted / 1e12 * DEFAULT_PRICES.athena_per_tb_scanned, 6),
         "queries_per_day": est.workload.athena_queries_per_day,
         "days_per_query": est.workload.athena_days_per_query,
     }
@@ -139,7 +144,10 @@ def render(est: Estimate) -> str:
     ]
     athena = athena_facts(est)
     day_gb = athena["bytes_scanned_per_day_query"] / 1e9
-    out.append(f"  Athena over the archive: a query over one day scans {day_gb:,.2f} GB = "
-               f"{athena['usd_per_day_query']:.4f} USD at {athena['usd_per_tb_scanned']:.2f} USD/TB "
-               f"(gzip JSON lines are read whole; --athena-queries-per-day N costs N a day)")
+    compacted_mb = athena["compacted_bytes_scanned_per_day_query"] / 1e6
+    out.append(f"  Athena over the archive ({athena['table']}): a query over one day scans {day_gb:,.2f} GB "
+               f"= "
+               f"{athena['usd_per_day_query']:.4f} USD at {athena['usd_per_tb_scanned']:.2f} USD/TB; "
+               f"over processed_compacted (Parquet) {compacted_mb:,.1f} MB = "
+               f"{athena['compacted_usd_per_day_query']:.6f} USD (--athena-queries-per-day N costs N a day)")
     return "\n".join(out)

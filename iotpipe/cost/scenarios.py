@@ -32,6 +32,9 @@ def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
           else "PROVISIONED"}),
         ("aggregates TTL 30 d, no PITR on aggregates",
          {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
+        ("ArchiveCompaction disabled (no Parquet copy)" if w.archive_compaction
+         else "ArchiveCompaction enabled (hourly Parquet copy)",
+         {"archive_compaction": not w.archive_compaction}),
         # More shards: fewer records per shard per second, so a payload-capped batch spans more seconds.
         ("4 shards, BatchingWindowSeconds 60", {"shards": 4, "batching_window_s": 60.0}),
         ("4 shards, window 60 s, aggregates TTL 30 d, no PITR on aggregates",

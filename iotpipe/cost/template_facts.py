@@ -1,7 +1,8 @@
 """What the cost model reads from cloudformation/template.yaml: parameter defaults and resource properties.
 
 The defaults that mirror template parameters (BatchSize, BatchingWindowSeconds, AlertCooldownSeconds,
-AnomalyTtlDays, AggregatesTtlDays, Archive*Days, LogRetentionDays, ProcessorWriteConcurrency, the
+AnomalyTtlDays, AggregatesTtlDays, Archive*Days, ArchiveCompaction, LogRetentionDays,
+ProcessorWriteConcurrency, the
 processor's MemorySize, PITR and TTL per table, the archive lifecycle rules, the alarm count) are read
 when this module is imported (``DEFAULTS``), so the model follows the template it costs. Nothing here
 reads function source: a figure the model needs from a function is a template parameter the function
@@ -43,6 +44,7 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "aggregates_target_utilization": 0.70,
     "aggregates_autoscaling": True,
     "scaling_policies": 2,
+    "archive_compaction": True,
 }
 # The processor's environment variable that carries ProcessorWriteConcurrency (its window-writer threads).
 WRITE_CONCURRENCY_ENV = "WRITE_CONCURRENCY"
@@ -102,6 +104,7 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
     return {
         **scaling,
         "batch_size": int(param("BatchSize")),
+        "archive_compaction": str(param("ArchiveCompaction")) == "enabled",
         "batching_window_s": float(param("BatchingWindowSeconds")),
         "alert_cooldown_s": int(param("AlertCooldownSeconds")),
         "anomaly_ttl_days": float(param("AnomalyTtlDays")),

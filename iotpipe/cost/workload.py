@@ -99,6 +99,18 @@ class Workload:
     # 55.9 B per reading in processed/, docs/scalability-and-cost.md); 0 queries: no Athena line.
     athena_queries_per_day: float = 0.0
     athena_days_per_query: float = 1.0
+    # "processed" (gzip JSON, read whole) or "processed_compacted" (the compactor's Parquet: a query reads
+    # only its columns). Measured with bench/archive_layout.py (1,000 devices x 900 s): the named query
+    # reading the most of it, device-readings, scans 1.34 B per archived reading (the site-level
+    # anomalies-per-site-per-day 0.05 B); docs/scalability-and-cost.md.
+    athena_table: str = "processed"
+    compacted_scan_bytes_per_reading: float = 1.34
+    # The archive compactor (functions/compactor, hourly): one Parquet copy of processed/, 13.8 B per
+    # reading, written in 9.4 s per 900,000 readings at 1 GB (bench/archive_layout.py, 2026-12-02).
+    archive_compaction: bool = DEFAULTS["archive_compaction"]  # template ArchiveCompaction
+    compacted_bytes_per_reading: float = 13.8
+    compaction_s_per_million_readings: float = 10.4
+    compactor_memory_mb: int = 1024
     # Optional: devices POST /ingest through API Gateway instead of PutRecords.
     ingest_via_api: bool = False
     readings_per_ingest_request: int = 100

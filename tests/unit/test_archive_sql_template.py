@@ -163,6 +163,10 @@ def test_every_sql_resource_is_behind_the_archive_sql_switch(template: dict[str,
     assert set(sql) >= {"ArchiveDatabase", "ProcessedTable", "QuarantineTable", "QueryWorkGroup"}
     for logical_id, resource in sql.items():
         expected = "UseNamedQueries" if resource["Type"] == "AWS::Athena::NamedQuery" else "UseArchiveSql"
+        if logical_id == "CompactedTable":  # also needs the compactor that writes its files
+            expected = "UseCompactedTable"
+            both = template["Conditions"][expected]["And"]
+            assert both == [{"Condition": "UseArchiveSql"}, {"Condition": "UseCompaction"}]
         assert resource.get("Condition") == expected, logical_id
     assert template["Resources"]["ArchiveQueryPolicy"]["Condition"] == "UseArchiveSql"
     for output in ("ArchiveDatabaseName", "QueryWorkGroupName", "ArchiveQueryPolicyArn"):

@@ -609,11 +609,54 @@ def test_json_says_what_stands_in_the_way_of_the_halving_target(capsys: pytest.C
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     floor = doc["halving_floor"]
     # THEN the aggregates' provisioned WCU + RCU are 42.22 + 8.57 USD, and without them the rest of the
-    # bill is (183.46 - 50.79) / 2,628 M readings = 0.0505 USD per million: above 0.05 on its own
+    # bill is (189.39 - 50.79) / 2,628 M readings = 0.0527 USD per million (0.0505 before the archive
+    # compactor's 5.93 USD): above 0.05 on its own
     assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(50.79, abs=0.01)
-    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0505, abs=0.0001)
+    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0527, abs=0.0001)
     target = doc["halving_target_usd_per_million_readings"]
     assert floor["usd_per_million_without_aggregates_throughput"] > target
     # AND 59.19 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0225 per million
     assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0225, abs=0.0001)
     assert doc["halving_target_met"] is False
+
+
+def test_the_compactor_is_priced_and_a_compacted_query_scans_what_was_measured(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from iotpipe.cost.estimate import estimate
+    from iotpipe.cost.traffic import monthly_traffic
+    from iotpipe.cost.workload import Measured, Workload
+
+    # GIVEN 1,000 devices x 1 Hz (2,628 M readings a month) with the compactor (the template's default)
+    w = Workload(devices=1000, rate_hz=1.0)
+    with_compactor = estimate(w)
+    without = estimate(replace(w, archive_compaction=False))
+    lines = {ln.item: ln for ln in with_compactor.lines if "compact" in ln.item}
+    # THEN its Lambda time is 10.4 s per million readings at 1 GB, it GETs each processed object once,
+    # and the Parquet copy (13.8 B/reading) is kept as long as the archive
+    assert lines["compactor (hourly, DuckDB)"].quantity == pytest.approx(2628 * 10.4, rel=1e-3)
+    processed_objects = monthly_traffic(w, Measured(source="formula")).invocations  # one per batch
+    assert lines["GET (compactor reads each processed object)"].quantity == pytest.approx(processed_objects)
+    parquet_gb = sum(ln.quantity for item, ln in lines.items() if item.startswith("compacted Parquet"))
+    assert parquet_gb == pytest.approx(2.628e9 * 13.8 / 2**30 * 365 / 30.4167, rel=0.02)
+    assert with_compactor.total - without.total == pytest.approx(sum(ln.usd for ln in lines.values()))
+    assert 4 < with_compactor.total - without.total < 8  # ~5.9 USD a month, mostly the Parquet storage
+    # AND a day's query over processed_compacted scans 1.34 B per reading instead of the whole JSON
+    assert cost.main(["--devices", "1000", "--rate", "1", "--json", "--athena-queries-per-day", "10",
+                      "--athena-table", "processed_compacted"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    athena = doc["athena"]
+    assert athena["table"] == "processed_compacted"
+    per_day = 2.628e9 / 30.4167 * 1.34
+    assert athena["compacted_bytes_scanned_per_day_query"] == pytest.approx(per_day, rel=0.01)
+    assert athena["bytes_scanned_per_day_query"] == athena["compacted_bytes_scanned_per_day_query"]
+    json_day = json.loads(_json_run(capsys))["athena"]["bytes_scanned_per_day_query"]
+    assert json_day > 40 * athena["bytes_scanned_per_day_query"]
+    # AND a table that does not exist is refused
+    assert cost.main(["--athena-table", "processed_parquet"]) == 2
+
+
+def _json_run(capsys: pytest.CaptureFixture[str]) -> str:
+    assert cost.main(["--devices", "1000", "--rate", "1", "--json"]) == 0
+    return capsys.readouterr().out.strip().splitlines()[-1]
