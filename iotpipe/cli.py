@@ -9,6 +9,8 @@
     iotpipe query "SELECT ..." | --named NAME [--param K=V] [--json]  SQL over the archive (Athena)
     iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
+    iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
+    iotpipe model operating-point --select-on DIR...             re-derive model/artifacts/pca-tq-v1.json
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 """
 
@@ -25,6 +27,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -531,6 +534,70 @@ def evaluate(ctx: typer.Context) -> int:
     from model.evaluate import main as evaluate_main
 
     return int(evaluate_main(list(ctx.args)))
+
+
+def cmd_calibrate(device: str, csv_path: Path | None, from_archive: bool, mapping: str | None, rows: int,
+                  stack: str) -> int:
+    """Fit the device's calibration (shipped operating point) and write it to its item on the stack."""
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from iotpipe.stack import _client
+    from model import device_calibration as dc
+    from simulator.replay import SKAB_MAPPING, parse_mapping
+
+    if (csv_path is None) == (not from_archive):
+        print("give exactly one of --csv FILE or --from-archive", file=sys.stderr)
+        return 2
+    _use_running_emulator()
+    outputs = stack_outputs(stack)
+    channel_map = parse_mapping(mapping) if mapping else SKAB_MAPPING
+    if csv_path is not None:
+        source = f"csv:{csv_path.name}"
+        data = dc.csv_rows(csv_path, channel_map)
+    else:
+        source = "archive"
+        _say(f"reading s3://{outputs['ArchiveBucketName']}/processed/ for {device} ...")
+        data = dc.archive_rows(_client("s3"), outputs["ArchiveBucketName"], device)
+    registry = DynamoDeviceRegistry(outputs["DevicesTableName"], _client("dynamodb"))
+    try:
+        stored = dc.calibrate_device(device, data, registry, rows, source, channel_map)
+    except ValueError as exc:
+        print(f"calibration failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"device_id": device, "rows": stored["calibration_rows"], "source": source,
+                      "operating_point": stored["operating_point"], "channels": stored["channels"],
+                      "t2_limit": stored["t2_limit"], "q_limit": stored["q_limit"]}, sort_keys=True))
+    return 0
+
+
+@model_app.command(name="calibrate", help="fit a device's PCA T2+Q calibration and store it on its item")
+def calibrate_command(
+    device: Annotated[str, typer.Option("--device", help="the device id (registered on the stack)")],
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="a recording (SKAB format)")] = None,
+    from_archive: Annotated[bool, typer.Option("--from-archive",
+                                               help="the device's first readings in the S3 archive")] = False,
+    mapping: Annotated[str | None, typer.Option(help="Column=channel[*scale][+offset],... (replay)")] = None,
+    rows: Annotated[int, typer.Option(help="calibration readings (the device's first N)")] = 400,
+    stack: StackOption = "iotpipe",
+) -> int:
+    return cmd_calibrate(device, csv_path, from_archive, mapping, rows, stack)
+
+
+@model_app.command(name="operating-point", help="choose the PCA T2+Q operating point (pca-tq-v1.json)")
+def operating_point_command(
+    select_on: Annotated[list[Path], typer.Option(help="SKAB folders to select on")],
+    anomaly_free: Annotated[Path | None, typer.Option(help="label-free recording (default: beside)")] = None,
+    af_far: Annotated[float, typer.Option(help="max anomaly-free FAR %")] = 20.0,
+    write: Annotated[bool, typer.Option("--write", help="overwrite model/artifacts/pca-tq-v1.json")] = False,
+) -> int:
+    from model import operating_point as op
+
+    free = anomaly_free or select_on[0].parent / "anomaly-free" / "anomaly-free.csv"
+    artifact = op.choose(select_on, free, af_far)
+    print(json.dumps(artifact, sort_keys=True))
+    if write:
+        op.write(artifact)
+        _say(f"wrote {op.ARTIFACT}")
+    return 0
 
 
 @app.command(context_settings=PASS_THROUGH, add_help_option=False,
