@@ -11,6 +11,7 @@
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
     iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
     iotpipe model operating-point --select-on DIR...             re-derive model/artifacts/pca-tq-v1.json
+    iotpipe model replay-eval FILE|DIR...                        SKAB through the deployed pipeline vs offline
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 """
 
@@ -580,6 +581,25 @@ def calibrate_command(
     stack: StackOption = "iotpipe",
 ) -> int:
     return cmd_calibrate(device, csv_path, from_archive, mapping, rows, stack)
+
+
+@model_app.command(name="replay-eval",
+                   help="replay SKAB files through the deployed pipeline, score its anomalies vs labels")
+def replay_eval_command(
+    files: Annotated[list[Path], typer.Argument(help="SKAB CSV files or folders")],
+    rows: Annotated[int, typer.Option(help="calibration rows per file")] = 400,
+    step_ms: Annotated[int, typer.Option(help="event-time spacing of replayed rows")] = 100,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the archive per phase")] = 600.0,
+    stack: StackOption = "iotpipe",
+) -> int:
+    from iotpipe.replay_eval import replay_eval
+    from model.skab import find_files
+
+    paths = [p for f in files for p in (sorted(find_files(f)) if f.is_dir() else [f])]
+    _use_running_emulator()
+    result = replay_eval(stack, paths, rows=rows, step_ms=step_ms, timeout_s=timeout)
+    print(json.dumps(result, sort_keys=True))
+    return 0
 
 
 @model_app.command(name="operating-point", help="choose the PCA T2+Q operating point (pca-tq-v1.json)")

@@ -76,9 +76,9 @@ def archive_rows(s3: Any, bucket: str, device_id: str) -> list[tuple[int, dict[s
     return sorted(seen.items())
 
 
-def _processed_lines(s3: Any, bucket: str) -> Iterator[bytes]:
+def _processed_lines(s3: Any, bucket: str, prefix: str = PROCESSED_PREFIX) -> Iterator[bytes]:
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=f"{PROCESSED_PREFIX}/"):
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
         for obj in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
             yield from gzip.decompress(body).splitlines()

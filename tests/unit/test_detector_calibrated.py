@@ -200,7 +200,7 @@ def _pump_docs(values: np.ndarray, device_id: str, start: int, stop: int, drop: 
 def _pipeline_values() -> np.ndarray:
     hyd, _ = rig()
     hyd = hyd.copy()
-    hyd[:, 1] = hyd[:, 1] * 100 + 1000  # SKAB_MAPPING: Pressure (bar) -> pressure (hPa)
+    hyd[:, 1] = hyd[:, 1] * 100 + 900  # SKAB_MAPPING: Pressure (bar) -> pressure (hPa)
     return hyd
 
 
