@@ -4,7 +4,7 @@ Replays SKAB files (and the anomaly-free recording cut into 1,150-row pseudo-dev
 ``CalibratedDetector`` in batches of B readings, each device calibrated on its first 400 rows with the
 shipped operating point, and counts the batches after which the state had to be persisted.
 
-    .venv/bin/python bench/calibrated_state_writes.py [/work/shared/datasets/skab] [B]
+    .venv/bin/python -m bench.calibrated_state_writes [/work/shared/datasets/skab] [B]
 """
 
 from __future__ import annotations

@@ -14,11 +14,15 @@ FILES = [SKAB / "valve1" / "1.csv", SKAB / "valve2" / "3.csv"]
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in FILES), reason="shared SKAB data not present")
 
 
-def test_replayed_skab_files_score_as_the_offline_evaluation(deployed_stack):
-    from iotpipe.replay_eval import replay_eval
+def test_replayed_skab_files_score_as_the_offline_evaluation(deployed_stack, capsys):
+    from iotpipe.cli import main
 
-    result = replay_eval(deployed_stack["StackName"], FILES, timeout_s=300)
-    print(json.dumps(result, sort_keys=True))
+    stack = deployed_stack["StackName"]
+    argv = ["model", "replay-eval", *map(str, FILES), "--timeout", "300", "--stack", stack]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out.strip().splitlines()[-1])
+    assert "calibration rows" in out.err  # progress on stderr
     assert result["calibration_rows"] == 400
     assert result["confusion"]["tp"] + result["confusion"]["fn"] > 0  # the files' faults were scored
     # Same calibration, same operating point, same values: the pipeline's verdicts are the offline ones.

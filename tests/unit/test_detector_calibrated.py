@@ -107,8 +107,8 @@ def test_a_redelivered_batch_does_not_advance_the_ring_twice():
     detector = CalibratedDetector(EmbeddedDetector())
     stream = readings(hyd, device(cal))
     got = []
-    for i in range(0, len(stream), 40):
-        batch = stream[i : i + 40]
+    for i in range(0, len(stream), 10):  # shorter than the ring (n - 1 = 29): a double fold would show
+        batch = stream[i : i + 10]
         first = [v.is_anomaly for v in detector.detect(batch)]
         detector.detect(batch)  # redelivered (handed back after detection): scored again, not folded in
         got += first
@@ -121,12 +121,12 @@ def test_a_newer_state_on_the_item_wins_over_a_stale_in_memory_one():
     expected = pca_tq.alarms(cal, hyd).tolist()
     here, there = CalibratedDetector(EmbeddedDetector()), CalibratedDetector(EmbeddedDetector())
     stream = readings(hyd, device(cal))
-    got = [v.is_anomaly for v in here.detect(stream[:690])]
+    got = [v.is_anomaly for v in here.detect(stream[:890])]
     item = device(cal, state=here.drain_states()["pump-1"])
-    moved = [dataclasses.replace(r, device=item) for r in stream[690:720]]
+    moved = [dataclasses.replace(r, device=item) for r in stream[890:905]]
     got += [v.is_anomaly for v in there.detect(moved)]
     item = device(cal, state=there.drain_states()["pump-1"])
-    got += [v.is_anomaly for v in here.detect([dataclasses.replace(r, device=item) for r in stream[720:]])]
+    got += [v.is_anomaly for v in here.detect([dataclasses.replace(r, device=item) for r in stream[905:]])]
     assert got == expected
 
 
