@@ -208,9 +208,13 @@ def replay_eval(
         same_offline.add(labels, want)
         one = Confusion()
         one.add(labels, got)
+        item = registry.get(device_id) or {}
+        state = item.get("detector_state") or {}
         per_file.append({"file": f"{p.parent.name}/{p.name}", "device_id": device_id,
                          "rows_scored": len(labels), "mismatched_rows": int(np.sum(got != want)),
-                         "pipeline_f1": one.metrics()["f1"]})
+                         "pipeline_f1": one.metrics()["f1"],
+                         # the processor's persisted ring: its ts is the newest reading it folded in
+                         "last_epoch_ms": int(epoch[-1]), "detector_state_ts": state.get("ts")})
     p_sum, o_sum = summary(pipeline), summary(same_offline)
     raw = summary(offline_raw(list(files), rows))
     return {

@@ -29,3 +29,7 @@ def test_replayed_skab_files_score_as_the_offline_evaluation(deployed_stack, cap
     assert abs(result["f1_difference"]) <= 0.02
     assert result["mismatched_rows"] == 0
     assert result["f1"] > 0.5
+    # The processor persisted each device's alarm ring on its item (the conditional UpdateItem works on
+    # this target), up to the device's last reading.
+    for f in result["per_file"]:
+        assert f["detector_state_ts"] == f["last_epoch_ms"], f
