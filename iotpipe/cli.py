@@ -541,6 +541,7 @@ def cmd_calibrate(device: str, csv_path: Path | None, from_archive: bool, mappin
                   stack: str) -> int:
     """Fit the device's calibration (shipped operating point) and write it to its item on the stack."""
     from functions.adapters.devices import DynamoDeviceRegistry
+    from functions.core.errors import VersionConflict
     from iotpipe.stack import _client
     from model import device_calibration as dc
     from simulator.replay import SKAB_MAPPING, parse_mapping
@@ -563,6 +564,10 @@ def cmd_calibrate(device: str, csv_path: Path | None, from_archive: bool, mappin
         stored = dc.calibrate_device(device, data, registry, rows, source, channel_map)
     except ValueError as exc:
         print(f"calibration failed: {exc}", file=sys.stderr)
+        return 1
+    except VersionConflict:
+        table = outputs["DevicesTableName"]
+        print(f"calibration not stored: no device {device!r} in {table}", file=sys.stderr)
         return 1
     print(json.dumps({"device_id": device, "rows": stored["calibration_rows"], "source": source,
                       "operating_point": stored["operating_point"], "channels": stored["channels"],

@@ -33,3 +33,29 @@ def test_replayed_skab_files_score_as_the_offline_evaluation(deployed_stack, cap
     # this target), up to the device's last reading.
     for f in result["per_file"]:
         assert f["detector_state_ts"] == f["last_epoch_ms"], f
+
+
+def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deployed_stack, capsys):
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from functions.detector.pca_tq import PcaCalibration
+    from iotpipe.cli import main
+    from iotpipe.stack import _client
+
+    ddb = _client("dynamodb")
+    table = deployed_stack["DevicesTableName"]
+    ddb.put_item(TableName=table, Item={"device_id": {"S": "pump-cli-1"}, "name": {"S": "pump"},
+                                        "detector_state": {"M": {"ts": {"N": "5"}}}})
+    argv = ["model", "calibrate", "--device", "pump-cli-1", "--csv", str(FILES[0]),
+            "--stack", deployed_stack["StackName"]]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["rows"] == 400
+    info = DynamoDeviceRegistry(table, ddb).get_many(["pump-cli-1"])["pump-cli-1"]
+    cal = PcaCalibration.from_dict(info.calibration)  # what the processor's projection returns parses
+    assert cal.channels == ("current", "pressure", "voltage", "humidity")
+    assert info.detector_state is None  # a new calibration drops the old ring
+
+    missing = ["model", "calibrate", "--device", "nobody-here", "--csv", str(FILES[0]),
+               "--stack", deployed_stack["StackName"]]
+    assert main(missing) == 1
+    assert "no device 'nobody-here'" in capsys.readouterr().err
