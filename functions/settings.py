@@ -7,7 +7,8 @@ the one cached accessor. On AWS the template sets every variable explicitly; the
 documented local ones.
 
 Per function: ``CommonSettings`` (where AWS is, resource names, metrics, logging) is shared;
-``ProcessorSettings``, ``IngestSettings`` and ``ApiSettings`` add what each function owns. ``Settings``
+``ProcessorSettings``, ``IngestSettings``, ``ApiSettings`` and ``CompactorSettings`` add what each function
+owns. ``Settings``
 is their union, what ``get_settings()`` returns: modules shared between functions (adapters, the
 detector) and the local tools read it, and each field still has exactly one declaration.
 
@@ -174,7 +175,17 @@ class ApiSettings(CommonSettings):
 
 
 @dataclass(frozen=True)
-class Settings(ProcessorSettings, IngestSettings, ApiSettings):
+class CompactorSettings(CommonSettings):
+    # Which hours a scheduled run considers (functions/compactor/compaction.hours_due): those that ended
+    # at least settle minutes ago, back to lookback hours (Kinesis retention 24 h + margin).
+    compaction_lookback_hours: int = setting(26, "COMPACTION_LOOKBACK_HOURS", ge=1, le=24 * 14)
+    compaction_settle_minutes: int = setting(30, "COMPACTION_SETTLE_MINUTES", ge=0, le=24 * 60)
+    # DuckDB's memory limit; it spills to /tmp beyond it. About half the function's memory.
+    compaction_memory_mb: int = setting(512, "COMPACTION_MEMORY_MB", ge=64, le=10_240)
+
+
+@dataclass(frozen=True)
+class Settings(ProcessorSettings, IngestSettings, ApiSettings, CompactorSettings):
     """Every function's settings: what ``get_settings()`` returns (see the module docstring)."""
 
 

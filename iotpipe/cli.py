@@ -7,6 +7,7 @@
     iotpipe status [--json] [--stack NAME]                       outputs and pipeline counts
     iotpipe rebuild [--json] [--stack NAME]                      aggregates + anomalies from the archive
     iotpipe query "SELECT ..." | --named NAME [--param K=V] [--json]  SQL over the archive (Athena)
+    iotpipe archive compact [--hour YYYY-MM-DDTHH ... | --all] [--force] [--json]  Parquet per hour
     iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
     iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
@@ -375,6 +376,15 @@ def cmd_status(stack: str, as_json: bool) -> int:
     return 0
 
 
+def _failed(what: str, exc: Exception, stack: str, as_json: bool) -> int:
+    """A command's one-line failure: a JSON object on stdout with --json, else a line on stderr; status 1."""
+    if as_json:
+        print(json.dumps({"error": str(exc), "stack": stack}))
+    else:
+        _say(f"{what} failed: {exc}")
+    return 1
+
+
 def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str], as_json: bool,
               list_named: bool) -> int:
     """SQL over the archive on the current target; progress on stderr, the table (or JSON) on stdout."""
@@ -411,18 +421,14 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
             result = aq.run_query(athena, text, target, on_state=lambda state, elapsed: spinner.update(
                 f"query in workgroup {target.workgroup}: {state} ({elapsed:.1f} s)"))
     except aq.QueryError as exc:
-        if as_json:
-            print(json.dumps({"error": str(exc), "stack": stack}))
-        else:
-            _say(f"query failed: {exc}")
-        return 1
+        return _failed("query", exc, stack, as_json)
     emulated = bool(os.environ.get("AWS_ENDPOINT_URL"))
     if emulated:
         result.notes.append("emulator: ministack runs Athena on DuckDB and reports the size of the result "
                             "rows as bytes scanned, not the bytes read (docs/querying.md)")
         with contextlib.suppress(Exception):  # best effort: the listing only explains the figure
             s3 = _client("s3")
-            for prefix in ("processed/", "quarantine/"):
+            for prefix in ("processed/", "compacted/", "quarantine/"):
                 held = aq.archive_footprint(s3, outputs["ArchiveBucketName"], prefix)
                 result.notes.append(f"the archive holds {held.objects} objects, {aq.human_bytes(held.bytes)} "
                                     f"under {prefix} (all read by a query without a dt filter)")
@@ -438,12 +444,56 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
     return 0
 
 
+def cmd_compact(stack: str, hours: list[str], all_hours: bool, force: bool, as_json: bool) -> int:
+    """Invoke the stack's compactor (functions/compactor) on hours; a table (or JSON) of what it wrote."""
+    from iotpipe import archive_compaction as ac
+    from iotpipe.athena_query import human_bytes, render_table
+    from iotpipe.stack import _client
+
+    _use_running_emulator()
+    try:
+        if hours and all_hours:
+            raise ac.CompactionError("give --hour or --all, not both")
+        try:
+            outputs = stack_outputs(stack)
+        except Exception as exc:
+            raise ac.CompactionError(f"cannot read stack {stack!r} on this target: {exc}") from exc
+        function = outputs.get("CompactorFunctionName")
+        if not function:
+            raise ac.CompactionError(f"stack {stack!r} has no compactor (deployed before it existed?)")
+        wanted: list[str] | None = hours or None
+        if all_hours:
+            wanted = ac.archived_hours(_client("s3"), outputs["ArchiveBucketName"])
+            _say(f"{len(wanted)} archived hours")
+        with STDERR.status(f"compacting with {function} ...", spinner="dots") as spinner:
+            def update(done: int, total: int) -> None:
+                spinner.update(f"compacted {done}/{total} hours")
+
+            results = ac.compact(_client("lambda"), function, wanted, force, on_progress=update)
+    except ac.CompactionError as exc:
+        return _failed("compaction", exc, stack, as_json)
+    total = ac.summary(results)
+    if as_json:
+        print(json.dumps({"results": results, "summary": total}, sort_keys=True))
+        return 0
+    rows = [[f"{r['dt']}T{r['hour']}", r["action"], r["inputs"], r["rows_in"], r["rows_out"],
+             human_bytes(int(r["bytes_in"])), human_bytes(int(r["bytes_out"]))]
+            for r in results if r["action"] != "empty"]
+    print(render_table(["hour", "action", "objects", "lines", "rows", "json gzip", "parquet"], rows))
+    ratio = f", {total['ratio']}x smaller" if total["ratio"] else ""
+    _say(f"{total['compacted']} compacted, {total['unchanged']} unchanged, {total['empty']} without input; "
+         f"{human_bytes(total['bytes_in'])} of JSON -> {human_bytes(total['bytes_out'])} of Parquet{ratio}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ commands
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="run the pipeline on the embedded emulator, deploy it, and look at it",
                   context_settings={"help_option_names": ["-h", "--help"]})
 model_app = typer.Typer(add_completion=False, no_args_is_help=True, help="model commands")
 app.add_typer(model_app, name="model")
+archive_app = typer.Typer(add_completion=False, no_args_is_help=True, help="the S3 archive")
+app.add_typer(archive_app, name="archive")
 
 # Options whose default comes from the environment (as `make up` and the compose file pass them).
 StackOption = Annotated[str, typer.Option(envvar="STACK_NAME", help="CloudFormation stack name")]
@@ -518,7 +568,8 @@ def rebuild(stack: StackOption = "iotpipe", json_out: JsonOption = False) -> int
 
 @app.command(help="SQL over the S3 archive (Athena on the current target)")
 def query(
-    sql: Annotated[str | None, typer.Argument(help="a SELECT over the tables processed, quarantine")] = None,
+    sql: Annotated[str | None, typer.Argument(
+        help="a SELECT over the tables processed, processed_compacted, quarantine")] = None,
     named: Annotated[str | None, typer.Option("--named", help="a named query of the template")] = None,
     param: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
                                                     help="a named query's parameter")] = None,
@@ -527,6 +578,18 @@ def query(
     json_out: JsonOption = False,
 ) -> int:
     return cmd_query(stack, sql, named, param or [], json_out, list_named)
+
+
+@archive_app.command(name="compact", help="rewrite archive hours as Parquet (the stack's compactor)")
+def compact_command(
+    hour: Annotated[list[str] | None, typer.Option("--hour", metavar="YYYY-MM-DDTHH",
+                                                   help="an hour to compact (repeatable)")] = None,
+    all_hours: Annotated[bool, typer.Option("--all", help="every hour with processed objects")] = False,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even where the manifest matches")] = False,
+    stack: StackOption = "iotpipe",
+    json_out: JsonOption = False,
+) -> int:
+    return cmd_compact(stack, hour or [], all_hours, force, json_out)
 
 
 @model_app.command(context_settings=PASS_THROUGH, add_help_option=False,

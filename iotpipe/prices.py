@@ -38,6 +38,11 @@ class Prices:
     ddb_rru_per_million: float = 0.125  # 1 RRU = one strongly consistent read of up to 4 KB
     ddb_storage_gb_month: float = 0.25
     ddb_pitr_gb_month: float = 0.20  # continuous backups, billed on table size
+    # DynamoDB provisioned capacity (standard table class), per unit-hour, whatever is consumed: 1 WCU = one
+    # write of up to 1 KB per second, 1 RCU = one strongly consistent read of up to 4 KB per second. Not
+    # touched by the 2024-11 cut (which halved on-demand): steadily used, provisioned is the cheaper mode.
+    ddb_wcu_hour: float = 0.00065
+    ddb_rcu_hour: float = 0.00013
 
     # S3.
     s3_standard_gb_month: float = 0.023

@@ -18,39 +18,74 @@ from bench.e2e.report import say
 from simulator.config import SimulatorConfig
 from simulator.fleet import generate_fleet
 
+# DynamoDB data-plane operations that accept ReturnConsumedCapacity (the counter asks for TOTAL).
+_CAPACITY_OPS = frozenset({"GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem",
+                           "Query", "Scan", "TransactWriteItems", "TransactGetItems"})
+
 
 class CallCounter:
-    """A botocore ``before-parameter-build`` hook: calls per API (DynamoDB PutItem per table, BatchGetItem
-    keys) and the write units they bill. Workers call it from the processor's thread pool."""
+    """botocore hooks: calls per API (DynamoDB ones per table; BatchGetItem keys, BatchWriteItem items), an
+    estimate of the write units from the items' sizes (``wcu``), and the capacity DynamoDB itself reports
+    (``consumed``, per operation and table: the counter adds ``ReturnConsumedCapacity=TOTAL`` to every
+    DynamoDB call, which changes nothing else). Workers call it from the processor's thread pool."""
 
     def __init__(self, aggregates_table: str) -> None:
         self.aggregates_table = aggregates_table
         self.counts: Counter[str] = Counter()
+        self.consumed: Counter[str] = Counter()
         self.wcu = 0
         self._lock = threading.Lock()
+
+    def attach(self, client: Any) -> None:
+        # before-parameter-build hands over the API parameters (before-call only the wire request)
+        client.meta.events.register("before-parameter-build.*.*", self)
+        client.meta.events.register("after-call.dynamodb.*", self.after_call)
 
     def clear(self) -> None:
         with self._lock:
             self.counts.clear()
+            self.consumed.clear()
             self.wcu = 0
+
+    def _table(self, name: str) -> str:
+        """The stack's table a name refers to: ``<stack>-aggregates`` -> ``aggregates``."""
+        return "aggregates" if name == self.aggregates_table else name.rsplit("-", 1)[-1]
 
     def __call__(self, model: Any, params: dict[str, Any], **_: Any) -> None:
         name = model.name
+        service = model.service_model.service_name
+        if service == "dynamodb" and name in _CAPACITY_OPS:
+            params["ReturnConsumedCapacity"] = "TOTAL"
         with self._lock:
             if name == "PutItem":
-                table = "aggregates" if params["TableName"] == self.aggregates_table else "other"
-                self.counts[f"dynamodb.PutItem.{table}"] += 1
+                self.counts[f"dynamodb.PutItem.{self._table(params['TableName'])}"] += 1
                 # 1 WCU per started KB of the item written (standard tables, on-demand bills the same WRU)
                 self.wcu += math.ceil(sum(len(k) + ddb_size(v) for k, v in params["Item"].items()) / 1024)
-            elif name == "BatchGetItem":
-                self.counts["dynamodb.BatchGetItem"] += 1
-                keys = sum(len(r["Keys"]) for r in params["RequestItems"].values())
-                self.counts["dynamodb.BatchGetItem.keys"] += keys
-            elif name in ("UpdateItem", "BatchWriteItem"):
-                self.counts[f"dynamodb.{name}"] += 1
+            elif name == "UpdateItem":
+                self.counts[f"dynamodb.UpdateItem.{self._table(params['TableName'])}"] += 1
                 self.wcu += 1
+            elif name == "BatchGetItem":
+                for table, request in params["RequestItems"].items():
+                    self.counts[f"dynamodb.BatchGetItem.{self._table(table)}"] += 1
+                    self.counts[f"dynamodb.BatchGetItem.{self._table(table)}.keys"] += len(request["Keys"])
+            elif name == "BatchWriteItem":
+                for table, requests in params["RequestItems"].items():
+                    self.counts[f"dynamodb.BatchWriteItem.{self._table(table)}"] += 1
+                    self.counts[f"dynamodb.BatchWriteItem.{self._table(table)}.items"] += len(requests)
+                    self.wcu += len(requests)
+            elif name == "GetItem":
+                self.counts[f"dynamodb.GetItem.{self._table(params['TableName'])}"] += 1
             else:
-                self.counts[f"{model.service_model.service_name}.{name}"] += 1
+                self.counts[f"{service}.{name}"] += 1
+
+    def after_call(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        consumed = parsed.get("ConsumedCapacity")
+        if not consumed:
+            return
+        with self._lock:
+            for entry in consumed if isinstance(consumed, list) else [consumed]:
+                table = self._table(entry.get("TableName", "?"))
+                self.consumed[f"{model.name}.{table}"] += float(entry.get("CapacityUnits") or 0.0)
 
 
 def count_calls(outputs: dict[str, str], opts: Options, batch_records: int) -> dict[str, Any]:
@@ -65,11 +100,10 @@ def count_calls(outputs: dict[str, str], opts: Options, batch_records: int) -> d
     from functions.processor import handler as processor
     from testkit.events import FakeLambdaContext
 
-    _point_processor_at(outputs)
+    point_processor_at(outputs)
     counter = CallCounter(outputs["AggregatesTableName"])
     for service in ("dynamodb", "s3", "sns", "cloudwatch"):
-        # before-parameter-build hands over the API parameters (before-call only the wire request)
-        client(service).meta.events.register("before-parameter-build.*.*", counter)
+        counter.attach(client(service))
     events = _fresh_events(outputs, opts)
     counter.clear()  # the devices' registration above is not the processor's
     t0 = time.perf_counter()
@@ -86,12 +120,14 @@ def count_calls(outputs: dict[str, str], opts: Options, batch_records: int) -> d
     per_k = {k: round(v * 1000 / readings, 2) for k, v in sorted(counter.counts.items())}
     return {"readings": readings, "batch_records": batch_records, "invocations": invocations,
             "per_1000_readings": per_k, "wcu_per_1000_readings": round(counter.wcu * 1000 / readings, 2),
+            "consumed_per_1000_readings": {k: round(v * 1000 / readings, 2)
+                                           for k, v in sorted(counter.consumed.items())},
             "in_process_records_per_s": round(readings / elapsed, 1), "handed_back": handed_back,
             "note": "the real handler in-process against ministack's DynamoDB/S3; one shard, batches of "
                     "batch_records as the mapping delivered them in the first point"}
 
 
-def _point_processor_at(outputs: dict[str, str]) -> None:
+def point_processor_at(outputs: dict[str, str], extra_env: dict[str, str] | None = None) -> None:
     """The in-process handler's settings and clients, re-read for the stack's resources."""
     from functions.adapters.clients import client
     from functions.processor import handler as processor
@@ -102,7 +138,7 @@ def _point_processor_at(outputs: dict[str, str]) -> None:
                        "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
                        "ARCHIVE_BUCKET": outputs["ArchiveBucketName"],
                        "ALERTS_TOPIC_ARN": outputs["AlertsTopicArn"],
-                       "PARTIAL_BATCH_RESPONSE": "raise"})
+                       "PARTIAL_BATCH_RESPONSE": "raise", **(extra_env or {})})
     get_settings.cache_clear()
     client.cache_clear()
     processor._ports = processor._config = None

@@ -1,4 +1,8 @@
-"""S3 archive adapter: one gzip JSON-lines object per put, overwriting (deterministic keys)."""
+"""S3 archive adapter: the processor's gzip JSON-lines puts and the compactor's raw object access.
+
+Keys are deterministic, so every put overwrites: a retried batch or a re-run compaction rewrites the same
+object. ``S3Archive`` implements both ``Archive`` and ``ArchiveObjects`` (functions/core/ports.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from functions.adapters.client_errors import translate_client_error
 from functions.adapters.clients import client
 from functions.core.jsonl_gzip import gzip_lines
+from functions.core.ports import StoredObject
 from functions.settings import get_settings
 
 
@@ -30,3 +35,37 @@ class S3Archive:
             )
         except Exception as exc:
             raise translate_client_error(exc, "archive.put_object") from exc
+
+    def listing(self, prefix: str) -> list[StoredObject]:
+        out: list[StoredObject] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    etag = str(obj.get("ETag", "")).strip('"')
+                    out.append(StoredObject(obj["Key"], etag, int(obj["Size"])))
+        except Exception as exc:
+            raise translate_client_error(exc, "archive.list_objects") from exc
+        return sorted(out, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise translate_client_error(exc, "archive.get_object") from exc
+        return body
+
+    def write(self, key: str, body: bytes, content_type: str) -> None:
+        try:
+            self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=content_type)
+        except Exception as exc:
+            raise translate_client_error(exc, "archive.put_object") from exc
+
+
+def _is_missing(exc: Exception) -> bool:
+    """NoSuchKey from GetObject (404 without a code where a HEAD-like path answers)."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")

@@ -170,6 +170,31 @@ class Archive(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """One archive object as a listing shows it: enough to tell whether an input set changed."""
+
+    key: str
+    etag: str
+    size: int
+
+
+class ArchiveObjects(Protocol):
+    """Raw object access to the archive bucket: what the compactor reads and writes."""
+
+    def listing(self, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix``, sorted by key. Raises StoreError."""
+        ...
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such key. Raises StoreError."""
+        ...
+
+    def write(self, key: str, body: bytes, content_type: str) -> None:
+        """Write ``body`` at ``key`` (whole-object overwrite: readers see old or new). Raises StoreError."""
+        ...
+
+
 class MetricsSink(Protocol):
     def add(self, name: str, value: float, unit: str = "Count", dimensions: Mapping[str, str] | None = None):
         """Record one data point (buffered until flush)."""

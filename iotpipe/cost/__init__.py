@@ -18,10 +18,16 @@ The names below are the package's public API (``from iotpipe.cost import Workloa
 
 from __future__ import annotations
 
-from iotpipe.cost.bench_input import measured_from_bench
+from iotpipe.cost.bench_input import measured_from_bench, measured_from_calls
 from iotpipe.cost.capacity import capacity
 from iotpipe.cost.cli import main
-from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, Estimate, Line, estimate
+from iotpipe.cost.estimate import (
+    HALVING_TARGET_USD_PER_MILLION,
+    TARGET_USD_PER_MILLION,
+    Estimate,
+    Line,
+    estimate,
+)
 from iotpipe.cost.limits import (
     BATCH_GET_MAX_KEYS,
     BATCH_WRITE_MAX_ITEMS,
@@ -62,12 +68,47 @@ from iotpipe.cost.workload import (
 )
 
 __all__ = [
-    "BATCH_GET_MAX_KEYS", "BATCH_WRITE_MAX_ITEMS", "DAYS_PER_MONTH", "DEFAULTS", "DEFAULTS_FROM",
-    "DETECTOR_FALSE_ALARM_RATE", "EVENT_ENVELOPE_BYTES", "FALLBACK_DEFAULTS", "FLAGGED_SHARE",
-    "LAMBDA_PAYLOAD_BYTES", "SHARD_BYTES_PER_S", "SHARD_HEADROOM", "SHARD_RECORDS_PER_S",
-    "TARGET_USD_PER_MILLION", "TEMPLATE", "TRUE_ANOMALY_SHARE", "TTL_DELETION_LAG_DAYS",
-    "WRITE_CONCURRENCY", "Estimate", "Line", "Measured", "Traffic", "Workload", "batch_limit",
-    "batch_shape", "capacity", "count_template_alarms", "estimate", "item_bytes", "kinesis_record_bytes",
-    "load_defaults", "main", "measured_from_bench", "monthly_traffic", "payload_cap", "render",
-    "shards_for", "template_defaults", "to_json", "what_if", "what_if_scenarios"
+    "BATCH_GET_MAX_KEYS",
+    "BATCH_WRITE_MAX_ITEMS",
+    "DAYS_PER_MONTH",
+    "DEFAULTS",
+    "DEFAULTS_FROM",
+    "DETECTOR_FALSE_ALARM_RATE",
+    "EVENT_ENVELOPE_BYTES",
+    "FALLBACK_DEFAULTS",
+    "FLAGGED_SHARE",
+    "HALVING_TARGET_USD_PER_MILLION",
+    "LAMBDA_PAYLOAD_BYTES",
+    "SHARD_BYTES_PER_S",
+    "SHARD_HEADROOM",
+    "SHARD_RECORDS_PER_S",
+    "TARGET_USD_PER_MILLION",
+    "TEMPLATE",
+    "TRUE_ANOMALY_SHARE",
+    "TTL_DELETION_LAG_DAYS",
+    "WRITE_CONCURRENCY",
+    "Estimate",
+    "Line",
+    "Measured",
+    "Traffic",
+    "Workload",
+    "batch_limit",
+    "batch_shape",
+    "capacity",
+    "count_template_alarms",
+    "estimate",
+    "item_bytes",
+    "kinesis_record_bytes",
+    "load_defaults",
+    "main",
+    "measured_from_bench",
+    "measured_from_calls",
+    "monthly_traffic",
+    "payload_cap",
+    "render",
+    "shards_for",
+    "template_defaults",
+    "to_json",
+    "what_if",
+    "what_if_scenarios"
 ]

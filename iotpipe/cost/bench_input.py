@@ -1,5 +1,7 @@
 """``--from-bench FILE``: the per-reading figures counted by ``bench/e2e.py`` on the emulator, which replace
-the formula's (invocations, durations, writes, reads, PUTs, bytes)."""
+the formula's (invocations, durations, writes, reads, PUTs, bytes); ``--from-calls FILE``: the AWS calls
+per 1,000 readings counted by ``bench/calls.py`` at the model's configuration (window writes, prefetch
+rows, write units per write, item size), which replace the formula's DynamoDB figures."""
 
 from __future__ import annotations
 
@@ -43,4 +45,35 @@ def measured_from_bench(path: Path) -> Measured:
             if invocations and c.get("metric_calls") is not None
             else None
         ),
+    )
+
+
+def measured_from_calls(path: Path) -> Measured:
+    """DynamoDB figures from the last JSON line of a bench/calls.py run.
+
+    Only what does not depend on the counting fleet's size is taken: aggregate writes and prefetch rows per
+    reading (set by the seconds of stream per batch and the window), write units per write and the item
+    size. Per-batch calls (S3 PUTs, invocations) scale with the fleet and stay the formula's. Every
+    counted figure is reported as it was counted (``counted``)."""
+    text = [ln for ln in path.read_text().splitlines() if ln.strip().startswith("{")]
+    if not text:
+        raise ValueError(f"{path}: no JSON line")
+    doc = json.loads(text[-1])
+    per_k = doc["per_1000_readings"]
+    consumed = doc.get("consumed_per_1000_readings") or {}
+    writes = float(per_k["dynamodb.PutItem.aggregates"])
+    if writes <= 0:
+        raise ValueError(f"{path}: no aggregate writes counted")
+    counted = {**{k: float(v) for k, v in per_k.items()},
+               **{f"consumed.{k}": float(v) for k, v in consumed.items()},
+               "batch_seconds": float(doc["batch_seconds"]), "readings": float(doc["readings"])}
+    return Measured(
+        source=f"calls:{path}",
+        ddb_writes_per_reading=writes / 1000,
+        ddb_reads_per_reading=float(per_k.get("dynamodb.BatchGetItem.aggregates.keys", 0.0)) / 1000,
+        # the steady state's item (a whole window); the run's first and last windows are partial
+        item_bytes=float(doc["full_window_item_bytes"]) if doc.get("full_window_item_bytes") else None,
+        wcu_per_write=(float(consumed["PutItem.aggregates"]) / writes
+                       if consumed.get("PutItem.aggregates") is not None else None),
+        counted=counted,
     )

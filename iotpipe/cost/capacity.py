@@ -15,9 +15,9 @@ def capacity(est: Estimate) -> dict[str, Any]:
     Lambda: the mapping runs at most one batch per shard (ParallelizationFactor 1, the default), so the
     concurrency *reserved* is the shard count; the concurrency *busy* on average is invocations/s x
     seconds per invocation (Little's law), which must stay below it or the stream falls behind.
-    DynamoDB (on-demand, so no capacity to provision): the average WRU/s and RRU/s the estimate bills,
-    against the table default of 40,000 each and 1,000 WCU/s per partition (aggregates are keyed by
-    device, so a partition holds many devices' windows).
+    DynamoDB: the average WRU/s and RRU/s consumed, against the table default of 40,000 each and 1,000
+    WCU/s per partition (aggregates are keyed by device, so a partition holds many devices' windows);
+    for a PROVISIONED aggregates table also the capacity auto scaling keeps (consumed / target).
     """
     def per_s(item_prefix: str) -> float:
         quantity = sum(line.quantity for line in est.lines if line.item.startswith(item_prefix))
@@ -25,9 +25,21 @@ def capacity(est: Estimate) -> dict[str, Any]:
 
     invocations_per_s = est.invocations_per_month / SECONDS_PER_MONTH
     busy = invocations_per_s * est.processor_ms_per_invocation / 1000
-    wru_s = per_s("aggregate writes") + per_s("anomaly writes") + per_s("alert cooldown")
-    rru_s = per_s("aggregate prefetch") + per_s("device registry") + per_s("query API reads")
+    agg = est.aggregates
+    agg_wru = agg.wru_per_s if agg else per_s("aggregate writes")
+    agg_rru = agg.rru_per_s if agg else per_s("aggregate prefetch") + per_s("query API reads")
+    wru_s = agg_wru + per_s("anomaly writes") + per_s("alert cooldown")
+    rru_s = agg_rru + per_s("device registry")
+    provisioned = {}
+    if agg and agg.wcu is not None:
+        provisioned = {"aggregates_wcu_provisioned": round(agg.wcu, 1),
+                       "aggregates_rcu_provisioned": round(agg.rcu or 0.0, 1),
+                       "aggregates_capacity_short": agg.short}
     return {
+        **provisioned,
+        "aggregates_billing_mode": est.workload.aggregates_billing_mode,
+        "aggregates_wru_per_s": round(agg_wru, 1),
+        "aggregates_rru_per_s": round(agg_rru, 1),
         "readings_per_s": round(est.workload.devices * est.workload.rate_hz, 1),
         "shards": est.shards,
         "lambda_concurrency_reserved": est.shards,

@@ -2,6 +2,8 @@
 
     iotpipe cost --devices 1000 --rate 1 [--json] [--batch-size N] [--batching-window S] [--shards N]
     iotpipe cost --devices 1000 --rate 1 --from-bench out/e2e.json
+    iotpipe cost --devices 1000 --rate 1 --from-calls out/calls.json     # bench/calls.py's counts
+    iotpipe cost --devices 1000 --rate 1 --aggregates-billing-mode PAY_PER_REQUEST
     iotpipe cost --devices 1000 --rate 1 --athena-queries-per-day 50 --athena-days-per-query 1
 
 Everything is a flag with the default documented beside it. The output ends with one JSON object
@@ -18,7 +20,7 @@ from typing import Annotated
 import typer
 
 from iotpipe.console import run_app
-from iotpipe.cost.bench_input import measured_from_bench
+from iotpipe.cost.bench_input import measured_from_bench, measured_from_calls
 from iotpipe.cost.estimate import estimate
 from iotpipe.cost.render import render, to_json
 from iotpipe.cost.scenarios import what_if
@@ -36,6 +38,11 @@ def cost(
     from_bench: Annotated[Path | None, typer.Option(
         metavar="FILE", help="use per-reading counts from bench/e2e.py output instead of the formula")
     ] = None,
+    from_calls: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="use the DynamoDB calls per reading counted by bench/calls.py")] = None,
+    aggregates_billing_mode: Annotated[str, typer.Option(
+        help="PROVISIONED (auto scaled) or PAY_PER_REQUEST (default: the template's AggregatesBillingMode)")
+    ] = D.aggregates_billing_mode,
     shards: Annotated[int | None, typer.Option(
         show_default=False, help="default: sized for 80% of the shard limits")] = None,
     batch_size: int = D.batch_size,
@@ -69,6 +76,12 @@ def cost(
     if devices <= 0 or rate <= 0:
         print("--devices and --rate must be positive", file=sys.stderr)
         return 2
+    if aggregates_billing_mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
+        print("--aggregates-billing-mode must be PROVISIONED or PAY_PER_REQUEST", file=sys.stderr)
+        return 2
+    if from_bench and from_calls:
+        print("--from-bench and --from-calls are exclusive", file=sys.stderr)
+        return 2
     workload = Workload(
         devices=devices,
         rate_hz=rate,
@@ -90,11 +103,12 @@ def cost(
         ddb_write_ms=ddb_write_ms,
         athena_queries_per_day=max(0.0, athena_queries_per_day),
         athena_days_per_query=max(0.0, athena_days_per_query),
+        aggregates_billing_mode=aggregates_billing_mode,
     )
     measured = None
-    if from_bench:
+    if from_bench or from_calls:
         try:
-            measured = measured_from_bench(from_bench)
+            measured = measured_from_bench(from_bench) if from_bench else measured_from_calls(from_calls)
         except (OSError, ValueError, KeyError) as exc:
             print(f"cannot read bench figures: {exc}", file=sys.stderr)
             return 2

@@ -17,6 +17,8 @@ from iotpipe.cost.workload import Measured, Workload
 from iotpipe.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
 
 TARGET_USD_PER_MILLION = 0.10
+# Issue 14's target: half of the 0.097 USD per million readings measured at 1,000 devices x 1 Hz.
+HALVING_TARGET_USD_PER_MILLION = 0.05
 
 
 @dataclass
@@ -27,6 +29,19 @@ class Line:
     unit: str
     usd: float
     fixed: bool = False  # a monthly charge that does not grow with readings
+
+
+@dataclass(frozen=True)
+class AggregatesThroughput:
+    """The aggregates table's consumed units per second (averaged over the month) and, when PROVISIONED,
+    the capacity auto scaling keeps: consumed / target utilisation, within [minimum, maximum]; with
+    auto scaling off, the fixed minimum (and ``short`` when the load needs more than that)."""
+
+    wru_per_s: float
+    rru_per_s: float
+    wcu: float | None = None  # provisioned write capacity units (None: on-demand)
+    rcu: float | None = None
+    short: bool = False  # fixed capacity below consumed / target: the table would throttle
 
 
 @dataclass
@@ -44,6 +59,8 @@ class Estimate:
     lines: list[Line] = field(default_factory=list)
     source: str = "formula"
     batch_limit: str = ""
+    aggregates: AggregatesThroughput | None = None
+    counted: dict[str, float] | None = None  # bench/calls.py's calls per 1,000 readings, when given
 
     @property
     def total(self) -> float:
@@ -97,6 +114,8 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         source=m.source,
         batch_limit="measured" if m.invocations_per_reading else batch_limit(
             replace(w, record_bytes=int(t.record_bytes)), t.shards),
+        aggregates=aggregates_throughput(w, t),
+        counted=m.counted,
     )
 
 
@@ -137,27 +156,70 @@ def lambda_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     return lines
 
 
+def aggregates_throughput(w: Workload, t: Traffic) -> AggregatesThroughput:
+    wru_s = t.readings * t.writes_per_reading * aggregate_wru_per_write(w, t) / SECONDS_PER_MONTH
+    reads = t.readings * t.reads_per_reading * math.ceil(t.aggregate_item_bytes / (4 * KB))
+    rru_s = (reads + t.api_requests * w.api_rru_per_request) / SECONDS_PER_MONTH
+    if w.aggregates_billing_mode != "PROVISIONED":
+        return AggregatesThroughput(wru_s, rru_s)
+    target = min(1.0, max(0.01, w.aggregates_target_utilization))
+
+    def units(consumed: float, floor: int) -> float:
+        if not w.aggregates_autoscaling:
+            return float(floor)
+        return min(max(float(floor), consumed / target), float(max(floor, w.aggregates_max_units)))
+
+    wcu, rcu = units(wru_s, w.aggregates_min_wcu), units(rru_s, w.aggregates_min_rcu)
+    short = wru_s / target > wcu + 1e-9 or rru_s / target > rcu + 1e-9
+    return AggregatesThroughput(wru_s, rru_s, wcu, rcu, short)
+
+
+def aggregate_wru_per_write(w: Workload, t: Traffic) -> float:
+    """Write units per aggregate PutItem: the counted figure (bench/calls.py), else 1 per started KB of
+    the item (DynamoDB bills the larger of the old and the new item)."""
+    return t.wcu_per_write if t.wcu_per_write is not None else math.ceil(t.aggregate_item_bytes / KB)
+
+
 def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     agg_item = t.aggregate_item_bytes
-    wru_per_write = math.ceil(agg_item / KB)  # a PutItem is billed on the larger of old and new item
     rru_per_read = math.ceil(agg_item / (4 * KB))  # strongly consistent
-    wru = t.readings * t.writes_per_reading * wru_per_write
+    wru = t.readings * t.writes_per_reading * aggregate_wru_per_write(w, t)
     rru = t.readings * t.reads_per_reading * rru_per_read
     registry_rru = 0.5 * w.devices * SECONDS_PER_MONTH / w.device_cache_ttl_s
     anomaly_wru = t.anomalies * 2 * math.ceil(w.anomaly_item_bytes / KB)  # table + by-day GSI
     api_rru = t.api_requests * w.api_rru_per_request
+    agg = aggregates_throughput(w, t)
+    if agg.wcu is not None and agg.rcu is not None:
+        # Provisioned: capacity-hours, whatever is consumed; the consumed units are in ``capacity``.
+        mode = f"{w.aggregates_target_utilization:.0%} used" if w.aggregates_autoscaling else "fixed"
+        aggregate_lines = [
+            Line("dynamodb", f"aggregates WCU (provisioned, {mode})", agg.wcu * HOURS_PER_MONTH,
+                 "WCU-hour", agg.wcu * HOURS_PER_MONTH * p.ddb_wcu_hour, fixed=not w.aggregates_autoscaling),
+            Line("dynamodb", f"aggregates RCU (provisioned, {mode})", agg.rcu * HOURS_PER_MONTH,
+                 "RCU-hour", agg.rcu * HOURS_PER_MONTH * p.ddb_rcu_hour, fixed=not w.aggregates_autoscaling),
+        ]
+        if w.scaling_policies:
+            # Each DynamoDB target-tracking policy keeps CloudWatch alarms (high/low utilisation and
+            # provisioned capacity: 4), billed as standard alarms.
+            alarms = 4 * w.scaling_policies
+            aggregate_lines.append(Line("cloudwatch", "auto scaling alarms (aggregates table)", alarms,
+                                        "alarm-month", alarms * p.cw_alarm_month, fixed=True))
+    else:
+        aggregate_lines = [
+            Line("dynamodb", "aggregate writes (conditional PutItem)", wru, "WRU",
+                 wru / 1e6 * p.ddb_wru_per_million),
+            Line("dynamodb", "aggregate prefetch (consistent BatchGetItem)", rru, "RRU",
+                 rru / 1e6 * p.ddb_rru_per_million),
+            Line("dynamodb", "query API reads", api_rru, "RRU", api_rru / 1e6 * p.ddb_rru_per_million),
+        ]
     lines = [
-        Line("dynamodb", "aggregate writes (conditional PutItem)", wru, "WRU",
-             wru / 1e6 * p.ddb_wru_per_million),
-        Line("dynamodb", "aggregate prefetch (consistent BatchGetItem)", rru, "RRU",
-             rru / 1e6 * p.ddb_rru_per_million),
+        *aggregate_lines,
         Line("dynamodb", "device registry reads (cached)", registry_rru, "RRU",
              registry_rru / 1e6 * p.ddb_rru_per_million),
         Line("dynamodb", "anomaly writes (+GSI)", anomaly_wru, "WRU",
              anomaly_wru / 1e6 * p.ddb_wru_per_million),
         Line("dynamodb", "alert cooldown updates", t.cooldown_writes, "WRU",
              t.cooldown_writes / 1e6 * p.ddb_wru_per_million),
-        Line("dynamodb", "query API reads", api_rru, "RRU", api_rru / 1e6 * p.ddb_rru_per_million),
     ]
     windows_per_month = min(t.readings, w.devices * SECONDS_PER_MONTH / w.window_s)
     # Steady state: each month's items are kept for the TTL plus the background deletion lag.

@@ -6,7 +6,12 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from iotpipe.cost.capacity import capacity
-from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, Estimate, athena_bytes_per_query
+from iotpipe.cost.estimate import (
+    HALVING_TARGET_USD_PER_MILLION,
+    TARGET_USD_PER_MILLION,
+    Estimate,
+    athena_bytes_per_query,
+)
 from iotpipe.cost.sizing import payload_cap
 from iotpipe.cost.template_facts import DEFAULTS_FROM
 from iotpipe.cost.traffic import monthly_traffic
@@ -50,6 +55,11 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "variable_usd_per_million_readings": round(est.variable_per_million, 4),
         "target_usd_per_million_readings": TARGET_USD_PER_MILLION,
         "target_met": est.per_million < TARGET_USD_PER_MILLION,
+        "halving_target_usd_per_million_readings": HALVING_TARGET_USD_PER_MILLION,
+        "halving_target_met": est.per_million <= HALVING_TARGET_USD_PER_MILLION,
+        "halving_floor": halving_floor(est),
+        "aggregates_billing_mode": w.aggregates_billing_mode,
+        "counted_calls_per_1000_readings": est.counted,
         "dominant_component": est.dominant(),
         "prices_as_of": PRICES_AS_OF,
         "region": REGION,
@@ -58,6 +68,26 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "defaults_from": DEFAULTS_FROM,
         "what_if": what_if or [],
         "athena": athena_facts(est),
+    }
+
+
+# The aggregates table's throughput lines (either capacity mode): what the window writes and reads cost.
+_AGGREGATE_THROUGHPUT = ("aggregates WCU", "aggregates RCU", "aggregate writes", "aggregate prefetch",
+                         "query API reads")
+
+
+def halving_floor(est: Estimate) -> dict[str, float]:
+    """What the rest of the bill costs per million readings if every aggregate write and read were free,
+    and the aggregates' storage + PITR within it: whether any cut of the window writes alone can reach
+    the halving target."""
+    million = est.readings_per_month / 1e6 if est.readings_per_month else 1.0
+    throughput = sum(ln.usd for ln in est.lines if ln.item.startswith(_AGGREGATE_THROUGHPUT))
+    retention = sum(ln.usd for ln in est.lines if ln.component == "dynamodb"
+                    and ln.item.startswith(("storage", "point-in-time")))
+    return {
+        "aggregates_throughput_usd_per_month": round(throughput, 2),
+        "usd_per_million_without_aggregates_throughput": round((est.total - throughput) / million, 4),
+        "dynamodb_storage_and_pitr_usd_per_million": round(retention / million, 4),
     }
 
 
@@ -98,12 +128,14 @@ def render(est: Estimate) -> str:
         share = usd / est.total * 100 if est.total else 0.0
         out.append(f"  {name:<11} {usd:>10,.2f} USD/month  {share:5.1f} %")
     verdict = "met" if est.per_million < TARGET_USD_PER_MILLION else "NOT met"
+    halving = "met" if est.per_million <= HALVING_TARGET_USD_PER_MILLION else "NOT met"
     out += [
         f"  {'total':<11} {est.total:>10,.2f} USD/month",
         "",
         f"  cost per million readings: {est.per_million:.4f} USD "
         f"(variable part {est.variable_per_million:.4f}); target < {TARGET_USD_PER_MILLION:.2f}: {verdict}; "
-        f"dominated by {est.dominant()}",
+        f"halving target <= {HALVING_TARGET_USD_PER_MILLION:.2f}: {halving}; dominated by {est.dominant()}; "
+        f"aggregates table {w.aggregates_billing_mode}",
     ]
     athena = athena_facts(est)
     day_gb = athena["bytes_scanned_per_day_query"] / 1e9

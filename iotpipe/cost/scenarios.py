@@ -26,6 +26,10 @@ def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
          {"archive_ia_min_object_filter": not w.archive_ia_min_object_filter}),
         ("simulator's 1 % injection all flagged", {"anomaly_rate": 0.01}),
         (f"BatchingWindowSeconds {max(60.0, window * 2):g}", {"batching_window_s": max(60.0, window * 2)}),
+        ("aggregates table on-demand (PAY_PER_REQUEST)" if w.aggregates_billing_mode == "PROVISIONED"
+         else "aggregates table PROVISIONED, auto scaled",
+         {"aggregates_billing_mode": "PAY_PER_REQUEST" if w.aggregates_billing_mode == "PROVISIONED"
+          else "PROVISIONED"}),
         ("aggregates TTL 30 d, no PITR on aggregates",
          {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
         # More shards: fewer records per shard per second, so a payload-capped batch spans more seconds.

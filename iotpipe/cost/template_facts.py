@@ -36,6 +36,13 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "aggregates_pitr": True,
     "anomalies_pitr": True,
     "alarms": 12,
+    "aggregates_billing_mode": "PROVISIONED",
+    "aggregates_min_wcu": 10,
+    "aggregates_min_rcu": 10,
+    "aggregates_max_units": 40_000,
+    "aggregates_target_utilization": 0.70,
+    "aggregates_autoscaling": True,
+    "scaling_policies": 2,
 }
 # The processor's environment variable that carries ProcessorWriteConcurrency (its window-writer threads).
 WRITE_CONCURRENCY_ENV = "WRITE_CONCURRENCY"
@@ -91,7 +98,9 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
                     if tr["StorageClass"] == "STANDARD_IA")
     min_size = int(value(ia_rule.get("ObjectSizeGreaterThan", 0)))
     processor = props("AWS::Lambda::Function", "Processor")
+    scaling = aggregates_capacity(aggregates, params, resources, value)
     return {
+        **scaling,
         "batch_size": int(param("BatchSize")),
         "batching_window_s": float(param("BatchingWindowSeconds")),
         "alert_cooldown_s": int(param("AlertCooldownSeconds")),
@@ -110,6 +119,45 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
         "aggregates_pitr": pitr(aggregates),
         "anomalies_pitr": pitr(anomalies),
         "alarms": sum(1 for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"),
+    }
+
+
+def aggregates_capacity(table: dict[str, Any], params: dict[str, Any], resources: dict[str, Any],
+                        value: Any) -> dict[str, Any]:
+    """The aggregates table's capacity mode and, when PROVISIONED, its auto scaling: the floor (the table's
+    ProvisionedThroughput, also the scalable targets' MinCapacity), the ceiling and the target utilisation
+    of the target-tracking policies, and whether those resources exist (``AggregatesCapacityScaling``).
+
+    Read from the resources rather than the parameters alone, so that a template whose table ignored a
+    parameter would be costed as it deploys.
+    """
+    mode = str(value(table.get("BillingMode", "PROVISIONED")))
+    if isinstance(table.get("BillingMode"), dict) and "Ref" not in table["BillingMode"]:
+        raise ValueError(f"aggregates BillingMode {table['BillingMode']!r}: only a literal or a !Ref")
+    throughput = table.get("ProvisionedThroughput") or {}
+    for fn in ("If", "Fn::If"):  # the loader's spelling of !If, or the long form
+        if isinstance(throughput, dict) and fn in throughput:
+            throughput = throughput[fn][1]  # [condition, when provisioned, AWS::NoValue]
+    kinds = {n: r for n, r in resources.items()
+             if str(r.get("Type", "")).startswith("AWS::ApplicationAutoScaling")}
+    targets = [r for r in kinds.values() if r["Type"].endswith("::ScalableTarget")
+               and "AggregatesTable" in str((r.get("Properties") or {}).get("ResourceId"))]
+    policies = [r for r in kinds.values() if r["Type"].endswith("::ScalingPolicy")]
+    on = bool(targets)
+    condition = next((r.get("Condition") for r in targets if r.get("Condition")), None)
+    if on and condition and "AggregatesCapacityScaling" in params:
+        on = str(params["AggregatesCapacityScaling"]["Default"]) == "enabled"
+    target_values = [float(value(((r.get("Properties") or {}).get("TargetTrackingScalingPolicyConfiguration")
+                                  or {}).get("TargetValue", 70))) for r in policies]
+    max_units = [int(value((r.get("Properties") or {})["MaxCapacity"])) for r in targets]
+    return {
+        "aggregates_billing_mode": mode,
+        "aggregates_min_wcu": int(value(throughput.get("WriteCapacityUnits", 0))) if throughput else 0,
+        "aggregates_min_rcu": int(value(throughput.get("ReadCapacityUnits", 0))) if throughput else 0,
+        "aggregates_max_units": max(max_units) if max_units else 0,
+        "aggregates_target_utilization": (min(target_values) / 100) if target_values else 1.0,
+        "aggregates_autoscaling": mode == "PROVISIONED" and on,
+        "scaling_policies": len(policies) if mode == "PROVISIONED" and on else 0,
     }
 
 

@@ -58,6 +58,7 @@ class Traffic:
     api_requests: float  # query API requests per month
     ingest_requests: float  # POST /ingest requests per month (0 unless ingest_via_api)
     processor_ms: float  # duration of one invocation
+    wcu_per_write: float | None = None  # counted write units per aggregate PutItem (None: from the size)
 
     @property
     def batch_seconds(self) -> float:
@@ -116,6 +117,7 @@ def monthly_traffic(w: Workload, m: Measured) -> Traffic:
         api_requests=w.api_requests_per_day * DAYS_PER_MONTH,
         ingest_requests=readings / w.readings_per_ingest_request if w.ingest_via_api else 0.0,
         processor_ms=duration_ms,
+        wcu_per_write=m.wcu_per_write,
     )
 
 

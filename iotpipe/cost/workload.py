@@ -71,6 +71,16 @@ class Workload:
     # template: the IA transition rule is filtered with ObjectSizeGreaterThan >= 128 KB
     archive_ia_min_object_filter: bool = DEFAULTS["archive_ia_min_object_filter"]
     aggregates_pitr: bool = DEFAULTS["aggregates_pitr"]  # template PointInTimeRecoveryEnabled, per table
+    # Aggregates table capacity (template AggregatesBillingMode and its auto scaling): PROVISIONED bills
+    # capacity-hours sized to consumed units / target utilisation (never below the minimum); on-demand
+    # (PAY_PER_REQUEST) bills each request. The other tables stay on-demand (small, spiky).
+    aggregates_billing_mode: str = DEFAULTS["aggregates_billing_mode"]
+    aggregates_min_wcu: int = DEFAULTS["aggregates_min_wcu"]  # template AggregatesWriteCapacity
+    aggregates_min_rcu: int = DEFAULTS["aggregates_min_rcu"]  # template AggregatesReadCapacity
+    aggregates_max_units: int = DEFAULTS["aggregates_max_units"]  # template AggregatesMaxCapacity
+    aggregates_target_utilization: float = DEFAULTS["aggregates_target_utilization"]  # template, / 100
+    aggregates_autoscaling: bool = DEFAULTS["aggregates_autoscaling"]  # AggregatesCapacityScaling enabled
+    scaling_policies: int = DEFAULTS["scaling_policies"]  # target-tracking policies (4 alarms each)
     anomalies_pitr: bool = DEFAULTS["anomalies_pitr"]
     # Observability.
     log_bytes_per_invocation: int = 2200  # START/END/REPORT + summary JSON line + EMF lines
@@ -110,3 +120,6 @@ class Measured:
     record_bytes: float | None = None
     item_bytes: float | None = None
     metric_calls_per_invocation: float | None = None
+    # bench/calls.py: write units DynamoDB reported per aggregate write (1 while items stay under 1 KB)
+    wcu_per_write: float | None = None
+    counted: dict[str, float] | None = None  # the counted calls per 1,000 readings, reported as they are

@@ -7,7 +7,6 @@ output: per (device, window) the count and temperature sum/min/max of every vali
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import time
 import uuid
@@ -25,6 +24,7 @@ from simulator.config import SimulatorConfig
 from simulator.fleet import Device, generate_fleet
 from simulator.malformed import expected_outcome
 from simulator.stream import Produced, generate_readings
+from tests.integration.archive_objects import archived_lines
 from tests.integration.polling import wait_for
 
 WindowRef = dict[tuple[str, int], dict[str, float]]
@@ -139,22 +139,16 @@ def archived(s3: Any, bucket: str, batch: Batch) -> tuple[Counter[str], int, int
     aggregated = duplicates = 0
     prefix = batch.prefix
     raws = {data for _, data in batch.payloads()}
-    # Only the archive's own prefixes: the bucket also holds Athena's query results (athena-results/).
-    keys = [obj["Key"] for archive_prefix in ("processed/", "quarantine/")
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=archive_prefix)
-            for obj in page.get("Contents", [])]
-    for key in keys:
-        body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        for line in body.splitlines():
-            doc = json.loads(line)
-            if key.startswith("quarantine/"):
-                if base64.b64decode(doc["raw_b64"]) in raws:
-                    reasons[doc["reason"]] += 1
-            elif doc.get("device_id", "").startswith(prefix):
-                if doc.get("status") == "duplicate":
-                    duplicates += 1
-                else:
-                    aggregated += 1
+    # Only the archive's own prefixes: the bucket also holds Athena's results and the compacted files.
+    for line in archived_lines(s3, bucket, "quarantine/"):
+        if base64.b64decode(line.doc["raw_b64"]) in raws:
+            reasons[line.doc["reason"]] += 1
+    for line in archived_lines(s3, bucket, "processed/"):
+        if line.doc.get("device_id", "").startswith(prefix):
+            if line.doc.get("status") == "duplicate":
+                duplicates += 1
+            else:
+                aggregated += 1
     return reasons, aggregated, duplicates
 
 

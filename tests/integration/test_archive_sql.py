@@ -11,7 +11,6 @@ tests skip with that reason, after checking the stack really has no SQL outputs 
 # ruff: noqa: S608
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 from collections import Counter
@@ -25,6 +24,7 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from iotpipe import athena_query as aq
+from tests.integration.archive_objects import archived_lines
 from tests.integration.polling import wait_for
 from tests.integration.targets import TARGET, facts
 
@@ -239,16 +239,8 @@ def test_named_device_gaps(athena: Any, sql: aq.QueryTarget, archived: Produced)
 
 def _archived_quarantine_counts(bucket: str) -> Counter[tuple[str, str, str, str]]:
     """(dt, hour, reason, stage) counted from the quarantine objects themselves."""
-    s3 = boto3.client("s3")
-    counts: Counter[tuple[str, str, str, str]] = Counter()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="quarantine/"):
-        for obj in page.get("Contents", []):
-            _, dt, hour, _name = obj["Key"].split("/")
-            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            for line in body.splitlines():
-                doc = json.loads(line)
-                counts[(dt.removeprefix("dt="), hour.removeprefix("hour="), doc["reason"], doc["stage"])] += 1
-    return counts
+    return Counter((line.dt, line.hour, line.doc["reason"], line.doc["stage"])
+                   for line in archived_lines(boto3.client("s3"), bucket, "quarantine/"))
 
 
 def test_named_quarantine_reasons_over_time(

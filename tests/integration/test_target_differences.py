@@ -44,3 +44,32 @@ def test_logging_config(deployed_stack: dict[str, str]) -> None:
     group = config.get("LoggingConfig", {}).get("LogGroup")
     kept = group == f"/aws/lambda/{deployed_stack['StackName']}-processor"
     assert kept is facts().logging_config_kept, f"{TARGET}: LoggingConfig {config.get('LoggingConfig')}"
+
+
+def test_aggregates_table_is_provisioned_and_the_others_on_demand(deployed_stack: dict[str, str]) -> None:
+    # GIVEN the template's defaults (AggregatesBillingMode PROVISIONED, 10 WCU / 10 RCU minimum)
+    from iotpipe.template import load_template
+
+    params = load_template()["Parameters"]
+    ddb = boto3.client("dynamodb")
+
+    def table(name: str) -> dict:
+        return ddb.describe_table(TableName=deployed_stack[name])["Table"]
+
+    # THEN the aggregates table bills provisioned capacity, at the template's minimum
+    aggregates = table("AggregatesTableName")
+    assert aggregates.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED") == "PROVISIONED"
+    throughput = aggregates["ProvisionedThroughput"]
+    # int(): ministack keeps a !Ref'd Number parameter as the string CloudFormation passed it ("10")
+    assert int(throughput["WriteCapacityUnits"]) == int(params["AggregatesWriteCapacity"]["Default"])
+    assert int(throughput["ReadCapacityUnits"]) == int(params["AggregatesReadCapacity"]["Default"])
+    # AND the spiky, small tables stay on-demand
+    for name in ("DevicesTableName", "AnomaliesTableName"):
+        assert table(name)["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST", name
+    # AND the auto scaling resources are in the stack where the target has a provider for them
+    pages = boto3.client("cloudformation").get_paginator("list_stack_resources").paginate(
+        StackName=deployed_stack["StackName"])
+    logical = {r["LogicalResourceId"] for page in pages for r in page["StackResourceSummaries"]}
+    scaling = {"AggregatesWriteScaling", "AggregatesWriteScalingPolicy", "AggregatesReadScaling",
+               "AggregatesReadScalingPolicy"}
+    assert (scaling <= logical) is facts().capacity_scaling_in_stack, f"{TARGET}: {scaling & logical}"

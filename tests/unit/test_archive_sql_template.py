@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from functions.compactor.columns import PROCESSED_COLUMNS
+from functions.compactor.compaction import COMPACTED_PREFIX, MANIFEST_NAME, PART_NAME, hour_prefix
 from functions.core.readings import DeviceInfo, Reading
 from functions.detector.interface import Verdict
 from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, processed_line
@@ -105,6 +107,28 @@ def test_processed_columns_are_the_fields_of_an_archived_line(template: dict[str
     assert verdict_types == ("boolean", "double", "string")
 
 
+def test_the_compacted_table_has_the_processed_columns_in_the_compactors_order(
+        template: dict[str, Any]) -> None:
+    # GIVEN the columns the compactor writes into every Parquet file (functions/compactor/columns.py)
+    expected = [(name, glue) for name, glue, _ in PROCESSED_COLUMNS]
+    for logical_id in ("ProcessedTable", "CompactedTable"):
+        columns = _table(template, logical_id)["StorageDescriptor"]["Columns"]
+        declared = [(c["Name"], c["Type"]) for c in columns]
+        # THEN both tables declare exactly them, in the same order (Parquet is read by name, but a
+        # reordered or retyped column here would be a schema drift between the two views of one archive)
+        assert declared == expected, logical_id
+
+
+def test_the_compacted_table_reads_the_compactors_parquet_hour_folders(template: dict[str, Any]) -> None:
+    table = _table(template, "CompactedTable")
+    when = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)
+    key = hour_prefix(COMPACTED_PREFIX, "2026-12-31", "23") + PART_NAME
+    assert _projected_prefix(table, when) == "s3://${ArchiveBucket}/" + key.rsplit("/", 1)[0] + "/"
+    assert table["Parameters"]["classification"] == "parquet"
+    assert table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"].endswith("ParquetHiveSerDe")
+    assert MANIFEST_NAME.startswith("_")  # Athena (and ministack) skip files whose names start with _ or .
+
+
 def test_quarantine_columns_are_the_quarantined_schema(template: dict[str, Any]) -> None:
     schema = json.loads((ROOT / "functions" / "schemas" / "quarantined.schema.json").read_text())
     columns = _columns(template, "QuarantineTable")
@@ -162,6 +186,7 @@ def test_the_query_policy_is_scoped_to_this_stack(template: dict[str, Any]) -> N
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert all("*" not in a for a in actions)
     reads = next(s for s in statements if s["Sid"] == "ReadTheArchive")
-    assert reads["Action"] == "s3:GetObject"  # read only, and only the two archive prefixes
+    assert reads["Action"] == "s3:GetObject"  # read only, and only the three archive prefixes
     assert {r["Sub"] for r in reads["Resource"]} == {"${ArchiveBucket.Arn}/processed/*",
+                                                     "${ArchiveBucket.Arn}/compacted/*",
                                                      "${ArchiveBucket.Arn}/quarantine/*"}

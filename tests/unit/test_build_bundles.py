@@ -25,6 +25,8 @@ HANDLERS = {
     "processor": ["functions.processor.handler", "functions.detector.anomaly_detector"],
     "ingest": ["functions.ingest.handler"],
     "api": ["functions.api.lambda_handler"],
+    # duckdb is imported inside compact_files; importing it here proves the wheel in the zip loads
+    "compactor": ["functions.compactor.handler", "duckdb"],
 }
 # Test-only code: the testkit and tests packages, and anything named like test furniture.
 TEST_ONLY_PACKAGES = ("testkit/", "tests/")
@@ -94,6 +96,8 @@ def test_bundles_fit_lambda_limits_and_leave_out_what_a_function_does_not_use(
     assert any(n.startswith("numpy/") for n in names["processor"])
     assert not any(n.startswith(("numpy/", "fastapi/")) for n in names["ingest"])
     assert not any(n.startswith("numpy/") for n in names["api"])
+    assert any(n.startswith("duckdb/") for n in names["compactor"])
+    assert not any(n.startswith("duckdb/") for name in ("processor", "ingest", "api") for n in names[name])
     for listing in names.values():
         assert not any(n.startswith(("boto3/", "botocore/")) for n in listing)  # the runtime provides them
     # the detector needs no download: its model travels in the processor's package

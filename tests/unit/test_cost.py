@@ -21,9 +21,11 @@ READINGS_1000_1HZ = 1000 * 730 * 3600  # 2,628,000,000 readings a month
 # The hand-computed scenarios below pin the settings they compute with, so they do not move when the
 # template's defaults do; test_workload_defaults_follow_the_template covers the defaults themselves.
 # They also pin one reading per Kinesis record (the arithmetic is per record); packed records are
-# covered by the tests under "packed records" below.
+# covered by the tests under "packed records" below. And an on-demand aggregates table (billed per
+# request, so the arithmetic is per write); provisioned capacity is covered under "capacity mode".
 SMALL = {"batch_size": 500, "batching_window_s": 10.0, "anomaly_rate": 0.01,
-         "archive_ia_min_object_filter": False, "write_concurrency": 16, "readings_per_record": 1}
+         "archive_ia_min_object_filter": False, "write_concurrency": 16, "readings_per_record": 1,
+         "aggregates_billing_mode": "PAY_PER_REQUEST"}
 
 
 def _line(est: cost.Estimate, component: str, item_prefix: str) -> cost.Line:
@@ -216,12 +218,16 @@ def test_alert_cooldown_writes_and_publishes() -> None:
 def test_template_defaults_at_1000_devices_unpacked() -> None:
     # The template as it is (BatchSize 10,000, window 30 s, payload-capped at 7,516 records, 0.2 % flagged)
     # with one reading per Kinesis record
-    est = estimate(Workload(devices=1000, rate_hz=1.0, readings_per_record=1))
+    est = estimate(Workload(devices=1000, rate_hz=1.0, readings_per_record=1,
+                            aggregates_billing_mode="PAY_PER_REQUEST"))
     assert est.batch_limit == "payload"
     assert est.batch_records == 7516
     assert est.dominant() == "dynamodb"
     assert est.per_million > cost.TARGET_USD_PER_MILLION  # honest: 0.13 USD per million, not met
     assert est.per_million < 0.15
+    # with the template's provisioned aggregates table it is: 0.096
+    provisioned = estimate(Workload(devices=1000, rate_hz=1.0, readings_per_record=1))
+    assert provisioned.per_million < cost.TARGET_USD_PER_MILLION
 
 
 def test_template_defaults_at_1000_devices_packed() -> None:
@@ -459,7 +465,8 @@ def test_packed_kinesis_put_units_are_per_record() -> None:
 
 
 def test_readings_per_record_flag_and_what_if(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cost.main(["--devices", "1000", "--rate", "1", "--readings-per-record", "1", "--json"]) == 0
+    assert cost.main(["--devices", "1000", "--rate", "1", "--readings-per-record", "1", "--json",
+                      "--aggregates-billing-mode", "PAY_PER_REQUEST"]) == 0
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert doc["readings_per_record"] == 1
     assert doc["target_met"] is False
@@ -489,3 +496,124 @@ def test_athena_is_priced_per_tb_of_archive_a_query_reads() -> None:
 def test_the_athena_results_lifecycle_rule_does_not_hide_the_archive_rules() -> None:
     facts = cost.to_json(estimate(Workload(devices=1000, rate_hz=1)))
     assert facts["defaults_from"] == "cloudformation/template.yaml"
+
+
+# ---- capacity mode: the aggregates table PROVISIONED with target-tracking auto scaling (the template's)
+
+def _provisioned(**kw: object) -> Workload:
+    settings: dict[str, object] = {
+        "aggregates_billing_mode": "PROVISIONED", "aggregates_autoscaling": True,
+        "aggregates_target_utilization": 0.70, "aggregates_min_wcu": 10, "aggregates_min_rcu": 10,
+        "aggregates_max_units": 40_000, "scaling_policies": 2}
+    return _workload(**{**settings, **kw})
+
+
+def test_provisioned_capacity_is_consumed_units_over_the_target_utilisation() -> None:
+    # GIVEN the same fleet costed on-demand (per write) and provisioned (per capacity-hour)
+    on_demand = estimate(_workload())
+    provisioned = estimate(_provisioned())
+    wru = _line(on_demand, "dynamodb", "aggregate writes").quantity
+    rru = (_line(on_demand, "dynamodb", "aggregate prefetch").quantity
+           + _line(on_demand, "dynamodb", "query API reads").quantity)
+    # THEN auto scaling keeps consumed/s / 0.70 units all month: WCU-hours and USD at 0.00065 per WCU-hour
+    wcu = wru / 2_628_000 / 0.70
+    assert _line(provisioned, "dynamodb", "aggregates WCU").quantity == pytest.approx(wcu * 730)
+    assert _line(provisioned, "dynamodb", "aggregates WCU").usd == pytest.approx(wcu * 730 * 0.00065)
+    assert _line(provisioned, "dynamodb", "aggregates RCU").usd == pytest.approx(rru / 2_628_000 / 0.7 * 730
+                                                                               * 0.00013)
+    # AND the per-request lines are gone, the policies' 8 alarms are billed, the consumed units reported
+    assert not [ln for ln in provisioned.lines if ln.item.startswith("aggregate writes")]
+    assert _line(provisioned, "cloudwatch", "auto scaling alarms").usd == pytest.approx(0.80)
+    plan = cost.capacity(provisioned)
+    assert plan["aggregates_wcu_provisioned"] == pytest.approx(wcu, abs=0.05)
+    assert plan["aggregates_wru_per_s"] == pytest.approx(wru / 2_628_000, abs=0.05)
+    assert plan["aggregates_capacity_short"] is False
+
+
+def test_template_defaults_at_1000_devices_provisioned() -> None:
+    # The template as it is: 0.0623 writes/reading x 2,628 M = 163.7 M writes of 1 WCU a month = 62.3 WCU/s,
+    # / 0.70 = 89.0 WCU x 730 h x 0.00065 = 42.22 USD (on-demand: 163.7 M x 0.625 / M = 102.30 USD)
+    est = estimate(Workload(devices=1000, rate_hz=1.0))
+    assert est.workload.aggregates_billing_mode == "PROVISIONED"
+    assert _line(est, "dynamodb", "aggregates WCU").usd == pytest.approx(42.22, abs=0.01)
+    on_demand = estimate(Workload(devices=1000, rate_hz=1.0, aggregates_billing_mode="PAY_PER_REQUEST"))
+    assert _line(on_demand, "dynamodb", "aggregate writes").usd == pytest.approx(102.30, abs=0.01)
+    assert est.per_million < on_demand.per_million - 0.025  # 0.0698 against 0.0970
+
+
+def test_provisioned_never_goes_below_the_minimum_and_fixed_capacity_can_fall_short() -> None:
+    # GIVEN 10 devices (0.6 writes/s): auto scaling stays at the 10-WCU floor = 10 x 730 x 0.00065 = 4.745 USD
+    tiny = estimate(_provisioned(devices=10))
+    assert _line(tiny, "dynamodb", "aggregates WCU").usd == pytest.approx(4.745)
+    # AND a fixed capacity (auto scaling off) bills the minimum whatever the load, and says it is short
+    fixed = estimate(_provisioned(aggregates_autoscaling=False))
+    assert _line(fixed, "dynamodb", "aggregates WCU").usd == pytest.approx(4.745)
+    assert _line(fixed, "dynamodb", "aggregates WCU").fixed is True
+    assert cost.capacity(fixed)["aggregates_capacity_short"] is True
+
+
+def test_capacity_mode_is_read_from_the_template(tmp_path: Path) -> None:
+    # GIVEN the template as it is
+    d = cost.template_defaults(cost.TEMPLATE)
+    assert (d["aggregates_billing_mode"], d["aggregates_min_wcu"], d["aggregates_min_rcu"]) == (
+        "PROVISIONED", 10, 10)
+    assert (d["aggregates_max_units"], d["aggregates_target_utilization"]) == (40_000, 0.70)
+    assert (d["aggregates_autoscaling"], d["scaling_policies"]) == (True, 2)
+    # WHEN its defaults change: on-demand, or provisioned without auto scaling, other capacities
+    text = (ROOT / "cloudformation" / "template.yaml").read_text()
+    on_demand = tmp_path / "on_demand.yaml"
+    on_demand.write_text(text.replace("    Default: PROVISIONED\n", "    Default: PAY_PER_REQUEST\n", 1))
+    fixed = tmp_path / "fixed.yaml"
+    scaling = "  AggregatesCapacityScaling:\n    Type: String\n    Default: "
+    assert scaling + "enabled" in text
+    fixed.write_text(text.replace(scaling + "enabled", scaling + "disabled", 1)
+                     .replace("    Default: 70\n", "    Default: 50\n", 1))
+    # THEN the model follows
+    od = cost.template_defaults(on_demand)
+    assert (od["aggregates_billing_mode"], od["aggregates_autoscaling"], od["scaling_policies"]) == (
+        "PAY_PER_REQUEST", False, 0)
+    fx = cost.template_defaults(fixed)
+    assert (fx["aggregates_billing_mode"], fx["aggregates_autoscaling"]) == ("PROVISIONED", False)
+    assert fx["aggregates_target_utilization"] == 0.50
+
+
+def test_from_calls_takes_the_counted_dynamodb_figures(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a bench/calls.py run that counted 70 window writes of 2 WCU each and 70 prefetch rows per 1,000
+    calls = tmp_path / "calls.json"
+    calls.write_text(json.dumps({
+        "batch_seconds": 21.62, "readings": 48_000, "mean_item_bytes": 900.0,
+        "full_window_item_bytes": 1100.0,
+        "per_1000_readings": {"dynamodb.PutItem.aggregates": 70.0,
+                              "dynamodb.BatchGetItem.aggregates.keys": 70.0, "s3.PutObject": 0.5},
+        "consumed_per_1000_readings": {"PutItem.aggregates": 140.0}}) + "\n")
+    measured = cost.measured_from_calls(calls)
+    assert (measured.ddb_writes_per_reading, measured.wcu_per_write) == (0.070, 2.0)
+    assert measured.item_bytes == 1100.0  # a whole window's item, not the run's mean
+    # WHEN costing on-demand with it
+    est = estimate(_workload(), measured=measured)
+    # THEN 2,628 M x 0.070 x 2 WRU = 367.92 M WRU x 0.625 / M = 229.95 USD
+    assert _line(est, "dynamodb", "aggregate writes").usd == pytest.approx(229.95)
+    # AND the JSON carries the counted calls as they were counted
+    assert cost.main(["--devices", "1000", "--rate", "1", "--json", "--from-calls", str(calls)]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["counted_calls_per_1000_readings"]["dynamodb.PutItem.aggregates"] == 70.0
+    assert doc["source"].startswith("calls:")
+    assert doc["halving_target_usd_per_million_readings"] == 0.05
+    assert doc["halving_target_met"] is (doc["usd_per_million_readings"] <= 0.05)
+
+
+def test_json_says_what_stands_in_the_way_of_the_halving_target(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the template's defaults at 1,000 x 1 Hz
+    assert cost.main(["--devices", "1000", "--rate", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    floor = doc["halving_floor"]
+    # THEN the aggregates' provisioned WCU + RCU are 42.22 + 8.57 USD, and without them the rest of the
+    # bill is (183.46 - 50.79) / 2,628 M readings = 0.0505 USD per million: above 0.05 on its own
+    assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(50.79, abs=0.01)
+    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0505, abs=0.0001)
+    target = doc["halving_target_usd_per_million_readings"]
+    assert floor["usd_per_million_without_aggregates_throughput"] > target
+    # AND 59.19 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0225 per million
+    assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0225, abs=0.0001)
+    assert doc["halving_target_met"] is False
