@@ -10,6 +10,7 @@
     iotpipe archive compact [--hour YYYY-MM-DDTHH ... | --all] [--force] [--json]  Parquet per hour
     iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
+    iotpipe model train --source simulator|csv [--csv FILE]       the fleet forest (model/train.py)
     iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
     iotpipe model operating-point --select-on DIR...             re-derive model/artifacts/pca-tq-v1.json
     iotpipe model replay-eval FILE|DIR...                        SKAB through the deployed pipeline vs offline
@@ -636,6 +637,14 @@ def cmd_calibrate(device: str, csv_path: Path | None, from_archive: bool, mappin
                       "operating_point": stored["operating_point"], "channels": stored["channels"],
                       "t2_limit": stored["t2_limit"], "q_limit": stored["q_limit"]}, sort_keys=True))
     return 0
+
+
+@model_app.command(context_settings=PASS_THROUGH, add_help_option=False,
+                   help="train the fleet forest (iforest-v1.json): simulator or CSV (its own --help)")
+def train(ctx: typer.Context) -> int:
+    from model.train import main as train_main
+
+    return int(train_main(list(ctx.args)))
 
 
 @model_app.command(name="calibrate", help="fit a device's PCA T2+Q calibration and store it on its item")
