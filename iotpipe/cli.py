@@ -12,6 +12,7 @@
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
     iotpipe model train --source simulator|csv [--csv FILE]       the fleet forest (model/train.py)
     iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
+    iotpipe model calibrate --pending                            every requesting device, N readings archived
     iotpipe model operating-point --select-on DIR...             re-derive model/artifacts/pca-tq-v1.json
     iotpipe model replay-eval FILE|DIR...                        SKAB through the deployed pipeline vs offline
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
@@ -601,9 +602,42 @@ def evaluate(ctx: typer.Context) -> int:
     return int(evaluate_main(list(ctx.args)))
 
 
-def cmd_calibrate(device: str, csv_path: Path | None, from_archive: bool, mapping: str | None, rows: int,
-                  stack: str) -> int:
+def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
+    """Calibrate every device registered with a calibration request whose first N readings are archived."""
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from iotpipe.stack import _client
+    from model import device_calibration as dc
+    from simulator.replay import SKAB_MAPPING, parse_mapping
+
+    _use_running_emulator()
+    outputs = stack_outputs(stack)
+    registry = DynamoDeviceRegistry(outputs["DevicesTableName"], _client("dynamodb"))
+    items, start = [], None
+    while True:
+        page = registry.scan(500, start)
+        items.extend(page.items)
+        start = page.last_key
+        if start is None:
+            break
+    _say(f"{len(dc.pending(items))} device(s) with a calibration request and no calibration")
+    result = dc.calibrate_pending(items, _client("s3"), outputs["ArchiveBucketName"], registry,
+                                  parse_mapping(mapping) if mapping else SKAB_MAPPING)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def cmd_calibrate(device: str | None, csv_path: Path | None, from_archive: bool, mapping: str | None,
+                  rows: int, stack: str, pending: bool = False) -> int:
     """Fit the device's calibration (shipped operating point) and write it to its item on the stack."""
+    if pending:
+        if device or csv_path or from_archive:
+            print("--pending calibrates every requesting device: no --device/--csv/--from-archive",
+                  file=sys.stderr)
+            return 2
+        return cmd_calibrate_pending(stack, mapping)
+    if not device:
+        print("give --device ID (or --pending)", file=sys.stderr)
+        return 2
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.core.errors import VersionConflict
     from iotpipe.stack import _client
@@ -649,15 +683,17 @@ def train(ctx: typer.Context) -> int:
 
 @model_app.command(name="calibrate", help="fit a device's PCA T2+Q calibration and store it on its item")
 def calibrate_command(
-    device: Annotated[str, typer.Option("--device", help="the device id (registered on the stack)")],
+    device: Annotated[str | None, typer.Option("--device", help="the device id (registered)")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="a recording (SKAB format)")] = None,
     from_archive: Annotated[bool, typer.Option("--from-archive",
                                                help="the device's first readings in the S3 archive")] = False,
     mapping: Annotated[str | None, typer.Option(help="Column=channel[*scale][+offset],... (replay)")] = None,
     rows: Annotated[int, typer.Option(help="calibration readings (the device's first N)")] = 400,
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="every device registered with calibration_request, N readings archived")] = False,
     stack: StackOption = "iotpipe",
 ) -> int:
-    return cmd_calibrate(device, csv_path, from_archive, mapping, rows, stack)
+    return cmd_calibrate(device, csv_path, from_archive, mapping, rows, stack, pending)
 
 
 @model_app.command(name="replay-eval",

@@ -61,19 +61,67 @@ def csv_rows(
 
 
 def archive_rows(s3: Any, bucket: str, device_id: str) -> list[tuple[int, dict[str, float]]]:
-    """(epoch ms, channels) of the device's aggregated readings in the archive's processed lines.
+    """(epoch ms, channels) of the device's aggregated readings in the archive's processed lines."""
+    return archive_rows_of(s3, bucket, {device_id})[device_id]
+
+
+def archive_rows_of(s3: Any, bucket: str, ids: set[str]) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    """``archive_rows`` for several devices in one pass.
 
     Reads every processed object (the archive is partitioned by arrival, not by device): fine for the
     emulator and for small stacks; on a large archive use ``--csv`` or an Athena export instead.
     """
-    seen: dict[int, dict[str, float]] = {}
+    seen: dict[str, dict[int, dict[str, float]]] = {d: {} for d in ids}
+    needles = [b'"' + d.encode() + b'"' for d in ids]
     for line in _processed_lines(s3, bucket):
-        if b'"' + device_id.encode() + b'"' not in line:
+        if not any(n in line for n in needles):
             continue
         doc = orjson.loads(line)
-        if doc.get("device_id") == device_id and doc.get("status") == "aggregated":
-            seen.setdefault(int(doc["epoch_ms"]), {k: float(v) for k, v in doc["channels"].items()})
-    return sorted(seen.items())
+        device_id = doc.get("device_id")
+        if device_id in seen and doc.get("status") == "aggregated":
+            channels = {k: float(v) for k, v in doc["channels"].items()}
+            seen[device_id].setdefault(int(doc["epoch_ms"]), channels)
+    return {d: sorted(rows.items()) for d, rows in seen.items()}
+
+
+def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Devices whose registration asks for calibration and that have none yet: id -> rows requested."""
+    out: dict[str, int] = {}
+    for item in items:
+        request = item.get("calibration_request")
+        if isinstance(request, Mapping) and not item.get("calibration"):
+            out[str(item["device_id"])] = int(request.get("rows", 400))
+    return out
+
+
+def calibrate_pending(
+    items: Iterable[Mapping[str, Any]],
+    s3: Any,
+    bucket: str,
+    store: CalibrationWriter,
+    mapping: Mapping[str, ChannelMap] = SKAB_MAPPING,
+    artifact: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Calibrate every pending device whose first N readings are archived; the others wait.
+
+    Returns device id -> {"status": "calibrated" | "waiting", "archived": readings found, "rows": N}.
+    """
+    wanted = pending(items)
+    if not wanted:
+        return {}
+    rows_by_device = archive_rows_of(s3, bucket, set(wanted))
+    op = artifact if artifact is not None else operating_point.load()
+    names = pipeline_names(op["channels"], mapping)
+    out: dict[str, dict[str, Any]] = {}
+    for device_id, n in sorted(wanted.items()):
+        rows = rows_by_device[device_id]
+        usable = sum(1 for _, ch in rows if all(c in ch for c in names))
+        status = "waiting"
+        if usable >= n:
+            calibrate_device(device_id, rows, store, n, "archive", mapping, op)
+            status = "calibrated"
+        out[device_id] = {"status": status, "archived": usable, "rows": n}
+    return out
 
 
 def _processed_lines(s3: Any, bucket: str, prefix: str = PROCESSED_PREFIX) -> Iterator[bytes]:

@@ -59,3 +59,43 @@ def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deploye
                "--stack", deployed_stack["StackName"]]
     assert main(missing) == 1
     assert "no device 'nobody-here'" in capsys.readouterr().err
+
+
+def test_a_pending_device_is_calibrated_from_the_archive(deployed_stack, capsys):
+    """The pipeline's way: readings flow, the archive holds the first N, `calibrate --pending` fits them."""
+    import os
+    import time
+
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from iotpipe.cli import main
+    from iotpipe.replay_eval import _items, _send
+    from iotpipe.stack import _client
+    from simulator.sinks import KinesisSink
+
+    ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]
+    ddb.put_item(TableName=table, Item={"device_id": {"S": "pump-pending-1"}, "name": {"S": "pump"},
+                                        "calibration_request": {"M": {"rows": {"N": "400"}}}})
+    argv = ["model", "calibrate", "--pending", "--stack", deployed_stack["StackName"]]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["pump-pending-1"]["status"] == "waiting"
+
+    sink = KinesisSink(deployed_stack["StreamName"], endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    sink.setup()
+    try:
+        _send(sink, _items(FILES[0], "pump-pending-1", int(time.time() * 1000) - 30_000, 100, 420))
+    finally:
+        sink.close()
+    deadline = time.monotonic() + 180
+    while True:
+        assert main(argv) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        if result.get("pump-pending-1", {}).get("status") != "waiting" or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert result["pump-pending-1"] == {"status": "calibrated", "archived": 420, "rows": 400}
+    item = DynamoDeviceRegistry(table, ddb).get("pump-pending-1")
+    assert item["calibration"]["source"] == "archive"
+    assert "calibration_request" not in item
+    assert main(argv) == 0  # nothing pending any more
+    assert "pump-pending-1" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])

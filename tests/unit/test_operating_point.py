@@ -88,6 +88,45 @@ def test_archive_and_csv_calibrations_of_the_same_readings_are_equal():
     assert from_archive == from_csv
 
 
+class _S3:
+    """One processed object holding ``lines``."""
+
+    def __init__(self, lines):
+        self.body = gzip.compress(b"\n".join(lines))
+
+    def get_paginator(self, _name):
+        return self
+
+    def paginate(self, Bucket, Prefix):
+        return [{"Contents": [{"Key": f"{Prefix}dt=x/hour=00/a.jsonl.gz"}]}] if Prefix == "processed/" else []
+
+    def get_object(self, **_kw):
+        return {"Body": type("B", (), {"read": lambda _s: self.body})()}
+
+
+@needs_skab
+def test_pending_devices_are_calibrated_once_their_first_n_readings_are_archived():
+    rows = dc.csv_rows(SKAB / "valve1" / "1.csv")
+    line = lambda d, ms, ch: orjson.dumps(  # noqa: E731
+        {"device_id": d, "epoch_ms": ms, "channels": ch, "status": "aggregated"})
+    lines = [line("ready", ms, ch) for ms, ch in rows[:400]]
+    lines += [line("early", ms, ch) for ms, ch in rows[:399]]
+    lines += [line("plain", ms, ch) for ms, ch in rows[:400]]
+    registry = InMemoryDeviceRegistry([
+        {"device_id": "ready", "calibration_request": {"rows": 400}},
+        {"device_id": "early", "calibration_request": {"rows": 400}},
+        {"device_id": "plain"},  # never asked: stays on the fleet forest
+    ])
+    result = dc.calibrate_pending(list(registry.items.values()), _S3(lines), "bucket", registry)
+    assert result == {"ready": {"status": "calibrated", "archived": 400, "rows": 400},
+                      "early": {"status": "waiting", "archived": 399, "rows": 400}}
+    assert "calibration" in registry.items["ready"]
+    assert "calibration_request" not in registry.items["ready"]  # done: not pending any more
+    assert "calibration" not in registry.items["early"]
+    assert "calibration" not in registry.items["plain"]
+    assert dc.pending(registry.items.values()) == {"early": 400}
+
+
 def test_too_few_readings_is_an_error_not_a_calibration():
     with pytest.raises(ValueError, match="calibration needs 400"):
         dc.fit([(i, {"a": float(i), "b": 1.0}) for i in range(100)], ("a", "b"), 400)
