@@ -10,6 +10,11 @@
     iotpipe archive compact [--hour YYYY-MM-DDTHH ... | --all] [--force] [--json]  Parquet per hour
     iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
+    iotpipe model train --source simulator|csv [--csv FILE]       the fleet forest (model/train.py)
+    iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
+    iotpipe model calibrate --pending                            every requesting device, N readings archived
+    iotpipe model operating-point --select-on DIR...             re-derive model/artifacts/pca-tq-v1.json
+    iotpipe model replay-eval FILE|DIR...                        SKAB through the deployed pipeline vs offline
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 """
 
@@ -26,6 +31,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -595,6 +601,137 @@ def evaluate(ctx: typer.Context) -> int:
     from model.evaluate import main as evaluate_main
 
     return int(evaluate_main(list(ctx.args)))
+
+
+def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
+    """Calibrate every device registered with a calibration request whose first N readings are archived."""
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from iotpipe.stack import _client
+    from model import device_calibration as dc
+    from simulator.replay import SKAB_MAPPING, parse_mapping
+
+    _use_running_emulator()
+    outputs = stack_outputs(stack)
+    registry = DynamoDeviceRegistry(outputs["DevicesTableName"], _client("dynamodb"))
+    items, start = [], None
+    while True:
+        page = registry.scan(500, start)
+        items.extend(page.items)
+        start = page.last_key
+        if start is None:
+            break
+    _say(f"{len(dc.pending(items))} device(s) with a calibration request and no calibration")
+    result = dc.calibrate_pending(items, _client("s3"), outputs["ArchiveBucketName"], registry,
+                                  parse_mapping(mapping) if mapping else SKAB_MAPPING)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def cmd_calibrate(device: str | None, csv_path: Path | None, from_archive: bool, mapping: str | None,
+                  rows: int, stack: str, pending: bool = False) -> int:
+    """Fit the device's calibration (shipped operating point) and write it to its item on the stack."""
+    if pending:
+        if device or csv_path or from_archive:
+            print("--pending calibrates every requesting device: no --device/--csv/--from-archive",
+                  file=sys.stderr)
+            return 2
+        return cmd_calibrate_pending(stack, mapping)
+    if not device:
+        print("give --device ID (or --pending)", file=sys.stderr)
+        return 2
+    from functions.adapters.devices import DynamoDeviceRegistry
+    from functions.core.errors import VersionConflict
+    from iotpipe.stack import _client
+    from model import device_calibration as dc
+    from simulator.replay import SKAB_MAPPING, parse_mapping
+
+    if (csv_path is None) == (not from_archive):
+        print("give exactly one of --csv FILE or --from-archive", file=sys.stderr)
+        return 2
+    _use_running_emulator()
+    outputs = stack_outputs(stack)
+    channel_map = parse_mapping(mapping) if mapping else SKAB_MAPPING
+    if csv_path is not None:
+        source = f"csv:{csv_path.name}"
+        data = dc.csv_rows(csv_path, channel_map)
+    else:
+        source = "archive"
+        _say(f"reading s3://{outputs['ArchiveBucketName']}/processed/ for {device} ...")
+        data = dc.archive_rows(_client("s3"), outputs["ArchiveBucketName"], device)
+    registry = DynamoDeviceRegistry(outputs["DevicesTableName"], _client("dynamodb"))
+    try:
+        stored = dc.calibrate_device(device, data, registry, rows, source, channel_map)
+    except ValueError as exc:
+        print(f"calibration failed: {exc}", file=sys.stderr)
+        return 1
+    except VersionConflict:
+        table = outputs["DevicesTableName"]
+        print(f"calibration not stored: no device {device!r} in {table}", file=sys.stderr)
+        return 1
+    print(json.dumps({"device_id": device, "rows": stored["calibration_rows"], "source": source,
+                      "operating_point": stored["operating_point"], "channels": stored["channels"],
+                      "t2_limit": stored["t2_limit"], "q_limit": stored["q_limit"]}, sort_keys=True))
+    return 0
+
+
+@model_app.command(context_settings=PASS_THROUGH, add_help_option=False,
+                   help="train the fleet forest (iforest-v1.json): simulator or CSV (its own --help)")
+def train(ctx: typer.Context) -> int:
+    from model.train import main as train_main
+
+    return int(train_main(list(ctx.args)))
+
+
+@model_app.command(name="calibrate", help="fit a device's PCA T2+Q calibration and store it on its item")
+def calibrate_command(
+    device: Annotated[str | None, typer.Option("--device", help="the device id (registered)")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="a recording (SKAB format)")] = None,
+    from_archive: Annotated[bool, typer.Option("--from-archive",
+                                               help="the device's first readings in the S3 archive")] = False,
+    mapping: Annotated[str | None, typer.Option(help="Column=channel[*scale][+offset],... (replay)")] = None,
+    rows: Annotated[int, typer.Option(help="calibration readings (the device's first N)")] = 400,
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="every device registered with calibration_request, N readings archived")] = False,
+    stack: StackOption = "iotpipe",
+) -> int:
+    return cmd_calibrate(device, csv_path, from_archive, mapping, rows, stack, pending)
+
+
+@model_app.command(name="replay-eval",
+                   help="replay SKAB files through the deployed pipeline, score its anomalies vs labels")
+def replay_eval_command(
+    files: Annotated[list[Path], typer.Argument(help="SKAB CSV files or folders")],
+    rows: Annotated[int, typer.Option(help="calibration rows per file")] = 400,
+    step_ms: Annotated[int, typer.Option(help="event-time spacing of replayed rows")] = 100,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the archive per phase")] = 600.0,
+    stack: StackOption = "iotpipe",
+) -> int:
+    from iotpipe.replay_eval import replay_eval
+    from model.skab import find_files
+
+    paths = [p for f in files for p in (sorted(find_files(f)) if f.is_dir() else [f])]
+    _use_running_emulator()
+    result = replay_eval(stack, paths, rows=rows, step_ms=step_ms, timeout_s=timeout)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+@model_app.command(name="operating-point", help="choose the PCA T2+Q operating point (pca-tq-v1.json)")
+def operating_point_command(
+    select_on: Annotated[list[Path], typer.Option(help="SKAB folders to select on")],
+    anomaly_free: Annotated[Path | None, typer.Option(help="label-free recording (default: beside)")] = None,
+    af_far: Annotated[float, typer.Option(help="max anomaly-free FAR %")] = 20.0,
+    write: Annotated[bool, typer.Option("--write", help="overwrite model/artifacts/pca-tq-v1.json")] = False,
+) -> int:
+    from model import operating_point as op
+
+    free = anomaly_free or select_on[0].parent / "anomaly-free" / "anomaly-free.csv"
+    artifact = op.choose(select_on, free, af_far)
+    print(json.dumps(artifact, sort_keys=True))
+    if write:
+        op.write(artifact)
+        _say(f"wrote {op.ARTIFACT}")
+    return 0
 
 
 @app.command(context_settings=PASS_THROUGH, add_help_option=False,

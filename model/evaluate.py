@@ -19,6 +19,8 @@ import numpy as np
 import typer
 
 from functions.detector.anomaly_detector import EmbeddedDetector
+from functions.detector.calibrated import CalibratedDetector
+from functions.detector.interface import Detector
 from iotpipe.console import run_app, track
 from model.select_report import select_on_report_on
 from model.simdata import ReadingSet, from_simulator
@@ -148,7 +150,7 @@ def _evaluate_fixed(files: list[Path], params: SkabParams, t0: float) -> dict[st
     }
 
 
-def detect_stream(detector: EmbeddedDetector, data: ReadingSet, batch_size: int) -> np.ndarray:
+def detect_stream(detector: Detector, data: ReadingSet, batch_size: int) -> np.ndarray:
     """Feed readings in arrival (time) order, in Kinesis-sized batches, as the processor would."""
     readings = data.readings()
     order = np.argsort(data.epoch_ms, kind="stable")
@@ -186,7 +188,9 @@ def evaluate_simulator(
     t0 = time.perf_counter()
     for kind in track(SIM_KINDS, "simulated runs (one per anomaly kind)"):
         data = from_simulator(devices, duration_s, seed, anomaly_rate=anomaly_rate, mix={kind: 1.0})
-        detector = EmbeddedDetector(artifact)  # fresh state per run: every run starts cold
+        # The Lambda's composition (fresh state per run: every run starts cold): simulator devices carry no
+        # calibration, so the per-device wrapper hands every reading to the forest.
+        detector = CalibratedDetector(EmbeddedDetector(artifact))
         flagged = detect_stream(detector, data, batch_size)
         truth = np.array([label == kind for label in data.labels])
         normal = np.array([label == "normal" for label in data.labels])

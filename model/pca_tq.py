@@ -113,11 +113,22 @@ def calibrate(
 ) -> PcaCalibration:
     """One device's calibration from its first ``rows`` readings (``values`` columns in ``channels``)."""
     cols = channel_columns(channels, cfg.channels)
-    cal = np.asarray(values, dtype=np.float64)[:rows, cols]
+    return calibrate_columns(CHANNEL_SETS[cfg.channels], np.asarray(values)[:, cols], cfg, rows)
+
+
+def calibrate_columns(
+    names: Sequence[str], values: np.ndarray, cfg: PcaConfig, rows: int = TRAIN_ROWS
+) -> PcaCalibration:
+    """As ``calibrate``, on every column of ``values``, named ``names``: the channel names the
+    calibration will look up in readings (the pipeline's names, e.g. ``current`` for an extra channel),
+    whatever ``cfg.channels`` says. The arithmetic is the same, so the verdicts are too."""
+    cal = np.asarray(values, dtype=np.float64)[:rows]
+    if cal.shape[1] != len(names):
+        raise ValueError(f"{cal.shape[1]} columns but {len(names)} channel names")
     sub = fit_subspace(cal, cfg.variance)
     t2, q = sub.statistics(cal)
     return PcaCalibration(
-        channels=tuple(CHANNEL_SETS[cfg.channels]),
+        channels=tuple(names),
         mean=tuple(float(v) for v in sub.mean),
         scale=tuple(float(v) for v in sub.scale),
         pca_mean=tuple(float(v) for v in sub.pca_mean),

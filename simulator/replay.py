@@ -2,7 +2,8 @@
 
 Columns map onto channels with ``Column=channel[*scale][+offset]``; ``extra.<name>`` puts a column
 under ``extra``. The defaults map SKAB's pump test bed onto the reading contract: its Pressure (bar,
-gauge, about 0-1) is scaled into the atmospheric band (``*100+1000`` hPa) so readings pass validation;
+gauge, -1.26..1.69 over the shared files) is scaled into the atmospheric band (``*100+900``: 774..1069 hPa)
+so readings pass validation (300..1100; ``+1000`` quarantined every reading above 1 bar);
 Volume Flow RateRMS (about 32) stands in for humidity; the rest become extra channels.
 """
 
@@ -34,7 +35,7 @@ class ChannelMap:
 
 SKAB_MAPPING: dict[str, ChannelMap] = {
     "Temperature": ChannelMap("temperature"),
-    "Pressure": ChannelMap("pressure", 100.0, 1000.0),
+    "Pressure": ChannelMap("pressure", 100.0, 900.0),
     "Volume Flow RateRMS": ChannelMap("humidity"),
     "Accelerometer1RMS": ChannelMap("extra.accel1_rms"),
     "Accelerometer2RMS": ChannelMap("extra.accel2_rms"),

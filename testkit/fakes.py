@@ -66,6 +66,7 @@ class InMemoryDeviceRegistry:
         self.calls: list[list[str]] = []
         self.fail_next: int = 0  # raise a transient StoreError for the next N get_many calls
         self.throttle = False  # API reads raise StoreThrottled (ProvisionedThroughputExceeded)
+        self.state_writes = 0  # detector states written (the processor's extra writes)
         for entry in entries:
             self.put(entry)
 
@@ -85,6 +86,25 @@ class InMemoryDeviceRegistry:
             self.fail_next -= 1
             raise TransientStoreError("fake registry unavailable")
         return {d: self.devices[d] for d in device_ids if d in self.devices}
+
+    def save_detector_state(self, device_id: str, state: Mapping[str, Any]) -> bool:
+        """As the adapter: only onto an existing item, and never over a state with a later ``ts``."""
+        item = self.items.get(device_id)
+        if item is None:
+            return False
+        stored = item.get("detector_state")
+        if isinstance(stored, dict) and int(stored.get("ts", -1)) >= int(state["ts"]):
+            return False
+        self.state_writes += 1
+        self.put({**item, "detector_state": copy.deepcopy(dict(state))})
+        return True
+
+    def save_calibration(self, device_id: str, calibration: Mapping[str, Any]) -> None:
+        item = self.items.get(device_id)
+        if item is None:
+            raise VersionConflict(f"devices.update_item: no device {device_id!r}")
+        kept = {k: v for k, v in item.items() if k not in ("detector_state", "calibration_request")}
+        self.put({**kept, "calibration": copy.deepcopy(dict(calibration))})
 
     def _snapshot(self) -> list[Item]:
         if self.throttle:

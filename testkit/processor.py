@@ -28,4 +28,5 @@ def fake_ports(
         metrics=InMemoryMetrics(),
         detector=detector,
         handle_verdicts=handle_verdicts,
+        detector_state=registry,
     )

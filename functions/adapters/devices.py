@@ -1,19 +1,21 @@
 """Devices table adapter: the one reader and writer of the device registry.
 
 The processor reads it through ``get_many`` (BatchGetItem, behind ``functions.processor.enrich.DeviceCache``,
-which caches per container); the API through ``get`` / ``scan`` / ``count`` (items as stored).
+which caches per container) and writes one attribute, the per-device detector's carried alarm state
+(``save_detector_state``, a conditional UpdateItem); calibration writes ``calibration``
+(``save_calibration``); the API reads through ``get`` / ``scan`` / ``count`` (items as stored).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from functions.adapters import codec
 from functions.adapters.client_errors import translate_client_error
 from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
-from functions.core.errors import TransientStoreError
+from functions.core.errors import TransientStoreError, VersionConflict
 from functions.core.ports import Item, Key, Slice, chunked
 from functions.core.readings import CORE_CHANNELS, DeviceInfo
 from functions.core.retry import Backoff
@@ -23,7 +25,9 @@ BATCH_GET_MAX_KEYS = 100  # DynamoDB BatchGetItem limit
 MAX_UNPROCESSED_ROUNDS = 6
 UNPROCESSED_BACKOFF_BASE_S = 0.05
 UNPROCESSED_BACKOFF_CAP_S = 1.0
-_PROJECTION = "#id, #name, site, #loc, latitude, longitude, #model, #tz, baseline"
+_PROJECTION = (
+    "#id, #name, site, #loc, latitude, longitude, #model, #tz, baseline, calibration, detector_state"
+)
 _NAMES = {"#id": "device_id", "#name": "name", "#loc": "location", "#model": "model", "#tz": "timezone"}
 
 
@@ -45,6 +49,10 @@ def device_from_item(attrs: dict[str, Any]) -> DeviceInfo:
         value = item.get(name)
         return value if isinstance(value, str) else default
 
+    def mapping(name: str) -> dict[str, Any] | None:
+        value = item.get(name)
+        return value if isinstance(value, dict) else None
+
     return DeviceInfo(
         device_id=text("device_id"),
         name=text("name"),
@@ -55,6 +63,8 @@ def device_from_item(attrs: dict[str, Any]) -> DeviceInfo:
         model=text("model"),
         timezone=text("timezone", "UTC"),
         baseline=baseline,
+        calibration=mapping("calibration"),
+        detector_state=mapping("detector_state"),
     )
 
 
@@ -100,6 +110,39 @@ class DynamoDeviceRegistry(DynamoTable):
             else:
                 raise TransientStoreError("devices.batch_get_item: unprocessed keys remained after retries")
         return found
+
+    # --- processor: the per-device detector's carried state ---------------------------------------
+
+    def save_detector_state(self, device_id: str, state: Mapping[str, Any]) -> bool:
+        # Conditional on the timestamp so that a slower, older writer (a redelivered batch, a second
+        # container during a shard hand-over) never rolls the state back; and on the item existing, so a
+        # deleted device is not resurrected as a bare state item.
+        try:
+            self._call(
+                "update_item",
+                Key={"device_id": {"S": device_id}},
+                UpdateExpression="SET detector_state = :s",
+                ConditionExpression=(
+                    "attribute_exists(device_id) AND "
+                    "(attribute_not_exists(detector_state) OR detector_state.ts < :ts)"
+                ),
+                ExpressionAttributeValues=codec.to_item({":s": dict(state), ":ts": int(state["ts"])}),
+            )
+        except VersionConflict:
+            return False
+        return True
+
+    # --- calibration -------------------------------------------------------------------------------
+
+    def save_calibration(self, device_id: str, calibration: Mapping[str, Any]) -> None:
+        # A new calibration invalidates the carried flags (they were raised against the old limits).
+        self._call(
+            "update_item",
+            Key={"device_id": {"S": device_id}},
+            UpdateExpression="SET calibration = :c REMOVE detector_state, calibration_request",
+            ConditionExpression="attribute_exists(device_id)",
+            ExpressionAttributeValues=codec.to_item({":c": dict(calibration)}),
+        )
 
     # --- API: reads as stored ----------------------------------------------------------------------
 

@@ -60,7 +60,30 @@ class DeviceReader(Protocol):
         ...
 
 
-class DeviceStore(DeviceRegistry, DeviceReader, Protocol):
+class DetectorStateWriter(Protocol):
+    """What the processor's per-device detector needs: persist a device's carried alarm state."""
+
+    def save_detector_state(self, device_id: str, state: Mapping[str, Any]) -> bool:
+        """Store ``state`` on the device's item unless a state with a later ``ts`` is already there.
+
+        Returns False when the stored state was newer (or the device is gone): nothing written.
+        Raises StoreError.
+        """
+        ...
+
+
+class CalibrationWriter(Protocol):
+    """What calibration (``iotpipe model calibrate``) needs: set a device's detector calibration."""
+
+    def save_calibration(self, device_id: str, calibration: Mapping[str, Any]) -> None:
+        """Store ``calibration`` on the device's (existing) item and clear its carried alarm state.
+
+        Raises StoreError (``VersionConflict`` when the device is not registered).
+        """
+        ...
+
+
+class DeviceStore(DeviceRegistry, DeviceReader, DetectorStateWriter, CalibrationWriter, Protocol):
     """The devices table."""
 
 

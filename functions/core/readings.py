@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 CORE_CHANNELS: tuple[str, ...] = ("temperature", "humidity", "pressure")
 
@@ -21,6 +22,12 @@ class DeviceInfo:
     timezone: str = "UTC"
     # Per-channel baseline means the device was registered with (optional).
     baseline: dict[str, float] = field(default_factory=dict)
+    # The device's own detector calibration (a ``pca-t2q-v1`` record, functions.detector.pca_tq), as
+    # stored on its item; None: the fleet forest scores it. Kept as plain data: the core knows no model.
+    calibration: dict[str, Any] | None = None
+    # The per-device detector's carried alarm state ({"ring": bitmask, "ts": epoch ms, ...}) as last
+    # persisted; the detector prefers its in-memory copy when that is newer.
+    detector_state: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -277,15 +277,19 @@ def _sagemaker_client() -> Any:
 @lru_cache(maxsize=1)
 def get_detector() -> Detector:
     """The process-wide detector chosen by settings (cached: the artifact loads once per container)."""
+    from functions.detector.calibrated import CalibratedDetector
+
     settings = get_settings()
     embedded = EmbeddedDetector(default_artifact_path(settings))
+    fleet: Detector = embedded
     if settings.detector_backend == "sagemaker":
         if not settings.sagemaker_endpoint:
             raise ValueError("DETECTOR_BACKEND=sagemaker needs SAGEMAKER_ENDPOINT")
-        return SageMakerDetector(
+        fleet = SageMakerDetector(
             settings.sagemaker_endpoint,
             settings.sagemaker_timeout_s,
             settings.sagemaker_failure_policy,
             embedded,
         )
-    return embedded
+    # Devices with their own calibration are scored by it; the fleet model scores everything else.
+    return CalibratedDetector(fleet)

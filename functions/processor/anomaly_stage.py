@@ -50,6 +50,9 @@ class Detection:
     alerts_sent: int = 0
     alerts_suppressed: int = 0
     alerts_failed: int = 0
+    # Readings of calibrated devices the fleet forest scored instead, by reason (a missing channel ...)
+    calibration_fallbacks: dict[str, int] = field(default_factory=dict)
+    detector_states_written: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -87,6 +90,8 @@ def detect_anomalies(
             failed=[r for fresh in fresh_by_key.values() for r in fresh],
             errors=[f"anomaly stage: {type(exc).__name__}"],
         )
+    fallbacks = _drain_fallbacks(detector)
+    written, state_errors = _save_states(ports, detector)
     return Detection(
         groups,
         frozenset(i for i, v in verdicts.items() if v.is_anomaly),
@@ -96,7 +101,40 @@ def detect_anomalies(
         alerts_sent=sum(s.alerts_sent for s in stages),
         alerts_suppressed=sum(s.alerts_suppressed for s in stages),
         alerts_failed=sum(s.alerts_failed for s in stages),
+        calibration_fallbacks=fallbacks,
+        detector_states_written=written,
+        errors=state_errors,
     )
+
+
+def _drain_fallbacks(detector: Detector) -> dict[str, int]:
+    drain = getattr(detector, "drain_fallbacks", None)  # only the per-device detector has them
+    return dict(drain()) if callable(drain) else {}
+
+
+def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[str]]:
+    """Persist the per-device detectors' carried alarm states (cold starts resume from them).
+
+    Best effort: a failed write costs only continuity on a cold start (the warm container keeps its
+    in-memory ring), so it is logged and counted, never a reason to hand the batch back.
+    """
+    drain = getattr(detector, "drain_states", None)
+    if not callable(drain):
+        return 0, []
+    states: dict[str, dict[str, object]] = drain()
+    writer = ports.detector_state
+    if writer is None or not states:
+        return 0, []
+    written, errors = 0, []
+    for device_id, state in states.items():
+        try:
+            writer.save_detector_state(device_id, state)
+            detector.mark_persisted(device_id, state)  # type: ignore[attr-defined]
+            written += 1
+        except Exception as exc:
+            logger.warning("detector state not saved for %s: %r", device_id, exc)
+            errors.append(f"detector state: {type(exc).__name__}")
+    return written, errors[:1]
 
 
 def _detect(

@@ -71,8 +71,9 @@ def build_ports(aggregates_dynamodb: Any | None = None) -> ProcessorPorts:
         # handler blocks the shard forever on ministack). Loud in the logs, and detection resumes on the
         # next cold start once fixed.
         logger.error("anomaly detection disabled: detector unavailable", extra={"error": repr(exc)})
+    registry = DynamoDeviceRegistry()
     return ProcessorPorts(
-        devices=DeviceCache(DynamoDeviceRegistry(), ttl_s=settings.device_cache_ttl_s),
+        devices=DeviceCache(registry, ttl_s=settings.device_cache_ttl_s),
         aggregates=aggregates,
         archive=S3Archive(),
         metrics=get_metrics_sink("processor"),
@@ -80,6 +81,7 @@ def build_ports(aggregates_dynamodb: Any | None = None) -> ProcessorPorts:
         anomaly_store=anomaly_store,
         alerter=alerter,
         handle_verdicts=handle,
+        detector_state=registry,  # the per-device detector's carried alarm state, on the device item
     )
 
 

@@ -34,6 +34,7 @@ from functions.core.ports import (
     Alerter,
     AnomalyWriter,
     Archive,
+    DetectorStateWriter,
     MetricsSink,
     VerdictHandler,
 )
@@ -71,6 +72,8 @@ class ProcessorPorts:
     alerter: Alerter | None = None
     # None: functions.detector.pipeline_stage.handle_verdicts (imported when first needed)
     handle_verdicts: VerdictHandler[Verdict] | None = None
+    # Where the per-device detector persists its carried alarm state (the devices table); None: memory only
+    detector_state: DetectorStateWriter | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class Outcome:
     anomalies: int = 0
     alerts_sent: int = 0
     alerts_suppressed: int = 0
+    calibration_fallbacks: dict[str, int] = field(default_factory=dict)
+    detector_states_written: int = 0
     windows_written: int = 0
     write_conflicts: int = 0
     archived_keys: list[str] = field(default_factory=list)
@@ -142,6 +147,8 @@ class Outcome:
             "alerts_sent": self.alerts_sent,
             "alerts_suppressed": self.alerts_suppressed,
             "alerts_failed": self.alerts_failed,
+            "calibration_fallbacks": self.calibration_fallbacks,
+            "detector_states_written": self.detector_states_written,
             "windows_written": self.windows_written,
             "write_conflicts": self.write_conflicts,
             "shards": {s: {"first": a, "last": b} for s, (a, b) in self.shard_ranges.items()},
@@ -230,6 +237,8 @@ def _process_batch(
         anomalies=detection.anomalies,
         alerts_sent=detection.alerts_sent,
         alerts_suppressed=detection.alerts_suppressed,
+        calibration_fallbacks=detection.calibration_fallbacks,
+        detector_states_written=detection.detector_states_written,
         windows_written=writes.windows_written,
         write_conflicts=writes.conflicts,
         archived_keys=archived.keys,
@@ -279,6 +288,10 @@ def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
         metrics.add("AnomaliesDetected", outcome.anomalies)
         metrics.add("AlertsSent", outcome.alerts_sent)
         metrics.add("AlertsSuppressed", outcome.alerts_suppressed)
+        for reason, count in sorted(outcome.calibration_fallbacks.items()):
+            # A calibrated device's reading the fleet forest scored instead (e.g. a calibrated channel
+            # missing from it): visible, and alarmable per reason.
+            metrics.add("CalibrationFallbacks", count, dimensions={"Reason": reason})
         if outcome.window_lag_s is not None:
             metrics.add("WindowLagSeconds", outcome.window_lag_s, unit="Seconds")
         metrics.add("BatchDurationMs", outcome.duration_ms, unit="Milliseconds")

@@ -15,6 +15,7 @@ from functions.detector.anomaly_detector import (
     SageMakerDetector,
     default_artifact_path,
 )
+from functions.detector.calibrated import CalibratedDetector
 
 DEVICE = DeviceInfo("dev-9", baseline={"temperature": 20.0, "humidity": 50.0, "pressure": 1010.0})
 
@@ -105,8 +106,10 @@ def test_get_detector_chooses_backend_by_settings(monkeypatch):
     anomaly_detector.get_detector.cache_clear()
     try:
         detector = anomaly_detector.get_detector()
-        assert isinstance(detector, SageMakerDetector)
-        assert detector.endpoint == "my-endpoint"
+        # Calibrated devices are scored per device; the backend chosen is the fleet fallback.
+        assert isinstance(detector, CalibratedDetector)
+        assert isinstance(detector.fallback, SageMakerDetector)
+        assert detector.fallback.endpoint == "my-endpoint"
     finally:
         get_settings.cache_clear()
         anomaly_detector.get_detector.cache_clear()

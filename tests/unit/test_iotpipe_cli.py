@@ -90,3 +90,17 @@ def test_model_evaluate_passes_its_options_through(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(model.evaluate, "main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["model", "evaluate", "--dataset", "simulator", "--devices", "3"]) == 0
     assert seen == [["--dataset", "simulator", "--devices", "3"]]
+
+
+def test_model_train_passes_its_options_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    import model.train
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(model.train, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["model", "train", "--source", "csv", "--csv", "r.csv"]) == 0
+    assert seen == [["--source", "csv", "--csv", "r.csv"]]
+
+
+def test_model_calibrate_needs_exactly_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["model", "calibrate", "--device", "d1"]) == 2
+    assert "exactly one of --csv FILE or --from-archive" in capsys.readouterr().err

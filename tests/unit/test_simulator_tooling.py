@@ -108,7 +108,7 @@ def test_replay_skab_as_one_device() -> None:
     first = orjson.loads(items[0].payload)
     assert first["device_id"] == "skab-valve1-0"
     assert first["temperature"] == pytest.approx(79.3366)
-    assert first["pressure"] == pytest.approx(0.054711 * 100 + 1000)
+    assert first["pressure"] == pytest.approx(0.054711 * 100 + 900)
     assert set(first["extra"]) == {"accel1_rms", "accel2_rms", "current", "voltage", "thermocouple"}
     # AND time keeps its recorded spacing (1 s), shifted to the start
     assert items[1].send_ms - items[0].send_ms == 1000

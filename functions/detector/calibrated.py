@@ -1,0 +1,265 @@
+"""Per-device scoring where a device has its own calibration, the fleet forest everywhere else.
+
+``CalibratedDetector`` wraps the fleet detector (the embedded forest or the SageMaker backend). For each
+device in a batch:
+
+- the device's item carries a ``calibration`` (a ``pca-t2q-v1`` record, ``functions.detector.pca_tq``)
+  and every reading has all its channels (core fields or ``extra`` channels, both in
+  ``Reading.channels``): scored by PCA T²+Q with k-of-n persistence;
+- no calibration: the forest, exactly as before (simulator devices are never calibrated automatically,
+  so the fleet's verdicts do not change);
+- a calibration that does not parse, or a reading missing one of its channels: that reading goes to the
+  forest and the fallback is counted by reason (``drain_fallbacks``; the processor publishes it as the
+  ``CalibrationFallbacks`` metric). Never an exception, never a lost reading.
+
+Persistence state. k-of-n needs the last ``n - 1`` raw flags of the device across batches. They are kept
+in an in-process LRU and, for a cold container or a shard moving to another container, persisted as a
+small ``detector_state`` map on the device's item: ``ring`` (bitmask of the last n-1 raw flags, bit 0 =
+most recent), ``ts`` (epoch ms of the newest reading folded in), ``bits`` (n - 1) and ``cal`` (a
+fingerprint of the calibration the flags were raised against; another calibration resets the ring).
+A reading at or before ``ts`` was already folded in (a redelivery): it is scored against the ring but
+does not advance it, so redelivery never counts a flag twice.
+
+The processor writes a state only when its ring differs from the last one persisted: while the ring is
+unchanged, a cold container that re-scores readings after the persisted ``ts`` starts from the same ring
+they were first scored from and reaches the same verdicts (docs/processing.md has the argument and the
+measured write rate).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from functions.core.readings import Reading
+from functions.detector.interface import Detector, Verdict
+from functions.detector.pca_tq import FORMAT, PcaCalibration, k_of_n, statistics
+
+MODEL_VERSION = FORMAT
+SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
+FALLBACK_MISSING_CHANNEL = "missing_channel"
+FALLBACK_BAD_CALIBRATION = "bad_calibration"
+
+
+@dataclass(frozen=True)
+class RingState:
+    ring: int  # last ``bits`` raw flags, bit 0 = the most recent
+    ts: int  # epoch ms of the newest reading folded in
+    bits: int  # persist_n - 1
+    cal: str  # fingerprint of the calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ring": self.ring, "ts": self.ts, "bits": self.bits, "cal": self.cal}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RingState | None:
+        try:
+            if data is None:
+                return None
+            return cls(int(data["ring"]), int(data["ts"]), int(data["bits"]), str(data["cal"]))
+        except (KeyError, TypeError, ValueError):
+            return None  # an unreadable state is a fresh start, not a failure
+
+    def history(self) -> np.ndarray:
+        """The carried raw flags, oldest first."""
+        m = self.bits
+        return np.array([(self.ring >> (m - 1 - j)) & 1 for j in range(m)], dtype=bool)
+
+
+def fingerprint(cal: PcaCalibration) -> str:
+    # Limits and the alarm rule identify a calibration well enough to know the flags belong to it.
+    return f"{cal.t2_limit:.9g}/{cal.q_limit:.9g}/{cal.persist_k}of{cal.persist_n}"
+
+
+def fold(history: np.ndarray, flags: np.ndarray, bits: int) -> int:
+    """The ring after appending ``flags`` to ``history`` (both oldest first)."""
+    if bits <= 0:
+        return 0
+    tail = np.concatenate([history, np.asarray(flags, dtype=bool)])[-bits:]
+    ring = 0
+    for flag in tail.tolist():
+        ring = (ring << 1) | int(flag)
+    return ring
+
+
+def _severity(ratio: float, alarm: bool, instant_factor: float) -> int:
+    if not alarm:
+        return 0
+    if ratio > instant_factor:
+        return 4
+    if ratio >= 4.0:
+        return 3
+    if ratio >= 2.0:
+        return 2
+    return 1
+
+
+class CalibratedDetector:
+    """Detector: per-device PCA T²+Q for calibrated devices, ``fallback`` (the fleet forest) otherwise."""
+
+    def __init__(self, fallback: Detector, max_devices: int = 20_000) -> None:
+        self.fallback = fallback
+        self.max_devices = max_devices
+        self._calibrations: dict[str, tuple[dict[str, Any], PcaCalibration | None]] = {}
+        self._states: OrderedDict[str, RingState] = OrderedDict()  # LRU, newest last
+        self._persisted: dict[str, RingState] = {}  # what the device item holds, as far as we know
+        self._dirty: dict[str, RingState] = {}
+        self._fallbacks: Counter[str] = Counter()
+
+    # --- what the processor collects after a batch ------------------------------------------------
+
+    def drain_states(self) -> dict[str, dict[str, Any]]:
+        """States to persist (device id -> ``detector_state``) since the last call."""
+        out = {d: s.to_dict() for d, s in self._dirty.items()}
+        self._dirty.clear()
+        return out
+
+    def mark_persisted(self, device_id: str, state: Mapping[str, Any]) -> None:
+        parsed = RingState.from_dict(state)
+        if parsed is not None:
+            self._persisted[device_id] = parsed
+
+    def drain_fallbacks(self) -> Counter[str]:
+        out = self._fallbacks
+        self._fallbacks = Counter()
+        return out
+
+    # --- scoring -----------------------------------------------------------------------------------
+
+    def detect(self, readings: Sequence[Reading]) -> list[Verdict]:
+        out: list[Verdict | None] = [None] * len(readings)
+        by_device: dict[str, list[int]] = {}
+        for i, r in enumerate(readings):
+            by_device.setdefault(r.device_id, []).append(i)
+        forest: list[int] = []
+        for device_id, idx in by_device.items():
+            cal, bad = self._calibration(readings[idx[0]])
+            if cal is None:
+                if bad:
+                    self._fallbacks[FALLBACK_BAD_CALIBRATION] += len(idx)
+                forest.extend(idx)
+                continue
+            idx = sorted(idx, key=lambda i: readings[i].epoch_ms)
+            usable = [i for i in idx if all(ch in readings[i].channels for ch in cal.channels)]
+            if len(usable) < len(idx):
+                self._fallbacks[FALLBACK_MISSING_CHANNEL] += len(idx) - len(usable)
+                kept = set(usable)
+                forest.extend(i for i in idx if i not in kept)
+            if usable:
+                scored = self._score_device(device_id, cal, [readings[i] for i in usable])
+                for i, v in zip(usable, scored, strict=True):
+                    out[i] = v
+        if forest:
+            forest.sort(key=lambda i: (readings[i].device_id, readings[i].epoch_ms))
+            verdicts = self.fallback.detect([readings[i] for i in forest])
+            if len(verdicts) != len(forest):
+                raise ValueError(f"fallback returned {len(verdicts)} verdicts for {len(forest)} readings")
+            for i, v in zip(forest, verdicts, strict=True):
+                out[i] = v
+        return [v for v in out if v is not None]
+
+    def _calibration(self, reading: Reading) -> tuple[PcaCalibration | None, bool]:
+        """(the device's calibration or None, whether it had one that does not parse)."""
+        raw = reading.device.calibration if reading.device is not None else None
+        if not raw:
+            self._calibrations.pop(reading.device_id, None)
+            return None, False
+        cached = self._calibrations.get(reading.device_id)
+        if cached is not None and cached[0] == raw:
+            cal = cached[1]
+        else:
+            try:
+                cal = PcaCalibration.from_dict(dict(raw))
+            except (KeyError, TypeError, ValueError):
+                cal = None
+            if len(self._calibrations) >= self.max_devices:
+                self._calibrations.clear()
+            self._calibrations[reading.device_id] = (dict(raw), cal)
+        return cal, cal is None
+
+    def _state(self, device_id: str, cal: PcaCalibration, stored: Mapping[str, Any] | None) -> RingState:
+        """The newest of the in-memory and the persisted state, if it belongs to this calibration."""
+        fp, bits = fingerprint(cal), cal.persist_n - 1
+        candidates = [s for s in (self._states.get(device_id), RingState.from_dict(stored)) if s is not None]
+        candidates = [s for s in candidates if s.cal == fp and s.bits == bits]
+        if stored is not None and device_id not in self._persisted:
+            loaded = RingState.from_dict(stored)
+            if loaded is not None:
+                self._persisted[device_id] = loaded
+        if not candidates:
+            return RingState(0, -1, bits, fp)
+        return max(candidates, key=lambda s: s.ts)
+
+    def _score_device(self, device_id: str, cal: PcaCalibration, rs: list[Reading]) -> list[Verdict]:
+        device = rs[0].device
+        state = self._state(device_id, cal, device.detector_state if device is not None else None)
+        values = np.array([[r.channels[ch] for ch in cal.channels] for r in rs], dtype=np.float64)
+        t2, q = statistics(cal, values)
+        t2r, qr = t2 / cal.t2_limit, q / cal.q_limit
+        if cal.statistic == "t2":
+            ratio = t2r
+        elif cal.statistic == "q":
+            ratio = qr
+        else:
+            ratio = np.maximum(t2r, qr)
+        raw = ratio > 1.0
+        epoch = np.fromiter((r.epoch_ms for r in rs), dtype=np.int64, count=len(rs))
+        fresh = epoch > state.ts
+        history = state.history()
+        persistent = np.zeros(len(rs), dtype=bool)
+        if fresh.any():
+            persistent[fresh] = k_of_n(raw[fresh], cal.persist_k, cal.persist_n, history)
+            ring = fold(history, raw[fresh], state.bits)
+            state = RingState(ring, int(epoch[fresh].max()), state.bits, state.cal)
+        if (~fresh).any():  # redelivered: judged against the carried ring, which they do not advance
+            persistent[~fresh] = k_of_n(raw[~fresh], cal.persist_k, cal.persist_n, history)
+        alarm = persistent | (ratio > cal.instant_factor)
+        self._remember(device_id, state)
+        z = (values - np.asarray(cal.mean)) / np.asarray(cal.scale)
+        return [
+            self._verdict(cal, float(ratio[i]), float(t2r[i]), float(qr[i]), bool(alarm[i]), z[i])
+            for i in range(len(rs))
+        ]
+
+    def _remember(self, device_id: str, state: RingState) -> None:
+        self._states[device_id] = state
+        self._states.move_to_end(device_id)
+        while len(self._states) > self.max_devices:
+            evicted, _ = self._states.popitem(last=False)
+            self._persisted.pop(evicted, None)
+        persisted = self._persisted.get(device_id)
+        if persisted is None or persisted.ring != state.ring or persisted.cal != state.cal:
+            self._dirty[device_id] = state
+        else:
+            self._dirty.pop(device_id, None)
+
+    @staticmethod
+    def _verdict(
+        cal: PcaCalibration, ratio: float, t2r: float, qr: float, alarm: bool, z: np.ndarray
+    ) -> Verdict:
+        rank = _severity(ratio, alarm, cal.instant_factor)
+        j = int(np.argmax(np.abs(z)))
+        channel, zj = cal.channels[j], float(z[j])
+        stat = "T²" if (cal.statistic == "t2" or (cal.statistic == "t2q" and t2r >= qr)) else "Q"
+        reason = ""
+        if rank == 4:
+            reason = f"{stat} {ratio:.1f}x its calibrated limit; {channel} {zj:+.1f} σ from calibration"
+        elif rank:
+            reason = (
+                f"{cal.persist_k}+ of the last {cal.persist_n} readings beyond the calibrated limits; "
+                f"{channel} {zj:+.1f} σ from calibration"
+            )
+        return Verdict(
+            score=ratio,
+            is_anomaly=alarm,
+            severity=SEVERITIES[rank],
+            severity_rank=rank,
+            top_feature=f"{channel}:{'t2' if stat == 'T²' else 'q'}",
+            reason=reason,
+            threshold=1.0,
+            model_version=MODEL_VERSION,
+        )

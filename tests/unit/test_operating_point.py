@@ -1,0 +1,141 @@
+"""The shipped operating point is the one the selection code chooses, and calibration uses it."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from functions.detector import pca_tq
+from model import device_calibration as dc
+from model import operating_point
+from model.pca_tq import calibrate
+from model.skab import load_file
+from testkit.fakes import InMemoryDeviceRegistry
+
+SKAB = Path("/work/shared/datasets/skab")
+needs_skab = pytest.mark.skipif(not (SKAB / "valve1").is_dir(), reason="shared SKAB data not present")
+
+
+@needs_skab
+def test_the_shipped_artifact_is_what_the_selection_chooses_on_the_shared_data():
+    chosen = operating_point.choose(
+        [SKAB / "valve1", SKAB / "valve2"], SKAB / "anomaly-free" / "anomaly-free.csv", 20.0
+    )
+    assert operating_point.load() == chosen
+
+
+def test_the_shipped_config_is_the_artifacts():
+    artifact = operating_point.load()
+    cfg = operating_point.config(artifact)
+    assert cfg.label() == artifact["label"]
+    assert cfg.as_dict() == artifact["config"]
+
+
+def test_a_tampered_artifact_is_refused(tmp_path):
+    bad = tmp_path / "op.json"
+    bad.write_text('{"format": "something"}')
+    with pytest.raises(ValueError, match="not a"):
+        operating_point.load(bad)
+
+
+@needs_skab
+def test_a_csv_calibration_scores_as_the_offline_evaluation_on_the_same_mapped_channels():
+    """CLI calibration of a SKAB file = model.pca_tq.calibrate of its columns as the pipeline sees them."""
+    path = SKAB / "valve1" / "1.csv"
+    registry = InMemoryDeviceRegistry([{"device_id": "pump-1"}])
+    stored = dc.calibrate_device("pump-1", dc.csv_rows(path), registry, 400, "csv")
+    cal = pca_tq.PcaCalibration.from_dict(registry.items["pump-1"]["calibration"])
+    assert stored["channels"] == ["current", "pressure", "voltage", "humidity"]
+    assert cal.channels == ("current", "pressure", "voltage", "humidity")
+
+    d = load_file(path)
+    mapped = d.values.copy()
+    mapped[:, d.channels.index("Pressure")] = mapped[:, d.channels.index("Pressure")] * 100 + 900
+    offline = calibrate(d.channels, mapped, operating_point.config())
+    np.testing.assert_allclose(cal.scale, offline.scale, rtol=1e-12)
+    np.testing.assert_allclose(cal.t2_limit, offline.t2_limit, rtol=1e-9)
+    cols = [d.channels.index(c) for c in offline.channels]
+    assert (pca_tq.alarms(cal, mapped[:, cols]) == pca_tq.alarms(offline, mapped[:, cols])).all()
+
+
+@needs_skab
+def test_archive_and_csv_calibrations_of_the_same_readings_are_equal():
+    path = SKAB / "valve2" / "3.csv"
+    rows = dc.csv_rows(path)[:450]
+    lines = [
+        orjson.dumps({"device_id": "pump-1", "epoch_ms": ms, "channels": ch, "status": "aggregated"})
+        for ms, ch in reversed(rows)  # out of order, as objects of several shards can be
+    ]
+    lines.append(orjson.dumps({"device_id": "other", "epoch_ms": 1, "channels": {}, "status": "aggregated"}))
+
+    class S3:
+        def get_paginator(self, _name):
+            return self
+
+        def paginate(self, **_kw):
+            return [{"Contents": [{"Key": "processed/dt=x/hour=00/a.jsonl.gz"}]}]
+
+        def get_object(self, **_kw):
+            return {"Body": type("B", (), {"read": lambda _s: gzip.compress(b"\n".join(lines))})()}
+
+    names = dc.pipeline_names(operating_point.load()["channels"])
+    from_archive = dc.fit(dc.archive_rows(S3(), "bucket", "pump-1"), names, 400)
+    from_csv = dc.fit(rows, names, 400)
+    assert from_archive == from_csv
+
+
+class _S3:
+    """One processed object holding ``lines``."""
+
+    def __init__(self, lines):
+        self.body = gzip.compress(b"\n".join(lines))
+
+    def get_paginator(self, _name):
+        return self
+
+    def paginate(self, Bucket, Prefix):
+        return [{"Contents": [{"Key": f"{Prefix}dt=x/hour=00/a.jsonl.gz"}]}] if Prefix == "processed/" else []
+
+    def get_object(self, **_kw):
+        return {"Body": type("B", (), {"read": lambda _s: self.body})()}
+
+
+@needs_skab
+def test_pending_devices_are_calibrated_once_their_first_n_readings_are_archived():
+    rows = dc.csv_rows(SKAB / "valve1" / "1.csv")
+    line = lambda d, ms, ch: orjson.dumps(  # noqa: E731
+        {"device_id": d, "epoch_ms": ms, "channels": ch, "status": "aggregated"})
+    lines = [line("ready", ms, ch) for ms, ch in rows[:400]]
+    lines += [line("early", ms, ch) for ms, ch in rows[:399]]
+    lines += [line("plain", ms, ch) for ms, ch in rows[:400]]
+    registry = InMemoryDeviceRegistry([
+        {"device_id": "ready", "calibration_request": {"rows": 400}},
+        {"device_id": "early", "calibration_request": {"rows": 400}},
+        {"device_id": "plain"},  # never asked: stays on the fleet forest
+    ])
+    result = dc.calibrate_pending(list(registry.items.values()), _S3(lines), "bucket", registry)
+    assert result == {"ready": {"status": "calibrated", "archived": 400, "rows": 400},
+                      "early": {"status": "waiting", "archived": 399, "rows": 400}}
+    assert "calibration" in registry.items["ready"]
+    assert "calibration_request" not in registry.items["ready"]  # done: not pending any more
+    assert "calibration" not in registry.items["early"]
+    assert "calibration" not in registry.items["plain"]
+    assert dc.pending(registry.items.values()) == {"early": 400}
+
+
+def test_too_few_readings_is_an_error_not_a_calibration():
+    with pytest.raises(ValueError, match="calibration needs 400"):
+        dc.fit([(i, {"a": float(i), "b": 1.0}) for i in range(100)], ("a", "b"), 400)
+
+
+def test_calibrating_an_unregistered_device_fails():
+    from functions.core.errors import VersionConflict
+
+    rows = [(i, {"current": 1.0 + np.sin(i), "pressure": 1000.0 + np.cos(i), "voltage": 230.0 + i % 7,
+                 "humidity": 32.0 + (i % 3)}) for i in range(400)]
+    with pytest.raises(VersionConflict):
+        dc.calibrate_device("nobody", rows, InMemoryDeviceRegistry(), 400, "test")
