@@ -7,7 +7,9 @@ compose user then sees is checked: the deploy output names the API URL in the ta
 the key; readings flow; aggregates and anomalies are queryable through the emulator's API Gateway; the
 live view loads there in Chromium; ``iotpipe status`` reads the pipeline through AWS_ENDPOINT_URL.
 
-What differs from a real ``docker compose up``, on purpose: the stack gets a unique name (compose's
+What differs from a real ``docker compose up``, on purpose: on the embedded emulator the deployer also
+passes ``AggregatesCapacityScaling=disabled`` (ministack has no Application Auto Scaling provider); the
+stack gets a unique name (compose's
 ``STACK_NAME`` variable), the simulator's control endpoint binds 127.0.0.1 on a free port instead of
 0.0.0.0:8765 inside its container, and ``python``/``aws`` are the project's environment instead of
 the images' (the images install the same packages, see scripts/deployer.Dockerfile and
@@ -74,8 +76,13 @@ def host_env() -> dict[str, str]:
 def deployed(compose: dict[str, Any], host_env: dict[str, str], emulator_endpoint: str) -> Iterator[dict]:
     stack = f"cp-{uuid.uuid4().hex[:6]}"
     deployer = _service(compose, "deployer", {"STACK_NAME": stack}, emulator_endpoint)
-    # GIVEN the deployer service's command, run as written with its environment
-    result = subprocess.run(deployer["command"], cwd=ROOT, env={**host_env, **deployer["env"]},
+    # GIVEN the deployer service's command, run as written with its environment (on the embedded
+    # emulator one parameter more: its CloudFormation has no AWS::ApplicationAutoScaling provider, which
+    # LocalStack, the compose file's target, accepts; deploy.sh --target embedded passes the same)
+    command = list(deployer["command"])
+    if os.environ.get("IOTPIPE_TARGET", "embedded") == "embedded":
+        command += ["--param", "AggregatesCapacityScaling=disabled"]
+    result = subprocess.run(command, cwd=ROOT, env={**host_env, **deployer["env"]},
                             capture_output=True, text=True, timeout=900, check=False)
     try:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
