@@ -225,7 +225,19 @@ def test_iotpipe_up_notices_the_emulator_died_and_the_next_up_brings_the_pipelin
     try:
         counts = wait_for(lambda: [c for c in _status_counts(first_log.read_text()) if c > 0], 300, 2)
         assert counts, first_log.read_text()[-3000:]
-        time.sleep(6)  # a snapshot with data in it
+        # a snapshot with data in it: one that finished after aggregation was seen (the launcher waits
+        # max(--snapshot, 9 x the last round's duration) between rounds, so with the whole stack's code in
+        # the Lambda state a round can take seconds and the next one come later than --snapshot)
+        seen = time.time()
+        marker = tmp_path / "emulator" / "state" / "iotpipe-snapshot.json"
+
+        def snapshot_after_seen() -> bool:
+            try:
+                return float(json.loads(marker.read_text())["at"]) > seen
+            except (OSError, ValueError, KeyError):
+                return False
+
+        assert wait_for(snapshot_after_seen, 180, 1), "no state snapshot after the pipeline aggregated"
         before = _status_counts(first_log.read_text())[-1]
         pid = json.loads((tmp_path / "emulator.json").read_text())["pid"]
         children = json.loads((tmp_path / "children.json").read_text())
