@@ -120,6 +120,24 @@ def calibrate_pending(
                                  pipeline_names(op.channels, mapping))
 
 
+class CalibratorError(RuntimeError):
+    """The deployed calibrator failed or refused the request."""
+
+
+def invoke_calibrator(lambda_client: Any, function: str, device_ids: Sequence[str] | None) -> dict[str, Any]:
+    """Run the deployed calibrator (``functions.calibrator.handler``) on ``device_ids`` (None: every
+    pending device, as its schedule does); its answer: ``{"devices": {id: result}, "calibrated": n, ...}``."""
+    event: dict[str, Any] = {} if device_ids is None else {"device_ids": list(device_ids)}
+    response = lambda_client.invoke(FunctionName=function, Payload=orjson.dumps(event))
+    body = orjson.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        message = body.get("errorMessage", body) if isinstance(body, dict) else body
+        raise CalibratorError(f"the calibrator failed: {message}")
+    if not isinstance(body, dict) or "error" in body:
+        raise CalibratorError(str(body.get("error") if isinstance(body, dict) else body))
+    return body
+
+
 def _processed_lines(s3: Any, bucket: str, prefix: str = PROCESSED_PREFIX) -> Iterator[bytes]:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):

@@ -5,12 +5,14 @@ on-demand invocation and ``iotpipe model calibrate --pending`` / ``--from-archiv
 functions, so the same rows give the same record.
 
 A device is *pending* when its item has ``calibration_request`` (``{rows: N}``, optionally
-``requested_at``) and no ``calibration``. For each pending device:
+``requested_at`` and ``from_device``) and no ``calibration``. For each pending device:
 
-1. its aggregated readings in the archive's processed lines (``processed/dt=YYYY-MM-DD/hour=HH/*.jsonl.gz``,
-   gzip JSON lines with ``device_id``, ``epoch_ms``, ``channels``), read only from the partitions at or
-   after its request (``requested_at``, else ``registered_at``; the archive is partitioned by arrival, and
-   nothing of the device arrives before it is registered), one reading per event time, time-ordered;
+1. its aggregated readings (or those of ``from_device``: a replacement calibrated on its predecessor's
+   readings, ``iotpipe model replay-eval``'s ``<id>-cal`` rows) in the archive's processed lines
+   (``processed/dt=YYYY-MM-DD/hour=HH/*.jsonl.gz``, gzip JSON lines with ``device_id``, ``epoch_ms``,
+   ``channels``), read only from the partitions at or after its request (``requested_at``, else
+   ``registered_at``; the archive is partitioned by arrival, and nothing of the device arrives before it
+   is registered), one reading per event time, time-ordered;
 2. the first N that carry every channel of the operating point, under their pipeline names
    (``PIPELINE_NAMES``);
 3. when at least N exist: ``functions.detector.pca_fit.calibrate_columns`` with the shipped operating
@@ -74,6 +76,7 @@ class CalibrationDevices(DeviceReader, CalibrationWriter, Protocol):
 class Request:
     rows: int
     since_ms: int | None  # read partitions from this time on; None = the whole processed/ prefix
+    from_device: str | None = None  # whose readings to fit (None: the device's own)
 
 
 def pipeline_names(op: OperatingPoint, names: Mapping[str, str] = PIPELINE_NAMES) -> tuple[str, ...]:
@@ -101,7 +104,9 @@ def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, Request]:
         request = item.get("calibration_request")
         if isinstance(request, Mapping) and not item.get("calibration"):
             rows = int(request.get("rows", DEFAULT_ROWS))
-            out[str(item["device_id"])] = Request(rows, _since(item, request))
+            source = request.get("from_device")
+            from_device = str(source) if source else None
+            out[str(item["device_id"])] = Request(rows, _since(item, request), from_device)
     return out
 
 
@@ -169,14 +174,18 @@ def _floor(since_ms: int | None) -> str:
 def archive_rows(
     archive: ArchiveReader, requests: Mapping[str, Request], now_ms: int
 ) -> dict[str, list[Row]]:
-    """The requesting devices' rows (``rows_from_lines``), each device's from the partitions at or after
-    its own request; every object is read once (from the earliest request's partition on)."""
+    """The rows each requesting device is fitted on (``rows_from_lines`` of the device, or of its
+    ``from_device``), from the partitions at or after its request; every object is read once (from the
+    earliest request's partition on)."""
     if not requests:
         return {}
     since = [r.since_ms for r in requests.values()]
     earliest = None if any(s is None for s in since) else min(s for s in since if s is not None)
-    floors = {d: _floor(r.since_ms) for d, r in requests.items()}
-    out: dict[str, list[Row]] = {d: [] for d in requests}
+    floors: dict[str, str] = {}
+    for device_id, r in requests.items():
+        source = r.from_device or device_id
+        floors[source] = min(floors.get(source, _floor(r.since_ms)), _floor(r.since_ms))
+    out: dict[str, list[Row]] = {d: [] for d in floors}
     for key in processed_keys(archive, earliest, now_ms):
         ids = {d for d, f in floors.items() if _partition(key) >= f}
         body = archive.read(key) if ids else None
@@ -184,7 +193,8 @@ def archive_rows(
             for d, rows in rows_from_lines(gzip.decompress(body).splitlines(), ids).items():
                 out[d].extend(rows)
     # One reading per event time across objects (a redelivered batch is archived twice), time-ordered.
-    return {d: sorted(dict(reversed(rows)).items()) for d, rows in out.items()}
+    by_source = {d: sorted(dict(reversed(rows)).items()) for d, rows in out.items()}
+    return {d: by_source[r.from_device or d] for d, r in requests.items()}
 
 
 def usable_rows(rows: Iterable[Row], names: Sequence[str]) -> list[dict[str, float]]:
@@ -263,7 +273,8 @@ def calibrate_items(
         usable = len(usable_rows(rows, channel_names))
         status = "waiting"
         if usable >= max(request.rows, MIN_ROWS_PER_CHANNEL * len(channel_names)):
-            calibrate_device(device_id, rows, store, request.rows, "archive", op, now_ms, channel_names)
+            source = f"archive:{request.from_device}" if request.from_device else "archive"
+            calibrate_device(device_id, rows, store, request.rows, source, op, now_ms, channel_names)
             status = "calibrated"
         out[device_id] = {"status": status, "archived": usable, "rows": request.rows}
     return out

@@ -168,3 +168,16 @@ def test_the_bundle_ships_the_operating_point_and_the_calibrator():
     names = {arc for arc, _ in build._code_files()}
     assert f"functions/detector/artifacts/{pca_fit.ARTIFACT_NAME}" in names
     assert "functions/calibrator/handler.py" in names
+
+
+def test_a_request_can_name_the_device_whose_readings_calibrate_it():
+    # replay-eval's <id> is calibrated on <id>-cal's rows; a replacement on its predecessor's
+    archive = InMemoryArchive()
+    rows = _rows(400)
+    archive.put_jsonl_gz(_key(T0, "x"), [_line("old-pump", ms, ch) for ms, ch in rows])
+    registry = InMemoryDeviceRegistry([{"device_id": "new-pump", "registered_at": REGISTERED,
+                                        "calibration_request": {"rows": 400, "from_device": "old-pump"}}])
+    assert calib.calibrate_pending(registry, archive, OP, NOW)["new-pump"]["status"] == "calibrated"
+    stored = dict(registry.items["new-pump"]["calibration"])
+    assert stored["source"] == "archive:old-pump"
+    assert PcaCalibration.from_dict(stored) == calib.fit(rows, NAMES, 400, OP)
