@@ -604,11 +604,15 @@ def evaluate(ctx: typer.Context) -> int:
 
 
 def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
-    """Calibrate every device registered with a calibration request whose first N readings are archived."""
+    """Calibrate every device registered with a calibration request whose first N readings are archived.
+
+    Invokes the stack's calibrator (functions/calibrator, the code its schedule runs) on the pending
+    devices; with ``--mapping`` (channel names the deployed function does not know) the same module runs
+    here instead."""
     from functions.adapters.devices import DynamoDeviceRegistry
     from iotpipe.stack import _client
     from model import device_calibration as dc
-    from simulator.replay import SKAB_MAPPING, parse_mapping
+    from simulator.replay import parse_mapping
 
     _use_running_emulator()
     outputs = stack_outputs(stack)
@@ -620,9 +624,22 @@ def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
         start = page.last_key
         if start is None:
             break
-    _say(f"{len(dc.pending(items))} device(s) with a calibration request and no calibration")
-    result = dc.calibrate_pending(items, _client("s3"), outputs["ArchiveBucketName"], registry,
-                                  parse_mapping(mapping) if mapping else SKAB_MAPPING)
+    wanted = dc.pending(items)
+    _say(f"{len(wanted)} device(s) with a calibration request and no calibration")
+    function = outputs.get("CalibratorFunctionName")
+    if mapping or not function:
+        _say("calibrating here: " + ("--mapping given" if mapping else "the stack has no calibrator"))
+        result = dc.calibrate_pending(items, _client("s3"), outputs["ArchiveBucketName"], registry,
+                                      parse_mapping(mapping) if mapping else dc.SKAB_MAPPING)
+    elif wanted:
+        _say(f"invoking {function} ...")
+        try:
+            result = dc.invoke_calibrator(_client("lambda"), function, sorted(wanted)).get("devices", {})
+        except dc.CalibratorError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    else:
+        result = {}
     print(json.dumps(result, sort_keys=True))
     return 0
 

@@ -2,13 +2,14 @@
 
 Per file (one device each, ids ``skab-<folder>-<file>-<run>``):
 
-1. register two devices: ``<id>-cal`` and ``<id>`` (the latter with ``calibration_request: {rows: N}``);
+1. register two devices: ``<id>-cal`` and ``<id>`` (the latter with
+   ``calibration_request: {rows: N, from_device: <id>-cal}``);
 2. replay the file's first N rows as ``<id>-cal`` through Kinesis (``simulator.replay`` +
    ``simulator.sinks.KinesisSink``) and wait until the archive holds them (processed lines);
-3. calibrate ``<id>`` from those archived lines, the CLI's ``--from-archive`` code
-   (``model.device_calibration``): the calibration sees exactly what the pipeline stored. A separate
-   device id for the calibration rows keeps ``<id>`` out of the processor's device cache (5 min TTL)
-   until its calibration is on its item;
+3. invoke the stack's calibrator (``functions.calibrator``, the code its schedule runs; it may have
+   been first) on the ``<id>`` devices and read each calibration back from its item: calibration as the
+   pipeline does it, from exactly what the pipeline stored. A separate device id for the calibration rows
+   keeps ``<id>`` out of the processor's device cache (5 min TTL) until its calibration is on its item;
 4. replay the whole file as ``<id>``; wait until the archive holds every row; read ``<id>``'s anomalies
    back from the anomalies table; score rows N+ against the file's labels (``model.skab.Confusion``).
 
@@ -93,6 +94,32 @@ def _archived(s3: Any, bucket: str, ids: set[str]) -> tuple[dict[str, dict[int, 
     return out, quarantined
 
 
+def _calibrate(
+    outputs: dict[str, str], registry: Any, devices: dict[Path, str], rows: int,
+    cal_lines: dict[str, dict[int, Any]], timeout_s: float, say: Callable[[str], None],
+) -> dict[Path, dict[str, Any]]:
+    """Each device's calibration as stored on its item by the deployed calibrator (invoked on the
+    devices; its schedule may have been first). A stack without one: the same module, run here."""
+    from iotpipe.stack import _client
+
+    function = outputs.get("CalibratorFunctionName")
+    if not function:
+        say("the stack has no calibrator: calibrating here (model.device_calibration)")
+        return {p: dc.calibrate_device(d, sorted(cal_lines[f"{d}-cal"].items()), registry, rows,
+                                       f"archive:{d}-cal") for p, d in devices.items()}
+    say(f"calibrating with {function} ...")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = dc.invoke_calibrator(_client("lambda"), function, sorted(devices.values()))
+        items = {p: registry.get(d) or {} for p, d in devices.items()}
+        waiting = [devices[p] for p, item in items.items() if not item.get("calibration")]
+        if not waiting:
+            return {p: dict(item["calibration"]) for p, item in items.items()}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not calibrated after {timeout_s:g} s: {waiting} ({result.get('devices')})")
+        time.sleep(2)
+
+
 def _wait_archived(
     s3: Any, bucket: str, want: dict[str, int], timeout_s: float, what: str, say: Callable[[str], None]
 ) -> tuple[dict[str, dict[int, Any]], dict[str, int]]:
@@ -167,7 +194,8 @@ def replay_eval(
     run_id = run_id or uuid.uuid4().hex[:6]
     devices = {p: f"skab-{p.parent.name}-{p.stem}-{run_id}" for p in files}
     for device_id in devices.values():
-        request = {"calibration_request": {"M": {"rows": {"N": str(rows)}}}}
+        request = {"calibration_request": {"M": {"rows": {"N": str(rows)},
+                                                  "from_device": {"S": f"{device_id}-cal"}}}}
         for d, extra in ((f"{device_id}-cal", {}), (device_id, request)):
             ddb.put_item(TableName=outputs["DevicesTableName"],
                          Item={"device_id": {"S": d}, "name": {"S": d}, "site": {"S": SITE}, **extra})
@@ -181,10 +209,7 @@ def replay_eval(
             _send(sink, _items(p, f"{device_id}-cal", base, step_ms, rows))
         cal_lines, _ = _wait_archived(s3, bucket, {f"{d}-cal": rows for d in devices.values()}, timeout_s,
                                       "calibration rows", say)
-        records: dict[Path, dict[str, Any]] = {}
-        for p, device_id in devices.items():
-            records[p] = dc.calibrate_device(device_id, sorted(cal_lines[f"{device_id}-cal"].items()),
-                                             registry, rows, f"archive:{device_id}-cal")
+        records = _calibrate(outputs, registry, devices, rows, cal_lines, timeout_s, say)
         say(f"calibrated {len(records)} devices from the archive; replaying the files ...")
         base = int(time.time() * 1000) - 30_000
         lengths = {}

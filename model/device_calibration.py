@@ -8,29 +8,34 @@ same numbers:
    fields plus ``extra`` channels, flattened: ``Reading.channels``);
 2. the operating point's channels under their pipeline names (SKAB's ``Current`` is ``current``, an
    extra channel, under ``simulator.replay.SKAB_MAPPING``; a ``--mapping`` renames them);
-3. ``model.pca_tq.calibrate_columns`` with ``model.operating_point``'s configuration;
+3. ``functions.detector.pca_fit.calibrate_columns`` with ``model.operating_point``'s configuration;
 4. ``DeviceStore.save_calibration``: the record on the device item (clears any carried alarm state).
+
+Reading the archive, fitting and storing are ``functions.calibrator.calibration``'s functions: the code
+the in-stack calibrator Lambda runs, so ``--from-archive`` and the calibrator give the same record for
+the same rows (a unit test compares them). What stays here is what the Lambda does not ship: CSV input
+and the simulator's channel mappings (``--mapping``).
 """
 
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
+from functions.calibrator import calibration as calib
 from functions.core.ports import CalibrationWriter
+from functions.detector.pca_fit import OperatingPoint
 from functions.detector.pca_tq import PcaCalibration
 from functions.processor.archive_keys import PROCESSED_PREFIX
 from model import operating_point
-from model.pca_tq import calibrate_columns
 from simulator.replay import SKAB_MAPPING, ChannelMap, replay_readings
 
-MIN_ROWS_PER_CHANNEL = 10  # a PCA fit on fewer rows than ~10x its channels is noise (design study, risk 6)
+MIN_ROWS_PER_CHANNEL = calib.MIN_ROWS_PER_CHANNEL
 
 
 def pipeline_names(
@@ -66,32 +71,35 @@ def archive_rows(s3: Any, bucket: str, device_id: str) -> list[tuple[int, dict[s
 
 
 def archive_rows_of(s3: Any, bucket: str, ids: set[str]) -> dict[str, list[tuple[int, dict[str, float]]]]:
-    """``archive_rows`` for several devices in one pass.
+    """``archive_rows`` for several devices in one pass (``functions.calibrator.calibration.archive_rows``
+    over the whole processed/ prefix: the archive is partitioned by arrival, not by device)."""
+    requests = {d: calib.Request(0, None) for d in ids}
+    return calib.archive_rows(_Objects(s3, bucket), requests, int(time.time() * 1000))
 
-    Reads every processed object (the archive is partitioned by arrival, not by device): fine for the
-    emulator and for small stacks; on a large archive use ``--csv`` or an Athena export instead.
-    """
-    seen: dict[str, dict[int, dict[str, float]]] = {d: {} for d in ids}
-    needles = [b'"' + d.encode() + b'"' for d in ids]
-    for line in _processed_lines(s3, bucket):
-        if not any(n in line for n in needles):
-            continue
-        doc = orjson.loads(line)
-        device_id = doc.get("device_id")
-        if device_id in seen and doc.get("status") == "aggregated":
-            channels = {k: float(v) for k, v in doc["channels"].items()}
-            seen[device_id].setdefault(int(doc["epoch_ms"]), channels)
-    return {d: sorted(rows.items()) for d, rows in seen.items()}
+
+class _Objects:
+    """The archive reads ``functions.calibrator.calibration`` needs, over a boto3 S3 client."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self._s3, self._bucket = s3, bucket
+
+    def listing(self, prefix: str) -> list[Any]:
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
+        keys = sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+        return [type("Listed", (), {"key": k})() for k in keys]
+
+    def read(self, key: str) -> bytes | None:
+        body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return body
+
+
+def _op(artifact: dict[str, Any] | None) -> OperatingPoint:
+    return OperatingPoint.from_artifact(artifact if artifact is not None else operating_point.load())
 
 
 def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Devices whose registration asks for calibration and that have none yet: id -> rows requested."""
-    out: dict[str, int] = {}
-    for item in items:
-        request = item.get("calibration_request")
-        if isinstance(request, Mapping) and not item.get("calibration"):
-            out[str(item["device_id"])] = int(request.get("rows", 400))
-    return out
+    return {d: r.rows for d, r in calib.pending(items).items()}
 
 
 def calibrate_pending(
@@ -102,26 +110,32 @@ def calibrate_pending(
     mapping: Mapping[str, ChannelMap] = SKAB_MAPPING,
     artifact: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Calibrate every pending device whose first N readings are archived; the others wait.
+    """Calibrate every pending device whose first N readings are archived; the others wait (the
+    calibrator Lambda's ``calibrate_pending``, run here with a ``mapping`` of the caller's choice).
 
     Returns device id -> {"status": "calibrated" | "waiting", "archived": readings found, "rows": N}.
     """
-    wanted = pending(items)
-    if not wanted:
-        return {}
-    rows_by_device = archive_rows_of(s3, bucket, set(wanted))
-    op = artifact if artifact is not None else operating_point.load()
-    names = pipeline_names(op["channels"], mapping)
-    out: dict[str, dict[str, Any]] = {}
-    for device_id, n in sorted(wanted.items()):
-        rows = rows_by_device[device_id]
-        usable = sum(1 for _, ch in rows if all(c in ch for c in names))
-        status = "waiting"
-        if usable >= n:
-            calibrate_device(device_id, rows, store, n, "archive", mapping, op)
-            status = "calibrated"
-        out[device_id] = {"status": status, "archived": usable, "rows": n}
-    return out
+    op = _op(artifact)
+    return calib.calibrate_items(items, store, _Objects(s3, bucket), op, int(time.time() * 1000),
+                                 pipeline_names(op.channels, mapping))
+
+
+class CalibratorError(RuntimeError):
+    """The deployed calibrator failed or refused the request."""
+
+
+def invoke_calibrator(lambda_client: Any, function: str, device_ids: Sequence[str] | None) -> dict[str, Any]:
+    """Run the deployed calibrator (``functions.calibrator.handler``) on ``device_ids`` (None: every
+    pending device, as its schedule does); its answer: ``{"devices": {id: result}, "calibrated": n, ...}``."""
+    event: dict[str, Any] = {} if device_ids is None else {"device_ids": list(device_ids)}
+    response = lambda_client.invoke(FunctionName=function, Payload=orjson.dumps(event))
+    body = orjson.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        message = body.get("errorMessage", body) if isinstance(body, dict) else body
+        raise CalibratorError(f"the calibrator failed: {message}")
+    if not isinstance(body, dict) or "error" in body:
+        raise CalibratorError(str(body.get("error") if isinstance(body, dict) else body))
+    return body
 
 
 def _processed_lines(s3: Any, bucket: str, prefix: str = PROCESSED_PREFIX) -> Iterator[bytes]:
@@ -139,22 +153,12 @@ def fit(
     artifact: dict[str, Any] | None = None,
 ) -> PcaCalibration:
     """The calibration from the first ``n`` time-ordered rows that carry every channel in ``names``."""
-    usable = [r for _, r in sorted(rows, key=lambda t: t[0]) if all(c in r for c in names)][:n]
-    if len(usable) < max(n, MIN_ROWS_PER_CHANNEL * len(names)):
-        raise ValueError(f"{len(usable)} readings with channels {list(names)}; calibration needs {n}")
-    values = np.array([[r[c] for c in names] for r in usable], dtype=np.float64)
-    return calibrate_columns(names, values, operating_point.config(artifact), rows=n)
+    return calib.fit(((t, dict(r)) for t, r in rows), names, n, _op(artifact))
 
 
 def record(cal: PcaCalibration, source: str, artifact: dict[str, Any] | None = None) -> dict[str, Any]:
     """What goes on the device item: the calibration plus where it came from."""
-    op = artifact if artifact is not None else operating_point.load()
-    return {
-        **cal.to_dict(),
-        "operating_point": op["label"],
-        "source": source,
-        "calibrated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+    return calib.record(cal, source, _op(artifact), int(time.time() * 1000))
 
 
 def calibrate_device(
@@ -167,8 +171,6 @@ def calibrate_device(
     artifact: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit and store; returns the stored record."""
-    op = artifact if artifact is not None else operating_point.load()
-    cal = fit(rows, pipeline_names(op["channels"], mapping), n, op)
-    stored = record(cal, source, op)
-    store.save_calibration(device_id, stored)
-    return stored
+    op = _op(artifact)
+    return calib.calibrate_device(device_id, ((t, dict(r)) for t, r in rows), store, n, source, op,
+                                  int(time.time() * 1000), pipeline_names(op.channels, mapping))

@@ -3,8 +3,9 @@
 ``calibrate`` fits one device's ``functions.detector.pca_tq.PcaCalibration`` from its first
 ``TRAIN_ROWS`` readings: per-channel mean and floored standard deviation, an SVD of the standardised
 rows keeping the fewest components that explain ``variance`` of it, and T² / Q limits = the ``quantile``
-of the calibration rows' statistics x ``factor``. No label is read. Scoring is the numpy-only code in
-``functions.detector.pca_tq``.
+of the calibration rows' statistics x ``factor``. No label is read. The fit itself is
+``functions.detector.pca_fit`` (shipped in the processor's bundle, run by the in-stack calibrator);
+scoring is the numpy-only code in ``functions.detector.pca_tq``.
 
 ``pca_candidates`` predicts every configuration of a grid on many files at once (the subspace is fitted
 once per file, channel set and variance; thresholds and persistence are cheap on top), in the
@@ -21,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from functions.detector import pca_fit
+from functions.detector.pca_fit import LIMIT_FLOOR, fit_subspace
 from functions.detector.pca_tq import PcaCalibration, k_of_n
 from model.skab import TRAIN_ROWS, Candidates, SkabFile
 from model.skab_stream import CHANNEL_SETS
-
-LIMIT_FLOOR = 1e-12
 
 
 @dataclass(frozen=True)
@@ -67,43 +68,6 @@ BASELINE = PcaConfig(
 )
 
 
-@dataclass(frozen=True)
-class Subspace:
-    """Scaler and principal subspace fitted on calibration rows (arrays; ``calibrate`` freezes them)."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-    pca_mean: np.ndarray
-    components: np.ndarray  # k x channels
-    eigenvalues: np.ndarray  # k
-
-    def statistics(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z = (values - self.mean) / self.scale - self.pca_mean
-        t = z @ self.components.T
-        return np.sum(t * t / self.eigenvalues, axis=1), np.sum((z - t @ self.components) ** 2, axis=1)
-
-
-def _floor(spread: np.ndarray, level: np.ndarray) -> np.ndarray:
-    # As model.skab_stream: SKAB's flow rate is often constant through calibration (std 0).
-    return np.maximum(spread, 1e-3 * np.maximum(np.abs(level), 1e-3))
-
-
-def fit_subspace(calibration: np.ndarray, variance: float) -> Subspace:
-    if calibration.ndim != 2 or calibration.shape[0] < 2:
-        raise ValueError("calibration needs at least two rows of readings")
-    mean = calibration.mean(axis=0)
-    scale = _floor(calibration.std(axis=0), mean)
-    z = (calibration - mean) / scale
-    pca_mean = z.mean(axis=0)
-    _, s, vt = np.linalg.svd(z - pca_mean, full_matrices=False)
-    lam = s * s / (len(z) - 1)
-    total = float(lam.sum())
-    k = int(np.searchsorted(np.cumsum(lam) / total, variance) + 1) if total > 0 else 1
-    c = calibration.shape[1]
-    k = max(1, min(k, c - 1)) if c > 1 else 1
-    return Subspace(mean, scale, pca_mean, vt[:k], np.maximum(lam[:k], 1e-9))
-
-
 def channel_columns(channels: Sequence[str], channel_set: str) -> list[int]:
     return [list(channels).index(ch) for ch in CHANNEL_SETS[channel_set]]
 
@@ -121,27 +85,9 @@ def calibrate_columns(
 ) -> PcaCalibration:
     """As ``calibrate``, on every column of ``values``, named ``names``: the channel names the
     calibration will look up in readings (the pipeline's names, e.g. ``current`` for an extra channel),
-    whatever ``cfg.channels`` says. The arithmetic is the same, so the verdicts are too."""
-    cal = np.asarray(values, dtype=np.float64)[:rows]
-    if cal.shape[1] != len(names):
-        raise ValueError(f"{cal.shape[1]} columns but {len(names)} channel names")
-    sub = fit_subspace(cal, cfg.variance)
-    t2, q = sub.statistics(cal)
-    return PcaCalibration(
-        channels=tuple(names),
-        mean=tuple(float(v) for v in sub.mean),
-        scale=tuple(float(v) for v in sub.scale),
-        pca_mean=tuple(float(v) for v in sub.pca_mean),
-        components=tuple(tuple(float(v) for v in row) for row in sub.components),
-        eigenvalues=tuple(float(v) for v in sub.eigenvalues),
-        t2_limit=max(float(np.quantile(t2, cfg.quantile)) * cfg.factor, LIMIT_FLOOR),
-        q_limit=max(float(np.quantile(q, cfg.quantile)) * cfg.factor, LIMIT_FLOOR),
-        statistic=cfg.statistic,
-        persist_k=cfg.persist_k,
-        persist_n=cfg.persist_n,
-        instant_factor=cfg.instant_factor,
-        calibration_rows=len(cal),
-    )
+    whatever ``cfg.channels`` says. The arithmetic is the same, so the verdicts are too: it is
+    ``functions.detector.pca_fit.calibrate_columns``, the one fit the in-stack calibrator runs too."""
+    return pca_fit.calibrate_columns(names, values, cfg, rows)
 
 
 def pca_candidates(datas: Sequence[SkabFile], grid: Iterable[PcaConfig] = PCA_GRID) -> Candidates:

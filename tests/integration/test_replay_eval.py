@@ -62,7 +62,8 @@ def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deploye
 
 
 def test_a_pending_device_is_calibrated_from_the_archive(deployed_stack, capsys):
-    """The pipeline's way: readings flow, the archive holds the first N, `calibrate --pending` fits them."""
+    """The pipeline's way: readings flow, the archive holds the first N, `calibrate --pending` has the
+    stack's calibrator fit them."""
     import os
     import time
 
@@ -93,7 +94,10 @@ def test_a_pending_device_is_calibrated_from_the_archive(deployed_stack, capsys)
         if result.get("pump-pending-1", {}).get("status") != "waiting" or time.monotonic() > deadline:
             break
         time.sleep(5)
-    assert result["pump-pending-1"] == {"status": "calibrated", "archived": 420, "rows": 400}
+    # --pending invokes the stack's calibrator; its schedule (every 2 minutes) may have been first, and
+    # then the device is no longer pending when --pending looks.
+    assert result.get("pump-pending-1", {"status": "calibrated", "archived": 420, "rows": 400}) == {
+        "status": "calibrated", "archived": 420, "rows": 400}
     item = DynamoDeviceRegistry(table, ddb).get("pump-pending-1")
     assert item["calibration"]["source"] == "archive"
     assert "calibration_request" not in item

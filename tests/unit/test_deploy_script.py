@@ -96,7 +96,8 @@ def test_only_a_test_hooks_deploy_ships_the_fault_handler() -> None:
     assert any("cloudformation package" in c and str(copy) in c for c in hooks)
     assert any("cloudformation deploy" in c and "TestHooks=faults" in c for c in hooks)
     text = copy.read_text()
-    assert text.count("/processor-testhooks.zip") == 1
+    # the processor and the calibrator (same bundle, its own handler: functions.calibrator.handler)
+    assert text.count("/processor-testhooks.zip") == 2
     assert "Code: ../build/" not in text  # relative Code paths made absolute: the copy lives in build/
     copy.unlink()
 

@@ -1,0 +1,1 @@
+"""The in-stack per-device calibrator (issue 13): ``calibration`` (pure, over ports), a thin ``handler``."""

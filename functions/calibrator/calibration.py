@@ -1,0 +1,280 @@
+"""Calibrate every device that asked for it, from its first N archived readings (issue 13).
+
+The one calibration path: the scheduled calibrator Lambda (``functions.calibrator.handler``), its
+on-demand invocation and ``iotpipe model calibrate --pending`` / ``--from-archive`` all run these
+functions, so the same rows give the same record.
+
+A device is *pending* when its item has ``calibration_request`` (``{rows: N}``, optionally
+``requested_at`` and ``from_device``) and no ``calibration``. For each pending device:
+
+1. its aggregated readings (or those of ``from_device``: a replacement calibrated on its predecessor's
+   readings, ``iotpipe model replay-eval``'s ``<id>-cal`` rows) in the archive's processed lines
+   (``processed/dt=YYYY-MM-DD/hour=HH/*.jsonl.gz``, gzip JSON lines with ``device_id``, ``epoch_ms``,
+   ``channels``), read only from the partitions at or after its request (``requested_at``, else
+   ``registered_at``; the archive is partitioned by arrival, and nothing of the device arrives before it
+   is registered), one reading per event time, time-ordered;
+2. the first N that carry every channel of the operating point, under their pipeline names
+   (``PIPELINE_NAMES``);
+3. when at least N exist: ``functions.detector.pca_fit.calibrate_columns`` with the shipped operating
+   point, and ``DeviceStore.save_calibration`` (which removes the request and any carried alarm state);
+   otherwise the device waits for the next run.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from functions.core.ports import CalibrationWriter, DeviceReader, Key
+from functions.core.timestamps import format_ms, ms_to_datetime, parse_ms
+from functions.detector.pca_fit import OperatingPoint, calibrate_columns
+from functions.detector.pca_tq import PcaCalibration
+
+PROCESSED_PREFIX = "processed"  # functions.processor.archive_keys.PROCESSED_PREFIX (a unit test checks)
+DEFAULT_ROWS = 400
+MIN_ROWS_PER_CHANNEL = 10  # a PCA fit on fewer rows than ~10x its channels is noise (design study, risk 6)
+MAX_DAY_PREFIXES = 62  # a request older than this lists the whole processed/ prefix instead of per day
+SCAN_PAGE = 200
+
+# The operating point's source columns (SKAB names) under the names the processor gives them with the
+# default replay mapping (simulator.replay.SKAB_MAPPING: ``extra.x`` -> ``x``; a unit test checks).
+PIPELINE_NAMES: dict[str, str] = {
+    "Temperature": "temperature",
+    "Pressure": "pressure",
+    "Volume Flow RateRMS": "humidity",
+    "Accelerometer1RMS": "accel1_rms",
+    "Accelerometer2RMS": "accel2_rms",
+    "Current": "current",
+    "Voltage": "voltage",
+    "Thermocouple": "thermocouple",
+}
+
+Row = tuple[int, dict[str, float]]
+
+
+class ArchiveReader(Protocol):
+    """The archive reads the calibrator needs (``functions.core.ports.ArchiveObjects`` has them)."""
+
+    def listing(self, prefix: str) -> Sequence[Any]:
+        """Objects under ``prefix`` (each with ``.key``), sorted by key."""
+        ...
+
+    def read(self, key: str) -> bytes | None: ...
+
+
+class CalibrationDevices(DeviceReader, CalibrationWriter, Protocol):
+    """What the calibrator needs of the devices table (``functions.core.ports.DeviceStore`` has it)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    rows: int
+    since_ms: int | None  # read partitions from this time on; None = the whole processed/ prefix
+    from_device: str | None = None  # whose readings to fit (None: the device's own)
+
+
+def pipeline_names(op: OperatingPoint, names: Mapping[str, str] = PIPELINE_NAMES) -> tuple[str, ...]:
+    missing = [c for c in op.channels if c not in names]
+    if missing:
+        raise ValueError(f"no pipeline name for the calibrated columns {missing}")
+    return tuple(names[c] for c in op.channels)
+
+
+def _since(item: Mapping[str, Any], request: Mapping[str, Any]) -> int | None:
+    for value in (request.get("requested_at"), item.get("registered_at")):
+        if value is None:
+            continue
+        try:
+            return parse_ms(value if isinstance(value, str) else int(value))
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, Request]:
+    """Devices whose item asks for calibration and has none yet: id -> request."""
+    out: dict[str, Request] = {}
+    for item in items:
+        request = item.get("calibration_request")
+        if isinstance(request, Mapping) and not item.get("calibration"):
+            rows = int(request.get("rows", DEFAULT_ROWS))
+            source = request.get("from_device")
+            from_device = str(source) if source else None
+            out[str(item["device_id"])] = Request(rows, _since(item, request), from_device)
+    return out
+
+
+def device_items(devices: DeviceReader, device_ids: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
+    """The named devices' items (GetItem each), or every item (Scan, page by page)."""
+    if device_ids is not None:
+        return [item for d in device_ids if (item := devices.get(d)) is not None]
+    out: list[Mapping[str, Any]] = []
+    start: Key | None = None
+    while True:
+        page = devices.scan(SCAN_PAGE, start)
+        out.extend(page.items)
+        start = page.last_key
+        if start is None:
+            return out
+
+
+def partition_prefixes(since_ms: int | None, now_ms: int) -> list[str]:
+    """The day prefixes from ``since_ms``'s day to ``now_ms``'s (the whole prefix when unknown or old)."""
+    if since_ms is None or now_ms < since_ms:
+        return [f"{PROCESSED_PREFIX}/"]
+    first, last = ms_to_datetime(since_ms).date(), ms_to_datetime(now_ms).date()
+    days = (last - first).days + 1
+    if days > MAX_DAY_PREFIXES:
+        return [f"{PROCESSED_PREFIX}/"]
+    return [f"{PROCESSED_PREFIX}/dt={(first + timedelta(days=i)).isoformat()}/" for i in range(days)]
+
+
+def _partition(key: str) -> str:
+    """``processed/dt=D/hour=HH/...`` -> ``D/HH`` (sortable); "" for an unexpected key."""
+    parts = key.split("/")
+    if len(parts) < 4 or not parts[1].startswith("dt=") or not parts[2].startswith("hour="):
+        return ""
+    return f"{parts[1][3:]}/{parts[2][5:]}"
+
+
+def processed_keys(archive: ArchiveReader, since_ms: int | None, now_ms: int) -> list[str]:
+    """Processed object keys in partitions at or after ``since_ms``'s hour, in key order."""
+    floor = _floor(since_ms)
+    keys: list[str] = []
+    for prefix in partition_prefixes(since_ms, now_ms):
+        keys.extend(o.key for o in archive.listing(prefix) if _partition(o.key) >= floor)
+    return keys
+
+
+def rows_from_lines(lines: Iterable[bytes], ids: set[str]) -> dict[str, list[Row]]:
+    """(epoch ms, channels) of the devices' aggregated readings, one per event time, time-ordered."""
+    seen: dict[str, dict[int, dict[str, float]]] = {d: {} for d in ids}
+    needles = [b'"' + d.encode() + b'"' for d in ids]
+    for line in lines:
+        if not any(n in line for n in needles):
+            continue
+        doc = orjson.loads(line)
+        device_id = doc.get("device_id")
+        if device_id in seen and doc.get("status") == "aggregated":
+            channels = {str(k): float(v) for k, v in doc["channels"].items()}
+            seen[device_id].setdefault(int(doc["epoch_ms"]), channels)
+    return {d: sorted(rows.items()) for d, rows in seen.items()}
+
+
+def _floor(since_ms: int | None) -> str:
+    return "" if since_ms is None else f"{format_ms(since_ms)[:10]}/{format_ms(since_ms)[11:13]}"
+
+
+def archive_rows(
+    archive: ArchiveReader, requests: Mapping[str, Request], now_ms: int
+) -> dict[str, list[Row]]:
+    """The rows each requesting device is fitted on (``rows_from_lines`` of the device, or of its
+    ``from_device``), from the partitions at or after its request; every object is read once (from the
+    earliest request's partition on)."""
+    if not requests:
+        return {}
+    since = [r.since_ms for r in requests.values()]
+    earliest = None if any(s is None for s in since) else min(s for s in since if s is not None)
+    floors: dict[str, str] = {}
+    for device_id, r in requests.items():
+        source = r.from_device or device_id
+        floors[source] = min(floors.get(source, _floor(r.since_ms)), _floor(r.since_ms))
+    out: dict[str, list[Row]] = {d: [] for d in floors}
+    for key in processed_keys(archive, earliest, now_ms):
+        ids = {d for d, f in floors.items() if _partition(key) >= f}
+        body = archive.read(key) if ids else None
+        if body:
+            for d, rows in rows_from_lines(gzip.decompress(body).splitlines(), ids).items():
+                out[d].extend(rows)
+    # One reading per event time across objects (a redelivered batch is archived twice), time-ordered.
+    by_source = {d: sorted(dict(reversed(rows)).items()) for d, rows in out.items()}
+    return {d: by_source[r.from_device or d] for d, r in requests.items()}
+
+
+def usable_rows(rows: Iterable[Row], names: Sequence[str]) -> list[dict[str, float]]:
+    return [r for _, r in sorted(rows, key=lambda t: t[0]) if all(c in r for c in names)]
+
+
+def fit(rows: Iterable[Row], names: Sequence[str], n: int, op: OperatingPoint) -> PcaCalibration:
+    """The calibration from the first ``n`` time-ordered rows that carry every channel in ``names``."""
+    usable = usable_rows(rows, names)[:n]
+    if len(usable) < max(n, MIN_ROWS_PER_CHANNEL * len(names)):
+        raise ValueError(f"{len(usable)} readings with channels {list(names)}; calibration needs {n}")
+    values = np.array([[r[c] for c in names] for r in usable], dtype=np.float64)
+    return calibrate_columns(names, values, op, rows=n)
+
+
+def record(cal: PcaCalibration, source: str, op: OperatingPoint, now_ms: int) -> dict[str, Any]:
+    """What goes on the device item: the calibration plus where it came from."""
+    return {
+        **cal.to_dict(),
+        "operating_point": op.label,
+        "source": source,
+        "calibrated_at": format_ms(now_ms)[:19] + "Z",
+    }
+
+
+def calibrate_device(
+    device_id: str,
+    rows: Iterable[Row],
+    store: CalibrationWriter,
+    n: int,
+    source: str,
+    op: OperatingPoint,
+    now_ms: int,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Fit and store; returns the stored record."""
+    cal = fit(rows, names if names is not None else pipeline_names(op), n, op)
+    stored = record(cal, source, op, now_ms)
+    store.save_calibration(device_id, stored)
+    return stored
+
+
+def calibrate_pending(
+    devices: CalibrationDevices,
+    archive: ArchiveReader,
+    op: OperatingPoint,
+    now_ms: int,
+    device_ids: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``calibrate_items`` over every device item (Scan) or the named ones (GetItem each)."""
+    return calibrate_items(device_items(devices, device_ids), devices, archive, op, now_ms, names)
+
+
+def calibrate_items(
+    items: Iterable[Mapping[str, Any]],
+    store: CalibrationWriter,
+    archive: ArchiveReader,
+    op: OperatingPoint,
+    now_ms: int,
+    names: Sequence[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Calibrate every pending device among ``items`` whose first N readings are archived; the others
+    wait.
+
+    Returns device id -> {"status": "calibrated" | "waiting", "archived": usable readings found, "rows": N}.
+    """
+    requests = pending(items)
+    if not requests:
+        return {}
+    channel_names = tuple(names) if names is not None else pipeline_names(op)
+    rows_by_device = archive_rows(archive, requests, now_ms)
+    out: dict[str, dict[str, Any]] = {}
+    for device_id, request in sorted(requests.items()):
+        rows = rows_by_device[device_id]
+        usable = len(usable_rows(rows, channel_names))
+        status = "waiting"
+        if usable >= max(request.rows, MIN_ROWS_PER_CHANNEL * len(channel_names)):
+            source = f"archive:{request.from_device}" if request.from_device else "archive"
+            calibrate_device(device_id, rows, store, request.rows, source, op, now_ms, channel_names)
+            status = "calibrated"
+        out[device_id] = {"status": status, "archived": usable, "rows": request.rows}
+    return out

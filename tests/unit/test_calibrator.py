@@ -1,0 +1,183 @@
+"""The in-stack calibrator (functions/calibrator): pending devices, the archive partitions it reads, the
+fit, and that it stores the same record as ``iotpipe model calibrate --from-archive`` for the same rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from functions.calibrator import calibration as calib
+from functions.calibrator import handler as calibrator_handler
+from functions.core.timestamps import parse_ms
+from functions.detector import pca_fit
+from functions.detector.pca_tq import PcaCalibration
+from functions.processor.archive_keys import PROCESSED_PREFIX
+from model import device_calibration as dc
+from model import operating_point
+from simulator.replay import SKAB_MAPPING
+from testkit.fakes import InMemoryArchive, InMemoryDeviceRegistry
+
+OP = pca_fit.load_operating_point()
+NAMES = calib.pipeline_names(OP)
+REGISTERED = "2026-03-01T10:20:00Z"
+T0 = parse_ms(REGISTERED)
+NOW = T0 + 3 * 3600_000
+
+
+def _rows(n: int, start_ms: int = T0, seed: int = 1) -> list[tuple[int, dict[str, float]]]:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 2))
+    out = []
+    for i in range(n):
+        a, b = (float(v) for v in base[i])
+        ch = {"current": 1.0 + 0.1 * a, "pressure": 1000.0 + 5 * a + float(rng.normal()),
+              "voltage": 230.0 + b, "humidity": 32.0 + 0.5 * b + 0.1 * a, "temperature": 70.0}
+        out.append((start_ms + 1000 * i, ch))
+    return out
+
+
+def _line(device_id: str, ms: int, channels: dict[str, float], status: str = "aggregated") -> bytes:
+    return orjson.dumps({"device_id": device_id, "epoch_ms": ms, "channels": channels, "status": status})
+
+
+def _key(ms: int, name: str) -> str:
+    stamp = calib.format_ms(ms)
+    return f"{PROCESSED_PREFIX}/dt={stamp[:10]}/hour={stamp[11:13]}/{name}.jsonl.gz"
+
+
+def test_the_fit_and_the_operating_point_are_the_offline_ones():
+    # One implementation: model.pca_tq.calibrate_columns is functions.detector.pca_fit's, and the Lambda
+    # reads the same operating point as the CLI.
+    cfg = operating_point.config()
+    for field in ("variance", "statistic", "quantile", "factor", "persist_k", "persist_n", "instant_factor"):
+        assert getattr(OP, field) == getattr(cfg, field)
+    assert OP.label == operating_point.load()["label"]
+    assert OP.channels == tuple(operating_point.load()["channels"])
+    assert dc.pipeline_names(operating_point.load()["channels"], SKAB_MAPPING) == NAMES
+    values = np.array([[r[c] for c in NAMES] for _, r in _rows(400)])
+    from model.pca_tq import calibrate_columns
+
+    assert calibrate_columns(NAMES, values, cfg, 400) == pca_fit.calibrate_columns(NAMES, values, OP, 400)
+
+
+def test_the_channel_names_and_prefix_match_the_simulator_and_the_processor():
+    assert {k: v.channel.removeprefix("extra.") for k, v in SKAB_MAPPING.items()} == calib.PIPELINE_NAMES
+    assert calib.PROCESSED_PREFIX == PROCESSED_PREFIX
+
+
+def test_pending_devices_are_calibrated_from_their_own_partitions_once_n_readings_are_archived():
+    archive = InMemoryArchive()
+    registry = InMemoryDeviceRegistry([
+        {"device_id": "ready", "registered_at": REGISTERED, "calibration_request": {"rows": 400}},
+        {"device_id": "early", "registered_at": REGISTERED, "calibration_request": {"rows": 400}},
+        {"device_id": "plain", "registered_at": REGISTERED},  # never asked: stays on the fleet forest
+        {"device_id": "done", "calibration_request": {"rows": 400}, "calibration": {"format": "x"}},
+    ])
+    # An hour before the registration: another life of "ready" (a previous owner), never read.
+    stale = [_line("ready", ms, {**ch, "current": 99.0}) for ms, ch in _rows(400, T0 - 3600_000, seed=9)]
+    archive.put_jsonl_gz(_key(T0 - 3600_000, "stale"), stale)
+    rows = _rows(450)
+    # Out of order across two objects (two shards), one redelivered duplicate, one quarantine-like line.
+    archive.put_jsonl_gz(_key(T0, "b"), [_line("ready", ms, ch) for ms, ch in reversed(rows[200:])])
+    archive.put_jsonl_gz(_key(T0 + 3600_000, "a"), [_line("ready", ms, ch) for ms, ch in rows[:250]]
+                         + [_line("early", ms, ch) for ms, ch in rows[:399]]
+                         + [_line("plain", ms, ch) for ms, ch in rows]
+                         + [_line("early", 1, rows[0][1], status="duplicate")])
+    result = calib.calibrate_pending(registry, archive, OP, NOW)
+    assert result == {"ready": {"status": "calibrated", "archived": 450, "rows": 400},
+                      "early": {"status": "waiting", "archived": 399, "rows": 400}}
+    stored = dict(registry.items["ready"]["calibration"])
+    assert "calibration_request" not in registry.items["ready"]
+    assert stored["source"] == "archive"
+    assert stored["operating_point"] == OP.label
+    expected = calib.fit(rows, NAMES, 400, OP)  # the first 400 by event time, not the stale ones
+    assert PcaCalibration.from_dict(stored) == expected
+    assert "calibration" not in registry.items["early"]
+    assert "calibration" not in registry.items["plain"]
+    # Nothing left to do for "ready"; on demand, only the named devices are looked at.
+    assert calib.calibrate_pending(registry, archive, OP, NOW, device_ids=["ready", "plain"]) == {}
+
+
+def test_a_request_bounds_the_partitions_listed():
+    listed: list[str] = []
+
+    class Spy(InMemoryArchive):
+        def listing(self, prefix):
+            listed.append(prefix)
+            return super().listing(prefix)
+
+    assert calib.processed_keys(Spy(), T0 + 86_400_000, T0 + 3 * 86_400_000) == []
+    assert listed == ["processed/dt=2026-03-02/", "processed/dt=2026-03-03/", "processed/dt=2026-03-04/"]
+    assert calib.partition_prefixes(None, NOW) == ["processed/"]
+    assert calib.partition_prefixes(T0 - 400 * 86_400_000, NOW) == ["processed/"]
+
+
+def test_the_calibrator_stores_the_same_record_as_calibrate_from_archive():
+    rows = _rows(430)
+    archive = InMemoryArchive()
+    archive.put_jsonl_gz(_key(T0, "x"), [_line("pump-1", ms, ch) for ms, ch in reversed(rows)])
+
+    class S3:  # the boto3 calls --from-archive makes, over the same objects
+        def get_paginator(self, _name):
+            return self
+
+        def paginate(self, Bucket, Prefix):
+            return [{"Contents": [{"Key": o.key} for o in archive.listing(Prefix)]}]
+
+        def get_object(self, Bucket, Key):
+            return {"Body": type("B", (), {"read": lambda _s: archive.read(Key)})()}
+
+    cli = InMemoryDeviceRegistry([{"device_id": "pump-1"}])
+    # iotpipe model calibrate --device pump-1 --from-archive (cmd_calibrate's two calls)
+    dc.calibrate_device("pump-1", dc.archive_rows(S3(), "bucket", "pump-1"), cli, 400, "archive")
+    lam = InMemoryDeviceRegistry([{"device_id": "pump-1", "registered_at": REGISTERED,
+                                   "calibration_request": {"rows": 400}}])
+    calib.calibrate_pending(lam, archive, OP, NOW)
+    by_cli, by_lambda = dict(cli.items["pump-1"]["calibration"]), dict(lam.items["pump-1"]["calibration"])
+    assert by_cli.pop("calibrated_at")
+    assert by_lambda.pop("calibrated_at")
+    assert by_cli == by_lambda
+    # and --pending (run locally with the default mapping) is the same code path again
+    local = InMemoryDeviceRegistry([{"device_id": "pump-1", "calibration_request": {"rows": 400}}])
+    dc.calibrate_pending(list(local.items.values()), S3(), "bucket", local)
+    by_pending = dict(local.items["pump-1"]["calibration"])
+    by_pending.pop("calibrated_at")
+    assert by_pending == by_lambda
+
+
+def test_on_demand_events_are_validated():
+    assert calibrator_handler.device_ids({}) is None
+    assert calibrator_handler.device_ids({"device_ids": ["b", "a", "b"]}) == ["a", "b"]
+    for bad in ({"device_ids": "a"}, {"device_ids": [1]}, {"device_ids": [""]},
+                {"device_ids": ["d"] * (calibrator_handler.MAX_DEVICES_PER_CALL + 1)}):
+        with pytest.raises(ValueError, match="device"):
+            calibrator_handler.device_ids(bad)
+    assert "error" in calibrator_handler.handler({"device_ids": "a"}, None)
+
+
+def test_the_bundle_ships_the_operating_point_and_the_calibrator():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        import build
+    finally:
+        sys.path.pop(0)
+    names = {arc for arc, _ in build._code_files()}
+    assert f"functions/detector/artifacts/{pca_fit.ARTIFACT_NAME}" in names
+    assert "functions/calibrator/handler.py" in names
+
+
+def test_a_request_can_name_the_device_whose_readings_calibrate_it():
+    # replay-eval's <id> is calibrated on <id>-cal's rows; a replacement on its predecessor's
+    archive = InMemoryArchive()
+    rows = _rows(400)
+    archive.put_jsonl_gz(_key(T0, "x"), [_line("old-pump", ms, ch) for ms, ch in rows])
+    registry = InMemoryDeviceRegistry([{"device_id": "new-pump", "registered_at": REGISTERED,
+                                        "calibration_request": {"rows": 400, "from_device": "old-pump"}}])
+    assert calib.calibrate_pending(registry, archive, OP, NOW)["new-pump"]["status"] == "calibrated"
+    stored = dict(registry.items["new-pump"]["calibration"])
+    assert stored["source"] == "archive:old-pump"
+    assert PcaCalibration.from_dict(stored) == calib.fit(rows, NAMES, 400, OP)
