@@ -42,6 +42,7 @@ from functions.compactor.columns import PROCESSED_COLUMNS, duckdb_columns  # noq
 from functions.compactor.parquet import compact_files  # noqa: E402
 from functions.core.jsonl_gzip import gzip_lines  # noqa: E402
 from functions.core.readings import DeviceInfo, Reading  # noqa: E402
+from functions.core.timestamps import parse_ms  # noqa: E402
 from functions.detector.interface import Verdict  # noqa: E402
 from functions.processor.archive_keys import processed_line  # noqa: E402
 from iotpipe import athena_query as aq  # noqa: E402
@@ -66,7 +67,7 @@ def _readings(devices: int, seconds: int, seed: int) -> list[bytes]:
     for seq, produced in enumerate(generate_readings(config, fleet, START_S * 1000)):
         doc = orjson.loads(produced.payload)
         channels = {k: float(doc[k]) for k in ("temperature", "humidity", "pressure") if k in doc}
-        epoch_ms = int(aq_epoch(doc["timestamp"]))
+        epoch_ms = parse_ms(doc["timestamp"])
         reading = Reading(doc["device_id"], epoch_ms, channels, "shardId-000000000000",
                           f"{49650000000000000000000000000000000000000000000000 + seq}",
                           info.get(doc["device_id"]), ground_truth=doc.get("ground_truth"))
@@ -77,12 +78,6 @@ def _readings(devices: int, seconds: int, seed: int) -> list[bytes]:
                           top_feature="temperature", reason="", threshold=0.6, model_version="bench")
         lines.append(processed_line(reading, "aggregated", verdict))
     return lines
-
-
-def aq_epoch(timestamp: str) -> int:
-    from functions.core.timestamps import parse_ms
-
-    return parse_ms(timestamp)
 
 
 def _write_objects(lines: list[bytes], per_object: int, folder: Path) -> list[Path]:
