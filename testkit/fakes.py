@@ -265,12 +265,15 @@ class InMemoryArchive:
         self.puts = 0
         self.fail_next: int = 0
 
-    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> None:
+    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> bool:
         if self.fail_next > 0:
             self.fail_next -= 1
             raise StoreError("fake S3 failure", transient=True)
+        if key in self.objects:  # S3's If-None-Match: "*" answers 412 PreconditionFailed
+            return False
         self.puts += 1
         self.objects[key] = gzip_lines(lines)
+        return True
 
     # ArchiveObjects (the compactor's raw access): the ETag is the MD5 of the bytes, as S3's for a plain put.
     def listing(self, prefix: str) -> list[StoredObject]:

@@ -40,6 +40,8 @@ def ddb_size(attr: dict[str, Any]) -> int:
     if kind == "N":
         digits = len(value.lstrip("-").replace(".", "").lstrip("0")) or 1
         return (digits + 1) // 2 + 1
+    if kind == "B":  # bytes (boto3 gives them decoded)
+        return len(value)
     if kind == "NS":
         return sum(ddb_size({"N": v}) for v in value)
     if kind == "M":

@@ -15,6 +15,7 @@ from typing import Any
 from functions.adapters import codec
 from functions.adapters.client_errors import translate_client_error
 from functions.adapters.dynamo_table import MAX_COUNT_PAGES, DynamoTable
+from functions.adapters.offset_set import pack_offsets, unpack_offsets
 from functions.core.errors import TransientStoreError
 from functions.core.ports import AggregateItem, Key, Slice, WindowKey, chunked
 from functions.core.retry import Backoff
@@ -29,21 +30,25 @@ _READ_PROJECTION = "device_id, window_start, window_end, #c, channels, site, #l,
 
 
 def item_to_dynamo(item: AggregateItem) -> dict[str, Any]:
-    """An aggregate item in AttributeValues; ``seen_offsets_ms`` is a number set (omitted when empty:
-    DynamoDB has no empty sets)."""
+    """An aggregate item in AttributeValues; ``seen_offsets_ms`` is packed into one Binary value
+    (functions/adapters/offset_set.py; omitted when empty, as DynamoDB has no empty binary)."""
     out: dict[str, Any] = {}
     for name, value in item.items():
         if name == "seen_offsets_ms":
             if value:
-                out[name] = codec.to_attribute({int(v) for v in value})
+                out[name] = {"B": pack_offsets(int(v) for v in value)}
             continue
         out[name] = codec.to_attribute(value)
     return out
 
 
 def item_from_dynamo(attrs: dict[str, Any]) -> AggregateItem:
-    item = codec.from_item(attrs)
-    item["seen_offsets_ms"] = [int(v) for v in item.get("seen_offsets_ms", [])]
+    offsets = attrs.get("seen_offsets_ms")
+    item = codec.from_item({k: v for k, v in attrs.items() if k != "seen_offsets_ms"})
+    if offsets and "B" in offsets:
+        item["seen_offsets_ms"] = unpack_offsets(bytes(offsets["B"]))
+    else:  # an item written before the binary encoding: a number set
+        item["seen_offsets_ms"] = sorted(int(v) for v in (offsets or {}).get("NS", []))
     item["watermarks"] = {k: str(v) for k, v in (item.get("watermarks") or {}).items()}
     return item
 

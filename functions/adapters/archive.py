@@ -1,7 +1,9 @@
 """S3 archive adapter: the processor's gzip JSON-lines puts and the compactor's raw object access.
 
-Keys are deterministic, so every put overwrites: a retried batch or a re-run compaction rewrites the same
-object. ``S3Archive`` implements both ``Archive`` and ``ArchiveObjects`` (functions/core/ports.py).
+Keys are deterministic. The processor's puts are conditional (first write wins: a redelivered range keeps
+the object its first application wrote, verdicts included); the compactor's writes overwrite (a re-run
+compaction rewrites the same object). ``S3Archive`` implements both ``Archive`` and ``ArchiveObjects``
+(functions/core/ports.py).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from functions.adapters.client_errors import translate_client_error
+from functions.adapters.client_errors import error_code, translate_client_error
 from functions.adapters.clients import client
 from functions.core.jsonl_gzip import gzip_lines
 from functions.core.ports import StoredObject
@@ -27,14 +29,19 @@ class S3Archive:
             self._client = client("s3")
         return self._client
 
-    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> None:
+    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> bool:
         try:
             # No ContentEncoding: readers get the .gz bytes as stored (no transparent decompression).
+            # IfNoneMatch "*": first write wins (functions/core/ports.py says why); S3 answers 412.
             self._s3.put_object(
-                Bucket=self._bucket, Key=key, Body=gzip_lines(lines), ContentType="application/x-ndjson"
+                Bucket=self._bucket, Key=key, Body=gzip_lines(lines), ContentType="application/x-ndjson",
+                IfNoneMatch="*",
             )
         except Exception as exc:
+            if error_code(exc) == "PreconditionFailed":
+                return False
             raise translate_client_error(exc, "archive.put_object") from exc
+        return True
 
     def listing(self, prefix: str) -> list[StoredObject]:
         out: list[StoredObject] = []

@@ -20,6 +20,9 @@ def client(service: str) -> Any:
         connect_timeout=5,
         read_timeout=30,
         tcp_keepalive=True,
+        # botocore keeps 10 connections; the processor's window writes run on WRITE_CONCURRENCY threads
+        # (16), and every call beyond the pool opens a connection (a TLS handshake on AWS) and drops it.
+        max_pool_connections=max(10, settings.write_concurrency + 4),
     )
     return boto3.client(
         service, region_name=settings.region, endpoint_url=settings.endpoint_url, config=config

@@ -18,6 +18,8 @@ TRANSIENT_ERROR_CODES: frozenset[str] = frozenset(
         "RequestLimitExceeded",
         "TooManyRequestsException",
         "SlowDown",
+        # S3: another conditional write to the same key was in flight (409); the retry sees its result.
+        "ConditionalRequestConflict",
         "RequestTimeout",
         "RequestTimeoutException",
         "InternalServerError",

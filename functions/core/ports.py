@@ -165,8 +165,14 @@ class AnomalyStore(AnomalyWriter, AnomalyReader, Protocol):
 
 
 class Archive(Protocol):
-    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> None:
-        """Write the lines as one gzip JSON-lines object at ``key`` (overwrite). Raises StoreError."""
+    def put_jsonl_gz(self, key: str, lines: Sequence[bytes]) -> bool:
+        """Write the lines as one gzip JSON-lines object at ``key`` unless an object is already there.
+
+        First write wins: a key names one shard's sequence range, so an object already at it holds the
+        same records, written by the delivery that applied them, with the detector's verdicts; a
+        redelivery of the same range would write them without (detection runs once per reading).
+        Returns False when the existing object was kept. Raises StoreError.
+        """
         ...
 
 

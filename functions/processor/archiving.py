@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Archived:
     keys: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # keys an earlier delivery had written (left as they were)
     shard_ranges: dict[str, tuple[str, str]] = field(default_factory=dict)  # shard -> (first, last) done
     failed: list[KinesisRecord] = field(default_factory=list)  # first record of each shard not archived
     errors: list[str] = field(default_factory=list)
@@ -81,7 +82,8 @@ def archive_batch(
             ):
                 if lines:
                     key = archive_key(prefix, shard_id, first.sequence_number, last.sequence_number, arrival)
-                    archive.put_jsonl_gz(key, lines)
+                    if not archive.put_jsonl_gz(key, lines):
+                        out.kept.append(key)
                     out.keys.append(key)
         except Exception as exc:
             # Nothing of this shard counts as done until it is archived: redeliver it all (aggregates

@@ -105,6 +105,7 @@ class Outcome:
     retry: int = 0
     redelivered: int = 0  # readings an earlier delivery already added to the table (counted by it)
     archive_failures: int = 0  # archive puts that failed (their shard is handed back)
+    archive_kept: int = 0  # archive objects an earlier delivery of the same range had written (kept)
     out_of_time: bool = False  # the time budget ran out: the rest of the batch was handed back
     alerts_failed: int = 0
     failed_sequence_numbers: list[str] = field(default_factory=list)  # one per failed shard
@@ -141,6 +142,7 @@ class Outcome:
             "retry": self.retry,
             "redelivered": self.redelivered,
             "archive_failures": self.archive_failures,
+            "archive_kept": self.archive_kept,
             "out_of_time": self.out_of_time,
             "failed_sequence_numbers": self.failed_sequence_numbers,
             "anomalies": self.anomalies,
@@ -231,6 +233,7 @@ def _process_batch(
         retry=accounting.retry,
         redelivered=accounting.redelivered,
         archive_failures=len(archived.failed),
+        archive_kept=len(archived.kept),
         out_of_time=deadline.hit,
         alerts_failed=detection.alerts_failed,
         failed_sequence_numbers=accounting.failed_sequence_numbers,

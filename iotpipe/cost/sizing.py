@@ -75,7 +75,14 @@ def batch_shape(w: Workload, shards: int) -> tuple[float, float, float]:
     return records, seconds, devices_in_batch * windows_each
 
 
+def varint_bytes(value: float) -> int:
+    """Bytes of one LEB128 varint (7 bits per byte)."""
+    return max(1, math.ceil(max(1, int(value)).bit_length() / 7))
+
+
 def item_bytes(w: Workload) -> float:
-    """Bytes of one aggregate item: a base plus the per-reading growth of ``seen_offsets_ms``."""
+    """Bytes of one aggregate item: a base plus the per-reading growth of ``seen_offsets_ms``, one varint
+    of the gap between a device's readings each (functions/adapters/offset_set.py)."""
     readings_in_window = max(1.0, w.rate_hz * w.window_s)
-    return w.item_base_bytes + w.item_bytes_per_reading * readings_in_window
+    gap_ms = 1000.0 / max(w.rate_hz, 1e-9)
+    return w.item_base_bytes + varint_bytes(gap_ms) * readings_in_window

@@ -41,11 +41,11 @@ class Workload:
     malformed_rate: float = 0.01  # simulator default SIM_MALFORMED_RATE
     anomaly_rate: float = FLAGGED_SHARE  # share of valid readings the detector flags (see FLAGGED_SHARE)
     alert_cooldown_s: int = DEFAULTS["alert_cooldown_s"]  # template AlertCooldownSeconds (per device)
-    # Aggregate item: ~650 bytes + ~3.9 bytes per reading in the window (seen_offsets_ms grows), measured
-    # by sizing exactly_once.build_item() items with DynamoDB's size rules (10 readings: 688 B, 60: 881 B),
-    # + 16 bytes for expires_at (10-byte name, 10-digit number).
+    # Aggregate item: ~666 bytes + one varint per reading in the window (seen_offsets_ms, packed as LEB128
+    # deltas: 2 bytes at 1 Hz, 1 at 10 Hz; iotpipe.cost.sizing.item_bytes). The base was measured by sizing
+    # exactly_once.build_item() items with DynamoDB's size rules, + 16 bytes for expires_at; bench/calls.py
+    # counts whole-window items of 730 B at 1 Hz (838 B with the number set it replaced), the model 786 B.
     item_base_bytes: int = 666
-    item_bytes_per_reading: float = 3.9
     anomaly_item_bytes: int = 700
     archive_bytes_per_reading: float = 60.0  # gzip JSON line in processed/ (measured 28-60 B)
     quarantine_bytes_per_record: float = 300.0  # gzip line with raw_b64 + reason/stage/detail

@@ -259,6 +259,13 @@ def test_concurrent_batches_of_one_shard_on_the_real_adapters(deployed_stack: di
     # AND quarantine decisions do not depend on the race (each copy quarantines the same records)
     firsts = [o for o, (_, first) in zip(outcomes, deliveries, strict=True) if first]
     assert Counter(r for o in firsts for r in o.rejected.elements()) == reasons
+    # AND the archive is written once per key: of the two copies' conditional puts of a key, one kept
+    # what the other wrote (S3's If-None-Match, on the emulator's S3)
+    twice = [o for o, (part, first) in zip(outcomes, deliveries, strict=True)
+             if first and part[0].shard_id == parent]
+    keys = [k for o in twice for k in o.archived_keys]
+    assert keys
+    assert sum(o.archive_kept for o in outcomes) == len(keys)
 
 
 # ------------------------------------------------------------------------------------------ resharding

@@ -141,10 +141,14 @@ def test_dynamodb_writes_follow_the_one_write_per_window_per_batch_rule() -> Non
 
 
 def test_item_over_1_kb_costs_two_write_units() -> None:
-    # 2 Hz: 120 readings per window -> 650 + 3.9 * 120 = 1118 bytes -> 2 WRU per write
+    # 5 Hz: 300 readings per window, 200 ms apart (2-byte varints) -> 666 + 2 * 300 = 1266 bytes -> 2 WRU
+    est = estimate(_workload(rate_hz=5.0))
+    writes = _line(est, "dynamodb", "aggregate writes")
+    assert writes.quantity == pytest.approx(5000 * SECONDS_PER_MONTH * est.ddb_writes_per_reading * 2)
+    # 2 Hz: 120 readings -> 666 + 2 * 120 = 906 bytes -> 1 WRU (1,134 B, 2 WRU, with the number set)
     est = estimate(_workload(rate_hz=2.0))
     writes = _line(est, "dynamodb", "aggregate writes")
-    assert writes.quantity == pytest.approx(2000 * SECONDS_PER_MONTH * est.ddb_writes_per_reading * 2)
+    assert writes.quantity == pytest.approx(2000 * SECONDS_PER_MONTH * est.ddb_writes_per_reading)
 
 
 def test_processor_duration_and_requests() -> None:
@@ -419,10 +423,10 @@ def test_flagged_share_is_the_detectors_false_alarm_rate_plus_true_anomalies() -
 
 
 def test_aggregates_ttl_bounds_storage() -> None:
-    # 1000 devices: 43.8 M windows a month of (666 + 3.9 x 60 + 100) = 1000 bytes, kept 90 + 2 days
+    # 1000 devices: 43.8 M windows a month of (666 + 2 x 60 + 100) = 886 bytes, kept 90 + 2 days
     est = estimate(_workload(anomaly_rate=0.0))
     windows = 1000 * 2_628_000 / 60
-    gb = windows * 1000 * 92 / (730 / 24) / 1024**3
+    gb = windows * 886 * 92 / (730 / 24) / 1024**3
     assert _line(est, "dynamodb", "storage").quantity == pytest.approx(gb)
     assert _line(est, "dynamodb", "point-in-time").quantity == pytest.approx(gb)
     lean = estimate(_workload(anomaly_rate=0.0, aggregates_retention_days=30, aggregates_pitr=False))
@@ -609,14 +613,14 @@ def test_json_says_what_stands_in_the_way_of_the_halving_target(capsys: pytest.C
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     floor = doc["halving_floor"]
     # THEN the aggregates' provisioned WCU + RCU are 42.22 + 8.57 USD, and without them the rest of the
-    # bill is (189.39 - 50.79) / 2,628 M readings = 0.0527 USD per million (0.0505 before the archive
+    # bill is (183.06 - 50.79) / 2,628 M readings = 0.0503 USD per million (0.0481 before the archive
     # compactor's 5.93 USD): above 0.05 on its own
     assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(50.79, abs=0.01)
-    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0527, abs=0.0001)
+    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0503, abs=0.0001)
     target = doc["halving_target_usd_per_million_readings"]
     assert floor["usd_per_million_without_aggregates_throughput"] > target
-    # AND 59.19 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0225 per million
-    assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0225, abs=0.0001)
+    # AND 52.86 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0201 per million
+    assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0201, abs=0.0001)
     assert doc["halving_target_met"] is False
 
 

@@ -76,7 +76,7 @@ ITEM = {
 def test_item_round_trips_through_dynamodb_types_exactly() -> None:
     # GIVEN an aggregate item / WHEN converted to AttributeValues and back / THEN nothing changes
     attrs = item_to_dynamo(ITEM)
-    assert attrs["seen_offsets_ms"] == {"NS": ["1000", "2000"]}
+    assert attrs["seen_offsets_ms"] == {"B": bytes([0xE8, 0x07, 0xE8, 0x07])}  # varints of 1000, +1000
     assert attrs["watermarks"]["M"]["shardId-000000000000"] == {
         "S": ITEM["watermarks"]["shardId-000000000000"]
     }
@@ -189,10 +189,34 @@ def test_s3_archive_writes_gzip_json_lines() -> None:
             self.puts.append(kwargs)
 
     s3 = StubS3()
-    S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}'])
+    assert S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}']) is True
     (put,) = s3.puts
     assert put["Bucket"] == "bucket"
     assert gzip.decompress(put["Body"]) == b'{"a":1}\n{"a":2}\n'
+
+
+def test_an_item_written_with_a_number_set_of_offsets_still_reads() -> None:
+    # GIVEN an item as the adapter wrote it before the binary encoding (seen_offsets_ms as an NS)
+    attrs = item_to_dynamo(ITEM)
+    attrs["seen_offsets_ms"] = {"NS": ["2000", "1000"]}
+    # WHEN read / THEN the offsets are the same sorted list
+    assert item_from_dynamo(attrs) == ITEM
+
+
+def test_archive_put_is_first_write_wins() -> None:
+    # GIVEN S3 that already holds the key (If-None-Match: "*" answers 412 PreconditionFailed)
+    class ExistingKeyS3:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, Any]] = []
+
+        def put_object(self, **kwargs: Any) -> None:
+            self.calls.append(kwargs)
+            raise client_error("PreconditionFailed", status=412)
+
+    s3 = ExistingKeyS3()
+    # WHEN the processor archives under it / THEN the put was conditional and reports the object kept
+    assert S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b"{}"]) is False
+    assert s3.calls[0]["IfNoneMatch"] == "*"
 
 
 def test_is_transient_classification() -> None:

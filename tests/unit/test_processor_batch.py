@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-import pytest
 
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
@@ -226,17 +225,17 @@ def test_archive_lines_carry_the_verdict_of_the_readings_detection_ran_on() -> N
     assert "anomaly" not in duplicates[0]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: detection runs once per reading, so a redelivery of "
-                   "readings already applied archives them without a verdict (docs/data-model.md)")
-def test_a_redelivered_batch_archives_the_same_bytes_with_a_detector() -> None:
+def test_a_redelivered_batch_keeps_the_archive_object_with_the_verdicts() -> None:
     # GIVEN a batch processed and archived, then delivered again whole (e.g. the response was lost)
     ports = fake_ports(detector=HotDetector(), handle_verdicts=RecordingStage())
     records = make_records(hot_batch(), arrival_s=NOW_S)
     process_batch(records, ports, CONFIG, now_s=NOW_S)
     before = dict(ports.archive.objects)
-    process_batch(records, ports, CONFIG, now_s=NOW_S)
-    # THEN the archive objects would be unchanged (today the second write drops the verdicts)
+    again = process_batch(records, ports, CONFIG, now_s=NOW_S)
+    # THEN the archive objects are unchanged: the first application's lines, verdicts included, are kept
     assert ports.archive.objects == before
+    assert any(b'"anomaly":true' in gzip.decompress(body) for body in before.values())
+    assert (again.redelivered, again.archive_kept, again.batch_item_failures()) == (4, 1, [])
 
 
 def test_without_a_detector_archive_lines_have_no_verdict() -> None:
