@@ -99,6 +99,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         *edge_lines(t, prices),
         *athena_lines(w, t, prices),
         *compaction_lines(w, t, prices),
+        *calibrator_lines(w, prices),
     ]
     return Estimate(
         workload=w,
@@ -258,6 +259,22 @@ def athena_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     scanned_tb = w.athena_queries_per_day * DAYS_PER_MONTH * athena_bytes_per_query(w, t, p) / 1e12
     item = f"queries over {w.athena_days_per_query:g} day(s) of {w.athena_table}"
     return [Line("athena", item, scanned_tb, "TB scanned", scanned_tb * p.athena_per_tb_scanned)]
+
+
+def calibrator_lines(w: Workload, p: Prices) -> list[Line]:
+    """The scheduled calibrator: a registry Scan per run (whether or not a device asked) and its Lambda
+    time. Calibrating a device reads its archived readings too; that is per device once, not priced."""
+    runs = SECONDS_PER_MONTH / w.calibration_every_s
+    scan_bytes = w.devices * (w.device_item_bytes + 100)  # +100: DynamoDB's per-item overhead
+    rru = runs * 0.5 * max(1, math.ceil(scan_bytes / (4 * KB)))
+    pages = max(1, math.ceil(w.devices / 200))
+    run_s = (w.calibrator_base_ms + w.calibrator_ms_per_page * pages) / 1000
+    gb_s = runs * run_s * w.calibrator_memory_mb / 1024
+    return [
+        Line("dynamodb", "calibrator's registry scans", rru, "RRU", rru / 1e6 * p.ddb_rru_per_million),
+        Line("lambda", "calibrator (scheduled)", gb_s, "GB-s",
+             gb_s * p.lambda_gb_second + runs / 1e6 * p.lambda_request_per_million),
+    ]
 
 
 def compaction_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:

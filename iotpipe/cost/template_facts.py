@@ -3,7 +3,8 @@
 The defaults that mirror template parameters (BatchSize, BatchingWindowSeconds, AlertCooldownSeconds,
 AnomalyTtlDays, AggregatesTtlDays, Archive*Days, ArchiveCompaction, LogRetentionDays,
 ProcessorWriteConcurrency, the
-processor's MemorySize, PITR and TTL per table, the archive lifecycle rules, the alarm count) are read
+processor's MemorySize, PITR and TTL per table, the archive lifecycle rules, the alarm count, the
+calibrator's schedule and MemorySize) are read
 when this module is imported (``DEFAULTS``), so the model follows the template it costs. Nothing here
 reads function source: a figure the model needs from a function is a template parameter the function
 receives in its environment.
@@ -45,6 +46,8 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "aggregates_autoscaling": True,
     "scaling_policies": 2,
     "archive_compaction": True,
+    "calibration_every_s": 120.0,
+    "calibrator_memory_mb": 512,
 }
 # The processor's environment variable that carries ProcessorWriteConcurrency (its window-writer threads).
 WRITE_CONCURRENCY_ENV = "WRITE_CONCURRENCY"
@@ -100,6 +103,7 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
                     if tr["StorageClass"] == "STANDARD_IA")
     min_size = int(value(ia_rule.get("ObjectSizeGreaterThan", 0)))
     processor = props("AWS::Lambda::Function", "Processor")
+    calibrator = props("AWS::Lambda::Function", "Calibrator")
     scaling = aggregates_capacity(aggregates, params, resources, value)
     return {
         **scaling,
@@ -122,7 +126,18 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
         "aggregates_pitr": pitr(aggregates),
         "anomalies_pitr": pitr(anomalies),
         "alarms": sum(1 for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"),
+        "calibration_every_s": rate_seconds(props("AWS::Events::Rule", "Calibration")["ScheduleExpression"]),
+        "calibrator_memory_mb": int(value(calibrator["MemorySize"])),
     }
+
+
+def rate_seconds(expression: str) -> float:
+    """Seconds between runs of an EventBridge ``rate(N unit)`` schedule."""
+    found = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not found:
+        raise ValueError(f"schedule {expression!r}: only rate(N minutes|hours|days) is costed")
+    unit = {"minute": 60, "hour": 3600, "day": 86_400}[found.group(2).rstrip("s")]
+    return float(int(found.group(1)) * unit)
 
 
 def aggregates_capacity(table: dict[str, Any], params: dict[str, Any], resources: dict[str, Any],

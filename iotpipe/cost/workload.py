@@ -111,6 +111,15 @@ class Workload:
     compacted_bytes_per_reading: float = 13.8
     compaction_s_per_million_readings: float = 10.4
     compactor_memory_mb: int = 1024
+    # The calibrator (functions/calibrator), scheduled every calibration_every_s: a Scan of the device
+    # registry each run (eventually consistent: 0.5 RRU per 4 KB) and a short Lambda run. Assumed, not
+    # measured: a device item of 400 B (registry fields; a calibrated device's stored model is larger)
+    # and 100 ms + 30 ms per Scan page of 200 items.
+    calibration_every_s: float = DEFAULTS["calibration_every_s"]  # template CalibrationSchedule
+    calibrator_memory_mb: int = DEFAULTS["calibrator_memory_mb"]  # template CalibratorFunction
+    device_item_bytes: int = 400
+    calibrator_base_ms: float = 100.0
+    calibrator_ms_per_page: float = 30.0
     # Optional: devices POST /ingest through API Gateway instead of PutRecords.
     ingest_via_api: bool = False
     readings_per_ingest_request: int = 100

@@ -613,10 +613,10 @@ def test_json_says_what_stands_in_the_way_of_the_halving_target(capsys: pytest.C
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     floor = doc["halving_floor"]
     # THEN the aggregates' provisioned WCU + RCU are 42.22 + 8.57 USD, and without them the rest of the
-    # bill is (183.06 - 50.79) / 2,628 M readings = 0.0503 USD per million (0.0481 before the archive
+    # bill is (183.28 - 50.79) / 2,628 M readings = 0.0504 USD per million (0.0482 before the archive
     # compactor's 5.93 USD): above 0.05 on its own
     assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(50.79, abs=0.01)
-    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0503, abs=0.0001)
+    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0504, abs=0.0001)
     target = doc["halving_target_usd_per_million_readings"]
     assert floor["usd_per_million_without_aggregates_throughput"] > target
     # AND 52.86 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0201 per million
@@ -664,3 +664,20 @@ def test_the_compactor_is_priced_and_a_compacted_query_scans_what_was_measured(
 def _json_run(capsys: pytest.CaptureFixture[str]) -> str:
     assert cost.main(["--devices", "1000", "--rate", "1", "--json"]) == 0
     return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_the_calibrator_schedule_comes_from_the_template_and_its_scans_are_priced() -> None:
+    from iotpipe.cost.template_facts import rate_seconds, template_defaults
+
+    # GIVEN the template's CalibrationSchedule (rate(2 minutes)) and 1,000 devices of 400 B (+100 overhead)
+    assert template_defaults()["calibration_every_s"] == 120.0
+    assert rate_seconds("rate(1 hour)") == 3600.0
+    with pytest.raises(ValueError, match="only rate"):
+        rate_seconds("cron(0 * * * ? *)")
+    est = estimate(_workload())
+    # THEN each of the 21,900 runs a month scans 500,000 B = 123 started 4-KB units at 0.5 RRU each
+    scans = _line(est, "dynamodb", "calibrator's registry scans")
+    assert scans.quantity == pytest.approx(SECONDS_PER_MONTH / 120 * 0.5 * 123)
+    # AND a run is 100 ms + 30 ms per 200-item page (5 pages) at 512 MB
+    runs = _line(est, "lambda", "calibrator (scheduled)")
+    assert runs.quantity == pytest.approx(SECONDS_PER_MONTH / 120 * 0.25 * 0.5)
