@@ -38,6 +38,11 @@ class Prices:
     ddb_rru_per_million: float = 0.125  # 1 RRU = one strongly consistent read of up to 4 KB
     ddb_storage_gb_month: float = 0.25
     ddb_pitr_gb_month: float = 0.20  # continuous backups, billed on table size
+    # The Standard-Infrequent Access table class: storage 0.10 instead of 0.25 USD per GB-month, every
+    # read and write (on-demand requests and provisioned capacity-hours) 25 % dearer. PITR is billed on
+    # the table's size at the same rate for both classes.
+    ddb_ia_storage_gb_month: float = 0.10
+    ddb_ia_throughput_factor: float = 1.25
     # DynamoDB provisioned capacity (standard table class), per unit-hour, whatever is consumed: 1 WCU = one
     # write of up to 1 KB per second, 1 RCU = one strongly consistent read of up to 4 KB per second. Not
     # touched by the 2024-11 cut (which halved on-demand): steadily used, provisioned is the cheaper mode.

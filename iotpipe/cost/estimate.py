@@ -191,14 +191,18 @@ def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     anomaly_wru = t.anomalies * 2 * math.ceil(w.anomaly_item_bytes / KB)  # table + by-day GSI
     api_rru = t.api_requests * w.api_rru_per_request
     agg = aggregates_throughput(w, t)
+    ia = w.aggregates_table_class == "STANDARD_INFREQUENT_ACCESS"
+    f = p.ddb_ia_throughput_factor if ia else 1.0  # the aggregates table's throughput price factor
     if agg.wcu is not None and agg.rcu is not None:
         # Provisioned: capacity-hours, whatever is consumed; the consumed units are in ``capacity``.
         mode = f"{w.aggregates_target_utilization:.0%} used" if w.aggregates_autoscaling else "fixed"
+        wcu_usd, rcu_usd = (units * HOURS_PER_MONTH * price * f
+                            for units, price in ((agg.wcu, p.ddb_wcu_hour), (agg.rcu, p.ddb_rcu_hour)))
         aggregate_lines = [
             Line("dynamodb", f"aggregates WCU (provisioned, {mode})", agg.wcu * HOURS_PER_MONTH,
-                 "WCU-hour", agg.wcu * HOURS_PER_MONTH * p.ddb_wcu_hour, fixed=not w.aggregates_autoscaling),
+                 "WCU-hour", wcu_usd, fixed=not w.aggregates_autoscaling),
             Line("dynamodb", f"aggregates RCU (provisioned, {mode})", agg.rcu * HOURS_PER_MONTH,
-                 "RCU-hour", agg.rcu * HOURS_PER_MONTH * p.ddb_rcu_hour, fixed=not w.aggregates_autoscaling),
+                 "RCU-hour", rcu_usd, fixed=not w.aggregates_autoscaling),
         ]
         if w.scaling_policies:
             # Each DynamoDB target-tracking policy keeps CloudWatch alarms (high/low utilisation and
@@ -209,10 +213,10 @@ def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     else:
         aggregate_lines = [
             Line("dynamodb", "aggregate writes (conditional PutItem)", wru, "WRU",
-                 wru / 1e6 * p.ddb_wru_per_million),
+                 wru / 1e6 * p.ddb_wru_per_million * f),
             Line("dynamodb", "aggregate prefetch (consistent BatchGetItem)", rru, "RRU",
-                 rru / 1e6 * p.ddb_rru_per_million),
-            Line("dynamodb", "query API reads", api_rru, "RRU", api_rru / 1e6 * p.ddb_rru_per_million),
+                 rru / 1e6 * p.ddb_rru_per_million * f),
+            Line("dynamodb", "query API reads", api_rru, "RRU", api_rru / 1e6 * p.ddb_rru_per_million * f),
         ]
     lines = [
         *aggregate_lines,
@@ -231,8 +235,10 @@ def dynamodb_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     anomalies_gb = (t.anomalies * 2 * (w.anomaly_item_bytes + 100)
                     * (w.anomaly_ttl_days + w.ttl_deletion_lag_days) / DAYS_PER_MONTH / GB)
     table_gb = aggregates_gb + anomalies_gb
-    lines.append(Line("dynamodb", "storage (steady state)", table_gb, "GB-month",
-                      table_gb * p.ddb_storage_gb_month))
+    aggregates_price = p.ddb_ia_storage_gb_month if ia else p.ddb_storage_gb_month
+    lines.append(Line("dynamodb", "storage (steady state)" + (", aggregates Standard-IA" if ia else ""),
+                      table_gb, "GB-month",
+                      aggregates_gb * aggregates_price + anomalies_gb * p.ddb_storage_gb_month))
     pitr_gb = aggregates_gb * w.aggregates_pitr + anomalies_gb * w.anomalies_pitr
     if pitr_gb:
         lines.append(Line("dynamodb", "point-in-time recovery", pitr_gb, "GB-month",

@@ -32,6 +32,10 @@ def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
           else "PROVISIONED"}),
         ("aggregates TTL 30 d, no PITR on aggregates",
          {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
+        ("aggregates table class Standard-IA (storage -60 %, throughput +25 %)"
+         if w.aggregates_table_class == "STANDARD" else "aggregates table class Standard",
+         {"aggregates_table_class": "STANDARD_INFREQUENT_ACCESS" if w.aggregates_table_class == "STANDARD"
+          else "STANDARD"}),
         ("ArchiveCompaction disabled (no Parquet copy)" if w.archive_compaction
          else "ArchiveCompaction enabled (hourly Parquet copy)",
          {"archive_compaction": not w.archive_compaction}),

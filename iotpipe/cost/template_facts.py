@@ -47,6 +47,7 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "scaling_policies": 2,
     "archive_compaction": True,
     "calibration_every_s": 120.0,
+    "aggregates_table_class": "STANDARD",
     "calibrator_memory_mb": 512,
 }
 # The processor's environment variable that carries ProcessorWriteConcurrency (its window-writer threads).
@@ -126,6 +127,7 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
         "aggregates_pitr": pitr(aggregates),
         "anomalies_pitr": pitr(anomalies),
         "alarms": sum(1 for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"),
+        "aggregates_table_class": str(value(aggregates.get("TableClass", "STANDARD"))),
         "calibration_every_s": rate_seconds(props("AWS::Events::Rule", "Calibration")["ScheduleExpression"]),
         "calibrator_memory_mb": int(value(calibrator["MemorySize"])),
     }

@@ -75,6 +75,9 @@ class Workload:
     # capacity-hours sized to consumed units / target utilisation (never below the minimum); on-demand
     # (PAY_PER_REQUEST) bills each request. The other tables stay on-demand (small, spiky).
     aggregates_billing_mode: str = DEFAULTS["aggregates_billing_mode"]
+    # template TableClass of the aggregates table: STANDARD or STANDARD_INFREQUENT_ACCESS (Prices says how
+    # the second is billed)
+    aggregates_table_class: str = DEFAULTS["aggregates_table_class"]
     aggregates_min_wcu: int = DEFAULTS["aggregates_min_wcu"]  # template AggregatesWriteCapacity
     aggregates_min_rcu: int = DEFAULTS["aggregates_min_rcu"]  # template AggregatesReadCapacity
     aggregates_max_units: int = DEFAULTS["aggregates_max_units"]  # template AggregatesMaxCapacity

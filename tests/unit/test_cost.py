@@ -681,3 +681,25 @@ def test_the_calibrator_schedule_comes_from_the_template_and_its_scans_are_price
     # AND a run is 100 ms + 30 ms per 200-item page (5 pages) at 512 MB
     runs = _line(est, "lambda", "calibrator (scheduled)")
     assert runs.quantity == pytest.approx(SECONDS_PER_MONTH / 120 * 0.25 * 0.5)
+
+
+def test_the_standard_ia_table_class_trades_storage_for_throughput() -> None:
+    # GIVEN the same fleet with the aggregates table in each class (no anomalies: storage is the aggregates')
+    std = estimate(_workload(anomaly_rate=0.0, aggregates_billing_mode="PROVISIONED"))
+    ia = estimate(_workload(anomaly_rate=0.0, aggregates_billing_mode="PROVISIONED",
+                            aggregates_table_class="STANDARD_INFREQUENT_ACCESS"))
+    # THEN storage is 0.10 instead of 0.25 USD per GB-month, PITR unchanged, throughput 25 % dearer
+    assert _line(ia, "dynamodb", "storage").usd == pytest.approx(_line(std, "dynamodb", "storage").usd * 0.4)
+    pitr = _line(std, "dynamodb", "point-in-time").usd
+    assert _line(ia, "dynamodb", "point-in-time").usd == pytest.approx(pitr)
+    for item in ("aggregates WCU", "aggregates RCU"):
+        assert _line(ia, "dynamodb", item).usd == pytest.approx(_line(std, "dynamodb", item).usd * 1.25)
+    # AND on-demand, each aggregate request is 25 % dearer too
+    std, ia = (estimate(_workload(anomaly_rate=0.0, aggregates_table_class=c))
+               for c in ("STANDARD", "STANDARD_INFREQUENT_ACCESS"))
+    assert _line(ia, "dynamodb", "aggregate writes").usd == pytest.approx(
+        _line(std, "dynamodb", "aggregate writes").usd * 1.25)
+    # AND the template's table is Standard (no TableClass), so the what-if offers Standard-IA
+    from iotpipe.cost.template_facts import template_defaults
+
+    assert template_defaults()["aggregates_table_class"] == "STANDARD"
