@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-SKAB = Path("/work/shared/datasets/skab")
+from testkit.shared_data import SKAB_DIR
+
+SKAB = SKAB_DIR
 FILE = SKAB / "valve1" / "1.csv"
 
 pytestmark = [pytest.mark.integration,

@@ -4,11 +4,12 @@ detector (calibrated from the archive), the anomalies table; against the offline
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-SKAB = Path("/work/shared/datasets/skab")
+from testkit.shared_data import SKAB_DIR
+
+SKAB = SKAB_DIR
 FILES = [SKAB / "valve1" / "1.csv", SKAB / "valve2" / "3.csv"]
 
 pytestmark = pytest.mark.skipif(not all(p.exists() for p in FILES), reason="shared SKAB data not present")

@@ -181,3 +181,23 @@ def test_a_request_can_name_the_device_whose_readings_calibrate_it():
     stored = dict(registry.items["new-pump"]["calibration"])
     assert stored["source"] == "archive:old-pump"
     assert PcaCalibration.from_dict(stored) == calib.fit(rows, NAMES, 400, OP)
+
+
+def test_each_device_reads_only_the_partitions_after_its_own_registration():
+    # GIVEN two pending devices registered two hours apart, so the listing starts at the earlier one's
+    # hour; the later device's id has readings of a previous life in that first hour
+    archive = InMemoryArchive()
+    later = T0 + 2 * 3600_000
+    registry = InMemoryDeviceRegistry([
+        {"device_id": "first", "registered_at": REGISTERED, "calibration_request": {"rows": 400}},
+        {"device_id": "second", "registered_at": calib.format_ms(later)[:19] + "Z",
+         "calibration_request": {"rows": 400}},
+    ])
+    rows = _rows(400)
+    archive.put_jsonl_gz(_key(T0, "x"), [_line("first", ms, ch) for ms, ch in rows]
+                         + [_line("second", ms, ch) for ms, ch in rows])
+    # WHEN the calibrator runs
+    result = calib.calibrate_pending(registry, archive, OP, NOW)
+    # THEN the first is calibrated from that hour, the second waits: nothing it sent since is archived
+    assert result == {"first": {"status": "calibrated", "archived": 400, "rows": 400},
+                      "second": {"status": "waiting", "archived": 0, "rows": 400}}

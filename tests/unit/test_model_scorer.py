@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
 from functions.detector.iforest import IsolationForestScorer, average_path_length
 from model.export import export_forest
+from testkit.shared_data import SKAB_DIR
 
-SKAB = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "skab"
+SKAB = SKAB_DIR
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -15,8 +14,9 @@ from model import operating_point
 from model.pca_tq import calibrate
 from model.skab import load_file
 from testkit.fakes import InMemoryDeviceRegistry
+from testkit.shared_data import SKAB_DIR
 
-SKAB = Path("/work/shared/datasets/skab")
+SKAB = SKAB_DIR
 needs_skab = pytest.mark.skipif(not (SKAB / "valve1").is_dir(), reason="shared SKAB data not present")
 
 

@@ -16,8 +16,9 @@ from simulator.fleet import generate_fleet
 from simulator.labels import LabelWriter
 from simulator.replay import SKAB_MAPPING, parse_mapping, replay_readings
 from simulator.stream import generate_readings
+from testkit.shared_data import SKAB_DIR
 
-SKAB_FILE = Path("/work/shared/datasets/skab/valve1/0.csv")
+SKAB_FILE = SKAB_DIR / "valve1" / "0.csv"
 
 
 def test_from_env_reads_sim_variables() -> None:
