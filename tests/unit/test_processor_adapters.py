@@ -180,14 +180,20 @@ def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
     )
 
 
+class StubS3:
+    """put_object records its arguments, then raises ``error`` if one is set."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.puts: list[dict[str, Any]] = []
+        self.error = error
+
+    def put_object(self, **kwargs: Any) -> None:
+        self.puts.append(kwargs)
+        if self.error is not None:
+            raise self.error
+
+
 def test_s3_archive_writes_gzip_json_lines() -> None:
-    class StubS3:
-        def __init__(self) -> None:
-            self.puts: list[dict[str, Any]] = []
-
-        def put_object(self, **kwargs: Any) -> None:
-            self.puts.append(kwargs)
-
     s3 = StubS3()
     assert S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}']) is True
     (put,) = s3.puts
@@ -205,18 +211,10 @@ def test_an_item_written_with_a_number_set_of_offsets_still_reads() -> None:
 
 def test_archive_put_is_first_write_wins() -> None:
     # GIVEN S3 that already holds the key (If-None-Match: "*" answers 412 PreconditionFailed)
-    class ExistingKeyS3:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
-
-        def put_object(self, **kwargs: Any) -> None:
-            self.calls.append(kwargs)
-            raise client_error("PreconditionFailed", status=412)
-
-    s3 = ExistingKeyS3()
+    s3 = StubS3(error=client_error("PreconditionFailed", status=412))
     # WHEN the processor archives under it / THEN the put was conditional and reports the object kept
     assert S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b"{}"]) is False
-    assert s3.calls[0]["IfNoneMatch"] == "*"
+    assert s3.puts[0]["IfNoneMatch"] == "*"
 
 
 def test_is_transient_classification() -> None:
