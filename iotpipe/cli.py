@@ -8,12 +8,13 @@
     iotpipe rebuild [--json] [--stack NAME]                      aggregates + anomalies from the archive
     iotpipe query "SELECT ..." | --named NAME [--param K=V] [--json]  SQL over the archive (Athena)
     iotpipe archive compact [--hour YYYY-MM-DDTHH ... | --all] [--force] [--json]  Parquet per hour
-    iotpipe model evaluate --dataset skab|simulator [...]        model evaluation (see docs/model-card.md)
+    iotpipe model evaluate                                       leave-one-family-out (SKAB, TEP, simulator)
+    iotpipe model evaluate --dataset skab|tep|simulator [...]    one data set (see docs/model-card.md)
     iotpipe model evaluate --select-on DIR... --report-on DIR... choose on some folders, report once on others
     iotpipe model train --source simulator|csv [--csv FILE]       the fleet forest (model/train.py)
     iotpipe model calibrate --device ID (--csv FILE | --from-archive) per-device PCA T2+Q onto the device item
     iotpipe model calibrate --pending                            every requesting device, N readings archived
-    iotpipe model operating-point --select-on DIR...             re-derive model/artifacts/pca-tq-v1.json
+    iotpipe model operating-point [--write]                     re-derive model/artifacts/pca-tq-v2.json
     iotpipe model replay-eval FILE|DIR...                        SKAB through the deployed pipeline vs offline
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 """
@@ -733,17 +734,18 @@ def replay_eval_command(
     return 0
 
 
-@model_app.command(name="operating-point", help="choose the PCA T2+Q operating point (pca-tq-v1.json)")
+@model_app.command(name="operating-point",
+                   help="choose the per-device detector's operating point (model/artifacts/pca-tq-v2.json)")
 def operating_point_command(
-    select_on: Annotated[list[Path], typer.Option(help="SKAB folders to select on")],
-    anomaly_free: Annotated[Path | None, typer.Option(help="label-free recording (default: beside)")] = None,
-    af_far: Annotated[float, typer.Option(help="max anomaly-free FAR %")] = 20.0,
-    write: Annotated[bool, typer.Option("--write", help="overwrite model/artifacts/pca-tq-v1.json")] = False,
+    skab_dir: Annotated[Path | None, typer.Option(
+        help="SKAB folder (default ../shared/datasets/skab)")] = None,
+    tep_dir: Annotated[Path | None, typer.Option(help="TEP folder (default ../shared/datasets/tep)")] = None,
+    write: Annotated[bool, typer.Option("--write", help="overwrite model/artifacts/pca-tq-v2.json")] = False,
 ) -> int:
+    from model import generalization as g
     from model import operating_point as op
 
-    free = anomaly_free or select_on[0].parent / "anomaly-free" / "anomaly-free.csv"
-    artifact = op.choose(select_on, free, af_far)
+    artifact = op.choose(g.Sources(skab_dir or g.default_skab_dir(), tep_dir or g.default_tep_dir()))
     print(json.dumps(artifact, sort_keys=True))
     if write:
         op.write(artifact)

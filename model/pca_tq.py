@@ -39,12 +39,18 @@ class PcaConfig:
     persist_k: int = 15  # alarm when >= k of the last n rows are flagged (1 of 1: no persistence)
     persist_n: int = 30
     instant_factor: float = 8.0  # a single row above this many times a limit alarms at once
+    lags: int = 0  # dynamic PCA: each row augmented with this many earlier rows
+    limits: str = "in-sample"  # or "crossfit": out-of-fold limits (functions.detector.pca_fit)
 
     def label(self) -> str:
-        return (
+        base = (
             f"pca/{self.channels}/v{self.variance:g}/{self.statistic}/q{self.quantile:g}x{self.factor:g}"
             f"/{self.persist_k}of{self.persist_n}"
         )
+        if self.lags or self.limits != "in-sample":
+            base = base.replace("pca/", f"{'dpca' if self.lags else 'pca'}{self.lags or ''}/", 1)
+            base += "/cv" if self.limits == "crossfit" else ""
+        return base
 
     def as_dict(self) -> dict[str, Any]:
         return {"family": "pca-t2q", **asdict(self)}

@@ -7,3 +7,4 @@ from pathlib import Path
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 SKAB_DIR = SHARED_DIR / "datasets" / "skab"
+TEP_DIR = SHARED_DIR / "datasets" / "tep"

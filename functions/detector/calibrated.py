@@ -15,8 +15,10 @@ device in a batch:
 Persistence state. k-of-n needs the last ``n - 1`` raw flags of the device across batches. They are kept
 in an in-process LRU and, for a cold container or a shard moving to another container, persisted as a
 small ``detector_state`` map on the device's item: ``ring`` (bitmask of the last n-1 raw flags, bit 0 =
-most recent), ``ts`` (epoch ms of the newest reading folded in), ``bits`` (n - 1) and ``cal`` (a
-fingerprint of the calibration the flags were raised against; another calibration resets the ring).
+most recent), ``ts`` (epoch ms of the newest reading folded in), ``bits`` (n - 1), ``cal`` (a
+fingerprint of the calibration the flags were raised against; another calibration resets the ring) and,
+for a dynamic-PCA calibration (``lags`` L > 0), ``past``: the device's last L readings in the
+calibration's channel order, which the next reading's lag-augmented row needs.
 A reading at or before ``ts`` was already folded in (a redelivery): it is scored against the ring but
 does not advance it, so redelivery never counts a flag twice.
 
@@ -51,18 +53,31 @@ class RingState:
     ts: int  # epoch ms of the newest reading folded in
     bits: int  # persist_n - 1
     cal: str  # fingerprint of the calibration
+    past: tuple[tuple[float, ...], ...] = ()  # dynamic PCA: the last ``lags`` readings, oldest first
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ring": self.ring, "ts": self.ts, "bits": self.bits, "cal": self.cal}
+        out: dict[str, Any] = {"ring": self.ring, "ts": self.ts, "bits": self.bits, "cal": self.cal}
+        if self.past:
+            out["past"] = [list(row) for row in self.past]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RingState | None:
         try:
             if data is None:
                 return None
-            return cls(int(data["ring"]), int(data["ts"]), int(data["bits"]), str(data["cal"]))
+            past = tuple(tuple(float(v) for v in row) for row in data.get("past") or ())
+            if any(not np.all(np.isfinite(row)) for row in past):
+                past = ()  # a non-finite remembered reading: start the lag history afresh
+            return cls(int(data["ring"]), int(data["ts"]), int(data["bits"]), str(data["cal"]), past)
         except (KeyError, TypeError, ValueError):
             return None  # an unreadable state is a fresh start, not a failure
+
+    def past_rows(self, lags: int, width: int) -> np.ndarray | None:
+        """The carried readings as the lag history of the next ones (None: no usable history)."""
+        if lags <= 0 or not self.past or any(len(row) != width for row in self.past):
+            return None
+        return np.asarray(self.past[-lags:], dtype=np.float64)
 
     def history(self) -> np.ndarray:
         """The carried raw flags, oldest first."""
@@ -72,7 +87,8 @@ class RingState:
 
 def fingerprint(cal: PcaCalibration) -> str:
     # Limits and the alarm rule identify a calibration well enough to know the flags belong to it.
-    return f"{cal.t2_limit:.9g}/{cal.q_limit:.9g}/{cal.persist_k}of{cal.persist_n}"
+    base = f"{cal.t2_limit:.9g}/{cal.q_limit:.9g}/{cal.persist_k}of{cal.persist_n}"
+    return f"{base}/L{cal.lags}" if cal.lags else base
 
 
 def fold(history: np.ndarray, flags: np.ndarray, bits: int) -> int:
@@ -198,7 +214,16 @@ class CalibratedDetector:
         device = rs[0].device
         state = self._state(device_id, cal, device.detector_state if device is not None else None)
         values = np.array([[r.channels[ch] for ch in cal.channels] for r in rs], dtype=np.float64)
-        t2, q = statistics(cal, values)
+        epoch = np.fromiter((r.epoch_ms for r in rs), dtype=np.int64, count=len(rs))
+        fresh = epoch > state.ts
+        past = state.past_rows(cal.lags, len(cal.channels))
+        t2 = np.empty(len(rs))
+        q = np.empty(len(rs))
+        # Readings come time-ordered; fresh ones continue the carried lag history, and a redelivered one
+        # (at or before ``ts``) is judged against that history too: it cannot rewind it.
+        for part in (fresh, ~fresh):
+            if part.any():
+                t2[part], q[part] = statistics(cal, values[part], past)
         t2r, qr = t2 / cal.t2_limit, q / cal.q_limit
         if cal.statistic == "t2":
             ratio = t2r
@@ -207,19 +232,22 @@ class CalibratedDetector:
         else:
             ratio = np.maximum(t2r, qr)
         raw = ratio > 1.0
-        epoch = np.fromiter((r.epoch_ms for r in rs), dtype=np.int64, count=len(rs))
-        fresh = epoch > state.ts
         history = state.history()
         persistent = np.zeros(len(rs), dtype=bool)
         if fresh.any():
             persistent[fresh] = k_of_n(raw[fresh], cal.persist_k, cal.persist_n, history)
             ring = fold(history, raw[fresh], state.bits)
-            state = RingState(ring, int(epoch[fresh].max()), state.bits, state.cal)
+            carried = state.past
+            if cal.lags:
+                tail = values[fresh][-cal.lags :]
+                rows = [*(past if past is not None else np.zeros((0, len(cal.channels)))), *tail]
+                carried = tuple(tuple(float(v) for v in row) for row in rows[-cal.lags :])
+            state = RingState(ring, int(epoch[fresh].max()), state.bits, state.cal, carried)
         if (~fresh).any():  # redelivered: judged against the carried ring, which they do not advance
             persistent[~fresh] = k_of_n(raw[~fresh], cal.persist_k, cal.persist_n, history)
         alarm = persistent | (ratio > cal.instant_factor)
         self._remember(device_id, state)
-        z = (values - np.asarray(cal.mean)) / np.asarray(cal.scale)
+        z = (values - np.asarray(cal.mean[: len(cal.channels)])) / np.asarray(cal.scale[: len(cal.channels)])
         return [
             self._verdict(cal, float(ratio[i]), float(t2r[i]), float(qr[i]), bool(alarm[i]), z[i])
             for i in range(len(rs))
@@ -232,7 +260,8 @@ class CalibratedDetector:
             evicted, _ = self._states.popitem(last=False)
             self._persisted.pop(evicted, None)
         persisted = self._persisted.get(device_id)
-        if persisted is None or persisted.ring != state.ring or persisted.cal != state.cal:
+        if (persisted is None or persisted.ring != state.ring or persisted.cal != state.cal
+                or persisted.past != state.past):
             self._dirty[device_id] = state
         else:
             self._dirty.pop(device_id, None)

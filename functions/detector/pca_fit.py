@@ -1,16 +1,22 @@
-"""Fitting one device's PCA T²+Q calibration: the one implementation, numpy only (issue 13).
+"""Fitting one device's PCA T²+Q calibration: the one implementation, numpy only.
 
 Used by the in-stack calibrator (``functions.calibrator``) and by the offline tools (``model.pca_tq``
 delegates here, so the CLI, the evaluation and the Lambda fit the same numbers):
 
-1. per-channel mean and floored standard deviation of the calibration rows;
+1. the rows lag-augmented when the operating point asks for dynamic PCA (``lags``), then per-column
+   mean and floored standard deviation;
 2. an SVD of the standardised rows, keeping the fewest components that explain ``variance`` of it;
-3. T² / Q limits = the ``quantile`` of the calibration rows' statistics x ``factor``;
+3. T² / Q limits = the ``quantile`` of the calibration rows' statistics x ``factor``. With
+   ``limits="crossfit"`` the statistics are out-of-fold: the rows are cut in two halves in time, each
+   half is scored by a subspace fitted on the other, and the quantile is taken over both. In-sample
+   statistics are biased low (the subspace was fitted to exactly those rows: with 52 channels and 500
+   rows, a 99 % in-sample limit let 23-28 % of normal TEP rows through, the cross-fitted one 2-5 %),
+   so ``quantile`` = 1 - the target false-alarm rate only holds for cross-fitted limits;
 4. the alarm rule (statistic, k-of-n persistence, instant factor) copied from the operating point.
 
 No label is read. Scoring is ``functions.detector.pca_tq``. ``OperatingPoint`` reads the shipped
-artifact (``model/artifacts/pca-tq-v1.json``, copied into the bundle by ``scripts/build.py`` as
-``functions/detector/artifacts/pca-tq-v1.json``).
+artifact (``model/artifacts/pca-tq-v2.json``, copied into the bundle by ``scripts/build.py`` as
+``functions/detector/artifacts/pca-tq-v2.json``).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from functions.detector.pca_tq import PcaCalibration
+from functions.detector.pca_tq import PcaCalibration, lag_matrix
 
 LIMIT_FLOOR = 1e-12
-OPERATING_POINT_FORMAT = "pca-tq-operating-point-v1"
-ARTIFACT_NAME = "pca-tq-v1.json"
+OPERATING_POINT_FORMATS = ("pca-tq-operating-point-v1", "pca-tq-operating-point-v2")
+ARTIFACT_NAME = "pca-tq-v2.json"
+LIMITS = ("in-sample", "crossfit")
 
 
 def artifact_path() -> Path:
@@ -55,6 +62,10 @@ class FitConfig(Protocol):
     def persist_n(self) -> int: ...
     @property
     def instant_factor(self) -> float: ...
+    @property
+    def lags(self) -> int: ...
+    @property
+    def limits(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -71,11 +82,13 @@ class OperatingPoint:
     persist_k: int
     persist_n: int
     instant_factor: float
+    lags: int = 0
+    limits: str = "in-sample"
 
     @classmethod
     def from_artifact(cls, data: Mapping[str, Any]) -> OperatingPoint:
-        if data.get("format") != OPERATING_POINT_FORMAT:
-            raise ValueError(f"not a {OPERATING_POINT_FORMAT} artifact")
+        if data.get("format") not in OPERATING_POINT_FORMATS:
+            raise ValueError(f"not an operating point ({', '.join(OPERATING_POINT_FORMATS)})")
         cfg = data["config"]
         return cls(
             label=str(data["label"]),
@@ -88,6 +101,8 @@ class OperatingPoint:
             persist_k=int(cfg["persist_k"]),
             persist_n=int(cfg["persist_n"]),
             instant_factor=float(cfg["instant_factor"]),
+            lags=int(cfg.get("lags", 0)),
+            limits=str(cfg.get("limits", "in-sample")),
         )
 
 
@@ -136,11 +151,16 @@ def fit_subspace(calibration: np.ndarray, variance: float) -> Subspace:
 def calibrate_columns(names: Sequence[str], values: np.ndarray, cfg: FitConfig, rows: int) -> PcaCalibration:
     """The calibration of the first ``rows`` rows of ``values`` (every column, named ``names``: the
     channel names the calibration will look up in readings)."""
-    cal = np.asarray(values, dtype=np.float64)[:rows]
-    if cal.shape[1] != len(names):
-        raise ValueError(f"{cal.shape[1]} columns but {len(names)} channel names")
+    raw = np.asarray(values, dtype=np.float64)[:rows]
+    if raw.ndim != 2 or raw.shape[1] != len(names):
+        raise ValueError(f"{raw.shape[1] if raw.ndim == 2 else 0} columns but {len(names)} channel names")
+    lags = int(cfg.lags)
+    if cfg.limits not in LIMITS:
+        raise ValueError(f"limits must be one of {LIMITS}, not {cfg.limits!r}")
+    # A lag-augmented row needs ``lags`` real rows before it: the first ones are not calibration rows.
+    cal = lag_matrix(raw, lags)[lags:]
     sub = fit_subspace(cal, cfg.variance)
-    t2, q = sub.statistics(cal)
+    t2, q = crossfit_statistics(cal, cfg.variance) if cfg.limits == "crossfit" else sub.statistics(cal)
     return PcaCalibration(
         channels=tuple(names),
         mean=tuple(float(v) for v in sub.mean),
@@ -154,5 +174,19 @@ def calibrate_columns(names: Sequence[str], values: np.ndarray, cfg: FitConfig, 
         persist_k=cfg.persist_k,
         persist_n=cfg.persist_n,
         instant_factor=cfg.instant_factor,
-        calibration_rows=len(cal),
+        calibration_rows=len(raw),
+        lags=lags,
     )
+
+
+def crossfit_statistics(cal: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold (T², Q) of every calibration row: the two halves in time, each scored by a subspace
+    fitted on the other (time order, not shuffled: a device that drifts during calibration then gets
+    limits wide enough for its drift)."""
+    half = len(cal) // 2
+    if half < 2 or len(cal) - half < 2:
+        raise ValueError("cross-fitted limits need at least four calibration rows")
+    first, second = cal[:half], cal[half:]
+    t2a, qa = fit_subspace(second, variance).statistics(first)
+    t2b, qb = fit_subspace(first, variance).statistics(second)
+    return np.concatenate([t2a, t2b]), np.concatenate([qa, qb])

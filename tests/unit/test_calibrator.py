@@ -31,11 +31,15 @@ NOW = T0 + 3 * 3600_000
 def _rows(n: int, start_ms: int = T0, seed: int = 1) -> list[tuple[int, dict[str, float]]]:
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(n, 2))
+    noise = rng.normal(size=(n, 4))
     out = []
     for i in range(n):
         a, b = (float(v) for v in base[i])
+        e = [float(v) for v in noise[i]]
         ch = {"current": 1.0 + 0.1 * a, "pressure": 1000.0 + 5 * a + float(rng.normal()),
-              "voltage": 230.0 + b, "humidity": 32.0 + 0.5 * b + 0.1 * a, "temperature": 70.0}
+              "voltage": 230.0 + b, "humidity": 32.0 + 0.5 * b + 0.1 * a, "temperature": 70.0 + 0.2 * e[0],
+              "accel1_rms": 0.03 + 0.001 * e[1], "accel2_rms": 0.04 + 0.001 * e[2],
+              "thermocouple": 25.0 + 0.1 * e[3] + 0.05 * a}
         out.append((start_ms + 1000 * i, ch))
     return out
 
@@ -53,7 +57,8 @@ def test_the_fit_and_the_operating_point_are_the_offline_ones():
     # One implementation: model.pca_tq.calibrate_columns is functions.detector.pca_fit's, and the Lambda
     # reads the same operating point as the CLI.
     cfg = operating_point.config()
-    for field in ("variance", "statistic", "quantile", "factor", "persist_k", "persist_n", "instant_factor"):
+    for field in ("variance", "statistic", "quantile", "factor", "persist_k", "persist_n", "instant_factor",
+                  "lags", "limits"):
         assert getattr(OP, field) == getattr(cfg, field)
     assert OP.label == operating_point.load()["label"]
     assert OP.channels == tuple(operating_point.load()["channels"])

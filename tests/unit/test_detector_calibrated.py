@@ -248,3 +248,45 @@ def test_the_processor_counts_readings_that_lack_a_calibrated_channel():
     assert outcome.aggregated == 40  # nothing lost
     assert outcome.calibration_fallbacks == {FALLBACK_MISSING_CHANNEL: 10}
     assert ports.metrics.total("CalibrationFallbacks", Reason=FALLBACK_MISSING_CHANNEL) == 10
+
+
+def _dynamic_rig() -> tuple[np.ndarray, pca_tq.PcaCalibration]:
+    hyd, _ = rig()
+    cfg = PcaConfig(channels="all", variance=0.9, quantile=0.99, factor=1.0, persist_k=3, persist_n=5,
+                    lags=2, limits="crossfit")
+    return hyd, calibrate_columns(NAMES, hyd[:400], cfg, 400)
+
+
+@pytest.mark.parametrize("size", [1, 7, 200])
+def test_dynamic_pca_in_batches_gives_the_alarms_of_one_pass(size):
+    # GIVEN a dynamic-PCA calibration (each row augmented with the two readings before it)
+    hyd, cal = _dynamic_rig()
+    assert cal.lags == 2
+    assert len(cal.mean) == 3 * len(NAMES)
+    expected = pca_tq.alarms(cal, hyd).tolist()
+    # WHEN the stream arrives in batches on one container
+    detector = CalibratedDetector(EmbeddedDetector())
+    stream = readings(hyd, device(cal))
+    got = []
+    for i in range(0, len(stream), size):
+        got += [v.is_anomaly for v in detector.detect(stream[i : i + size])]
+    # THEN the lag history carried between batches gives exactly the whole-stream verdicts
+    assert got == expected
+    assert np.mean(expected[700:900]) > np.mean(expected[400:700])
+
+
+def test_dynamic_pca_resumes_its_lag_history_from_the_device_item_on_a_cold_container():
+    hyd, cal = _dynamic_rig()
+    expected = pca_tq.alarms(cal, hyd).tolist()
+    registry = InMemoryDeviceRegistry([device(cal)])
+    stream = readings(hyd, device(cal))
+    got = []
+    for i in range(0, len(stream), 25):
+        info = registry.get_many(["pump-1"])["pump-1"]
+        detector = CalibratedDetector(EmbeddedDetector())  # new container: only the item remembers
+        got += [v.is_anomaly for v in detector.detect([dataclasses.replace(r, device=info)
+                                                       for r in stream[i : i + 25]])]
+        for device_id, state in detector.drain_states().items():
+            assert len(state["past"]) == 2  # the last two readings travel with the state
+            registry.save_detector_state(device_id, state)
+    assert got == expected

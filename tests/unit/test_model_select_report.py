@@ -140,10 +140,12 @@ def _small(select_dirs, report_dirs, anomaly_free, af_far_pct=20.0, forest_grid=
     return select_on_report_on(select_dirs, report_dirs, anomaly_free, af_far_pct, forest_grid, PCA)
 
 
-def test_cli_needs_both_sets_or_a_dataset(folders, capsys):
+def test_cli_needs_both_sets_or_a_dataset(folders, tmp_path, capsys):
     sel, _, _ = folders
     assert evaluate.main(["--select-on", str(sel)]) == 2
-    assert evaluate.main([]) == 2
+    # No mode given: the leave-one-family-out protocol, which says which data folder is missing.
+    assert evaluate.main(["--skab-dir", str(tmp_path / "none"), "--tep-dir", str(tmp_path)]) == 2
+    assert "no such folder" in capsys.readouterr().err
 
 
 def test_multi_value_flags_are_expanded():

@@ -11,20 +11,27 @@ import pytest
 from functions.detector import pca_tq
 from model import device_calibration as dc
 from model import operating_point
+from model.generalization import Sources
 from model.pca_tq import calibrate
 from model.skab import load_file
 from testkit.fakes import InMemoryDeviceRegistry
-from testkit.shared_data import SKAB_DIR
+from testkit.shared_data import SKAB_DIR, TEP_DIR
 
 SKAB = SKAB_DIR
+TEP = TEP_DIR
 needs_skab = pytest.mark.skipif(not (SKAB / "valve1").is_dir(), reason="shared SKAB data not present")
 
 
+needs_tep = pytest.mark.skipif(not (TEP / "d00.dat").is_file(), reason="shared TEP data not present")
+
+
 @needs_skab
-def test_the_shipped_artifact_is_what_the_selection_chooses_on_the_shared_data():
-    chosen = operating_point.choose(
-        [SKAB / "valve1", SKAB / "valve2"], SKAB / "anomaly-free" / "anomaly-free.csv", 20.0
-    )
+@needs_tep
+def test_the_shipped_artifact_is_what_the_evaluation_chooses_on_the_shared_data():
+    # GIVEN the shared SKAB and TEP data and the simulator's kinds
+    # WHEN the leave-one-family-out evaluation's rule chooses on every family
+    chosen = operating_point.choose(Sources(SKAB, TEP))
+    # THEN the committed artifact (which the build ships to the Lambda and the calibrator) is that choice
     assert operating_point.load() == chosen
 
 
@@ -49,8 +56,10 @@ def test_a_csv_calibration_scores_as_the_offline_evaluation_on_the_same_mapped_c
     registry = InMemoryDeviceRegistry([{"device_id": "pump-1"}])
     stored = dc.calibrate_device("pump-1", dc.csv_rows(path), registry, 400, "csv")
     cal = pca_tq.PcaCalibration.from_dict(registry.items["pump-1"]["calibration"])
-    assert stored["channels"] == ["current", "pressure", "voltage", "humidity"]
-    assert cal.channels == ("current", "pressure", "voltage", "humidity")
+    every = ["accel1_rms", "accel2_rms", "current", "pressure", "temperature", "thermocouple", "voltage",
+             "humidity"]  # all eight SKAB channels, under the pipeline's names
+    assert stored["channels"] == every
+    assert cal.channels == tuple(every)
 
     d = load_file(path)
     mapped = d.values.copy()
@@ -136,6 +145,9 @@ def test_calibrating_an_unregistered_device_fails():
     from functions.core.errors import VersionConflict
 
     rows = [(i, {"current": 1.0 + np.sin(i), "pressure": 1000.0 + np.cos(i), "voltage": 230.0 + i % 7,
-                 "humidity": 32.0 + (i % 3)}) for i in range(400)]
+                 "humidity": 32.0 + (i % 3), "temperature": 70.0 + np.sin(i / 3),
+                 "thermocouple": 25.0 + i % 5,
+                 "accel1_rms": 0.03 + 0.001 * (i % 11), "accel2_rms": 0.04 + 0.001 * np.cos(i / 7)})
+            for i in range(400)]
     with pytest.raises(VersionConflict):
         dc.calibrate_device("nobody", rows, InMemoryDeviceRegistry(), 400, "test")
