@@ -175,3 +175,20 @@ def test_event_factory_record_matches_direct_record() -> None:
     (direct,) = make_records([doc], arrival_s=NOW_S)
     # THEN both carry the same shard, sequence number, data and arrival time
     assert from_event == direct
+
+
+def test_a_reading_carries_at_most_sixteen_extra_channels() -> None:
+    # GIVEN the channel limit (3 core + 16 extra; docs/model-card.md says why a 52-channel plant such as
+    # TEP is evaluated offline, through the same scoring code, instead of raising it)
+    rules = DecodeRules(max_record_bytes=4096, allowed_lateness_ms=600_000, max_future_skew_ms=120_000)
+    sixteen = {f"ch{i}": float(i) for i in range(16)}
+    ok = reading_doc("dev-1", NOW_MS - 1000, extra=sixteen)
+    too_many = reading_doc("dev-1", NOW_MS - 1000, extra={**sixteen, "ch16": 16.0})
+    # WHEN decoded
+    (a, b) = make_records([ok, too_many], arrival_s=NOW_S)
+    accepted, refused = decode_record(a, rules, NOW_MS), decode_record(b, rules, NOW_MS)
+    # THEN 19 channels are a reading; a 20th is refused with a reason, its bytes kept
+    assert isinstance(accepted, Reading)
+    assert len(accepted.channels) == 19
+    assert isinstance(refused, Rejection)
+    assert (refused.reason, refused.stage) == ("schema_invalid", "validate")
