@@ -83,9 +83,10 @@ def parse_features(body: bytes, feature_names: list[str]) -> np.ndarray:
         raise ModelInputError(400, "invalid_features", "rows are not all lists of the same length") from None
     if matrix.ndim != 2 or matrix.dtype.kind not in "iuf":
         raise ModelInputError(400, "invalid_features", "every row must be a list of numbers")
-    if matrix.shape[1] != len(feature_names):
+    width = int(matrix.shape[-1])
+    if width != len(feature_names):
         raise ModelInputError(
-            400, "invalid_features", f"rows have {matrix.shape[1]} values, the model takes {len(feature_names)}"
+            400, "invalid_features", f"rows have {width} values, the model takes {len(feature_names)}"
         )
     matrix = matrix.astype(np.float64, copy=False)
     if not np.all(np.isfinite(matrix)):
