@@ -16,7 +16,8 @@ def _deploy(*args: str, endpoint: str | None = None) -> subprocess.CompletedProc
     if endpoint:
         env["AWS_ENDPOINT_URL"] = endpoint
     script = str(ROOT / "scripts" / "deploy.sh")
-    return subprocess.run(["bash", script, "--dry-run", "--yes", "--no-build", *args], env=env, capture_output=True, text=True, check=False, timeout=60)
+    return subprocess.run(["bash", script, "--dry-run", "--yes", "--no-build", *args], env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
 
 
 def _calls(result: subprocess.CompletedProcess[str]) -> list[str]:
