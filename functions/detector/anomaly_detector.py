@@ -43,6 +43,10 @@ from functions.detector.interface import Detector, Verdict
 from functions.settings import ProcessorSettings, get_settings
 
 ARTIFACT_NAME = "iforest-v1.json"
+# A serverless SageMaker endpoint takes at most 4 MB per request (real-time: 6 MB). A feature row is sent as
+# JSON floats of at most ~24 characters each: a batch is split into calls that stay under this budget.
+MAX_REQUEST_BYTES = 3_500_000
+JSON_BYTES_PER_VALUE = 24
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
 
 
@@ -246,6 +250,13 @@ class SageMakerDetector:
         return out
 
     def _invoke(self, feats: np.ndarray) -> np.ndarray:
+        """Scores of every row, in as many calls as the request size limit needs (in order)."""
+        rows = max(1, MAX_REQUEST_BYTES // (JSON_BYTES_PER_VALUE * max(1, feats.shape[1]) + 4))
+        if len(feats) <= rows:
+            return self._invoke_once(feats)
+        return np.concatenate([self._invoke_once(feats[i : i + rows]) for i in range(0, len(feats), rows)])
+
+    def _invoke_once(self, feats: np.ndarray) -> np.ndarray:
         body = json.dumps(
             {"features": feats.tolist(), "feature_names": self.embedded.model.spec.feature_names}
         )

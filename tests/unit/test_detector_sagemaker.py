@@ -6,6 +6,7 @@ import io
 import json
 import threading
 
+import numpy as np
 import pytest
 
 from functions.core.readings import DeviceInfo, Reading
@@ -113,3 +114,27 @@ def test_get_detector_chooses_backend_by_settings(monkeypatch):
     finally:
         get_settings.cache_clear()
         anomaly_detector.get_detector.cache_clear()
+
+
+def test_a_batch_over_the_request_size_limit_is_sent_in_several_calls_in_order(artifact) -> None:
+    # GIVEN an endpoint that scores each row by its position in the whole batch (its first feature here)
+    class Positional(FakeRuntime):
+        def invoke_endpoint(self, **kwargs):
+            self.calls.append(kwargs)
+            rows = json.loads(kwargs["Body"])["features"]
+            return {"Body": io.BytesIO(json.dumps({"scores": [r[0] for r in rows]}).encode())}
+
+    from functions.detector.anomaly_detector import JSON_BYTES_PER_VALUE, MAX_REQUEST_BYTES
+
+    fake = Positional()
+    detector = make(artifact, fake, policy="fail", timeout=30)
+    width = len(detector.embedded.model.spec.feature_names)
+    n = 3 * MAX_REQUEST_BYTES // (JSON_BYTES_PER_VALUE * width) + 7
+    feats = np.zeros((n, width))
+    feats[:, 0] = np.arange(n)
+    # WHEN the detector asks for the scores of a batch larger than one request may carry
+    scores = detector._invoke(feats)
+    # THEN it made several calls, each under the limit, and the scores come back in the batch's order
+    assert len(fake.calls) == 4
+    assert all(len(c["Body"]) < MAX_REQUEST_BYTES for c in fake.calls)
+    assert scores.tolist() == list(range(n))
