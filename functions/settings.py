@@ -136,6 +136,10 @@ class ProcessorSettings(CommonSettings):
     detector_backend: str = setting("embedded", "DETECTOR_BACKEND", choices=("embedded", "sagemaker"))
     model_artifact_path: str = setting("", "MODEL_ARTIFACT_PATH")
     sagemaker_endpoint: str = setting("", "SAGEMAKER_ENDPOINT")
+    # The SDK's service-specific endpoint variable: set locally to the serving process that answers the
+    # runtime API (serving/; iotpipe up --detector sagemaker), unset on AWS. It wins over AWS_ENDPOINT_URL
+    # for the sagemaker-runtime client only, as in botocore's own endpoint resolution.
+    sagemaker_runtime_endpoint_url: str | None = setting(None, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME")
     sagemaker_timeout_s: float = setting(2.0, "SAGEMAKER_TIMEOUT_S", gt=0, le=60)
     sagemaker_failure_policy: str = setting(
         "fallback", "SAGEMAKER_FAILURE_POLICY", choices=("fallback", "skip", "fail")

@@ -1,7 +1,8 @@
 """``iotpipe``: run the pipeline on the embedded emulator, deploy it, and look at it.
 
     iotpipe up [--devices N] [--rate HZ] [--shards N] [--parallelization N] [--port P] [--fresh]
-                                                                 emulator + deploy + seed + simulator + API
+               [--detector embedded|sagemaker]                   emulator + deploy + seed + simulator + API
+                                                                 (sagemaker: + the local model server)
     iotpipe down                                                 stop what `up` started (by its pid)
     iotpipe deploy [--target embedded|localstack|aws] [...]      scripts/deploy.sh
     iotpipe status [--json] [--stack NAME]                       outputs and pipeline counts
@@ -39,6 +40,7 @@ import typer
 
 from iotpipe.console import STDERR, progress, progress_callback, run_app
 from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, free_port, healthy
+from iotpipe.model_server import ModelServer, ModelServerError
 from iotpipe.stack import ROOT, deploy, stack_outputs
 
 CHILDREN = RUN_DIR / "children.json"  # pids of the simulator and local API that `up` started
@@ -89,6 +91,16 @@ class UpOptions:
     fresh: bool
     snapshot: float
     verbose: bool
+    detector: str = "embedded"  # "sagemaker": the processor scores through the local model server
+
+
+def detector_params(server: ModelServer | None) -> list[str]:
+    """deploy.sh arguments for the detector backend, always explicit: a stack deployed before with the
+    other backend keeps its parameter values otherwise (CloudFormation reuses them on update)."""
+    if server is not None:
+        return server.deploy_params()
+    params = ["DetectorBackend=embedded", "SageMakerEndpointName=", "SageMakerRuntimeUrl="]
+    return [arg for p in params for arg in ("--param", p)]
 
 
 def cmd_up(args: UpOptions) -> int:
@@ -103,6 +115,7 @@ def cmd_up(args: UpOptions) -> int:
     port = args.port if _port_free(args.port) else free_port()
     started: list[subprocess.Popen[bytes]] = []
     emulator = Emulator(port=port, state_dir=state_dir, persist=True, snapshot_s=args.snapshot)
+    server = (ModelServer(log_path=RUN_DIR / "model-server.log") if args.detector == "sagemaker" else None)
     recovering = UNCLEAN.exists() and not args.fresh
     if args.fresh:
         UNCLEAN.unlink(missing_ok=True)
@@ -116,6 +129,8 @@ def cmd_up(args: UpOptions) -> int:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if server is not None:
+            server.stop()
         died = emulator.died() is not None
         emulator.stop()
         if not died:  # a clean stop saved the whole state
@@ -137,6 +152,11 @@ def cmd_up(args: UpOptions) -> int:
         os.environ.update(emulator.client_env())
         _say(f"      emulator ready: {emulator.endpoint} (pid {emulator.pid}, state {state_dir})")
 
+        if server is not None:
+            RUN_DIR.mkdir(parents=True, exist_ok=True)
+            server.start()
+            _say(f"      model server (SageMaker contract, serving/): {server.url} (pid {server.pid}); the "
+                 f"processor's sagemaker-runtime client calls it as endpoint '{server.endpoint_name}'")
         _say(f"[2/5] deploying stack '{args.stack}' with scripts/deploy.sh ...")
         # Shards and parallelism are template parameters (a re-run with other values updates the stream).
         # The deploy (build, package, create or update) takes a minute or two: a spinner says it is alive
@@ -145,7 +165,7 @@ def cmd_up(args: UpOptions) -> int:
                    STDERR.status(f"deploying '{args.stack}' (scripts/deploy.sh) ...", spinner="dots"))
         with spinner:
             deploy(args.stack, target="embedded", quiet=not args.verbose,
-                   extra_args=scale_params(args.shards, args.parallelization))
+                   extra_args=scale_params(args.shards, args.parallelization) + detector_params(server))
         outputs = stack_outputs(args.stack)
         _say(f"      stack {outputs['StackStatus']}: stream {outputs['StreamName']}")
 
@@ -165,17 +185,18 @@ def cmd_up(args: UpOptions) -> int:
         if api is not None:
             started.append(api)
         # `iotpipe down` from another terminal stops these by their pids.
-        CHILDREN.write_text(json.dumps([p.pid for p in started]))
+        CHILDREN.write_text(json.dumps([p.pid for p in started] + ([server.pid] if server else [])))
         _say_api(outputs, local_api)
-        return _watch(args, started, emulator)
-    except (EmulatorError, RuntimeError, subprocess.CalledProcessError) as exc:
+        return _watch(args, started, emulator, server)
+    except (EmulatorError, ModelServerError, RuntimeError, subprocess.CalledProcessError) as exc:
         _say(f"failed: {exc}")
         _say("(emulator state is kept between runs; 'iotpipe up --fresh' starts from an empty one)")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        _say("stopping simulator, API and emulator ...")
+        _say("stopping simulator, API, model server and emulator ..." if server else
+             "stopping simulator, API and emulator ...")
         stop_all()
         _say("stopped")
 
@@ -258,11 +279,15 @@ def _snapshot_age(emulator: Emulator) -> str:
     return f"{time.time() - float(marker['at']):.0f} s old"
 
 
-def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Emulator) -> int:
+def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Emulator,
+           server: ModelServer | None = None) -> int:
     """Progress lines, and supervision: a dead emulator or child stops everything, with the reason."""
     from iotpipe.status import collect
 
     names = {id(p): n for p, n in zip(started, ("simulator", "local API"), strict=False)}
+    if server is not None and server.process is not None:
+        started = [*started, server.process]
+        names[id(server.process)] = "model server"
     deadline = time.monotonic() + args.duration if args.duration else None
     failures = 0  # consecutive status failures
     while deadline is None or time.monotonic() < deadline:
@@ -506,6 +531,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="one JSON object (for s
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
+class Detector(StrEnum):
+    embedded = "embedded"
+    sagemaker = "sagemaker"
+
+
 class Target(StrEnum):
     embedded = "embedded"
     localstack = "localstack"
@@ -535,12 +565,16 @@ def up(
         envvar="EMULATOR_SNAPSHOT_S",
         help="seconds between emulator state snapshots (0: only on a clean stop)")] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the deploy script's output")] = False,
+    detector: Annotated[Detector, typer.Option(
+        envvar="DETECTOR_BACKEND",
+        help="embedded (in the processor) or sagemaker (through the local model server, serving/)")
+    ] = Detector.embedded,
 ) -> int:
     return cmd_up(UpOptions(
         stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
         parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
         control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
-        snapshot=snapshot, verbose=verbose,
+        snapshot=snapshot, verbose=verbose, detector=detector.value,
     ))
 
 

@@ -75,6 +75,15 @@ class Prices:
     # SNS standard topic publishes (deliveries to email/SMS are priced per subscriber and not modelled).
     sns_publish_per_million: float = 0.50
 
+    # SageMaker Serverless Inference (the endpoint the template creates with DetectorBackend=sagemaker):
+    # compute per second of inference at the configured memory (0.0000200 USD/s at 1 GB, 0.0000400 at 2 GB,
+    # ... 0.0001200 at 6 GB: linear, so one price per GB-second), billed by the millisecond, and the bytes
+    # of each request and response. aws.amazon.com/sagemaker/pricing, "Serverless Inference" tab,
+    # us-east-1, transcribed 2026-12 (no provisioned concurrency).
+    sagemaker_serverless_gb_second: float = 0.0000200
+    sagemaker_data_in_per_gb: float = 0.016
+    sagemaker_data_out_per_gb: float = 0.016
+
     # KMS customer managed key (the template creates one) and its API requests.
     kms_key_month: float = 1.00
     kms_requests_per_10k: float = 0.03

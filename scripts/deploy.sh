@@ -12,10 +12,16 @@
 #   localstack  AWS_ENDPOINT_URL (default http://localhost:4566), test credentials
 #   aws         no endpoint, your credentials; shows account and region and asks before deploying
 #               (--yes skips the question, for CI)
+# With --param DetectorBackend=sagemaker and no SageMakerEndpointName, the stack creates a serverless
+# SageMaker endpoint: on AWS this script first builds serving/Dockerfile and pushes it to the ECR
+# repository <stack>-detector (created if missing; tag = hash of what goes into the image, pushed only
+# if absent) and passes its URI as ModelImageUri. The emulators have no SageMaker: there the caller
+# names the endpoint and the local serving process (SageMakerRuntimeUrl; iotpipe up --detector sagemaker).
 # --dry-run prints the AWS CLI calls instead of making them. After the stack, the REST API's stage is
 # pointed at a deployment of the current definition (CloudFormation never re-creates a fixed
 # AWS::ApiGateway::Deployment on update, so route changes would otherwise never be published).
-# Environment: TARGET, STACK_NAME, AWS_REGION, AWS_ENDPOINT_URL, AWS_CLI (default: aws), PYTHON, TEMPLATE.
+# Environment: TARGET, STACK_NAME, AWS_REGION, AWS_ENDPOINT_URL, AWS_CLI (default: aws), PYTHON, TEMPLATE,
+# DOCKER (default: docker), MODEL_REPOSITORY (default: <stack>-detector).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +40,7 @@ PARAMS=()
 TEMPLATE="${TEMPLATE:-$ROOT/cloudformation/template.yaml}"
 TEST_HOOKS="${IOTPIPE_TEST_HOOKS:-none}"
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -109,6 +115,60 @@ echo "== deploy: target=$TARGET stack=$STACK region=$REGION account=$ACCOUNT end
 if [ "$TARGET" = aws ] && [ "$YES" = 0 ] && [ "$DRY_RUN" = 0 ]; then
   read -r -p "Deploy stack '$STACK' to AWS account $ACCOUNT in $REGION? [y/N] " answer
   case "$answer" in y|Y|yes|YES) ;; *) echo "aborted" >&2; exit 1 ;; esac
+fi
+
+# The value of a --param (the last one given wins, as in CloudFormation's overrides); empty if absent.
+param() {
+  local value="" p
+  for p in ${PARAMS[@]+"${PARAMS[@]}"}; do
+    case "$p" in "$1="*) value="${p#*=}" ;; esac
+  done
+  printf '%s' "$value"
+}
+
+# The SageMaker endpoint the stack creates needs its serving image in ECR first (AWS only).
+if [ "$(param DetectorBackend)" = sagemaker ] && [ -z "$(param SageMakerEndpointName)" ]; then
+  if [ "$TARGET" != aws ]; then
+    echo "deploy.sh: the emulators have no SageMaker: with DetectorBackend=sagemaker pass SageMakerEndpointName" \
+      "and SageMakerRuntimeUrl of a local serving process ('iotpipe up --detector sagemaker' does)" >&2
+    exit 2
+  fi
+  if [ "$STACK" != "$(printf '%s' "$STACK" | tr '[:upper:]' '[:lower:]')" ]; then
+    # IAM compares SageMaker endpoint ARNs in lower case: <Stack>-detector could never be invoked.
+    echo "deploy.sh: with the SageMaker endpoint the stack name must be lower case (got '$STACK')" >&2
+    exit 2
+  fi
+  if [ -z "$(param ModelImageUri)" ]; then
+    DOCKER="${DOCKER:-docker}"
+    REPOSITORY="${MODEL_REPOSITORY:-$STACK-detector}"
+    REGISTRY="$ACCOUNT.dkr.ecr.$REGION.amazonaws.com"
+    # The tag is the content hash of everything the image copies: a changed model or scorer is a new
+    # tag, hence a new AWS::SageMaker::Model and endpoint configuration (the endpoint updates in place).
+    TAG="$(cd "$ROOT" && find serving functions/__init__.py functions/settings.py functions/core functions/detector \
+      model/artifacts constraints.txt -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum \
+      | sha256sum | cut -c1-16)"
+    IMAGE="$REGISTRY/$REPOSITORY:$TAG"
+    echo "== model image: $IMAGE (serving/Dockerfile)" >&2
+    if [ "$DRY_RUN" = 1 ] || ! "$AWS_CLI" ecr describe-repositories --repository-names "$REPOSITORY" >/dev/null 2>&1; then
+      run "$AWS_CLI" ecr create-repository --repository-name "$REPOSITORY" --image-tag-mutability IMMUTABLE \
+        --image-scanning-configuration scanOnPush=true --encryption-configuration encryptionType=KMS >/dev/null
+    fi
+    if [ "$DRY_RUN" = 1 ] || ! "$AWS_CLI" ecr describe-images --repository-name "$REPOSITORY" \
+        --image-ids "imageTag=$TAG" >/dev/null 2>&1; then
+      printf '+ %s | %s\n' "$(printf '%q ' "$AWS_CLI" ecr get-login-password --region "$REGION")" \
+        "$(printf '%q ' "$DOCKER" login --username AWS --password-stdin "$REGISTRY")" >&2
+      [ "$DRY_RUN" = 1 ] || "$AWS_CLI" ecr get-login-password --region "$REGION" \
+        | "$DOCKER" login --username AWS --password-stdin "$REGISTRY" >/dev/null
+      # SageMaker pulls linux/amd64 images with a single-platform manifest (no provenance index).
+      run "$DOCKER" build --platform linux/amd64 --provenance=false -f "$ROOT/serving/Dockerfile" \
+        -t "$REPOSITORY:$TAG" "$ROOT"
+      run "$DOCKER" tag "$REPOSITORY:$TAG" "$IMAGE"
+      run "$DOCKER" push "$IMAGE"
+    else
+      echo "   $IMAGE is already in ECR" >&2
+    fi
+    PARAMS+=("ModelImageUri=$IMAGE")
+  fi
 fi
 
 if [ "$BUILD" = 1 ]; then

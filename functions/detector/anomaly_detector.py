@@ -15,6 +15,11 @@ SageMaker failure policy (``SAGEMAKER_FAILURE_POLICY``), applied on timeout or a
 - ``fallback`` (default): score the batch with the embedded model instead; verdicts are complete.
 - ``skip``: keep every record but do not score it (``severity="none"``, reason says why); no anomalies.
 - ``fail``: raise ``DetectorUnavailable``; the processor fails the batch so Kinesis redelivers it.
+Each failure is counted; the processor publishes the count as ``DetectorBackendFailures`` (its
+``Policy`` dimension says which of the three applied).
+
+The SageMaker serving container (``serving/``) scores with the embedded backend that
+``build_embedded`` returns, so the endpoint and the Lambda compute the same scores from the same artifact.
 
 No boto3 import here: the SageMaker client is created lazily through ``functions.adapters.clients``.
 """
@@ -38,6 +43,10 @@ from functions.detector.interface import Detector, Verdict
 from functions.settings import ProcessorSettings, get_settings
 
 ARTIFACT_NAME = "iforest-v1.json"
+# A serverless SageMaker endpoint takes at most 4 MB per request (real-time: 6 MB). A feature row is sent as
+# JSON floats of at most ~24 characters each: a batch is split into calls that stay under this budget.
+MAX_REQUEST_BYTES = 3_500_000
+JSON_BYTES_PER_VALUE = 24
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
 
 
@@ -231,9 +240,23 @@ class SageMakerDetector:
 
         self._client_factory = client_factory or _sagemaker_client
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagemaker")
-        self.failures = 0
+        self.failures = 0  # since the start of the container
+        self._undrained = 0  # since the processor last collected them (drain_failures)
+
+    def drain_failures(self) -> dict[str, int]:
+        """Failures since the last call, by the policy that handled them (the processor's metric)."""
+        out = {self.policy: self._undrained} if self._undrained else {}
+        self._undrained = 0
+        return out
 
     def _invoke(self, feats: np.ndarray) -> np.ndarray:
+        """Scores of every row, in as many calls as the request size limit needs (in order)."""
+        rows = max(1, MAX_REQUEST_BYTES // (JSON_BYTES_PER_VALUE * max(1, feats.shape[1]) + 4))
+        if len(feats) <= rows:
+            return self._invoke_once(feats)
+        return np.concatenate([self._invoke_once(feats[i : i + rows]) for i in range(0, len(feats), rows)])
+
+    def _invoke_once(self, feats: np.ndarray) -> np.ndarray:
         body = json.dumps(
             {"features": feats.tolist(), "feature_names": self.embedded.model.spec.feature_names}
         )
@@ -257,7 +280,11 @@ class SageMakerDetector:
         try:
             scores = future.result(timeout=self.timeout_s)
         except Exception as exc:  # timeout (concurrent.futures.TimeoutError) or any endpoint error
+            # A call still queued behind a hung one is dropped, so a recovered endpoint is not first
+            # sent a backlog of batches that have already been handled by the policy.
+            future.cancel()
             self.failures += 1
+            self._undrained += 1
             if self.policy == "fallback":
                 return model.verdicts(self.embedded.score_features(feats), feats, values)
             if self.policy == "skip":
@@ -274,13 +301,18 @@ def _sagemaker_client() -> Any:
     return client("sagemaker-runtime")
 
 
+def build_embedded(settings: ProcessorSettings | None = None) -> EmbeddedDetector:
+    """The embedded backend as the processor runs it; the serving container (serving/) loads the same."""
+    return EmbeddedDetector(default_artifact_path(settings))
+
+
 @lru_cache(maxsize=1)
 def get_detector() -> Detector:
     """The process-wide detector chosen by settings (cached: the artifact loads once per container)."""
     from functions.detector.calibrated import CalibratedDetector
 
     settings = get_settings()
-    embedded = EmbeddedDetector(default_artifact_path(settings))
+    embedded = build_embedded(settings)
     fleet: Detector = embedded
     if settings.detector_backend == "sagemaker":
         if not settings.sagemaker_endpoint:

@@ -144,6 +144,11 @@ class CalibratedDetector:
         self._fallbacks = Counter()
         return out
 
+    def drain_backend_failures(self) -> dict[str, int]:
+        """The fleet backend's failures since the last call, by policy (only the SageMaker one has any)."""
+        drain = getattr(self.fallback, "drain_failures", None)
+        return dict(drain()) if callable(drain) else {}
+
     # --- scoring -----------------------------------------------------------------------------------
 
     def detect(self, readings: Sequence[Reading]) -> list[Verdict]:

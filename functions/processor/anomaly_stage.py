@@ -52,6 +52,8 @@ class Detection:
     alerts_failed: int = 0
     # Readings of calibrated devices the fleet forest scored instead, by reason (a missing channel ...)
     calibration_fallbacks: dict[str, int] = field(default_factory=dict)
+    # Calls to the scoring backend that failed (a SageMaker endpoint down or slow), by the policy applied
+    backend_failures: dict[str, int] = field(default_factory=dict)
     detector_states_written: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -88,6 +90,7 @@ def detect_anomalies(
         return Detection(
             {k: g for k, g in groups.items() if k not in fresh_by_key},
             failed=[r for fresh in fresh_by_key.values() for r in fresh],
+            backend_failures=_drain_backend_failures(detector),  # the "fail" policy ends up here
             errors=[f"anomaly stage: {type(exc).__name__}"],
         )
     fallbacks = _drain_fallbacks(detector)
@@ -102,6 +105,7 @@ def detect_anomalies(
         alerts_suppressed=sum(s.alerts_suppressed for s in stages),
         alerts_failed=sum(s.alerts_failed for s in stages),
         calibration_fallbacks=fallbacks,
+        backend_failures=_drain_backend_failures(detector),
         detector_states_written=written,
         errors=state_errors,
     )
@@ -109,6 +113,11 @@ def detect_anomalies(
 
 def _drain_fallbacks(detector: Detector) -> dict[str, int]:
     drain = getattr(detector, "drain_fallbacks", None)  # only the per-device detector has them
+    return dict(drain()) if callable(drain) else {}
+
+
+def _drain_backend_failures(detector: Detector) -> dict[str, int]:
+    drain = getattr(detector, "drain_backend_failures", None)  # the per-device detector forwards them
     return dict(drain()) if callable(drain) else {}
 
 

@@ -113,6 +113,7 @@ class Outcome:
     alerts_sent: int = 0
     alerts_suppressed: int = 0
     calibration_fallbacks: dict[str, int] = field(default_factory=dict)
+    detector_backend_failures: dict[str, int] = field(default_factory=dict)  # by failure policy
     detector_states_written: int = 0
     windows_written: int = 0
     write_conflicts: int = 0
@@ -150,6 +151,7 @@ class Outcome:
             "alerts_suppressed": self.alerts_suppressed,
             "alerts_failed": self.alerts_failed,
             "calibration_fallbacks": self.calibration_fallbacks,
+            "detector_backend_failures": self.detector_backend_failures,
             "detector_states_written": self.detector_states_written,
             "windows_written": self.windows_written,
             "write_conflicts": self.write_conflicts,
@@ -241,6 +243,7 @@ def _process_batch(
         alerts_sent=detection.alerts_sent,
         alerts_suppressed=detection.alerts_suppressed,
         calibration_fallbacks=detection.calibration_fallbacks,
+        detector_backend_failures=detection.backend_failures,
         detector_states_written=detection.detector_states_written,
         windows_written=writes.windows_written,
         write_conflicts=writes.conflicts,
@@ -295,6 +298,10 @@ def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
             # A calibrated device's reading the fleet forest scored instead (e.g. a calibrated channel
             # missing from it): visible, and alarmable per reason.
             metrics.add("CalibrationFallbacks", count, dimensions={"Reason": reason})
+        for policy, count in sorted(outcome.detector_backend_failures.items()):
+            # Calls to the SageMaker endpoint that failed or timed out, by the policy that handled them
+            # (fallback: scored by the embedded model; skip: kept unscored; fail: handed back).
+            metrics.add("DetectorBackendFailures", count, dimensions={"Policy": policy})
         if outcome.window_lag_s is not None:
             metrics.add("WindowLagSeconds", outcome.window_lag_s, unit="Seconds")
         metrics.add("BatchDurationMs", outcome.duration_ms, unit="Milliseconds")

@@ -5,6 +5,7 @@
     iotpipe cost --devices 1000 --rate 1 --from-calls out/calls.json     # bench/calls.py's counts
     iotpipe cost --devices 1000 --rate 1 --aggregates-billing-mode PAY_PER_REQUEST
     iotpipe cost --devices 1000 --rate 1 --athena-queries-per-day 50 --athena-days-per-query 1
+    iotpipe cost --devices 1000 --rate 1 --detector sagemaker [--sagemaker-memory-mb 2048]
 
 Everything is a flag with the default documented beside it. The output ends with one JSON object
 (``--json``: only that line).
@@ -74,6 +75,12 @@ def cost(
         help="days of archive each of those queries scans")] = D.athena_days_per_query,
     athena_table: Annotated[str, typer.Option(
         help="the table they read: processed (gzip JSON) or processed_compacted (Parquet)")] = D.athena_table,
+    detector: Annotated[str, typer.Option(
+        help="embedded (in the processor) or sagemaker (the serverless endpoint; default: the template's "
+             "DetectorBackend)")] = D.detector_backend,
+    sagemaker_memory_mb: Annotated[int, typer.Option(
+        help="the endpoint's memory (default: the template's SageMakerServerlessMemoryMB)")
+    ] = D.sagemaker_memory_mb,
 ) -> int:
     if devices <= 0 or rate <= 0:
         print("--devices and --rate must be positive", file=sys.stderr)
@@ -83,6 +90,12 @@ def cost(
         return 2
     if from_bench and from_calls:
         print("--from-bench and --from-calls are exclusive", file=sys.stderr)
+        return 2
+    if detector not in ("embedded", "sagemaker"):
+        print(f"--detector is embedded or sagemaker, not {detector!r}", file=sys.stderr)
+        return 2
+    if sagemaker_memory_mb not in (1024, 2048, 3072, 4096, 5120, 6144):
+        print("--sagemaker-memory-mb is one of 1024, 2048, ... 6144 (serverless sizes)", file=sys.stderr)
         return 2
     if athena_table not in ("processed", "processed_compacted"):
         print(f"--athena-table is processed or processed_compacted, not {athena_table!r}", file=sys.stderr)
@@ -110,6 +123,8 @@ def cost(
         athena_days_per_query=max(0.0, athena_days_per_query),
         athena_table=athena_table,
         aggregates_billing_mode=aggregates_billing_mode,
+        detector_backend=detector,
+        sagemaker_memory_mb=sagemaker_memory_mb,
     )
     measured = None
     if from_bench or from_calls:

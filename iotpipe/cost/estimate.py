@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes
-from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic
+from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic, sagemaker_call_ms
 from iotpipe.cost.workload import Measured, Workload
 from iotpipe.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
 
@@ -100,6 +100,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         *athena_lines(w, t, prices),
         *compaction_lines(w, t, prices),
         *calibrator_lines(w, prices),
+        *sagemaker_lines(w, t, prices),
     ]
     return Estimate(
         workload=w,
@@ -265,6 +266,28 @@ def athena_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
     scanned_tb = w.athena_queries_per_day * DAYS_PER_MONTH * athena_bytes_per_query(w, t, p) / 1e12
     item = f"queries over {w.athena_days_per_query:g} day(s) of {w.athena_table}"
     return [Line("athena", item, scanned_tb, "TB scanned", scanned_tb * p.athena_per_tb_scanned)]
+
+
+def sagemaker_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
+    """The serverless endpoint of DetectorBackend=sagemaker: one call per processor invocation.
+
+    A call carries the batch's valid readings (features as JSON; a batch over the 4 MB request limit is
+    split) and returns one score each; SageMaker bills its processing time at the configured memory, and
+    the bytes both ways. Cold starts are not billed.
+    """
+    if w.detector_backend != "sagemaker":
+        return []
+    scored = t.readings * t.valid
+    gb_s = t.invocations * sagemaker_call_ms(w, t.per_invocation_records * t.valid) / 1000 * (
+        w.sagemaker_memory_mb / 1024)
+    gb_in = scored * w.sagemaker_request_bytes_per_reading / GB
+    gb_out = scored * w.sagemaker_response_bytes_per_reading / GB
+    return [
+        Line("sagemaker", f"serverless inference ({w.sagemaker_memory_mb} MB)", gb_s, "GB-s",
+             gb_s * p.sagemaker_serverless_gb_second),
+        Line("sagemaker", "data processed in (features)", gb_in, "GB", gb_in * p.sagemaker_data_in_per_gb),
+        Line("sagemaker", "data processed out (scores)", gb_out, "GB", gb_out * p.sagemaker_data_out_per_gb),
+    ]
 
 
 def calibrator_lines(w: Workload, p: Prices) -> list[Line]:

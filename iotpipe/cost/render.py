@@ -59,6 +59,8 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "halving_target_met": est.per_million <= HALVING_TARGET_USD_PER_MILLION,
         "halving_floor": halving_floor(est),
         "aggregates_billing_mode": w.aggregates_billing_mode,
+        "detector_backend": w.detector_backend,
+        "sagemaker_memory_mb": w.sagemaker_memory_mb if w.detector_backend == "sagemaker" else None,
         "counted_calls_per_1000_readings": est.counted,
         "dominant_component": est.dominant(),
         "prices_as_of": PRICES_AS_OF,

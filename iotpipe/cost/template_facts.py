@@ -49,6 +49,8 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "calibration_every_s": 120.0,
     "aggregates_table_class": "STANDARD",
     "calibrator_memory_mb": 512,
+    "detector_backend": "embedded",
+    "sagemaker_memory_mb": 2048,
 }
 # The processor's environment variable that carries ProcessorWriteConcurrency (its window-writer threads).
 WRITE_CONCURRENCY_ENV = "WRITE_CONCURRENCY"
@@ -130,6 +132,8 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
         "aggregates_table_class": str(value(aggregates.get("TableClass", "STANDARD"))),
         "calibration_every_s": rate_seconds(props("AWS::Events::Rule", "Calibration")["ScheduleExpression"]),
         "calibrator_memory_mb": int(value(calibrator["MemorySize"])),
+        "detector_backend": str(param("DetectorBackend")),
+        "sagemaker_memory_mb": int(param("SageMakerServerlessMemoryMB")),
     }
 
 

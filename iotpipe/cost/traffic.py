@@ -141,4 +141,18 @@ def processor_ms(w: Workload, batch_readings: float, writes_per_reading: float, 
         + (anomaly_calls + cooldown_calls) * w.ddb_write_ms  # sequential
         + alert_calls * w.sns_publish_ms
         + s3_calls * w.s3_put_ms
+        # the SageMaker backend: the processor waits for the endpoint's scores (one call per batch)
+        + (sagemaker_call_ms(w, batch_readings * valid)
+           + sagemaker_calls(w, batch_readings * valid) * (w.sagemaker_round_trip_ms + w.sdk_cpu_ms_per_call)
+           if w.detector_backend == "sagemaker" else 0.0)
     )
+
+
+def sagemaker_calls(w: Workload, readings: float) -> int:
+    """InvokeEndpoint calls for one batch of ``readings`` (split under the request size limit)."""
+    return max(1, math.ceil(readings / max(1, w.sagemaker_rows_per_call)))
+
+
+def sagemaker_call_ms(w: Workload, readings: float) -> float:
+    """The endpoint's billed time for scoring one batch of ``readings`` (inside the container)."""
+    return sagemaker_calls(w, readings) * w.sagemaker_call_ms + readings * w.sagemaker_us_per_reading / 1000

@@ -123,6 +123,24 @@ class Workload:
     device_item_bytes: int = 400
     calibrator_base_ms: float = 100.0
     calibrator_ms_per_page: float = 30.0
+    # The detector: "embedded" (scored inside the processor; its cost is in compute_us_per_record) or
+    # "sagemaker" (template DetectorBackend): one InvokeEndpoint per processor invocation carrying the batch's
+    # valid readings' features, on the serverless endpoint the template creates. Measured by
+    # bench/detector_backends.py (2026-12-06, 10 features, the serving process on a shared 2-core
+    # machine): a request row is ~198 bytes of JSON, a response score ~19; the server takes ~2.1 ms per call
+    # (a one-row request over loopback, client included: an upper bound) plus ~3.6 us per reading (parse,
+    # score, encode). The processor waits a network round trip on top (assumed 15 ms in-region: not
+    # measurable here).
+    detector_backend: str = DEFAULTS["detector_backend"]
+    sagemaker_memory_mb: int = DEFAULTS["sagemaker_memory_mb"]  # template SageMakerServerlessMemoryMB
+    sagemaker_call_ms: float = 2.1
+    sagemaker_us_per_reading: float = 3.6
+    sagemaker_request_bytes_per_reading: float = 198.0
+    sagemaker_response_bytes_per_reading: float = 19.0
+    sagemaker_round_trip_ms: float = 15.0
+    # Rows per call: the client splits a batch to stay under the 4 MB serverless request limit
+    # (functions.detector.anomaly_detector.MAX_REQUEST_BYTES // (24 B x 10 features + 4)).
+    sagemaker_rows_per_call: int = 14_344
     # Optional: devices POST /ingest through API Gateway instead of PutRecords.
     ingest_via_api: bool = False
     readings_per_ingest_request: int = 100

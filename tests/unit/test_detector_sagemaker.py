@@ -6,6 +6,7 @@ import io
 import json
 import threading
 
+import numpy as np
 import pytest
 
 from functions.core.readings import DeviceInfo, Reading
@@ -113,3 +114,52 @@ def test_get_detector_chooses_backend_by_settings(monkeypatch):
     finally:
         get_settings.cache_clear()
         anomaly_detector.get_detector.cache_clear()
+
+
+def test_a_batch_over_the_request_size_limit_is_sent_in_several_calls_in_order(artifact) -> None:
+    # GIVEN an endpoint that scores each row by its position in the whole batch (its first feature here)
+    class Positional(FakeRuntime):
+        def invoke_endpoint(self, **kwargs):
+            self.calls.append(kwargs)
+            rows = json.loads(kwargs["Body"])["features"]
+            return {"Body": io.BytesIO(json.dumps({"scores": [r[0] for r in rows]}).encode())}
+
+    from functions.detector.anomaly_detector import JSON_BYTES_PER_VALUE, MAX_REQUEST_BYTES
+
+    fake = Positional()
+    detector = make(artifact, fake, policy="fail", timeout=30)
+    width = len(detector.embedded.model.spec.feature_names)
+    n = 3 * MAX_REQUEST_BYTES // (JSON_BYTES_PER_VALUE * width) + 7
+    feats = np.zeros((n, width))
+    feats[:, 0] = np.arange(n)
+    # WHEN the detector asks for the scores of a batch larger than one request may carry
+    scores = detector._invoke(feats)
+    # THEN it made several calls, each under the limit, and the scores come back in the batch's order
+    assert len(fake.calls) == 4
+    assert all(len(c["Body"]) < MAX_REQUEST_BYTES for c in fake.calls)
+    assert scores.tolist() == list(range(n))
+
+
+@pytest.mark.parametrize("policy", ["fallback", "skip", "fail"])
+def test_the_processor_counts_endpoint_failures_by_policy_and_loses_nothing(artifact, policy) -> None:
+    from functions.processor.ingestion_processor import process_batch
+    from testkit.events import make_records
+    from testkit.processor import fake_ports
+
+    # GIVEN the processor with the SageMaker backend behind the per-device detector, the endpoint failing
+    broken = FakeRuntime(error=ConnectionError("endpoint down"))
+    detector = CalibratedDetector(make(artifact, broken, policy=policy))
+    ports = fake_ports(("dev-1", "dev-2"), detector=detector)
+    now = 1_795_000_100.0
+    docs = [{"device_id": f"dev-{1 + i % 2}", "timestamp": int((now - 60 + i) * 1000), "temperature": 21.0,
+             "humidity": 40.0, "pressure": 1000.0} for i in range(20)]
+    # WHEN a batch is processed
+    outcome = process_batch(make_records(docs, arrival_s=now), ports, now_s=now)
+    # THEN the failure is counted under the policy that handled it, in the outcome and the metric
+    assert outcome.detector_backend_failures == {policy: 1}
+    assert ports.metrics.total("DetectorBackendFailures", Policy=policy) == 1
+    # AND no reading is lost: aggregated (fallback, skip) or handed back for redelivery (fail)
+    if policy == "fail":
+        assert (outcome.aggregated, outcome.retry) == (0, 20)
+    else:
+        assert (outcome.aggregated, outcome.retry) == (20, 0)

@@ -28,6 +28,7 @@ RESOURCELESS_ACTIONS = {
     "cloudwatch:GetMetricStatistics",
     "cloudwatch:ListMetrics",
     "xray:PutTraceSegments",
+    "ecr:GetAuthorizationToken",  # an account-wide token: IAM cannot scope it (the pull is scoped)
     "xray:PutTelemetryRecords",
 }
 # Policies on these resource types may use wildcards: a KMS key policy must let the account root

@@ -19,9 +19,9 @@ TEMPLATE = ROOT / "cloudformation" / "template.yaml"
 FUNCTIONS = {"ProcessorFunction", "IngestFunction", "IngestAuthorizerFunction", "QueryApiFunction",
              "CompactorFunction", "CalibratorFunction"}
 LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup", "QueryApiLogGroup",
-              "CompactorLogGroup", "CalibratorLogGroup"}
+              "CompactorLogGroup", "CalibratorLogGroup", "DetectorEndpointLogGroup"}
 ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole",
-         "CompactorRole", "CalibratorRole"}
+         "CompactorRole", "CalibratorRole", "DetectorModelRole"}
 QUEUES = {"ProcessorDeadLetterQueue"}
 TOPICS = {"AlertsTopic"}
 METHODS = {"IngestMethod", "HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod",
@@ -106,7 +106,8 @@ def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 # Actions that IAM cannot scope to a resource; each must carry a condition instead.
-UNSCOPABLE = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics"}
+UNSCOPABLE = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics",
+              "ecr:GetAuthorizationToken"}
 
 
 def test_iam_has_no_wildcard_action_and_no_unscoped_resource_where_a_scoped_one_exists(
