@@ -26,6 +26,7 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
     from iotpipe.replay_eval import _items, _send
     from iotpipe.stack import _client
     from model import device_calibration as dc
+    from model import operating_point
     from simulator.sinks import KinesisSink
 
     function = deployed_stack["CalibratorFunctionName"]
@@ -58,7 +59,8 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
         assert "calibration_request" not in item
         assert item["calibration"]["source"] == "archive"
         cal = PcaCalibration.from_dict(item["calibration"])
-        assert cal.channels == ("current", "pressure", "voltage", "humidity")
+        # the shipped operating point's channels (all eight of a SKAB pump's) under the pipeline's names
+        assert cal.channels == dc.pipeline_names(operating_point.load()["channels"])
         assert cal.calibration_rows == 400
         # and it is what the CLI's --from-archive fits from the same archived rows
         rows = dc.archive_rows(_client("s3"), deployed_stack["ArchiveBucketName"], device)

@@ -41,6 +41,8 @@ def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deploye
     from functions.detector.pca_tq import PcaCalibration
     from iotpipe.cli import main
     from iotpipe.stack import _client
+    from model import device_calibration as dc
+    from model import operating_point
 
     ddb = _client("dynamodb")
     table = deployed_stack["DevicesTableName"]
@@ -53,7 +55,8 @@ def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deploye
     assert printed["rows"] == 400
     info = DynamoDeviceRegistry(table, ddb).get_many(["pump-cli-1"])["pump-cli-1"]
     cal = PcaCalibration.from_dict(info.calibration)  # what the processor's projection returns parses
-    assert cal.channels == ("current", "pressure", "voltage", "humidity")
+    # the shipped operating point's channels (all eight of a SKAB pump's) under the pipeline's names
+    assert cal.channels == dc.pipeline_names(operating_point.load()["channels"])
     assert info.detector_state is None  # a new calibration drops the old ring
 
     missing = ["model", "calibrate", "--device", "nobody-here", "--csv", str(FILES[0]),
