@@ -218,16 +218,20 @@ def batch_of(n: int = 12) -> list[dict[str, Any]]:
     return [reading_doc(f"dev-{1 + i % 3}", t + 1000 * i) for i in range(n)]
 
 
-def test_a_detector_failure_on_one_reading_quarantines_that_reading_only() -> None:
+def test_a_detector_failure_on_one_reading_leaves_it_aggregated_unscored_and_counted() -> None:
     docs = batch_of()
     bad_ms = WINDOW * 1000 + 4000  # dev-2's second reading
     ports, client = real_anomaly_ports(detector=PickyDetector(bad_ms))
     out = process_batch(make_records(docs, arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == []
-    assert (out.aggregated, dict(out.rejected)) == (11, {"detection_failed": 1})
+    assert (out.aggregated, dict(out.rejected)) == (12, {})
     assert out.aggregated + out.duplicates + out.quarantined + out.retry == out.records_in == 12
-    (line,) = archived(ports, "quarantine/")
-    assert (line["reason"], line["stage"], line["device_id"]) == ("detection_failed", "detect", "dev-2")
+    assert archived(ports, "quarantine/") == []
+    lines = archived(ports, "processed/")
+    unscored = [line for line in lines if "anomaly" not in line]
+    assert [(u["device_id"], u["epoch_ms"]) for u in unscored] == [("dev-2", bad_ms)]
+    assert out.detection_failures == {"unscored": 1}
+    assert ports.metrics.total("DetectionFailures", Reason="unscored") == 1
     assert len(client.items) == 11  # the other readings were scored and stored
 
 
@@ -243,16 +247,17 @@ class RejectingAnomalyClient(FakeDynamoClient):
         return super().batch_write_item(RequestItems)
 
 
-def test_an_anomaly_item_the_table_refuses_quarantines_its_reading_only() -> None:
+def test_an_anomaly_item_the_table_refuses_leaves_its_reading_aggregated_and_counted() -> None:
     ports, _ = real_anomaly_ports()
     client = RejectingAnomalyClient()
     ports.anomaly_store = DynamoAnomalyStore("anomalies", dynamodb=client)
     out = process_batch(make_records(batch_of(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == []
-    assert (out.aggregated, dict(out.rejected)) == (8, {"storage_rejected": 4})
-    assert {line["stage"] for line in archived(ports, "quarantine/")} == {"anomaly_store"}
-    assert len(client.items) == 8
-    assert ports.metrics.total("RecordsRejected") >= 4
+    assert (out.aggregated, dict(out.rejected)) == (12, {})
+    assert archived(ports, "quarantine/") == []
+    assert len(client.items) == 8  # dev-3's four anomalies were refused, the others stored
+    assert out.detection_failures == {"anomaly_not_stored": 4}
+    assert ports.metrics.total("DetectionFailures", Reason="anomaly_not_stored") == 4
 
 
 def test_an_anomaly_store_outage_still_hands_the_batch_back() -> None:
