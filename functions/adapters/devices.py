@@ -219,14 +219,21 @@ class DynamoDeviceRegistry(DynamoTable):
             ExpressionAttributeValues=codec.to_item({":r": dict(refusal)}),
         )
 
-    # --- API: reads as stored ----------------------------------------------------------------------
+    # --- API and calibrator: reads as stored ------------------------------------------------------
+    # Attribute by attribute, like the processor's read: an attribute that does not decode is left out of
+    # its item, so one device's broken calibration cannot fail a device listing, /stats or a calibrator
+    # run (none of them shows or needs the attribute; the calibrator then sees no calibration).
 
     def get(self, device_id: str) -> Item | None:
         raw = self._call("get_item", Key={"device_id": {"S": device_id}}).get("Item")
-        return codec.from_item(raw) if raw else None
+        return _decode_attributes(raw)[0] if raw else None
 
     def scan(self, limit: int, start_key: Key | None) -> Slice:
-        return self._slice(self._call("scan", Limit=limit, **self._key_in(start_key)))
+        response = self._call("scan", Limit=limit, **self._key_in(start_key))
+        return Slice(
+            [_decode_attributes(i)[0] for i in response.get("Items", [])],
+            self._key_out(response.get("LastEvaluatedKey")),
+        )
 
     def count(self, max_items: int) -> tuple[int, bool]:
         total, start = 0, None

@@ -44,6 +44,9 @@ class StubDynamo:
     def put_item(self, **kwargs: Any) -> Any:
         return self._next("put_item", kwargs)
 
+    def scan(self, **kwargs: Any) -> Any:
+        return self._next("scan", kwargs)
+
 
 ITEM = {
     "device_id": "dev-1",
@@ -325,3 +328,15 @@ def test_a_registry_outage_still_raises(code: str) -> None:
     with pytest.raises(StoreError):
         DynamoDeviceRegistry("devs", stub).get_many(["a", "b"])
     assert len(stub.calls) == 1
+
+
+def test_the_api_reads_of_the_registry_leave_out_what_does_not_decode() -> None:
+    # GIVEN a device listing with one item whose calibration boto3 cannot decode (the 41-digit 1e40)
+    stub = StubDynamo()
+    broken = {"device_id": {"S": "b"}, "site": {"S": "x"},
+              "calibration": {"M": {"instant_factor": {"N": "1" + "0" * 40}}}}
+    stub.responses = [{"Items": [broken, {"device_id": {"S": "a"}}]}, {"Item": broken}]
+    registry = DynamoDeviceRegistry("devs", stub)
+    # WHEN the API lists and gets devices, THEN the broken part is left out, the rest is served
+    assert registry.scan(10, None).items == [{"device_id": "b", "site": "x"}, {"device_id": "a"}]
+    assert registry.get("b") == {"device_id": "b", "site": "x"}
