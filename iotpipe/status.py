@@ -29,6 +29,10 @@ class PipelineStatus:
     archive_failures: int = 0
     alerts_failed: int = 0
     aggregated_metric: int = 0  # RecordsAggregated: equals `aggregated` unless an invocation crashed
+    # Per-device isolation (metric sums by Reason): readings the fleet model scored instead of the device's
+    # own calibration, and readings aggregated although detection failed for them.
+    calibration_fallbacks: dict[str, int] = field(default_factory=dict)
+    detection_failures: dict[str, int] = field(default_factory=dict)
     anomalies: int = 0
     windows: int = 0
     devices: int = 0
@@ -49,6 +53,19 @@ def _metric_sum(cw: Any, name: str, start: dt.datetime, end: dt.datetime,
         Period=max(60, int((end - start).total_seconds()) // 60 * 60 or 60), Statistics=["Sum"],
     )
     return float(sum(p.get("Sum", 0.0) for p in resp.get("Datapoints", [])))
+
+
+def _by_reason(cw: Any, name: str, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
+    """Sum of each ``Reason`` series of a metric (zero series left out)."""
+    out: dict[str, int] = {}
+    for metric in cw.list_metrics(Namespace=NAMESPACE, MetricName=name).get("Metrics", []):
+        dims = metric.get("Dimensions", [])
+        reason = next((d["Value"] for d in dims if d["Name"] == "Reason"), None)
+        if reason and len(dims) == 1:
+            total = int(_metric_sum(cw, name, start, end, dims))
+            if total:
+                out[reason] = out.get(reason, 0) + total
+    return out
 
 
 def _scan(ddb: Any, table: str, projection: str, names: dict[str, str] | None = None) -> list[dict]:
@@ -92,12 +109,9 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
     status.archive_failures = int(_metric_sum(cw, "ArchiveWriteFailures", start, end))
     status.alerts_failed = int(_metric_sum(cw, "AlertsFailed", start, end))
     status.aggregated_metric = int(_metric_sum(cw, "RecordsAggregated", start, end))
-    metrics = cw.list_metrics(Namespace=NAMESPACE, MetricName="RecordsRejected").get("Metrics", [])
-    for metric in metrics:
-        dims = metric.get("Dimensions", [])
-        reason = next((d["Value"] for d in dims if d["Name"] == "Reason"), None)
-        if reason:
-            status.quarantined_by_reason[reason] = int(_metric_sum(cw, "RecordsRejected", start, end, dims))
+    status.quarantined_by_reason = _by_reason(cw, "RecordsRejected", start, end)
+    status.calibration_fallbacks = _by_reason(cw, "CalibrationFallbacks", start, end)
+    status.detection_failures = _by_reason(cw, "DetectionFailures", start, end)
     # Summed from the per-reason series: ministack answers a dimensionless query with every series
     # of the metric, so the dimensionless total would be counted twice there.
     status.quarantined = sum(status.quarantined_by_reason.values())
@@ -112,8 +126,12 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
     return status
 
 
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
+
+
 def render(status: PipelineStatus) -> str:
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(status.quarantined_by_reason.items())) or "-"
+    reasons = _reasons(status.quarantined_by_reason)
     lag = "-" if status.window_lag_s is None else f"{status.window_lag_s:.1f} s"
     return "\n".join([
         f"stack        {status.stack} ({status.stack_status})",
@@ -126,5 +144,9 @@ def render(status: PipelineStatus) -> str:
         f"failures     handed back {status.retried}   archive writes {status.archive_failures}   "
         f"alerts {status.alerts_failed}   (redelivered {status.redelivered})",
         f"anomalies    {status.anomalies}",
+        f"fleet model  {sum(status.calibration_fallbacks.values())} readings instead of their calibration   "
+        f"[{_reasons(status.calibration_fallbacks)}]",
+        f"unscored     {sum(status.detection_failures.values())} aggregated, detection failed   "
+        f"[{_reasons(status.detection_failures)}]",
     ])
 

@@ -97,9 +97,11 @@ def _op(artifact: dict[str, Any] | None) -> OperatingPoint:
     return OperatingPoint.from_artifact(artifact if artifact is not None else operating_point.load())
 
 
-def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Devices whose registration asks for calibration and that have none yet: id -> rows requested."""
-    return {d: r.rows for d, r in calib.pending(items).items()}
+def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, int | None]:
+    """Devices whose registration asks for calibration and that have none yet: id -> rows requested
+    (None: a request the calibrator will refuse, saying why)."""
+    ok, refused = calib.pending_and_refused(items, len(_op(None).channels))
+    return {**{d: r.rows for d, r in ok.items()}, **dict.fromkeys(refused)}
 
 
 def calibrate_pending(

@@ -103,8 +103,16 @@ class InMemoryDeviceRegistry:
         item = self.items.get(device_id)
         if item is None:
             raise VersionConflict(f"devices.update_item: no device {device_id!r}")
-        kept = {k: v for k, v in item.items() if k not in ("detector_state", "calibration_request")}
+        kept = {k: v for k, v in item.items()
+                if k not in ("detector_state", "calibration_request", "calibration_refused")}
         self.put({**kept, "calibration": copy.deepcopy(dict(calibration))})
+
+    def refuse_calibration(self, device_id: str, refusal: Mapping[str, Any]) -> None:
+        item = self.items.get(device_id)
+        if item is None:
+            raise VersionConflict(f"devices.update_item: no device {device_id!r}")
+        kept = {k: v for k, v in item.items() if k != "calibration_request"}
+        self.put({**kept, "calibration_refused": copy.deepcopy(dict(refusal))})
 
     def _snapshot(self) -> list[Item]:
         if self.throttle:
@@ -377,10 +385,18 @@ class InMemoryPublisher:
 class MemoryTotals:
     """Failure counters (``MetricTotals``): fixed totals, or None to model CloudWatch being unreachable."""
 
-    def __init__(self, totals: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, totals: dict[str, int] | None = None, reasons: dict[str, dict[str, int]] | None = None
+    ) -> None:
         self.totals = totals
+        self.reasons = reasons or {}  # metric name -> {reason: sum}
 
     def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
         if self.totals is None:
             return None
         return {name: int(self.totals.get(name, 0)) for name in names}
+
+    def by_reason(self, name: str, start: datetime, end: datetime) -> dict[str, int] | None:
+        if self.totals is None:
+            return None
+        return dict(self.reasons.get(name, {}))

@@ -22,6 +22,9 @@ FAILURE_METRICS: tuple[str, ...] = (
     "AlertsFailed",
     "RecordsRedelivered",
 )
+# Published per ``Reason`` only: readings the fleet model scored instead of the device's own calibration,
+# and readings aggregated although detection failed for them (docs/observability.md).
+REASON_METRICS: tuple[str, ...] = ("CalibrationFallbacks", "DetectionFailures")
 
 
 class CloudWatchTotals:
@@ -29,17 +32,35 @@ class CloudWatchTotals:
         self._namespace = namespace or get_settings().metrics_namespace
         self._client = cloudwatch
 
+    def _sum(
+        self, cw: Any, name: str, start: datetime, end: datetime, dims: list[dict[str, str]] | None = None
+    ) -> int:
+        period = max(60, int((end - start).total_seconds()) // 60 * 60)
+        points = cw.get_metric_statistics(
+            Namespace=self._namespace, MetricName=name, Dimensions=dims or [], StartTime=start,
+            EndTime=end, Period=period, Statistics=["Sum"],
+        ).get("Datapoints", [])
+        return int(sum(p.get("Sum", 0.0) for p in points))
+
     def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
         cw = self._client or client("cloudwatch")
-        period = max(60, int((end - start).total_seconds()) // 60 * 60)
+        try:
+            return {name: self._sum(cw, name, start, end) for name in names}
+        except Exception:  # the live view shows "unknown"; the data routes do not depend on metrics
+            return None
+
+    def by_reason(self, name: str, start: datetime, end: datetime) -> dict[str, int] | None:
+        cw = self._client or client("cloudwatch")
         try:
             out: dict[str, int] = {}
-            for name in names:
-                points = cw.get_metric_statistics(
-                    Namespace=self._namespace, MetricName=name, StartTime=start, EndTime=end,
-                    Period=period, Statistics=["Sum"],
-                ).get("Datapoints", [])
-                out[name] = int(sum(p.get("Sum", 0.0) for p in points))
+            listed = cw.list_metrics(Namespace=self._namespace, MetricName=name).get("Metrics", [])
+            for metric in listed:
+                dims = metric.get("Dimensions", [])
+                reason = next((d["Value"] for d in dims if d.get("Name") == "Reason"), None)
+                if reason and len(dims) == 1:
+                    total = self._sum(cw, name, start, end, dims)
+                    if total:
+                        out[reason] = out.get(reason, 0) + total
             return out
-        except Exception:  # the live view shows "unknown"; the data routes do not depend on metrics
+        except Exception:
             return None

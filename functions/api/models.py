@@ -114,6 +114,16 @@ class Failures(BaseModel):
     archive_write_failures: int = Field(description="Archive puts that failed.")
     alerts_failed: int = Field(description="Alerts that could not be sent (the anomalies are stored).")
     records_redelivered: int = Field(description="Readings that came back after being put in the table.")
+    calibration_fallbacks: dict[str, int] = Field(
+        default_factory=dict,
+        description="Readings the fleet model scored instead of the device's own calibration, by reason "
+        "(unreadable_item, unreadable_calibration, invalid_calibration, missing_channel, ...).",
+    )
+    detection_failures: dict[str, int] = Field(
+        default_factory=dict,
+        description="Readings aggregated although detection failed for them, by reason "
+        "(unscored, anomaly_not_stored).",
+    )
 
 
 class Stats(BaseModel):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.adapters.metric_totals import FAILURE_METRICS
+from functions.adapters.metric_totals import FAILURE_METRICS, REASON_METRICS
 from functions.api import cursor as cursors
 from functions.api.deps import Stores
 from functions.api.errors import BadRequest, NotFound
@@ -281,12 +281,15 @@ def stats(stores: Stores, now: datetime) -> Stats:
     failures = None
     if stores.metrics is not None:
         sums = stores.metrics.sums(FAILURE_METRICS, since, now)
-        if sums is not None:
+        reasons = {name: stores.metrics.by_reason(name, since, now) for name in REASON_METRICS}
+        if sums is not None and all(r is not None for r in reasons.values()):
             failures = Failures(
                 records_retried=sums["RecordsRetried"],
                 archive_write_failures=sums["ArchiveWriteFailures"],
                 alerts_failed=sums["AlertsFailed"],
                 records_redelivered=sums["RecordsRedelivered"],
+                calibration_fallbacks=reasons["CalibrationFallbacks"] or {},
+                detection_failures=reasons["DetectionFailures"] or {},
             )
     return Stats(
         failures_last_hour=failures,

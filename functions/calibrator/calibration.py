@@ -16,13 +16,23 @@ A device is *pending* when its item has ``calibration_request`` (``{rows: N}``, 
 2. the first N that carry every channel of the operating point, under their pipeline names
    (``PIPELINE_NAMES``);
 3. when at least N exist: ``functions.detector.pca_fit.calibrate_columns`` with the shipped operating
-   point, and ``DeviceStore.save_calibration`` (which removes the request and any carried alarm state);
-   otherwise the device waits for the next run.
+   point, the record checked (``functions.detector.calibration_check``, the check the processor applies
+   when it reads it), and ``DeviceStore.save_calibration`` (which removes the request and any carried
+   alarm state); otherwise the device waits for the next run.
+
+Each device is on its own: a request that is not valid (``rows`` not an integer in
+[``MIN_ROWS_PER_CHANNEL`` x channels, ``MAX_ROWS``], ``from_device`` not a name) or rows that cannot give a
+usable calibration (constant rows: a stuck sensor during its first minutes; a fit the check refuses) is
+*refused*: ``DeviceStore.refuse_calibration`` removes the request and records ``calibration_refused``
+(``reason``, ``at``, the request) on the item, and the device stays on the fleet model until someone
+asks again. Any other error for one device (its write failing, say) is reported as *failed* for that
+device and its request kept for the next run; the other devices are calibrated all the same.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,12 +43,16 @@ import orjson
 
 from functions.core.ports import CalibrationWriter, DeviceReader, Key
 from functions.core.timestamps import format_ms, ms_to_datetime, parse_ms
+from functions.detector.calibration_check import CalibrationInvalid, check, degenerate_rows
 from functions.detector.pca_fit import OperatingPoint, calibrate_columns
 from functions.detector.pca_tq import PcaCalibration
+
+logger = logging.getLogger(__name__)
 
 PROCESSED_PREFIX = "processed"  # functions.processor.archive_keys.PROCESSED_PREFIX (a unit test checks)
 DEFAULT_ROWS = 400
 MIN_ROWS_PER_CHANNEL = 10  # a PCA fit on fewer rows than ~10x its channels is noise (design study, risk 6)
+MAX_ROWS = 100_000  # a day at 1 Hz is 86,400; more is a typo, and the fit holds every row in memory
 MAX_DAY_PREFIXES = 62  # a request older than this lists the whole processed/ prefix instead of per day
 SCAN_PAGE = 200
 
@@ -97,17 +111,53 @@ def _since(item: Mapping[str, Any], request: Mapping[str, Any]) -> int | None:
     return None
 
 
-def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, Request]:
-    """Devices whose item asks for calibration and has none yet: id -> request."""
+def check_rows(rows: Any, channels: int) -> int:
+    """The number of calibration rows asked for, if usable; else CalibrationInvalid saying why."""
+    low = MIN_ROWS_PER_CHANNEL * max(channels, 1)
+    if isinstance(rows, bool) or not isinstance(rows, int):
+        if isinstance(rows, float) and rows.is_integer():
+            rows = int(rows)
+        else:
+            raise CalibrationInvalid(f"rows {rows!r} is not an integer in [{low}, {MAX_ROWS}]")
+    if not low <= rows <= MAX_ROWS:
+        raise CalibrationInvalid(f"rows {rows} not in [{low}, {MAX_ROWS}] ({MIN_ROWS_PER_CHANNEL}/channel)")
+    return int(rows)
+
+
+def parse_request(item: Mapping[str, Any], request: Mapping[str, Any], channels: int) -> Request:
+    """The device's request, checked; CalibrationInvalid saying why it cannot be served."""
+    rows = check_rows(request.get("rows", DEFAULT_ROWS), channels)
+    source = request.get("from_device")
+    if source is not None and not (isinstance(source, str) and source):
+        raise CalibrationInvalid(f"from_device {source!r} is not a device id")
+    return Request(rows, _since(item, request), source or None)
+
+
+def pending_and_refused(
+    items: Iterable[Mapping[str, Any]], channels: int
+) -> tuple[dict[str, Request], dict[str, tuple[str, Mapping[str, Any]]]]:
+    """Devices whose item asks for calibration and has none yet: (id -> valid request,
+    id -> (why the request is refused, the request as stored))."""
     out: dict[str, Request] = {}
+    refused: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for item in items:
         request = item.get("calibration_request")
-        if isinstance(request, Mapping) and not item.get("calibration"):
-            rows = int(request.get("rows", DEFAULT_ROWS))
-            source = request.get("from_device")
-            from_device = str(source) if source else None
-            out[str(item["device_id"])] = Request(rows, _since(item, request), from_device)
-    return out
+        if request is None or item.get("calibration"):
+            continue
+        device_id = str(item["device_id"])
+        if not isinstance(request, Mapping):
+            refused[device_id] = ("calibration_request is not a map", {"value": str(request)[:100]})
+            continue
+        try:
+            out[device_id] = parse_request(item, request, channels)
+        except CalibrationInvalid as exc:
+            refused[device_id] = (exc.reason, request)
+    return out, refused
+
+
+def pending(items: Iterable[Mapping[str, Any]], channels: int = 1) -> dict[str, Request]:
+    """Devices whose item asks for calibration, has none yet and whose request is valid: id -> request."""
+    return pending_and_refused(items, channels)[0]
 
 
 def device_items(devices: DeviceReader, device_ids: Sequence[str] | None = None) -> list[Mapping[str, Any]]:
@@ -202,12 +252,18 @@ def usable_rows(rows: Iterable[Row], names: Sequence[str]) -> list[dict[str, flo
 
 
 def fit(rows: Iterable[Row], names: Sequence[str], n: int, op: OperatingPoint) -> PcaCalibration:
-    """The calibration from the first ``n`` time-ordered rows that carry every channel in ``names``."""
+    """The calibration from the first ``n`` time-ordered rows that carry every channel in ``names``,
+    checked as the processor will check it; CalibrationInvalid (a ValueError) when it cannot be usable."""
+    n = check_rows(n, len(names))
     usable = usable_rows(rows, names)[:n]
-    if len(usable) < max(n, MIN_ROWS_PER_CHANNEL * len(names)):
+    if len(usable) < n:
         raise ValueError(f"{len(usable)} readings with channels {list(names)}; calibration needs {n}")
     values = np.array([[r[c] for c in names] for r in usable], dtype=np.float64)
-    return calibrate_columns(names, values, op, rows=n)
+    why = degenerate_rows(values, names)
+    if why:
+        raise CalibrationInvalid(why)
+    cal = calibrate_columns(names, values, op, rows=n)
+    return check(cal.to_dict())
 
 
 def record(cal: PcaCalibration, source: str, op: OperatingPoint, now_ms: int) -> dict[str, Any]:
@@ -230,9 +286,10 @@ def calibrate_device(
     now_ms: int,
     names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Fit and store; returns the stored record."""
+    """Fit, check and store; returns the stored record (CalibrationInvalid: nothing stored)."""
     cal = fit(rows, names if names is not None else pipeline_names(op), n, op)
     stored = record(cal, source, op, now_ms)
+    check(stored)  # what is written is what the processor will accept
     store.save_calibration(device_id, stored)
     return stored
 
@@ -258,23 +315,58 @@ def calibrate_items(
     names: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Calibrate every pending device among ``items`` whose first N readings are archived; the others
-    wait.
+    wait; refuse (and record on the item) what cannot be served. One device's failure is its own.
 
-    Returns device id -> {"status": "calibrated" | "waiting", "archived": usable readings found, "rows": N}.
+    Returns device id -> {"status": "calibrated" | "waiting" | "refused" | "failed", "archived": usable
+    readings found, "rows": N, "reason": why (refused and failed only)}.
     """
-    requests = pending(items)
-    if not requests:
-        return {}
     channel_names = tuple(names) if names is not None else pipeline_names(op)
-    rows_by_device = archive_rows(archive, requests, now_ms)
+    requests, refused = pending_and_refused(items, len(channel_names))
     out: dict[str, dict[str, Any]] = {}
+    for device_id, (reason, stored) in sorted(refused.items()):
+        out[device_id] = _refuse(store, device_id, reason, stored, now_ms)
+    if not requests:
+        return out
+    rows_by_device = archive_rows(archive, requests, now_ms)
     for device_id, request in sorted(requests.items()):
         rows = rows_by_device[device_id]
         usable = len(usable_rows(rows, channel_names))
-        status = "waiting"
-        if usable >= max(request.rows, MIN_ROWS_PER_CHANNEL * len(channel_names)):
+        result: dict[str, Any] = {"status": "waiting", "archived": usable, "rows": request.rows}
+        if usable >= request.rows:
             source = f"archive:{request.from_device}" if request.from_device else "archive"
-            calibrate_device(device_id, rows, store, request.rows, source, op, now_ms, channel_names)
-            status = "calibrated"
-        out[device_id] = {"status": status, "archived": usable, "rows": request.rows}
+            try:
+                calibrate_device(device_id, rows, store, request.rows, source, op, now_ms, channel_names)
+                result["status"] = "calibrated"
+            except CalibrationInvalid as exc:
+                asked = {"rows": request.rows, **({"from_device": request.from_device}
+                                                  if request.from_device else {})}
+                result = {**_refuse(store, device_id, exc.reason, asked, now_ms), "archived": usable}
+            except Exception as exc:  # this device's write or fit: the others go on, it retries next run
+                logger.warning("calibration of %s failed: %r", device_id, exc)
+                result.update(status="failed", reason=f"{type(exc).__name__}: {exc}"[:200])
+        out[device_id] = result
     return out
+
+
+def _refuse(
+    store: CalibrationWriter, device_id: str, reason: str, request: Mapping[str, Any], now_ms: int
+) -> dict[str, Any]:
+    """Record the refusal on the item (which drops the request); the result line for the device."""
+    rows = request.get("rows")
+    result: dict[str, Any] = {"status": "refused", "reason": reason, "archived": 0,
+                              "rows": rows if isinstance(rows, int) and not isinstance(rows, bool) else None}
+    refusal = {"reason": reason, "at": format_ms(now_ms)[:19] + "Z",
+               "request": {str(k): _plain(v) for k, v in request.items()}}
+    try:
+        store.refuse_calibration(device_id, refusal)
+    except Exception as exc:  # reported; the request stays and the next run refuses it again
+        logger.warning("refusal of %s not recorded: %r", device_id, exc)
+        result["recorded"] = False
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """A request value as it can be stored back (strings and finite numbers; anything else as text)."""
+    if isinstance(value, str | bool) or (isinstance(value, int | float) and np.isfinite(value)):
+        return value
+    return str(value)[:100]

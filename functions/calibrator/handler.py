@@ -7,7 +7,10 @@ the devices table and the archive, log one line per device calibrated and return
 - ``iotpipe model calibrate --pending``, ``iotpipe model replay-eval`` (or any caller with
   ``lambda:InvokeFunction``) with ``{"device_ids": ["...", ...]}``: the pending ones among those.
 
-A bad event is answered with ``{"error": ...}`` and nothing is written; a storage error raises, so the
+A bad event is answered with ``{"error": ...}`` and nothing is written. Each device is on its own
+(``calibration.calibrate_items``): a request that cannot be served is refused with a reason (on the item
+and in the answer), a device whose fit or write fails is reported ``failed`` and retried next run, and
+the others are calibrated all the same. Only a failure to list the devices or the archive raises, so the
 scheduled invocation is retried by Lambda's asynchronous retry and the next run tries again.
 """
 
@@ -25,6 +28,7 @@ from functions.detector.pca_fit import OperatingPoint, load_operating_point
 logger = Logger(service="calibrator")
 
 MAX_DEVICES_PER_CALL = 1000
+STATUSES = ("calibrated", "waiting", "refused", "failed")
 
 
 @cache
@@ -58,5 +62,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     for device_id, result in results.items():
         if result["status"] == "calibrated":
             logger.info("calibrated", extra={"device_id": device_id, **result})
-    counts = {s: sum(1 for r in results.values() if r["status"] == s) for s in ("calibrated", "waiting")}
+        elif result["status"] in ("refused", "failed"):
+            logger.warning(f"calibration {result['status']}", extra={"device_id": device_id, **result})
+    counts = {s: sum(1 for r in results.values() if r["status"] == s) for s in STATUSES}
     return {"devices": results, **counts, "operating_point": operating_point().label}

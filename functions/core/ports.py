@@ -82,6 +82,11 @@ class CalibrationWriter(Protocol):
         """
         ...
 
+    def refuse_calibration(self, device_id: str, refusal: Mapping[str, Any]) -> None:
+        """Record why the device's calibration request cannot be served (``calibration_refused``) and
+        remove the request; the device stays on the fleet model. Raises StoreError."""
+        ...
+
 
 class DeviceStore(DeviceRegistry, DeviceReader, DetectorStateWriter, CalibrationWriter, Protocol):
     """The devices table."""
@@ -216,6 +221,10 @@ class MetricTotals(Protocol):
 
     def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
         """Sum of each metric (no dimensions) over [start, end), or None if they cannot be read."""
+        ...
+
+    def by_reason(self, name: str, start: datetime, end: datetime) -> dict[str, int] | None:
+        """Sum of each ``Reason`` series of a metric over [start, end), or None if they cannot be read."""
         ...
 
 

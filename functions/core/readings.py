@@ -28,6 +28,10 @@ class DeviceInfo:
     # The per-device detector's carried alarm state ({"ring": bitmask, "ts": epoch ms, ...}) as last
     # persisted; the detector prefers its in-memory copy when that is newer.
     detector_state: dict[str, Any] | None = None
+    # Parts of the item the registry could not read or decode: "item" (the whole item: only the id is
+    # known) or attribute names ("calibration", "detector_state", "baseline", ...). The device's readings
+    # are still aggregated; the detector scores it with the fleet model and counts why.
+    faults: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

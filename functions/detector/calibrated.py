@@ -8,9 +8,13 @@ device in a batch:
   ``Reading.channels``): scored by PCA T²+Q with k-of-n persistence;
 - no calibration: the forest, exactly as before (simulator devices are never calibrated automatically,
   so the fleet's verdicts do not change);
-- a calibration that does not parse, or a reading missing one of its channels: that reading goes to the
-  forest and the fallback is counted by reason (``drain_fallbacks``; the processor publishes it as the
-  ``CalibrationFallbacks`` metric). Never an exception, never a lost reading.
+- a device whose own parameters cannot be used goes to the forest, and the fallback is counted by reason
+  (``drain_fallbacks``; the processor publishes it as the ``CalibrationFallbacks`` metric):
+  ``unreadable_item`` (the registry could not read or decode the device's item), ``unreadable_calibration``
+  (its ``calibration`` attribute did not decode), ``invalid_calibration`` (it decoded but
+  ``functions.detector.calibration_check`` refuses it: not finite, out of bounds, degenerate),
+  ``missing_channel`` (a reading lacks one of the calibrated channels), ``scoring_error`` (scoring raised)
+  and ``nonfinite_score`` (a score came out NaN or infinite). Never an exception, never a lost reading.
 
 Persistence state. k-of-n needs the last ``n - 1`` raw flags of the device across batches. They are kept
 in an in-process LRU and, for a cold container or a shard moving to another container, persisted as a
@@ -30,6 +34,7 @@ measured write rate).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,13 +43,28 @@ from typing import Any
 import numpy as np
 
 from functions.core.readings import Reading
+from functions.detector.calibration_check import CalibrationInvalid, check
 from functions.detector.interface import Detector, Verdict
 from functions.detector.pca_tq import FORMAT, PcaCalibration, k_of_n, statistics
+
+logger = logging.getLogger(__name__)
 
 MODEL_VERSION = FORMAT
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
 FALLBACK_MISSING_CHANNEL = "missing_channel"
-FALLBACK_BAD_CALIBRATION = "bad_calibration"
+FALLBACK_UNREADABLE_ITEM = "unreadable_item"
+FALLBACK_UNREADABLE_CALIBRATION = "unreadable_calibration"
+FALLBACK_BAD_CALIBRATION = "invalid_calibration"
+FALLBACK_SCORING_ERROR = "scoring_error"
+FALLBACK_NONFINITE_SCORE = "nonfinite_score"
+FALLBACK_REASONS: tuple[str, ...] = (
+    FALLBACK_UNREADABLE_ITEM,
+    FALLBACK_UNREADABLE_CALIBRATION,
+    FALLBACK_BAD_CALIBRATION,
+    FALLBACK_MISSING_CHANNEL,
+    FALLBACK_SCORING_ERROR,
+    FALLBACK_NONFINITE_SCORE,
+)
 
 
 @dataclass(frozen=True)
@@ -158,10 +178,10 @@ class CalibratedDetector:
             by_device.setdefault(r.device_id, []).append(i)
         forest: list[int] = []
         for device_id, idx in by_device.items():
-            cal, bad = self._calibration(readings[idx[0]])
+            cal, why = self._calibration(readings[idx[0]])
             if cal is None:
-                if bad:
-                    self._fallbacks[FALLBACK_BAD_CALIBRATION] += len(idx)
+                if why:
+                    self._fallbacks[why] += len(idx)
                 forest.extend(idx)
                 continue
             idx = sorted(idx, key=lambda i: readings[i].epoch_ms)
@@ -170,9 +190,20 @@ class CalibratedDetector:
                 self._fallbacks[FALLBACK_MISSING_CHANNEL] += len(idx) - len(usable)
                 kept = set(usable)
                 forest.extend(i for i in idx if i not in kept)
-            if usable:
+            if not usable:
+                continue
+            try:
                 scored = self._score_device(device_id, cal, [readings[i] for i in usable])
-                for i, v in zip(usable, scored, strict=True):
+            except Exception as exc:  # this device's parameters, not the batch: the forest scores it
+                logger.warning("per-device scoring failed for %s, fleet model instead: %r", device_id, exc)
+                self._fallbacks[FALLBACK_SCORING_ERROR] += len(usable)
+                forest.extend(usable)
+                continue
+            for i, v in zip(usable, scored, strict=True):
+                if v is None:
+                    self._fallbacks[FALLBACK_NONFINITE_SCORE] += 1
+                    forest.append(i)
+                else:
                     out[i] = v
         if forest:
             forest.sort(key=lambda i: (readings[i].device_id, readings[i].epoch_ms))
@@ -183,24 +214,34 @@ class CalibratedDetector:
                 out[i] = v
         return [v for v in out if v is not None]
 
-    def _calibration(self, reading: Reading) -> tuple[PcaCalibration | None, bool]:
-        """(the device's calibration or None, whether it had one that does not parse)."""
-        raw = reading.device.calibration if reading.device is not None else None
+    def _calibration(self, reading: Reading) -> tuple[PcaCalibration | None, str | None]:
+        """(the device's usable calibration or None, the fallback reason when it has one that is not)."""
+        device = reading.device
+        faults = device.faults if device is not None else ()
+        if "item" in faults:
+            return None, FALLBACK_UNREADABLE_ITEM
+        if "calibration" in faults:
+            return None, FALLBACK_UNREADABLE_CALIBRATION
+        raw = device.calibration if device is not None else None
         if not raw:
             self._calibrations.pop(reading.device_id, None)
-            return None, False
+            return None, None
         cached = self._calibrations.get(reading.device_id)
-        if cached is not None and cached[0] == raw:
+        # Identity first: the device cache hands the same dict until its entry expires (and a NaN in it
+        # would make == false forever).
+        if cached is not None and (cached[0] is raw or cached[0] == raw):
             cal = cached[1]
         else:
             try:
-                cal = PcaCalibration.from_dict(dict(raw))
-            except (KeyError, TypeError, ValueError):
+                cal = check(raw)
+            except CalibrationInvalid as exc:
+                # Logged once per calibration seen (the cache remembers the verdict), counted per reading.
+                logger.warning("calibration of %s not used: %s", reading.device_id, exc.reason)
                 cal = None
             if len(self._calibrations) >= self.max_devices:
                 self._calibrations.clear()
-            self._calibrations[reading.device_id] = (dict(raw), cal)
-        return cal, cal is None
+            self._calibrations[reading.device_id] = (raw, cal)
+        return cal, None if cal is not None else FALLBACK_BAD_CALIBRATION
 
     def _state(self, device_id: str, cal: PcaCalibration, stored: Mapping[str, Any] | None) -> RingState:
         """The newest of the in-memory and the persisted state, if it belongs to this calibration."""
@@ -215,7 +256,10 @@ class CalibratedDetector:
             return RingState(0, -1, bits, fp)
         return max(candidates, key=lambda s: s.ts)
 
-    def _score_device(self, device_id: str, cal: PcaCalibration, rs: list[Reading]) -> list[Verdict]:
+    def _score_device(
+        self, device_id: str, cal: PcaCalibration, rs: list[Reading]
+    ) -> list[Verdict | None]:
+        """Verdicts in ``rs`` order; None where a score is not finite (the caller asks the forest)."""
         device = rs[0].device
         state = self._state(device_id, cal, device.detector_state if device is not None else None)
         values = np.array([[r.channels[ch] for ch in cal.channels] for r in rs], dtype=np.float64)
@@ -226,16 +270,18 @@ class CalibratedDetector:
         q = np.empty(len(rs))
         # Readings come time-ordered; fresh ones continue the carried lag history, and a redelivered one
         # (at or before ``ts``) is judged against that history too: it cannot rewind it.
-        for part in (fresh, ~fresh):
-            if part.any():
-                t2[part], q[part] = statistics(cal, values[part], past)
-        t2r, qr = t2 / cal.t2_limit, q / cal.q_limit
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # non-finite: checked below
+            for part in (fresh, ~fresh):
+                if part.any():
+                    t2[part], q[part] = statistics(cal, values[part], past)
+            t2r, qr = t2 / cal.t2_limit, q / cal.q_limit
         if cal.statistic == "t2":
             ratio = t2r
         elif cal.statistic == "q":
             ratio = qr
         else:
             ratio = np.maximum(t2r, qr)
+        finite = np.isfinite(ratio)
         raw = ratio > 1.0
         history = state.history()
         persistent = np.zeros(len(rs), dtype=bool)
@@ -252,9 +298,13 @@ class CalibratedDetector:
             persistent[~fresh] = k_of_n(raw[~fresh], cal.persist_k, cal.persist_n, history)
         alarm = persistent | (ratio > cal.instant_factor)
         self._remember(device_id, state)
-        z = (values - np.asarray(cal.mean[: len(cal.channels)])) / np.asarray(cal.scale[: len(cal.channels)])
+        c = len(cal.channels)  # z of the current reading: the first block of a lag-augmented row
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            z = (values - np.asarray(cal.mean[:c])) / np.asarray(cal.scale[:c])
         return [
             self._verdict(cal, float(ratio[i]), float(t2r[i]), float(qr[i]), bool(alarm[i]), z[i])
+            if finite[i]
+            else None
             for i in range(len(rs))
         ]
 

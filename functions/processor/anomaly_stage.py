@@ -1,5 +1,11 @@
 """The anomaly stage as the processor runs it: score the fresh readings, store anomalies, alert,
-containing a failure to the readings it concerns."""
+containing a failure to the readings it concerns.
+
+Detection is a by-product of aggregation, never a gate on it: a reading the detector cannot score, or
+whose anomaly item the table refuses, is still aggregated (and archived); the stage counts it by reason
+(``detection_failures``: ``DetectionFailures`` metric) instead. Only an outage of the detector or the
+anomaly store (throttling past retries, a missing table, an endpoint down under policy ``fail``) hands the
+fresh readings back, because their windows must not be written before they were scored."""
 
 from __future__ import annotations
 
@@ -18,12 +24,6 @@ from functions.core.readings import Reading
 from functions.detector.interface import Detector, Verdict
 from functions.processor import exactly_once
 from functions.processor.exactly_once import WindowGroup
-from functions.processor.records import (
-    DETECTION_FAILED,
-    STAGE_ANOMALY_STORE,
-    STAGE_DETECT,
-    STORAGE_REJECTED,
-)
 from functions.processor.window_writes import Deadline
 
 if TYPE_CHECKING:  # annotations only: the orchestrator imports this module
@@ -32,7 +32,10 @@ if TYPE_CHECKING:  # annotations only: the orchestrator imports this module
 logger = logging.getLogger(__name__)
 
 
-Casualty = tuple[Reading, str, str, str]  # (reading, reason, stage, detail): quarantined by a later stage
+# Reasons of ``Detection.detection_failures`` (the ``DetectionFailures`` metric's ``Reason`` dimension).
+UNSCORED = "unscored"  # the detector raised for this reading alone, even on its own: aggregated unscored
+ANOMALY_NOT_STORED = "anomaly_not_stored"  # flagged, but the anomalies table refused its item
+DETECTION_FAILURE_REASONS: tuple[str, ...] = (UNSCORED, ANOMALY_NOT_STORED)
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,10 @@ class Detection:
 
     groups: dict[WindowKey, WindowGroup]  # the windows to write now (others are handed back)
     anomalous: frozenset[int] = frozenset()  # id() of flagged readings
-    # id() of every reading scored and kept (not a casualty) -> its verdict: the archive line records it
+    # id() of every reading scored -> its verdict: the archive line records it
     verdicts: dict[int, Verdict] = field(default_factory=dict)
-    casualties: list[Casualty] = field(default_factory=list)  # failed alone: quarantine them
+    # Readings aggregated although detection failed for them alone, by reason (UNSCORED, ANOMALY_NOT_STORED)
+    detection_failures: dict[str, int] = field(default_factory=dict)
     failed: list[Reading] = field(default_factory=list)  # handed back: the stage had an outage
     hand_back_all: bool = False  # the deadline came before the stage could start
     anomalies: int = 0
@@ -84,7 +88,7 @@ def detect_anomalies(
     if deadline.expired():
         return Detection({}, hand_back_all=True, errors=["deadline: anomaly stage not started"])
     try:
-        verdicts, casualties, stages = _detect(detector, ports, fresh_by_key, now_s)
+        verdicts, detection_failures, stages = _detect(detector, ports, fresh_by_key, now_s)
     except Exception as exc:
         logger.warning("anomaly stage failed: %r", exc)
         return Detection(
@@ -99,7 +103,7 @@ def detect_anomalies(
         groups,
         frozenset(i for i, v in verdicts.items() if v.is_anomaly),
         verdicts,
-        casualties,
+        detection_failures,
         anomalies=sum(len(s.anomalies) for s in stages),
         alerts_sent=sum(s.alerts_sent for s in stages),
         alerts_suppressed=sum(s.alerts_suppressed for s in stages),
@@ -148,19 +152,21 @@ def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[s
 
 def _detect(
     detector: Detector, ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float
-) -> tuple[dict[int, Verdict], list[Casualty], list[AnomalyStageResult]]:
-    """Score, store, alert: (id() -> verdict of the readings kept, casualties, the stage's results).
+) -> tuple[dict[int, Verdict], dict[str, int], list[AnomalyStageResult]]:
+    """Score, store, alert: (id() -> verdict of the readings scored, failures by reason, the results).
 
     A failure that concerns some readings only is contained to them: detection is retried per device and
-    then per reading, storage per flagged reading; a reading that still fails becomes a casualty (the
-    caller quarantines it) and the rest of the batch goes on. An outage (``_is_outage``) raises, and the
-    caller hands the batch's fresh readings back for redelivery.
+    then per reading, storage per flagged reading; a reading that still fails is counted (and aggregated
+    all the same) and the rest of the batch goes on. An outage (``_is_outage``) raises, and the caller
+    hands the batch's fresh readings back for redelivery.
     """
     readings = sorted(
         (r for fresh in fresh_by_key.values() for r in fresh), key=lambda r: (r.device_id, r.epoch_ms)
     )
-    casualties: list[Casualty] = []
-    scored, verdicts = _verdicts(detector, readings, casualties)
+    failures: dict[str, int] = {}
+    scored, verdicts = _verdicts(detector, readings)
+    if len(scored) < len(readings):
+        failures[UNSCORED] = len(readings) - len(scored)
     handle: VerdictHandler[Verdict]
     if ports.handle_verdicts is not None:
         handle = ports.handle_verdicts
@@ -182,15 +188,13 @@ def _detect(
             except Exception as item_exc:
                 if not is_item_error(item_exc):
                     raise
-                casualties.append((r, STORAGE_REJECTED, STAGE_ANOMALY_STORE, _why(item_exc)))
-    failed_ids = {id(c[0]) for c in casualties}
-    kept = {id(r): v for r, v in zip(scored, verdicts, strict=True) if id(r) not in failed_ids}
-    return kept, casualties, stages
+                logger.warning("anomaly of %s not stored: %s", r.device_id, _why(item_exc))
+                failures[ANOMALY_NOT_STORED] = failures.get(ANOMALY_NOT_STORED, 0) + 1
+    kept = {id(r): v for r, v in zip(scored, verdicts, strict=True)}
+    return kept, failures, stages
 
 
-def _verdicts(
-    detector: Detector, readings: list[Reading], casualties: list[Casualty]
-) -> tuple[list[Reading], list[Verdict]]:
+def _verdicts(detector: Detector, readings: list[Reading]) -> tuple[list[Reading], list[Verdict]]:
     """(readings that were scored, their verdicts): the whole batch, else per device, else per reading."""
 
     def detect(rs: list[Reading]) -> list[Verdict]:
@@ -225,7 +229,7 @@ def _verdicts(
             except Exception as exc:
                 if _is_outage(exc):
                     raise
-                casualties.append((r, DETECTION_FAILED, STAGE_DETECT, _why(exc)))
+                logger.warning("reading of %s not scored: %s", r.device_id, _why(exc))
     return scored, verdicts
 
 

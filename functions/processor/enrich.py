@@ -55,7 +55,9 @@ class DeviceCache:
                 entries.clear()
             for device_id in missing:
                 info = found.get(device_id)
-                ttl = self._ttl if info is not None else self._negative_ttl
+                # An item that did not read whole is asked for again as soon as an unknown id would be:
+                # a fix to it takes effect within the short TTL.
+                ttl = self._ttl if info is not None and not info.faults else self._negative_ttl
                 entries[device_id] = (now + ttl, info)
                 result[device_id] = info
         return result

@@ -118,8 +118,6 @@ def build_item(
     ``expires_at`` (the table's TTL attribute) is ``window_end + ttl_days`` (default: the
     ``AGGREGATES_TTL_DAYS`` setting): derived from the window, never the clock, so every write agrees.
     """
-    acc = windows.agg_all(fresh)
-    acc.anomaly_count = anomalies
     watermarks: dict[str, str] = dict(current.get("watermarks") or {}) if current else {}
     for r in fresh:  # per shard, the maximum (numeric, not lexicographic) sequence number applied
         mark = watermarks.get(r.shard_id)
@@ -129,14 +127,19 @@ def build_item(
     seen = set(current.get("seen_offsets_ms") or ()) if current else set()
     seen.update(r.epoch_ms - base_ms for r in fresh)
     if current:
-        stored = windows.WindowAcc(
-            count=int(current["count"]),
-            channels=windows.from_channels(current.get("channels") or {}),
-            first_ms=base_ms + min(seen),  # seen offsets give first/last event time exactly
-            last_ms=base_ms + max(seen),
-            anomaly_count=int(current.get("anomaly_count") or 0),
+        # The stored statistics, continued: the fresh readings are folded around the window's stored
+        # shifts (windows.py), so a window's shift is set by its first write and never changes.
+        acc = windows.agg_all(
+            fresh,
+            windows.WindowAcc(
+                count=int(current["count"]),
+                channels=windows.from_channels(current.get("channels") or {}),
+                anomaly_count=int(current.get("anomaly_count") or 0) + anomalies,
+            ),
         )
-        acc = windows.merge(stored, acc)
+    else:
+        acc = windows.agg_all(fresh)
+        acc.anomaly_count = anomalies
     ttl = get_settings().aggregates_ttl_days if ttl_days is None else ttl_days
     device = group.device
     site = (device.site if device else "") or (current.get("site", "") if current else "")

@@ -114,6 +114,8 @@ class Outcome:
     alerts_suppressed: int = 0
     calibration_fallbacks: dict[str, int] = field(default_factory=dict)
     detector_backend_failures: dict[str, int] = field(default_factory=dict)  # by failure policy
+    # Readings aggregated although detection failed for them alone, by reason (anomaly_stage)
+    detection_failures: dict[str, int] = field(default_factory=dict)
     detector_states_written: int = 0
     windows_written: int = 0
     write_conflicts: int = 0
@@ -152,6 +154,7 @@ class Outcome:
             "alerts_failed": self.alerts_failed,
             "calibration_fallbacks": self.calibration_fallbacks,
             "detector_backend_failures": self.detector_backend_failures,
+            "detection_failures": self.detection_failures,
             "detector_states_written": self.detector_states_written,
             "windows_written": self.windows_written,
             "write_conflicts": self.write_conflicts,
@@ -205,8 +208,6 @@ def _process_batch(
     if detection.hand_back_all:
         fail_items(failed_at, prepared.records)
     fail_items(failed_at, detection.failed)
-    for reading, reason, stage, detail in detection.casualties:  # failed alone: out of their windows
-        quarantine_reading(prepared, reading, reason, stage, detail)
 
     writes = write_windows(
         ports.aggregates, detection.groups, prefetched.current, detection.anomalous, now_s, config, deadline
@@ -244,6 +245,7 @@ def _process_batch(
         alerts_suppressed=detection.alerts_suppressed,
         calibration_fallbacks=detection.calibration_fallbacks,
         detector_backend_failures=detection.backend_failures,
+        detection_failures=detection.detection_failures,
         detector_states_written=detection.detector_states_written,
         windows_written=writes.windows_written,
         write_conflicts=writes.conflicts,
@@ -295,13 +297,16 @@ def _emit_metrics(metrics: MetricsSink, outcome: Outcome) -> None:
         metrics.add("AlertsSent", outcome.alerts_sent)
         metrics.add("AlertsSuppressed", outcome.alerts_suppressed)
         for reason, count in sorted(outcome.calibration_fallbacks.items()):
-            # A calibrated device's reading the fleet forest scored instead (e.g. a calibrated channel
-            # missing from it): visible, and alarmable per reason.
+            # A device's reading the fleet forest scored instead of its own calibration (its item or
+            # calibration unreadable or invalid, a calibrated channel missing...): visible, per reason.
             metrics.add("CalibrationFallbacks", count, dimensions={"Reason": reason})
         for policy, count in sorted(outcome.detector_backend_failures.items()):
             # Calls to the SageMaker endpoint that failed or timed out, by the policy that handled them
             # (fallback: scored by the embedded model; skip: kept unscored; fail: handed back).
             metrics.add("DetectorBackendFailures", count, dimensions={"Policy": policy})
+        for reason, count in sorted(outcome.detection_failures.items()):
+            # Aggregated, but not scored (or its anomaly not stored): visible, per reason.
+            metrics.add("DetectionFailures", count, dimensions={"Reason": reason})
         if outcome.window_lag_s is not None:
             metrics.add("WindowLagSeconds", outcome.window_lag_s, unit="Seconds")
         metrics.add("BatchDurationMs", outcome.duration_ms, unit="Milliseconds")

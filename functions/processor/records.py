@@ -16,11 +16,13 @@ UNKNOWN_DEVICE = "unknown_device"
 OVERSIZED = "oversized"
 # A value DynamoDB cannot store, or whose window statistics it cannot store (processor/representable.py).
 UNREPRESENTABLE_NUMBER = "unrepresentable_number"
-# A later stage failed for this reading alone (deterministically: a retry would fail the same way), so
-# the reading is quarantined instead of failing its batch; the stage says which (detect, anomaly_store,
-# aggregate).
-DETECTION_FAILED = "detection_failed"
+# The table refused this reading's window item (deterministically: a retry would fail the same way), so
+# the window's new readings are quarantined instead of failing their batch (stage aggregate).
 STORAGE_REJECTED = "storage_rejected"
+# No longer produced (a reading the detector fails on, or whose anomaly item is refused, is aggregated
+# and counted in DetectionFailures instead); kept in the data model because archived quarantine lines
+# written earlier carry it (with stage detect or anomaly_store).
+DETECTION_FAILED = "detection_failed"
 REASONS: tuple[str, ...] = (
     MALFORMED_JSON,
     SCHEMA_INVALID,

@@ -19,11 +19,22 @@ channel squares to 1e-200. Such values are quarantined (``unrepresentable_number
 no sensor resolves anything near 1e-60 of its unit, so such a value is a producer bug or an attack, and
 quarantine keeps the raw bytes for inspection, where flushing would silently store a number the device
 never sent (and make the archive disagree with the aggregates). Zero itself is exact and accepted.
+
+The same holds for a literal below the smallest float (about 4.9e-324): ``1e-400`` or ``0.000…01`` with
+400 zeros. The JSON parser rounds it to 0.0, so the decoded value alone cannot tell it from a real zero;
+``underflowed_channels`` reads the record's own text again (only for a reading that has a zero channel,
+and only when its text holds a negative exponent or a long run of zeros) and names the channels whose
+literal is not zero. Such a reading is quarantined ``unrepresentable_number`` like ``1e-200``.
 """
 
 from __future__ import annotations
 
+import binascii
+import json
 import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
 
 # DynamoDB's number type (developer guide, "Data types").
 DYNAMODB_MIN_MAGNITUDE = 1e-130
@@ -45,3 +56,48 @@ def is_representable(value: float) -> bool:
 def unrepresentable_channels(channels: dict[str, float]) -> list[str]:
     """Names of the channels whose values the pipeline could not store or aggregate (usually none)."""
     return [name for name, value in channels.items() if not is_representable(value)]
+
+
+class _Underflow(float):
+    """0.0 parsed from a literal that is not zero (marks it in the re-parsed document)."""
+
+
+def _exact_float(text: str) -> float:
+    value = float(text)
+    if value == 0.0 and Decimal(text) != 0:
+        return _Underflow(0.0)
+    return value
+
+
+_LONG_ZEROS = b"0" * 300  # a literal without exponent needs ~323 zeros after the point to underflow
+
+
+def underflowed_channels(data_b64: str, doc: Mapping[str, Any]) -> list[str]:
+    """Channels of the decoded reading ``doc`` whose JSON literal is a non-zero number the parser
+    flushed to 0.0, found by reading the record's text (``data_b64``) again (usually none).
+
+    For a packed record the element is the one with ``doc``'s device id and timestamp.
+    """
+    try:
+        raw = binascii.a2b_base64(data_b64)
+    except (binascii.Error, ValueError):
+        return []
+    if b"e-" not in raw and b"E-" not in raw and _LONG_ZEROS not in raw:
+        return []
+    try:
+        parsed = json.loads(raw, parse_float=_exact_float)
+    except ValueError:
+        return []
+    elements = parsed if isinstance(parsed, list) else [parsed]
+    names: list[str] = []
+    for element in elements:
+        if not isinstance(element, dict):
+            continue
+        if element.get("device_id") != doc.get("device_id") or element.get("timestamp") != doc.get(
+            "timestamp"
+        ):
+            continue
+        extra = element.get("extra")
+        values = {**(extra if isinstance(extra, dict) else {}), **element}
+        names.extend(n for n, v in values.items() if isinstance(v, _Underflow) and n not in names)
+    return sorted(names)

@@ -26,7 +26,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     get_settings.cache_clear()
     stores = dataclasses.replace(
         seeded_stores(now=NOW, devices=2, minutes=5),
-        metrics=MemoryTotals({"RecordsRetried": 744, "ArchiveWriteFailures": 31, "AlertsFailed": 2}),
+        metrics=MemoryTotals({"RecordsRetried": 744, "ArchiveWriteFailures": 31, "AlertsFailed": 2},
+                             {"CalibrationFallbacks": {"invalid_calibration": 12}}),
     )
     app.dependency_overrides[get_stores] = lambda: stores
     app.dependency_overrides[get_now] = lambda: NOW
@@ -39,6 +40,7 @@ def test_stats_show_the_failures_the_tables_cannot(api: TestClient) -> None:
     body = api.get("/stats", headers={"x-api-key": KEY}).json()
     assert body["failures_last_hour"] == {
         "records_retried": 744, "archive_write_failures": 31, "alerts_failed": 2, "records_redelivered": 0,
+        "calibration_fallbacks": {"invalid_calibration": 12}, "detection_failures": {},
     }
 
 
@@ -52,6 +54,7 @@ def test_the_live_view_shows_the_failure_counters(api: TestClient) -> None:
     html = api.get("/dashboard").text
     assert 'id="c-retried"' in html
     assert 'id="c-archive-failures"' in html
+    assert 'id="c-fallbacks"' in html
     assert "failures_last_hour" in html
 
 

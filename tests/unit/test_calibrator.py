@@ -206,3 +206,92 @@ def test_each_device_reads_only_the_partitions_after_its_own_registration():
     # THEN the first is calibrated from that hour, the second waits: nothing it sent since is archived
     assert result == {"first": {"status": "calibrated", "archived": 400, "rows": 400},
                       "second": {"status": "waiting", "archived": 0, "rows": 400}}
+
+
+# --- each request on its own: refused with a reason, never the run -------------------------------
+
+
+class _FailingFor(InMemoryDeviceRegistry):
+    """Saving one device's calibration fails (its write): the others must be calibrated all the same."""
+
+    def __init__(self, items, failing: str) -> None:
+        super().__init__(items)
+        self.failing = failing
+
+    def save_calibration(self, device_id, calibration):
+        if device_id == self.failing:
+            from functions.core.errors import StoreError
+
+            raise StoreError("devices.update_item: simulated", transient=True)
+        super().save_calibration(device_id, calibration)
+
+
+def test_bad_requests_and_degenerate_rows_are_refused_per_device_and_the_rest_calibrated():
+    # GIVEN requests the calibrator cannot serve beside good ones, in one scheduled run
+    asks = {"abc": {"rows": "abc"}, "zero": {"rows": 0}, "minus": {"rows": -5}, "flag": {"rows": True},
+            "small": {"rows": 39}, "huge": {"rows": 10**9}, "who": {"rows": 400, "from_device": 7},
+            "stuck": {"rows": 400}, "ok": {"rows": 400}, "write-fails": {"rows": 400}}
+    registry = _FailingFor([{"device_id": d, "registered_at": REGISTERED, "calibration_request": r}
+                            for d, r in asks.items()] + [
+        {"device_id": "not-a-map", "registered_at": REGISTERED, "calibration_request": "400"}],
+        failing="write-fails")
+    archive = InMemoryArchive()
+    rows = _rows(450)
+    stuck = [(ms, dict.fromkeys(ch, 1.0)) for ms, ch in rows]  # a stuck sensor: every row the same
+    archive.put_jsonl_gz(_key(T0, "a"), [_line(d, ms, ch) for d in ("ok", "write-fails") for ms, ch in rows]
+                         + [_line("stuck", ms, ch) for ms, ch in stuck])
+    # WHEN the calibrator runs over every device
+    result = calibrator_run(registry, archive)
+    # THEN each bad request is refused with its reason, recorded on the item (the request removed) ...
+    refused = {d: r["reason"] for d, r in result.items() if r["status"] == "refused"}
+    assert set(refused) == {"abc", "zero", "minus", "flag", "small", "huge", "who", "stuck", "not-a-map"}
+    assert "is not an integer" in refused["abc"]
+    assert "is not an integer" in refused["flag"]
+    bounds = f"not in [{calib.MIN_ROWS_PER_CHANNEL * len(NAMES)}, {calib.MAX_ROWS}]"
+    for d in ("zero", "minus", "small", "huge"):
+        assert bounds in refused[d], refused[d]
+    assert "constant" in refused["stuck"]
+    for d in refused:
+        item = registry.items[d]
+        assert "calibration_request" not in item
+        assert "calibration" not in item
+        assert item["calibration_refused"]["reason"] == refused[d]
+    assert registry.items["abc"]["calibration_refused"]["request"] == {"rows": "abc"}
+    # ... the device whose write failed is reported and keeps its request for the next run ...
+    assert result["write-fails"]["status"] == "failed"
+    assert "calibration_request" in registry.items["write-fails"]
+    # ... and the good one is calibrated in the same run
+    assert result["ok"]["status"] == "calibrated"
+    assert "calibration" in registry.items["ok"]
+
+
+def calibrator_run(registry, archive):
+    return calib.calibrate_pending(registry, archive, OP, NOW)
+
+
+def test_the_fit_refuses_constant_rows_and_checks_what_it_returns():
+    from functions.detector.calibration_check import CalibrationInvalid
+
+    rows = [(ms, dict.fromkeys(ch, 5.0)) for ms, ch in _rows(400)]
+    with pytest.raises(CalibrationInvalid, match="constant"):
+        calib.fit(rows, NAMES, 400, OP)
+    with pytest.raises(CalibrationInvalid, match="rows -5"):
+        calib.fit(_rows(400), NAMES, -5, OP)
+    # Without the rows check, constant rows give the record the processor refuses (limits at the floor)
+    values = np.array([[5.0] * len(NAMES)] * 400)
+    from functions.detector.calibration_check import problems
+
+    assert problems(pca_fit.calibrate_columns(NAMES, values, OP, 400).to_dict()) is not None
+
+
+def test_the_handler_counts_refused_and_failed_devices(monkeypatch):
+    monkeypatch.setattr(calibrator_handler, "calibrate_pending", lambda *a, **k: {
+        "a": {"status": "refused", "reason": "x", "archived": 0, "rows": None},
+        "b": {"status": "calibrated", "archived": 400, "rows": 400}})
+    import functions.adapters.archive as archive_mod
+    import functions.adapters.devices as devices_mod
+
+    monkeypatch.setattr(archive_mod, "S3Archive", lambda: None)
+    monkeypatch.setattr(devices_mod, "DynamoDeviceRegistry", lambda: None)
+    out = calibrator_handler.handler({}, None)
+    assert (out["refused"], out["calibrated"], out["waiting"], out["failed"]) == (1, 1, 0, 0)

@@ -290,3 +290,97 @@ def test_dynamic_pca_resumes_its_lag_history_from_the_device_item_on_a_cold_cont
             assert len(state["past"]) == 2  # the last two readings travel with the state
             registry.save_detector_state(device_id, state)
     assert got == expected
+
+
+# --- per-device isolation: parameters that parse but cannot be used -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"eigenvalues": [1e-320, 1.0]}, "eigenvalues[0]"),  # T² overflows to infinity
+        ({"components": [[1e300, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]}, "row[0]"),
+        ({"mean": [float("nan"), 0.0, 0.0, 0.0]}, "mean[0] is not finite"),  # scores NaN
+        ({"scale": [0.0, 1.0, 1.0, 1.0]}, "scale[0]"),  # division by zero
+        ({"instant_factor": 1e40}, "instant_factor"),
+        ({"persist_n": 100_000, "persist_k": 3}, "persist_n"),  # the ring would not fit an item
+        ({"t2_limit": 1e-12}, "t2_limit"),  # the fit of constant rows: every reading critical
+        ({"mean": ["nan", 0.0, 0.0, 0.0]}, "mean[0] is not a number"),
+        ({"lags": 1}, "mean has 4 values for 8 dimensions"),
+        ({"lags": 7}, "lags 7 not in [0, 3]"),
+    ],
+)
+def test_absurd_parameters_are_refused_and_the_fleet_model_scores_the_device(change, why):
+    from functions.detector.calibration_check import problems
+
+    hyd, cal = rig()
+    record = cal.to_dict()
+    k = len(record["eigenvalues"])
+    if "eigenvalues" in change:
+        change = {**change, "eigenvalues": change["eigenvalues"][:1] + record["eigenvalues"][1:]}
+    if "components" in change:
+        rows = [list(r) for r in record["components"]]
+        rows[0][0] = 1e300
+        change = {"components": rows}
+    record.update(change)
+    assert why in (problems(record) or ""), problems(record)
+    detector = CalibratedDetector(EmbeddedDetector())
+    verdicts = detector.detect(readings(hyd[:10], DeviceInfo(device_id="pump-1", calibration=record)))
+    assert len(verdicts) == 10
+    assert k >= 1
+    assert {v.model_version for v in verdicts} == {EmbeddedDetector().model_version}
+    assert all(np.isfinite(v.score) for v in verdicts)
+    assert detector.drain_fallbacks() == {FALLBACK_BAD_CALIBRATION: 10}
+
+
+def test_the_checked_calibration_of_a_real_fit_is_the_fit():
+    from functions.detector.calibration_check import check
+
+    _, cal = rig()
+    assert check(cal.to_dict()) == cal
+    lagged = {**cal.to_dict(), "lags": 0}
+    assert check(lagged) == cal
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"), [(("item",), "unreadable_item"), (("calibration",), "unreadable_calibration")]
+)
+def test_a_device_whose_item_did_not_read_is_scored_by_the_fleet_model_and_counted(faults, reason):
+    hyd, _cal = rig()
+    info = DeviceInfo(device_id="pump-1", calibration=None, faults=faults)
+    detector = CalibratedDetector(EmbeddedDetector())
+    verdicts = detector.detect(readings(hyd[:6], info))
+    assert {v.model_version for v in verdicts} == {EmbeddedDetector().model_version}
+    assert detector.drain_fallbacks() == {reason: 6}
+
+
+def test_scoring_that_raises_or_is_not_finite_falls_back_per_device(monkeypatch):
+    from functions.detector import calibrated
+
+    hyd, cal = rig()
+    good, broken = device(cal, "pump-1"), device(cal, "pump-2")
+    batch = readings(hyd[:5], good) + readings(hyd[:5], broken)
+
+    def statistics(c, values, past=None):
+        t2, q = pca_tq.statistics(c, values, past)
+        if len(values) and values[0][0] == hyd[0][0] and statistics.calls == 1:
+            t2 = t2.copy()
+            t2[0] = np.inf
+        statistics.calls += 1
+        return t2, q
+
+    statistics.calls = 0
+    monkeypatch.setattr(calibrated, "statistics", statistics)
+    detector = CalibratedDetector(EmbeddedDetector())
+    verdicts = detector.detect(batch)
+    assert len(verdicts) == 10
+    assert [v.model_version for v in verdicts].count(MODEL_VERSION) == 9
+    assert detector.drain_fallbacks() == {"nonfinite_score": 1}
+
+    def boom(c, values):
+        raise FloatingPointError("bad device")
+
+    monkeypatch.setattr(calibrated, "statistics", boom)
+    verdicts = detector.detect(batch)
+    assert {v.model_version for v in verdicts} == {EmbeddedDetector().model_version}
+    assert detector.drain_fallbacks() == {"scoring_error": 10}

@@ -44,6 +44,9 @@ class StubDynamo:
     def put_item(self, **kwargs: Any) -> Any:
         return self._next("put_item", kwargs)
 
+    def scan(self, **kwargs: Any) -> Any:
+        return self._next("scan", kwargs)
+
 
 ITEM = {
     "device_id": "dev-1",
@@ -276,3 +279,64 @@ def test_cloudwatch_sink_puts_metric_data_and_swallows_errors() -> None:
     failing.add("RecordsIn", 1)
     failing.flush()  # does not raise
     NullMetrics().flush()
+
+
+def test_an_item_part_that_does_not_decode_costs_that_part_only() -> None:
+    # GIVEN a batch answer in which one device's calibration holds a number as ministack writes 1e40
+    # (41 digits, which boto3's deserialiser refuses: decimal.Rounded) and another's detector state is
+    # not a map
+    stub = StubDynamo()
+    big = {"N": "1" + "0" * 40}
+    stub.responses = [{"Responses": {"devs": [
+        {"device_id": {"S": "bad-cal"}, "site": {"S": "s"}, "calibration": {"M": {"instant_factor": big}},
+         "baseline": {"M": {"temperature": {"N": "1e20"}, "humidity": {"N": "40"}}}},
+        {"device_id": {"S": "bad-state"}, "detector_state": {"S": "garbage"}},
+        {"device_id": {"S": "fine"}, "site": {"S": "plant"}},
+    ]}}]
+    # WHEN the registry reads them
+    found = DynamoDeviceRegistry("devs", stub).get_many(["bad-cal", "bad-state", "fine"])
+    # THEN each keeps what decoded and names what did not
+    assert (found["bad-cal"].site, found["bad-cal"].calibration) == ("s", None)
+    assert found["bad-cal"].faults == ("baseline", "calibration")
+    assert found["bad-cal"].baseline == {"humidity": 40}
+    assert (found["bad-state"].detector_state, found["bad-state"].faults) == (None, ("detector_state",))
+    assert (found["fine"].site, found["fine"].faults) == ("plant", ())
+
+
+def test_a_batch_the_service_refuses_for_an_item_is_read_key_by_key() -> None:
+    stub = StubDynamo()
+    stub.responses = [
+        client_error("ValidationException"),  # the whole BatchGetItem
+        {"Item": {"device_id": {"S": "a"}, "site": {"S": "x"}}},
+        client_error("ValidationException"),  # "b" alone: unreadable, but registered
+        {},  # "c": not registered
+    ]
+    found = DynamoDeviceRegistry("devs", stub).get_many(["a", "b", "c"])
+    assert [name for name, _ in stub.calls] == ["batch_get_item", "get_item", "get_item", "get_item"]
+    assert found["a"].site == "x"
+    assert found["a"].faults == ()
+    assert found["b"].faults == ("item",)
+    assert "c" not in found
+
+
+@pytest.mark.parametrize(
+    "code", ["ResourceNotFoundException", "AccessDeniedException", "InternalServerError"]
+)
+def test_a_registry_outage_still_raises(code: str) -> None:
+    stub = StubDynamo()
+    stub.responses = [client_error(code, 500 if code == "InternalServerError" else 400)]
+    with pytest.raises(StoreError):
+        DynamoDeviceRegistry("devs", stub).get_many(["a", "b"])
+    assert len(stub.calls) == 1
+
+
+def test_the_api_reads_of_the_registry_leave_out_what_does_not_decode() -> None:
+    # GIVEN a device listing with one item whose calibration boto3 cannot decode (the 41-digit 1e40)
+    stub = StubDynamo()
+    broken = {"device_id": {"S": "b"}, "site": {"S": "x"},
+              "calibration": {"M": {"instant_factor": {"N": "1" + "0" * 40}}}}
+    stub.responses = [{"Items": [broken, {"device_id": {"S": "a"}}]}, {"Item": broken}]
+    registry = DynamoDeviceRegistry("devs", stub)
+    # WHEN the API lists and gets devices, THEN the broken part is left out, the rest is served
+    assert registry.scan(10, None).items == [{"device_id": "b", "site": "x"}, {"device_id": "a"}]
+    assert registry.get("b") == {"device_id": "b", "site": "x"}

@@ -218,16 +218,20 @@ def batch_of(n: int = 12) -> list[dict[str, Any]]:
     return [reading_doc(f"dev-{1 + i % 3}", t + 1000 * i) for i in range(n)]
 
 
-def test_a_detector_failure_on_one_reading_quarantines_that_reading_only() -> None:
+def test_a_detector_failure_on_one_reading_leaves_it_aggregated_unscored_and_counted() -> None:
     docs = batch_of()
     bad_ms = WINDOW * 1000 + 4000  # dev-2's second reading
     ports, client = real_anomaly_ports(detector=PickyDetector(bad_ms))
     out = process_batch(make_records(docs, arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == []
-    assert (out.aggregated, dict(out.rejected)) == (11, {"detection_failed": 1})
+    assert (out.aggregated, dict(out.rejected)) == (12, {})
     assert out.aggregated + out.duplicates + out.quarantined + out.retry == out.records_in == 12
-    (line,) = archived(ports, "quarantine/")
-    assert (line["reason"], line["stage"], line["device_id"]) == ("detection_failed", "detect", "dev-2")
+    assert archived(ports, "quarantine/") == []
+    lines = archived(ports, "processed/")
+    unscored = [line for line in lines if "anomaly" not in line]
+    assert [(u["device_id"], u["epoch_ms"]) for u in unscored] == [("dev-2", bad_ms)]
+    assert out.detection_failures == {"unscored": 1}
+    assert ports.metrics.total("DetectionFailures", Reason="unscored") == 1
     assert len(client.items) == 11  # the other readings were scored and stored
 
 
@@ -243,16 +247,17 @@ class RejectingAnomalyClient(FakeDynamoClient):
         return super().batch_write_item(RequestItems)
 
 
-def test_an_anomaly_item_the_table_refuses_quarantines_its_reading_only() -> None:
+def test_an_anomaly_item_the_table_refuses_leaves_its_reading_aggregated_and_counted() -> None:
     ports, _ = real_anomaly_ports()
     client = RejectingAnomalyClient()
     ports.anomaly_store = DynamoAnomalyStore("anomalies", dynamodb=client)
     out = process_batch(make_records(batch_of(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == []
-    assert (out.aggregated, dict(out.rejected)) == (8, {"storage_rejected": 4})
-    assert {line["stage"] for line in archived(ports, "quarantine/")} == {"anomaly_store"}
-    assert len(client.items) == 8
-    assert ports.metrics.total("RecordsRejected") >= 4
+    assert (out.aggregated, dict(out.rejected)) == (12, {})
+    assert archived(ports, "quarantine/") == []
+    assert len(client.items) == 8  # dev-3's four anomalies were refused, the others stored
+    assert out.detection_failures == {"anomaly_not_stored": 4}
+    assert ports.metrics.total("DetectionFailures", Reason="anomaly_not_stored") == 4
 
 
 def test_an_anomaly_store_outage_still_hands_the_batch_back() -> None:
@@ -411,3 +416,56 @@ def test_500_realistic_readings_in_one_record_are_500_readings() -> None:
     items = decode_items(make_records([data], arrival_s=NOW_S)[0], RULES, NOW_MS)
     assert len(items) == 500
     assert all(isinstance(i, Reading) for i in items)
+
+
+# --- a literal below the smallest float (parsed as 0.0) follows the contract: quarantined ----------
+
+
+def _text_record(text: str) -> Any:
+    (record,) = make_records([text.encode()], arrival_s=NOW_S)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("value", "channel"),
+    [("1e-400", "temperature"), ("-2.5E-999", "humidity"), ("0." + "0" * 400 + "1", "temperature"),
+     ("1e-400", "vibration")],
+)
+def test_a_literal_that_underflows_to_zero_is_quarantined_not_stored_as_0(value: str, channel: str) -> None:
+    doc = reading_doc("dev-1", NOW_MS - 5000, extra={"vibration": 3.0})
+    text = orjson.dumps(doc).decode().replace(
+        f'"{channel}":{orjson.dumps(doc.get(channel, 3.0)).decode()}', f'"{channel}":{value}'
+    )
+    assert value in text
+    for items in (decode_items(_text_record(text), RULES, NOW_MS),
+                  decode_items(_text_record(f"[{text},{orjson.dumps(doc).decode()}]"), RULES, NOW_MS)):
+        assert isinstance(items[0], Rejection), items[0]
+        assert items[0].reason == "unrepresentable_number"
+        assert channel in items[0].detail
+        assert "parsed as 0" in items[0].detail
+        assert all(isinstance(i, Reading) for i in items[1:])  # the other element of a packed record
+
+
+def test_real_zeros_and_exponents_that_do_not_underflow_are_kept() -> None:
+    doc = reading_doc("dev-1", NOW_MS - 5000, temperature=0.0, humidity=0.0, extra={"flow": 0.0})
+    # "101325e-2" puts the re-reading's cue ("e-") in the text: the literals themselves decide
+    text = orjson.dumps(doc).decode().replace('"pressure":1013.25', '"pressure":101325e-2')
+    (item,) = decode_items(_text_record(text), RULES, NOW_MS)
+    assert isinstance(item, Reading)
+    assert item.channels == {"temperature": 0.0, "humidity": 0.0, "pressure": 1013.25, "flow": 0.0}
+    tiny_but_float = orjson.dumps(doc).decode().replace('"flow":0.0', '"flow":0.0e-5')
+    (item,) = decode_items(_text_record(tiny_but_float), RULES, NOW_MS)
+    assert isinstance(item, Reading)
+    assert item.channels["flow"] == 0.0
+
+
+def test_an_underflowing_literal_through_the_batch_is_quarantined_and_conserved() -> None:
+    ports, _ = real_anomaly_ports()
+    t = WINDOW * 1000
+    docs = [reading_doc("dev-1", t + 1000 * i) for i in range(3)]
+    texts: list[Any] = [orjson.dumps(d) for d in docs]
+    texts.append(orjson.dumps(reading_doc("dev-2", t + 9000)).replace(b'"temperature":21.5',
+                                                                      b'"temperature":1e-400'))
+    out = process_batch(make_records(texts, arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
+    assert (out.aggregated, dict(out.rejected)) == (3, {"unrepresentable_number": 1})
+    assert out.aggregated + out.duplicates + out.quarantined + out.retry == out.records_in == 4

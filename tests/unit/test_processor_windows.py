@@ -86,3 +86,32 @@ def test_merge_does_not_mutate_inputs() -> None:
 def test_from_channels_round_trips_sufficient_statistics() -> None:
     acc = windows.agg_all([reading(1.0, 0), reading(2.0, 1)])
     assert windows.from_channels(windows.result(acc)) == acc.channels
+
+
+def test_the_std_of_large_values_with_a_small_spread_does_not_cancel() -> None:
+    # GIVEN 999999999.1 .. 999999999.9 (Σx²/n - mean² cancels every digit a float has: it gave 0)
+    values = [999_999_999.0 + k / 10 for k in range(1, 10)]
+    want = statistics.pstdev(values)  # ~0.258 (computed around the mean: exact enough)
+    # WHEN folded in one pass, and in three batches merged as the table merges them
+    whole = windows.result(windows.agg_all(reading(v, i) for i, v in enumerate(values)))["temperature"]
+    acc = windows.agg_all(reading(v, i) for i, v in enumerate(values[:2]))
+    stored = windows.from_channels(windows.result(acc))
+    for part in (values[2:5], values[5:]):
+        acc = windows.agg_all((reading(v, 0) for v in part), windows.WindowAcc(acc.count, stored))
+        stored = windows.from_channels(windows.result(acc))
+    merged = windows.result(windows.merge(windows.agg_all([reading(v, 0) for v in values[:4]]),
+                                          windows.agg_all([reading(v, 0) for v in values[4:]])))
+    # THEN the standard deviation is the true one, to float precision
+    for got in (whole, windows.result(acc)["temperature"], merged["temperature"]):
+        assert math.isclose(got["std"], want, rel_tol=1e-6), got
+        assert math.isclose(got["mean"], statistics.fmean(values), rel_tol=1e-15)
+    assert whole["shift"] == values[0]  # the window keeps the first value it saw as its shift
+
+
+def test_a_window_stored_before_shifted_sums_keeps_aggregating() -> None:
+    legacy = {"temperature": {"count": 2, "sum": 3.0, "sumsq": 5.0, "min": 1.0, "max": 2.0,
+                              "mean": 1.5, "std": 0.5}}
+    acc = windows.agg_all([reading(3.0, 2)], windows.WindowAcc(2, windows.from_channels(legacy)))
+    got = windows.result(acc)["temperature"]
+    assert (got["count"], got["sum"], got["min"], got["max"]) == (3, 6.0, 1.0, 3.0)
+    assert math.isclose(got["std"], statistics.pstdev([1.0, 2.0, 3.0]))

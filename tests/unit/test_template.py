@@ -106,8 +106,13 @@ def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 # Actions that IAM cannot scope to a resource; each must carry a condition instead.
-UNSCOPABLE = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics",
-              "ecr:GetAuthorizationToken"}
+UNSCOPABLE = {
+    "cloudwatch:PutMetricData",
+    "cloudwatch:GetMetricData",
+    "cloudwatch:GetMetricStatistics",
+    "cloudwatch:ListMetrics",
+    "ecr:GetAuthorizationToken",
+}
 
 
 def test_iam_has_no_wildcard_action_and_no_unscoped_resource_where_a_scoped_one_exists(

@@ -87,8 +87,9 @@ def common_reading(
     ):
         return None
     # Tiny magnitudes (representable.py): only temperature and humidity can be near 0 within their
-    # bounds (pressure >= 300); anything in doubt goes to check_document, which quarantines it.
-    if (-TINY < temperature < TINY and temperature != 0.0) or (humidity < TINY and humidity != 0.0):
+    # bounds (pressure >= 300); anything in doubt goes to check_document, which quarantines it. Exact
+    # zeros too: a literal like 1e-400 parses to 0.0, and check_document tells it from a real zero.
+    if -TINY < temperature < TINY or humidity < TINY:
         return None
     ref_ms = record.approximate_arrival_ms or now_ms
     if not ref_ms - rules.allowed_lateness_ms <= epoch_ms <= ref_ms + rules.max_future_skew_ms:

@@ -36,6 +36,7 @@ from functions.processor.records import (
 from functions.processor.representable import (
     LARGEST_MAGNITUDE,
     SMALLEST_MAGNITUDE,
+    underflowed_channels,
     unrepresentable_channels,
 )
 
@@ -94,6 +95,17 @@ def check_document(doc: Any, record: KinesisRecord, rules: DecodeRules, now_ms: 
                 )
             channels[name] = float(value)
     unstorable = unrepresentable_channels(channels)
+    if not unstorable and 0.0 in channels.values():  # rare: a real zero, or a literal that underflowed
+        underflowed = underflowed_channels(record.data_b64, doc)
+        if underflowed:
+            return Rejection(
+                record,
+                UNREPRESENTABLE_NUMBER,
+                STAGE_VALIDATE,
+                f"{', '.join(underflowed)}: a non-zero number below the smallest float (parsed as 0); "
+                f"non-zero magnitudes below {SMALLEST_MAGNITUDE:g} are not accepted",
+                device_id,
+            )
     if unstorable:
         return Rejection(
             record,
