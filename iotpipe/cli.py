@@ -37,7 +37,8 @@ from typing import Annotated
 import typer
 
 from iotpipe.console import STDERR, progress, progress_callback, run_app
-from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, free_port, healthy
+from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, healthy
+from iotpipe.ports import port_free, port_holder
 from iotpipe.stack import ROOT, deploy, stack_outputs
 
 CHILDREN = RUN_DIR / "children.json"  # pids of the simulator and local API that `up` started
@@ -51,15 +52,14 @@ def _say(message: str) -> None:
     print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _busy_ports(args: UpOptions) -> list[str]:
+    """One line per port `up` was asked to use that another process holds (the run is refused: a port
+    silently replaced would leave every URL the user was told, or scripted, dead)."""
+    wanted = (("emulator", args.port, "EMULATOR_PORT=N make up, or --port N"),
+              ("local API", args.api_port, "API_PORT=N make up, or --api-port N"),
+              ("simulator control", args.control_port, "SIM_CONTROL_PORT=N make up, or --control-port N"))
+    return [f"port {port} ({name}) is in use by {port_holder(port)}; stop it, or choose another: {how}"
+            for name, port, how in wanted if not port_free(port)]
 
 
 # ------------------------------------------------------------------------------------------ up
@@ -99,7 +99,12 @@ def cmd_up(args: UpOptions) -> int:
     state_dir = RUN_DIR / "emulator"
     if args.fresh and state_dir.exists():
         shutil.rmtree(state_dir)
-    port = args.port if _port_free(args.port) else free_port()
+    busy = _busy_ports(args)
+    if busy:
+        for line in busy:
+            _say(line)
+        return 1
+    port = args.port
     started: list[subprocess.Popen[bytes]] = []
     emulator = Emulator(port=port, state_dir=state_dir, persist=True, snapshot_s=args.snapshot)
     recovering = UNCLEAN.exists() and not args.fresh
@@ -219,7 +224,7 @@ def _start_local_api(args: UpOptions, outputs: dict[str, str]) -> tuple[subproce
         "STACK_NAME": args.stack,
         "API_KEY": outputs.get("ApiKey", ""),
     }
-    api_port = args.api_port if _port_free(args.api_port) else free_port()
+    api_port = args.api_port  # checked free before anything started (_busy_ports)
     api_log = open(RUN_DIR / "api.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "functions.api.main:app", "--host", "127.0.0.1",
@@ -468,6 +473,12 @@ def cmd_compact(stack: str, hours: list[str], all_hours: bool, force: bool, as_j
         if all_hours:
             wanted = ac.archived_hours(_client("s3"), outputs["ArchiveBucketName"])
             _say(f"{len(wanted)} archived hours")
+            if not force:
+                settle = ac.settle_minutes(_client("lambda"), function)
+                wanted, still_open = ac.split_open(wanted, int(time.time() * 1000), settle)
+                if still_open:
+                    _say(f"left alone, still open (written to, or ended less than {settle} min ago): "
+                         f"{', '.join(still_open)}; --force or --hour HOUR compacts them now")
         with STDERR.status(f"compacting with {function} ...", spinner="dots") as spinner:
             def update(done: int, total: int) -> None:
                 spinner.update(f"compacted {done}/{total} hours")
@@ -587,8 +598,10 @@ def query(
 def compact_command(
     hour: Annotated[list[str] | None, typer.Option("--hour", metavar="YYYY-MM-DDTHH",
                                                    help="an hour to compact (repeatable)")] = None,
-    all_hours: Annotated[bool, typer.Option("--all", help="every hour with processed objects")] = False,
-    force: Annotated[bool, typer.Option("--force", help="rebuild even where the manifest matches")] = False,
+    all_hours: Annotated[bool, typer.Option(
+        "--all", help="every settled hour with processed objects (not the hours still open)")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="rebuild even where the manifest matches; with --all, the open hours too")] = False,
     stack: StackOption = "iotpipe",
     json_out: JsonOption = False,
 ) -> int:
