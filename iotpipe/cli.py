@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -246,6 +247,40 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def own_terminal_foreground() -> Iterator[None]:
+    """Make this process group the terminal's foreground while inside, when run by another program.
+
+    Ctrl-C signals the terminal's whole foreground process group: under `make up`, make gets SIGINT
+    too and exits with "Interrupt" (130) whatever `up` then does, though `up` stops cleanly. In a group
+    of its own that owns the terminal, `up` (and the children it starts) get Ctrl-C and make does not:
+    `up` stops everything, exits 0, and make with it. The terminal is handed back on the way out. Not a
+    terminal, or already a group leader (started by a shell): nothing to do.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        take = os.isatty(fd) and os.getpgrp() != os.getpid() and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError):
+        take = False
+    if not take:
+        yield
+        return
+    previous = os.getpgrp()
+    # A background group that sets the terminal's foreground gets SIGTTOU: ignored for the hand-back.
+    old_ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(fd, previous)
+        signal.signal(signal.SIGTTOU, old_ttou)
+
+
 def _exit_text(code: int) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
@@ -264,10 +299,14 @@ def _snapshot_age(emulator: Emulator) -> str:
 
 def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Emulator) -> int:
     """Progress lines, and supervision: a dead emulator or child stops everything, with the reason."""
-    from iotpipe.status import collect
+    import datetime as dt
+
+    from iotpipe.status import RateMeter, collect, status_line
 
     names = {id(p): n for p, n in zip(started, ("simulator", "local API"), strict=False)}
     deadline = time.monotonic() + args.duration if args.duration else None
+    since = dt.datetime.now(dt.UTC)
+    rate = RateMeter(time.monotonic())
     failures = 0  # consecutive status failures
     while deadline is None or time.monotonic() < deadline:
         time.sleep(args.interval)
@@ -287,7 +326,7 @@ def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Em
                      "Stopping everything this command started.")
                 return 1
         try:
-            s = collect(args.stack, window_hours=1)
+            s = collect(args.stack, window_hours=1, since=since)
         except Exception as exc:  # status is best effort while the emulator is busy
             failures += 1
             alive = "" if failures < 3 or healthy(emulator.endpoint, timeout=5) else (
@@ -297,10 +336,7 @@ def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Em
             continue
         failures = 0
         sim = _simulator_stats(args.control_port)
-        sent = sim.get("produced", "?")
-        _say(f"sent {sent} | in {s.readings_in} ({s.throughput_per_s:.1f}/s) | aggregated {s.aggregated} "
-             f"in {s.windows} windows | duplicates {s.duplicates} | quarantined {s.quarantined} | "
-             f"anomalies {s.anomalies}")
+        _say(status_line(s, sim.get("produced", "?"), rate.add(time.monotonic(), s.readings_in_since)))
     return 0
 
 
@@ -546,12 +582,13 @@ def up(
         help="seconds between emulator state snapshots (0: only on a clean stop)")] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the deploy script's output")] = False,
 ) -> int:
-    return cmd_up(UpOptions(
-        stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
-        parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
-        control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
-        snapshot=snapshot, verbose=verbose,
-    ))
+    with own_terminal_foreground():
+        return cmd_up(UpOptions(
+            stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
+            parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
+            control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
+            snapshot=snapshot, verbose=verbose,
+        ))
 
 
 @app.command(help="stop what 'iotpipe up' started")
