@@ -389,10 +389,33 @@ def cmd_deploy(target: str, stack: str, yes: bool, dry_run: bool, params: list[s
 
 # ------------------------------------------------------------------------------------------ status
 def _use_running_emulator() -> None:
-    if not os.environ.get("AWS_ENDPOINT_URL"):
-        emulator = Emulator.from_pidfile()
-        if emulator and healthy(emulator.endpoint):
-            os.environ.update(emulator.client_env())
+    """Point the AWS clients at the emulator `iotpipe up` runs, unless AWS_ENDPOINT_URL names another
+    endpoint that answers: one left in the shell from an earlier run (an emulator since restarted on
+    another port) would make every command, and every URL it prints, point at a dead port."""
+    emulator = Emulator.from_pidfile()
+    if emulator is None or not healthy(emulator.endpoint):
+        return
+    current = os.environ.get("AWS_ENDPOINT_URL")
+    if current and current.rstrip("/") != emulator.endpoint and not _answers(current):
+        _say(f"AWS_ENDPOINT_URL={current} does not answer: using the emulator 'iotpipe up' runs, "
+             f"{emulator.endpoint}")
+        current = None
+    if not current:
+        os.environ.update(emulator.client_env())
+
+
+def _answers(url: str) -> bool:
+    """Something accepts connections at the URL's host and port (any service: LocalStack, AWS, ...)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "localhost",
+                                       parts.port or (443 if parts.scheme == "https" else 80)), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def cmd_rebuild(stack: str, as_json: bool) -> int:
