@@ -1,10 +1,14 @@
 """The live view rendered by a real headless Chromium against the app served by uvicorn.
 
-The app runs with seeded in-memory stores (``testkit.demo_api``): the page's behaviour (key from the
-URL fragment, relative fetches, fleet table, map, chart with anomaly markers) is what is under test
-here; the same page behind API Gateway is covered by test_api_gateway.py's /dashboard and /stats checks.
-A screenshot goes to out/live-view.png for review; its colours are checked (chart line, device dots,
-anomaly marker), so an error page or a view without data fails.
+The app runs with seeded in-memory stores (``testkit.demo_api``), one server per ``DEMO_SCENARIO``
+(healthy, a quarantine flood, an archive outage, a failing /stats, a fresh stack, the simulator's fleet):
+the page's behaviour (key from the URL fragment, relative fetches, counters and the health banner, fleet
+table, base map with devices coloured by state, chart with anomaly markers and a time axis fitted to its
+data) is what is under test here; the same page behind API Gateway is covered by test_api_gateway.py's
+/dashboard and /stats checks. ``--dump-dom`` gives the rendered DOM; layout (the fleet table at 1280 px)
+is measured over the DevTools pipe (tests/integration/cdp.py). Screenshots go to out/live-view*.png for
+review; their colours are checked (chart line, anomaly marker, land, the red banner), so an error page
+or a view without data fails.
 """
 
 from __future__ import annotations
