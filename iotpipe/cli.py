@@ -400,7 +400,7 @@ def _use_running_emulator() -> None:
         _say(f"AWS_ENDPOINT_URL={current} does not answer: using the emulator 'iotpipe up' runs, "
              f"{emulator.endpoint}")
         current = None
-    if not current:
+    if not current or current.rstrip("/") == emulator.endpoint:
         os.environ.update(emulator.client_env())
 
 
