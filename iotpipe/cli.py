@@ -50,7 +50,9 @@ EXIT_EMULATOR_DIED = 3
 
 
 def _say(message: str) -> None:
-    print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
+    # A closed terminal (SIGHUP) must not stop `up` from stopping what it started: writing to it fails.
+    with contextlib.suppress(OSError):
+        print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
 
 
 def _busy_ports(args: UpOptions) -> list[str]:

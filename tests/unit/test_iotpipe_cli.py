@@ -127,3 +127,18 @@ def test_a_stale_endpoint_in_the_shell_gives_way_to_the_running_emulator(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:4599")
     cli._use_running_emulator()
     assert os.environ["AWS_ENDPOINT_URL"] == "http://localhost:4599"
+
+
+def test_progress_to_a_hung_up_terminal_does_not_stop_the_clean_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN stderr on a terminal that was closed (writing raises EIO), as when `up`'s terminal hangs up
+    class HungUp:
+        def write(self, text: str) -> int:
+            raise OSError(5, "Input/output error")
+
+        def flush(self) -> None:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("sys.stderr", HungUp())
+    # THEN a progress line is dropped instead of raising out of `up`'s clean-up (which then never
+    # stopped the emulator: it was left running, orphaned)
+    cli._say("stopping simulator, API and emulator ...")
