@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -49,10 +50,19 @@ UNCLEAN = RUN_DIR / "emulator.unclean"
 EXIT_EMULATOR_DIED = 3
 
 
+class _Terminal:
+    # Set when writing progress fails with EIO: the terminal `up` runs in was closed. `up` then stops what
+    # it started (with the terminal's foreground taken, no SIGHUP reaches it: own_terminal_foreground).
+    gone = False
+
+
 def _say(message: str) -> None:
-    # A closed terminal (SIGHUP) must not stop `up` from stopping what it started: writing to it fails.
-    with contextlib.suppress(OSError):
+    # A closed terminal must not stop `up` from stopping what it started: writing to it fails.
+    try:
         print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            _Terminal.gone = True
 
 
 def _busy_ports(args: UpOptions) -> list[str]:
@@ -339,6 +349,8 @@ def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Em
         failures = 0
         sim = _simulator_stats(args.control_port)
         _say(status_line(s, sim.get("produced", "?"), rate.add(time.monotonic(), s.readings_in_since)))
+        if _Terminal.gone:
+            return 1  # the terminal closed: stop everything (the finally of cmd_up)
     return 0
 
 

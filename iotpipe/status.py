@@ -166,7 +166,10 @@ def status_line(status: PipelineStatus, sent: object, rate_per_s: float) -> str:
     """The line `iotpipe up` prints every few seconds: the counts, then what is wrong after `!!`."""
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(status.quarantined_by_reason.items(),
                                                       key=lambda kv: -kv[1]))
-    line = (f"sent {sent} | in {status.readings_in} ({rate_per_s:.1f}/s) | aggregated {status.aggregated} "
+    # RecordsIn counts every delivery: while a batch is retried, `in` runs ahead of what was sent.
+    redeliveries = ", redeliveries included" if status.held_back_now else ""
+    line = (f"sent {sent} | in {status.readings_in} ({rate_per_s:.1f}/s{redeliveries}) | "
+            f"aggregated {status.aggregated} "
             f"in {status.windows} windows | duplicates {status.duplicates} | quarantined {status.quarantined}"
             f"{f' [{reasons}]' if reasons else ''} | held back {status.held_back_now} | "
             f"archive failures {status.archive_failures} | anomalies {status.anomalies}")

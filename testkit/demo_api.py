@@ -16,6 +16,8 @@ A factory, not a module-level app: importing this module changes nothing, and th
   (48,721 hand-backs in the hour, 100 readings held back);
 - ``api-failing``: ``/stats`` answers what API Gateway answers when the query function fails (502 and
   its ``{"message": "Internal server error"}``); the other routes work;
+- ``api-hanging``: ``/stats`` never answers (held for 120 s), as a gateway whose query function is
+  stuck behind a batch retried every second;
 - ``fresh``: a stack a few minutes old (3 windows per device);
 - ``simulator-fleet``: the 20 devices ``make up`` registers (the simulator's fleet, seed 42: sites and
   towns on four continents, some with long names), with the healthy metrics.
@@ -23,6 +25,7 @@ A factory, not a module-level app: importing this module changes nothing, and th
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from datetime import datetime
@@ -48,6 +51,7 @@ SCENARIOS: dict[str, MemoryTotals] = {
         by_dimension={"RecordsRejected": {"schema_invalid": 112, "malformed_json": 106}},
         peaks={"RecordsRetried": 100}),
     "api-failing": MemoryTotals({"RecordsIn": 21_818}),
+    "api-hanging": MemoryTotals({"RecordsIn": 21_818}),
     "fresh": MemoryTotals({"RecordsIn": 1080}),
     "simulator-fleet": MemoryTotals({"RecordsIn": 72_300}),
 }
@@ -69,10 +73,12 @@ def create_app(now: datetime | None = None) -> FastAPI:
         seeded = seeded_stores(now, minutes=3 if scenario == "fresh" else 60)
     stores = dataclasses.replace(seeded, metrics=SCENARIOS[scenario])
     app.dependency_overrides[get_stores] = lambda: stores
-    if scenario == "api-failing":
+    if scenario in ("api-failing", "api-hanging"):
         @app.middleware("http")
-        async def stats_gateway_502(request: Request, call_next: object) -> Response:
+        async def stats_gateway_fails(request: Request, call_next: object) -> Response:
             if request.url.path.endswith("/stats"):
+                if scenario == "api-hanging":
+                    await asyncio.sleep(120)
                 return JSONResponse({"message": "Internal server error"}, status_code=502)
             return await call_next(request)  # type: ignore[operator, no-any-return]
     return app

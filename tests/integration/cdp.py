@@ -77,12 +77,16 @@ class Browser:
 
     def wait_for(self, expression: str, timeout_s: float = 30) -> Any:
         deadline = time.monotonic() + timeout_s
+        last = ""
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as exc:  # the page is still loading (about:blank, no such element yet)
+                last, value = str(exc), None
             if value:
                 return value
             time.sleep(0.2)
-        raise TimeoutError(f"never true: {expression}")
+        raise TimeoutError(f"never true: {expression} {last}")
 
     def close(self) -> None:
         self._proc.terminate()

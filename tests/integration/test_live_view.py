@@ -214,6 +214,19 @@ def test_a_failing_api_is_a_clear_state_not_a_status_code(chromium: Path, apps: 
     assert re.search(r'<section id="counters" class="stale"', dom)
 
 
+def test_a_request_that_never_answers_is_reported(chromium: Path, apps: DemoApps) -> None:
+    # GIVEN /stats never answering (a gateway whose function is stuck), in real time
+    with Browser(chromium, 1280, 900) as browser:
+        browser.open(f"{apps['api-hanging']}/dashboard#key={KEY}")
+        # THEN within the request timeout (15 s) the page says so, instead of freezing silently
+        health = browser.wait_for("(document.getElementById('health').hidden ? '' : "
+                                  "document.getElementById('health').textContent)", timeout_s=45)
+        assert "GET stats: no answer in 15 s: the query function behind the gateway is busy" in health
+        assert "The API is failing since" in health
+        # AND the routes that answer are drawn meanwhile
+        assert browser.evaluate("document.querySelectorAll('#fleet tbody tr.device-row').length") == 6
+
+
 def test_the_chart_time_axis_spans_the_data_it_has(chromium: Path, apps: DemoApps) -> None:
     # GIVEN a stack a few minutes old (3 windows per device; its anomaly 10 minutes ago)
     dom = _run_chromium(chromium, "--dump-dom", f"{apps['fresh']}/dashboard#key={KEY}").stdout

@@ -139,6 +139,8 @@ def test_progress_to_a_hung_up_terminal_does_not_stop_the_clean_up(monkeypatch: 
             raise OSError(5, "Input/output error")
 
     monkeypatch.setattr("sys.stderr", HungUp())
+    monkeypatch.setattr(cli._Terminal, "gone", False)
     # THEN a progress line is dropped instead of raising out of `up`'s clean-up (which then never
-    # stopped the emulator: it was left running, orphaned)
+    # stopped the emulator: it was left running, orphaned), and `up` knows to stop
     cli._say("stopping simulator, API and emulator ...")
+    assert cli._Terminal.gone

@@ -27,6 +27,7 @@ def test_a_failing_batch_is_counted_once_per_reading() -> None:
     line = status_line(status, 2400, 20.0)
     # THEN the line shows the 100 readings held back, not the retries, and the archive failures
     assert "| held back 100 | archive failures 487 |" in line
+    assert "in 2377 (20.0/s, redeliveries included) |" in line
     assert "48721" not in line
     assert "!! a batch is failing: 100 readings held back and retried; 487 archive writes failed" in line
 
