@@ -88,6 +88,12 @@ class Browser:
             time.sleep(0.2)
         raise TimeoutError(f"never true: {expression} {last}")
 
+    def screenshot(self, path: Path) -> None:
+        """The page as it is now (real time: requests still pending stay pending), as PNG."""
+        import base64
+
+        path.write_bytes(base64.b64decode(self._send("Page.captureScreenshot", {"format": "png"})["data"]))
+
     def close(self) -> None:
         self._proc.terminate()
         try:
