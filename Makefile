@@ -65,7 +65,7 @@ test-unit: venv ## unit tests (no network)
 test-integration: install ## integration tests against the embedded emulator (or AWS_ENDPOINT_URL)
 	$(VENV)/bin/pytest tests/integration -q
 
-test-localstack: venv ## the integration suite against LocalStack 4.14.0 (AWS_ENDPOINT_URL, Docker, or ../shared/localstack-host)
+test-localstack: install ## the integration suite against LocalStack 4.14.0 (AWS_ENDPOINT_URL, Docker, or ../shared/localstack-host)
 	scripts/test-localstack.sh
 
 security: venv ## cfn-lint, checkov (own venv) and a dependency audit

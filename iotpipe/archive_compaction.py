@@ -3,7 +3,9 @@
 The compaction itself runs where it runs on a schedule, in the deployed ``compactor`` function
 (functions/compactor); this is only its remote control, so a backfill or a test exercises the same
 code, IAM and bundle as the hourly rule. Hours are named ``YYYY-MM-DDTHH`` (UTC, the archive's
-``dt=``/``hour=`` folders); ``--all`` names every hour that has processed objects.
+``dt=``/``hour=`` folders); ``--all`` names every hour that has processed objects, except the hours
+still open (being written, or ended less than the compactor's settle time ago), which it leaves to the
+schedule unless ``--force`` (an hour named with ``--hour`` is compacted as asked).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from functions.compactor.compaction import PROCESSED_PREFIX, parse_hour
+from functions.compactor.compaction import PROCESSED_PREFIX, hours_due, parse_hour
 
 # One invocation compacts this many hours at most, so each stays well inside the function's 15 minutes.
 HOURS_PER_CALL = 6
@@ -33,6 +35,21 @@ def archived_hours(s3: Any, bucket: str) -> list[str]:
                 for hour in hour_page.get("CommonPrefixes", []):
                     hours.append(f"{dt}T{hour['Prefix'].rstrip('/').rsplit('hour=', 1)[-1]}")
     return sorted(hours)
+
+
+def settle_minutes(lambda_client: Any, function: str, default: int = 30) -> int:
+    """The deployed compactor's COMPACTION_SETTLE_MINUTES (its schedule waits that long after an hour)."""
+    config = lambda_client.get_function_configuration(FunctionName=function)
+    return int(config.get("Environment", {}).get("Variables", {}).get("COMPACTION_SETTLE_MINUTES", default))
+
+
+def split_open(hours: Sequence[str], now_ms: int, settle: int) -> tuple[list[str], list[str]]:
+    """(settled, open): an hour is open until it ended ``settle`` minutes ago, the rule the schedule uses
+    (``hours_due``): batches still in flight land in it until then, so a Parquet file written earlier
+    would hold part of the hour and be rewritten by the next run anyway."""
+    newest_settled = "T".join(hours_due(now_ms, 1, settle)[-1])
+    settled = [h for h in hours if h <= newest_settled]
+    return settled, [h for h in hours if h > newest_settled]
 
 
 def invoke(lambda_client: Any, function: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ partitions a query touches is scanned). docs/querying.md has the details.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 from iotpipe.template import TEMPLATE, load_template
 
 PLACEHOLDER = re.compile(r"\{\{([a-z_][a-z0-9_]*)\}\}")
+DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 # Athena answers a SELECT with its column names as the first row of the first page.
 _INT_TYPES = {"tinyint", "smallint", "integer", "int", "bigint"}
@@ -105,7 +107,26 @@ def render(sql: str, params: Mapping[str, str]) -> str:
         if unknown:
             parts.append("unknown parameter(s) " + ", ".join(unknown))
         raise QueryError("; ".join(parts) + f" (this query takes: {', '.join(wanted) or 'no parameters'})")
+    check_days(params)
     return PLACEHOLDER.sub(lambda m: sql_literal(params[m.group(1)]), sql)
+
+
+def check_days(params: Mapping[str, str]) -> None:
+    """Day parameters (``day``, ``*_day``) must be real calendar days, YYYY-MM-DD, ``from_day`` not after
+    ``to_day``: an impossible day would otherwise match no partition and answer 0 rows without a word."""
+    days: dict[str, dt.date] = {}
+    for name, value in params.items():
+        if name != "day" and not name.endswith("_day"):
+            continue
+        try:
+            if not DAY_FORMAT.fullmatch(value):
+                raise ValueError
+            days[name] = dt.date.fromisoformat(value)
+        except ValueError:
+            raise QueryError(f"{name}={value!r} is not a day: give a calendar day as YYYY-MM-DD "
+                             f"(UTC), e.g. {name}={dt.datetime.now(dt.UTC).date().isoformat()}") from None
+    if "from_day" in days and "to_day" in days and days["from_day"] > days["to_day"]:
+        raise QueryError(f"from_day {params['from_day']} is after to_day {params['to_day']}")
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, str]:

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -39,8 +41,9 @@ from typing import Annotated
 import typer
 
 from iotpipe.console import STDERR, progress, progress_callback, run_app
-from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, free_port, healthy
+from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, healthy
 from iotpipe.model_server import ModelServer, ModelServerError
+from iotpipe.ports import port_free, port_holder
 from iotpipe.stack import ROOT, deploy, stack_outputs
 
 CHILDREN = RUN_DIR / "children.json"  # pids of the simulator and local API that `up` started
@@ -50,19 +53,29 @@ UNCLEAN = RUN_DIR / "emulator.unclean"
 EXIT_EMULATOR_DIED = 3
 
 
+class _Terminal:
+    # Set when writing progress fails with EIO: the terminal `up` runs in was closed. `up` then stops what
+    # it started (with the terminal's foreground taken, no SIGHUP reaches it: own_terminal_foreground).
+    gone = False
+
+
 def _say(message: str) -> None:
-    print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
+    # A closed terminal must not stop `up` from stopping what it started: writing to it fails.
+    try:
+        print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            _Terminal.gone = True
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _busy_ports(args: UpOptions) -> list[str]:
+    """One line per port `up` was asked to use that another process holds (the run is refused: a port
+    silently replaced would leave every URL the user was told, or scripted, dead)."""
+    wanted = (("emulator", args.port, "EMULATOR_PORT=N make up, or --port N"),
+              ("local API", args.api_port, "API_PORT=N make up, or --api-port N"),
+              ("simulator control", args.control_port, "SIM_CONTROL_PORT=N make up, or --control-port N"))
+    return [f"port {port} ({name}) is in use by {port_holder(port)}; stop it, or choose another: {how}"
+            for name, port, how in wanted if not port_free(port)]
 
 
 # ------------------------------------------------------------------------------------------ up
@@ -112,7 +125,12 @@ def cmd_up(args: UpOptions) -> int:
     state_dir = RUN_DIR / "emulator"
     if args.fresh and state_dir.exists():
         shutil.rmtree(state_dir)
-    port = args.port if _port_free(args.port) else free_port()
+    busy = _busy_ports(args)
+    if busy:
+        for line in busy:
+            _say(line)
+        return 1
+    port = args.port
     started: list[subprocess.Popen[bytes]] = []
     emulator = Emulator(port=port, state_dir=state_dir, persist=True, snapshot_s=args.snapshot)
     server = (ModelServer(log_path=RUN_DIR / "model-server.log") if args.detector == "sagemaker" else None)
@@ -241,7 +259,7 @@ def _start_local_api(args: UpOptions, outputs: dict[str, str]) -> tuple[subproce
         "STACK_NAME": args.stack,
         "API_KEY": outputs.get("ApiKey", ""),
     }
-    api_port = args.api_port if _port_free(args.api_port) else free_port()
+    api_port = args.api_port  # checked free before anything started (_busy_ports)
     api_log = open(RUN_DIR / "api.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "functions.api.main:app", "--host", "127.0.0.1",
@@ -263,6 +281,40 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def own_terminal_foreground() -> Iterator[None]:
+    """Make this process group the terminal's foreground while inside, when run by another program.
+
+    Ctrl-C signals the terminal's whole foreground process group: under `make up`, make gets SIGINT
+    too and exits with "Interrupt" (130) whatever `up` then does, though `up` stops cleanly. In a group
+    of its own that owns the terminal, `up` (and the children it starts) get Ctrl-C and make does not:
+    `up` stops everything, exits 0, and make with it. The terminal is handed back on the way out. Not a
+    terminal, or already a group leader (started by a shell): nothing to do.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        take = os.isatty(fd) and os.getpgrp() != os.getpid() and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError):
+        take = False
+    if not take:
+        yield
+        return
+    previous = os.getpgrp()
+    # A background group that sets the terminal's foreground gets SIGTTOU: ignored for the hand-back.
+    old_ttou = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(fd, previous)
+        signal.signal(signal.SIGTTOU, old_ttou)
+
+
 def _exit_text(code: int) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
@@ -282,13 +334,17 @@ def _snapshot_age(emulator: Emulator) -> str:
 def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Emulator,
            server: ModelServer | None = None) -> int:
     """Progress lines, and supervision: a dead emulator or child stops everything, with the reason."""
-    from iotpipe.status import collect
+    import datetime as dt
+
+    from iotpipe.status import RateMeter, collect, status_line
 
     names = {id(p): n for p, n in zip(started, ("simulator", "local API"), strict=False)}
     if server is not None and server.process is not None:
         started = [*started, server.process]
         names[id(server.process)] = "model server"
     deadline = time.monotonic() + args.duration if args.duration else None
+    since = dt.datetime.now(dt.UTC)
+    rate = RateMeter(time.monotonic())
     failures = 0  # consecutive status failures
     while deadline is None or time.monotonic() < deadline:
         time.sleep(args.interval)
@@ -308,7 +364,7 @@ def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Em
                      "Stopping everything this command started.")
                 return 1
         try:
-            s = collect(args.stack, window_hours=1)
+            s = collect(args.stack, window_hours=1, since=since)
         except Exception as exc:  # status is best effort while the emulator is busy
             failures += 1
             alive = "" if failures < 3 or healthy(emulator.endpoint, timeout=5) else (
@@ -318,10 +374,9 @@ def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Em
             continue
         failures = 0
         sim = _simulator_stats(args.control_port)
-        sent = sim.get("produced", "?")
-        _say(f"sent {sent} | in {s.readings_in} ({s.throughput_per_s:.1f}/s) | aggregated {s.aggregated} "
-             f"in {s.windows} windows | duplicates {s.duplicates} | quarantined {s.quarantined} | "
-             f"anomalies {s.anomalies}")
+        _say(status_line(s, sim.get("produced", "?"), rate.add(time.monotonic(), s.readings_in_since)))
+        if _Terminal.gone:
+            return 1  # the terminal closed: stop everything (the finally of cmd_up)
     return 0
 
 
@@ -374,10 +429,33 @@ def cmd_deploy(target: str, stack: str, yes: bool, dry_run: bool, params: list[s
 
 # ------------------------------------------------------------------------------------------ status
 def _use_running_emulator() -> None:
-    if not os.environ.get("AWS_ENDPOINT_URL"):
-        emulator = Emulator.from_pidfile()
-        if emulator and healthy(emulator.endpoint):
-            os.environ.update(emulator.client_env())
+    """Point the AWS clients at the emulator `iotpipe up` runs, unless AWS_ENDPOINT_URL names another
+    endpoint that answers: one left in the shell from an earlier run (an emulator since restarted on
+    another port) would make every command, and every URL it prints, point at a dead port."""
+    emulator = Emulator.from_pidfile()
+    if emulator is None or not healthy(emulator.endpoint):
+        return
+    current = os.environ.get("AWS_ENDPOINT_URL")
+    if current and current.rstrip("/") != emulator.endpoint and not _answers(current):
+        _say(f"AWS_ENDPOINT_URL={current} does not answer: using the emulator 'iotpipe up' runs, "
+             f"{emulator.endpoint}")
+        current = None
+    if not current or current.rstrip("/") == emulator.endpoint:
+        os.environ.update(emulator.client_env())
+
+
+def _answers(url: str) -> bool:
+    """Something accepts connections at the URL's host and port (any service: LocalStack, AWS, ...)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "localhost",
+                                       parts.port or (443 if parts.scheme == "https" else 80)), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def cmd_rebuild(stack: str, as_json: bool) -> int:
@@ -494,6 +572,12 @@ def cmd_compact(stack: str, hours: list[str], all_hours: bool, force: bool, as_j
         if all_hours:
             wanted = ac.archived_hours(_client("s3"), outputs["ArchiveBucketName"])
             _say(f"{len(wanted)} archived hours")
+            if not force:
+                settle = ac.settle_minutes(_client("lambda"), function)
+                wanted, still_open = ac.split_open(wanted, int(time.time() * 1000), settle)
+                if still_open:
+                    _say(f"left alone, still open (written to, or ended less than {settle} min ago): "
+                         f"{', '.join(still_open)}; --force or --hour HOUR compacts them now")
         with STDERR.status(f"compacting with {function} ...", spinner="dots") as spinner:
             def update(done: int, total: int) -> None:
                 spinner.update(f"compacted {done}/{total} hours")
@@ -570,12 +654,13 @@ def up(
         help="embedded (in the processor) or sagemaker (through the local model server, serving/)")
     ] = Detector.embedded,
 ) -> int:
-    return cmd_up(UpOptions(
-        stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
-        parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
-        control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
-        snapshot=snapshot, verbose=verbose, detector=detector.value,
-    ))
+    with own_terminal_foreground():
+        return cmd_up(UpOptions(
+            stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
+            parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
+            control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
+            snapshot=snapshot, verbose=verbose, detector=detector.value,
+        ))
 
 
 @app.command(help="stop what 'iotpipe up' started")
@@ -622,8 +707,10 @@ def query(
 def compact_command(
     hour: Annotated[list[str] | None, typer.Option("--hour", metavar="YYYY-MM-DDTHH",
                                                    help="an hour to compact (repeatable)")] = None,
-    all_hours: Annotated[bool, typer.Option("--all", help="every hour with processed objects")] = False,
-    force: Annotated[bool, typer.Option("--force", help="rebuild even where the manifest matches")] = False,
+    all_hours: Annotated[bool, typer.Option(
+        "--all", help="every settled hour with processed objects (not the hours still open)")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="rebuild even where the manifest matches; with --all, the open hours too")] = False,
     stack: StackOption = "iotpipe",
     json_out: JsonOption = False,
 ) -> int:

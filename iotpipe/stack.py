@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from iotpipe.ports import live_url
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,7 +33,10 @@ def stack_outputs(stack_name: str) -> dict[str, str]:
     """Stack outputs by key, plus ``ApiKey`` (the key's value) and ``ApiUrl`` for this target."""
     cfn = _client("cloudformation")
     stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    # Local URLs among the outputs (queue URLs) carry the port the emulator had when it wrote them, which
+    # after a restart from a snapshot on another port is dead: every caller gets the live one.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    outputs = {o["OutputKey"]: live_url(o["OutputValue"], endpoint) for o in stack.get("Outputs", [])}
     outputs["StackStatus"] = stack["StackStatus"]
     if "ApiKeyId" in outputs:
         key = _client("apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)

@@ -25,6 +25,9 @@ class PipelineStatus:
     # Failures (metric sums): readings handed back for redelivery (ministack drops them), readings that
     # came back after being put in the table, archive puts and alerts that failed.
     retried: int = 0
+    # Readings handed back in the last 2 minutes, each once: the largest handed-back delivery (Maximum of
+    # RecordsRetried); a batch retried every second adds its readings to `retried` every time.
+    held_back_now: int = 0
     redelivered: int = 0
     archive_failures: int = 0
     alerts_failed: int = 0
@@ -37,6 +40,7 @@ class PipelineStatus:
     windows: int = 0
     devices: int = 0
     throughput_per_s: float = 0.0  # RecordsIn over the last 60 s
+    readings_in_since: int = 0  # RecordsIn since `collect(..., since=)` (what the status line's rate uses)
     window_lag_s: float | None = None  # latest WindowLagSeconds (processing time - event time)
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -82,7 +86,7 @@ def _scan(ddb: Any, table: str, projection: str, names: dict[str, str] | None = 
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
+def collect(stack: str, window_hours: float = 24.0, since: dt.datetime | None = None) -> PipelineStatus:
     status = PipelineStatus(stack=stack)
     outputs = stack_outputs(stack)
     status.outputs = outputs
@@ -105,6 +109,13 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
     status.readings_in = int(_metric_sum(cw, "RecordsIn", start, end))
     status.duplicates = int(_metric_sum(cw, "DuplicatesDropped", start, end))
     status.retried = int(_metric_sum(cw, "RecordsRetried", start, end))
+    peak = cw.get_metric_statistics(
+        Namespace=NAMESPACE, MetricName="RecordsRetried", StartTime=end - dt.timedelta(minutes=3),
+        EndTime=end, Period=180, Statistics=["Maximum"],
+    ).get("Datapoints", [])
+    status.held_back_now = int(max((p.get("Maximum", 0.0) for p in peak), default=0))
+    if since is not None:
+        status.readings_in_since = int(_metric_sum(cw, "RecordsIn", since, end))
     status.redelivered = int(_metric_sum(cw, "RecordsRedelivered", start, end))
     status.archive_failures = int(_metric_sum(cw, "ArchiveWriteFailures", start, end))
     status.alerts_failed = int(_metric_sum(cw, "AlertsFailed", start, end))
@@ -141,8 +152,9 @@ def render(status: PipelineStatus) -> str:
         f"aggregated   {status.aggregated} in {status.windows} windows   (window lag {lag})",
         f"quarantined  {status.quarantined}   [{reasons}]",
         f"duplicates   {status.duplicates}",
-        f"failures     handed back {status.retried}   archive writes {status.archive_failures}   "
-        f"alerts {status.alerts_failed}   (redelivered {status.redelivered})",
+        f"failures     held back now {status.held_back_now} (hand-backs {status.retried}, every retry "
+        f"counted)   archive writes {status.archive_failures}   alerts {status.alerts_failed}   "
+        f"(redelivered {status.redelivered})",
         f"anomalies    {status.anomalies}",
         f"fleet model  {sum(status.calibration_fallbacks.values())} readings instead of their calibration   "
         f"[{_reasons(status.calibration_fallbacks)}]",
@@ -150,3 +162,55 @@ def render(status: PipelineStatus) -> str:
         f"[{_reasons(status.detection_failures)}]",
     ])
 
+
+
+QUARANTINE_WARN = 0.05  # share of readings quarantined that the status line calls out
+
+
+def problems(status: PipelineStatus) -> list[str]:
+    """What is wrong, in a few words each (empty: nothing the counters show)."""
+    found: list[str] = []
+    if status.readings_in and status.quarantined / status.readings_in >= QUARANTINE_WARN:
+        top = max(status.quarantined_by_reason.items(), key=lambda kv: kv[1])[0]
+        hint = " (unregistered devices: python -m simulator register)" if top == "unknown_device" else ""
+        found.append(f"{100 * status.quarantined / status.readings_in:.0f}% of readings quarantined, "
+                     f"mostly {top}{hint}")
+    if status.held_back_now:
+        found.append(f"a batch is failing: {status.held_back_now} readings held back and retried")
+    if status.archive_failures:
+        found.append(f"{status.archive_failures} archive writes failed")
+    if status.alerts_failed:
+        found.append(f"{status.alerts_failed} alerts not sent")
+    return found
+
+
+def status_line(status: PipelineStatus, sent: object, rate_per_s: float) -> str:
+    """The line `iotpipe up` prints every few seconds: the counts, then what is wrong after `!!`."""
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(status.quarantined_by_reason.items(),
+                                                      key=lambda kv: -kv[1]))
+    # RecordsIn counts every delivery: while a batch is retried, `in` runs ahead of what was sent.
+    redeliveries = ", redeliveries included" if status.held_back_now else ""
+    line = (f"sent {sent} | in {status.readings_in} ({rate_per_s:.1f}/s{redeliveries}) | "
+            f"aggregated {status.aggregated} "
+            f"in {status.windows} windows | duplicates {status.duplicates} | quarantined {status.quarantined}"
+            f"{f' [{reasons}]' if reasons else ''} | held back {status.held_back_now} | "
+            f"archive failures {status.archive_failures} | anomalies {status.anomalies}")
+    wrong = problems(status)
+    return line + (f"  !! {'; '.join(wrong)}" if wrong else "")
+
+
+class RateMeter:
+    """Readings per second over the last ``span_s`` from a count that only grows (RecordsIn since the
+    watch began, which is 0 at its start): right from the first sample, not ramping over a minute as a
+    trailing-minute sum divided by 60 does while the pipeline is younger than a minute."""
+
+    def __init__(self, start: float, span_s: float = 60.0) -> None:
+        self.span_s = span_s
+        self.samples: list[tuple[float, int]] = [(start, 0)]
+
+    def add(self, at: float, count: int) -> float:
+        self.samples.append((at, count))
+        while len(self.samples) > 2 and at - self.samples[1][0] >= self.span_s:
+            self.samples.pop(0)
+        t0, c0 = self.samples[0]
+        return (count - c0) / (at - t0) if at > t0 else 0.0

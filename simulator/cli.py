@@ -26,6 +26,8 @@ from simulator.config import (
     SimulatorConfig,
     parse_value,
 )
+from simulator.control import GrowHook, LiveConfig, RegistrationError
+from simulator.credentials import DEFAULT_SECRET_FILE
 from simulator.runner import RunStats, pump, run
 from simulator.sinks import make_sink
 
@@ -188,7 +190,8 @@ def run_command(config: SimulatorConfig) -> int:
         f"{config.devices} devices x {config.rate_hz} Hz = {config.target_rate:,.1f} readings/s "
         f"-> {config.sink}" + (" (burst)" if config.burst else "")
     )
-    stats = run(config, sink, progress=printer, stop=stop, announce=printer.note)
+    live = LiveConfig(config, on_grow=grow_hook(config, printer))
+    stats = run(config, sink, progress=printer, stop=stop, announce=printer.note, live=live)
     _summary(printer, stats)
     return 0
 
@@ -270,22 +273,81 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _register(config: SimulatorConfig, dry_run: bool, printer: ProgressPrinter) -> int:
-    from simulator.fleet import generate_fleet, register_fleet
+    from simulator.fleet import generate_fleet
 
     fleet = generate_fleet(config.devices, config.seed)
     if dry_run:
         for device in fleet:
             sys.stdout.write(orjson.dumps(device.to_registry_item()).decode() + "\n")
         return 0
-    import boto3
-
-    from simulator.credentials import load_fleet_secret
-
-    fleet_secret = load_fleet_secret(config.device_secret, config.device_secret_file, create=True)
-    client = boto3.client("dynamodb", endpoint_url=config.endpoint_url, region_name=config.region)
-    written = register_fleet(fleet, config.devices_table, client, fleet_secret=fleet_secret)
+    written = register_devices(config, fleet, _dynamodb(config), create_secret=True)
     printer.note(f"registered {written} devices in {config.devices_table}, each with an /ingest credential")
     return 0
+
+
+# The sinks whose readings reach the pipeline, which checks each device against the devices table.
+PIPELINE_SINKS = ("kinesis", "http")
+
+
+def _dynamodb(config: SimulatorConfig) -> Any:
+    import boto3
+
+    return boto3.client("dynamodb", endpoint_url=config.endpoint_url, region_name=config.region)
+
+
+def register_devices(config: SimulatorConfig, fleet: Sequence[Any], client: Any,
+                     create_secret: bool = False) -> int:
+    """``fleet`` written to the devices table with each device's /ingest credential hash (``register``)."""
+    from simulator.credentials import load_fleet_secret
+    from simulator.fleet import register_fleet
+
+    fleet_secret = load_fleet_secret(config.device_secret, config.device_secret_file, create=create_secret)
+    return register_fleet(list(fleet), config.devices_table, client, fleet_secret=fleet_secret)
+
+
+def register_command_line(config: SimulatorConfig) -> str:
+    """The shell command that registers ``config``'s whole fleet, as start-up did (same seed and secret)."""
+    env = [f"SIM_DEVICES={config.devices}", f"SIM_SEED={config.seed}",
+           f"SIM_DEVICES_TABLE={config.devices_table}"]
+    if config.endpoint_url:
+        env.append(f"AWS_ENDPOINT_URL={config.endpoint_url}")
+    if config.device_secret:  # never printed: the run was given it in the environment
+        env.append('SIM_DEVICE_SECRET="$SIM_DEVICE_SECRET"')
+    elif config.device_secret_file != DEFAULT_SECRET_FILE:
+        env.append(f"SIM_DEVICE_SECRET_FILE={config.device_secret_file}")
+    return " ".join(env) + " .venv/bin/python -m simulator register"
+
+
+def grow_hook(config: SimulatorConfig, printer: ProgressPrinter, client: Any = None) -> GrowHook | None:
+    """Live tuning's ``on_grow`` for a run that sends to the pipeline: devices added by POST /config are
+    registered (with credentials) before they send, the way ``register`` registered the first ones."""
+    if config.sink not in PIPELINE_SINKS:
+        return None
+    # Devices up to this count were registered at start-up (or by an earlier grow): never re-put, so a
+    # device shrunk away and added again keeps its item (a calibration stored on it, for instance).
+    registered = config.devices
+
+    def on_grow(old: SimulatorConfig, new: SimulatorConfig) -> None:
+        nonlocal registered, client
+        from simulator.fleet import generate_device
+
+        first = max(old.devices, registered)
+        if first >= new.devices:
+            return
+        try:
+            client = client or _dynamodb(new)
+            fleet = [generate_device(i, new.seed) for i in range(first, new.devices)]
+            written = register_devices(new, fleet, client)
+        except Exception as exc:  # the table, the network, the fleet secret: the change must not apply
+            raise RegistrationError(
+                f"devices {first}..{new.devices - 1} could not be registered in {new.devices_table} "
+                f"({type(exc).__name__}: {exc}); nothing changed: register them with the command below, "
+                "then POST again", register_command_line(new)) from exc
+        registered = new.devices
+        printer.note(f"registered {written} new devices ({first}..{new.devices - 1}) in {new.devices_table}, "
+                     "each with an /ingest credential")
+
+    return on_grow
 
 
 def _replay(

@@ -1,8 +1,10 @@
 """Live tuning: a thread-safe holder of the current config and a tiny HTTP endpoint on 127.0.0.1.
 
 GET /config, POST /config with any of {devices, rate_hz, anomaly_rate, malformed_rate, jitter},
-GET /stats. The runner polls ``LiveConfig.version`` at every tick boundary and applies changes without
-restarting (new devices join, the rate changes from the next tick on).
+GET /stats. The runner polls ``LiveConfig.version`` while it waits and applies changes without
+restarting (new devices join, the rate changes at once). When devices are added and the run sends to
+the pipeline, ``on_grow`` registers them first, as ``register`` did at start-up; if it cannot, the POST
+is refused (503, nothing changed) with the command that registers them.
 """
 
 from __future__ import annotations
@@ -27,10 +29,23 @@ TUNABLE: dict[str, type] = {
 MAX_BODY_BYTES = 16 * 1024
 
 
+class RegistrationError(ConfigError):
+    """New devices could not be registered: the change is refused; ``command`` registers them by hand."""
+
+    def __init__(self, message: str, command: str) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+# ``on_grow(old, new)``: register devices old .. new-1 of ``new``'s fleet (seed), or raise RegistrationError.
+GrowHook = Callable[[SimulatorConfig, SimulatorConfig], None]
+
+
 class LiveConfig:
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, on_grow: GrowHook | None = None) -> None:
         self._lock = threading.Lock()
         self._config = config
+        self._on_grow = on_grow
         self.version = 0
 
     @property
@@ -51,7 +66,12 @@ class LiveConfig:
                 raise ConfigError(f"{key} must be an integer")
             typed[key] = TUNABLE[key](value)
         with self._lock:
-            self._config = self._config.with_updates(**typed)
+            updated = self._config.with_updates(**typed)
+            if self._on_grow is not None and updated.devices > self._config.devices:
+                # Before the change applies: a device that sends before it is registered is quarantined
+                # as unknown_device (Kinesis) or refused at the edge (HTTP).
+                self._on_grow(self._config, updated)
+            self._config = updated
             self.version += 1
             return self._config
 
@@ -120,6 +140,8 @@ def handle(
             if not isinstance(changes, dict):
                 raise ConfigError("body must be a JSON object")
             updated = live.update(changes)
+        except RegistrationError as exc:
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc), "command": exc.command}
         except (orjson.JSONDecodeError, ConfigError) as exc:
             return HTTPStatus.BAD_REQUEST, {"error": str(exc)}
         return HTTPStatus.OK, config_view(updated)

@@ -86,6 +86,7 @@ class _Loop:
         self._last_count = 0
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = stats.as_dict()
+        self.cut = False  # the last emit ended early for a configuration change
         pacer.on_idle = self.housekeeping
 
     def snapshot(self) -> dict[str, Any]:
@@ -108,13 +109,20 @@ class _Loop:
             if self.progress is not None:
                 self.progress(self.stats)
 
-    def emit(self, items: Iterable[Produced], limit: int | None) -> bool:
-        """Send ``items`` on schedule; False once ``limit`` records were produced or stop was set."""
+    def emit(self, items: Iterable[Produced], limit: int | None,
+             interrupted: Callable[[], bool] | None = None) -> bool:
+        """Send ``items`` on schedule; False once ``limit`` records were produced or stop was set.
+
+        Once ``interrupted()`` is true the records not yet due are dropped (``self.cut`` is set): the
+        caller starts a new stream from now."""
         stats, sink, pacer, labels = self.stats, self.sink, self.pacer, self.labels
         by_kind = stats.by_kind
         last: Produced | None = None
+        self.cut = False
         for produced in items:
-            pacer.wait(produced.send_ms)
+            if not pacer.wait(produced.send_ms, interrupted):
+                self.cut = True
+                break
             sink.add(produced)
             if labels is not None:
                 labels.write(produced)
@@ -189,14 +197,16 @@ def run(
         while True:
             if live.version != seen_version:
                 seen_version = live.version
-                current, stream = _apply(current, live.config, stream, devices)
+                # A tick cut short by the change resumes from now, not from the end of the cut tick.
+                resume_ms = pacer.sim_now_ms() if loop.cut else stream.tick_end_ms
+                current, stream = _apply(current, live.config, stream, devices, resume_ms)
                 stats.target_rate = current.target_rate
             if end_ms is not None and stream.tick_end_ms >= end_ms:
                 break
             tick = stream.next_tick()
             if end_ms is not None:
                 tick = [p for p in tick if p.send_ms < end_ms]
-            if not loop.emit(tick, config.count):
+            if not loop.emit(tick, config.count, lambda seen=seen_version: live.version != seen):
                 finished_early = True
                 break
         if end_ms is not None and not config.burst and not finished_early:
@@ -216,13 +226,17 @@ def _resize(devices: list[Device], n: int, seed: int) -> None:
 
 
 def _apply(
-    current: SimulatorConfig, new: SimulatorConfig, stream: ReadingStream, devices: list[Device]
+    current: SimulatorConfig, new: SimulatorConfig, stream: ReadingStream, devices: list[Device],
+    resume_ms: int,
 ) -> tuple[SimulatorConfig, ReadingStream]:
     if (new.devices, new.rate_hz, new.jitter) != (current.devices, current.rate_hz, current.jitter):
         _resize(devices, new.devices, new.seed)
-        # The new stream starts where the current tick ends, so simulated time never jumps.
-        return new, ReadingStream(new, devices[: new.devices], stream.tick_end_ms)
+        # The new stream starts where the current tick ends (or, for a tick cut short, now), so simulated
+        # time never jumps ahead of the wall clock.
+        return new, ReadingStream(new, devices[: new.devices], resume_ms)
     stream.set_rates(new.anomaly_rate, new.malformed_rate)
+    if resume_ms < stream.tick_end_ms:  # a cut tick: the same stream, its next tick from now
+        return new, ReadingStream(new, devices[: new.devices], resume_ms)
     return new, stream
 
 

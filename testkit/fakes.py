@@ -383,12 +383,18 @@ class InMemoryPublisher:
 
 
 class MemoryTotals:
-    """Failure counters (``MetricTotals``): fixed totals, or None to model CloudWatch being unreachable."""
+    """Failure counters (``MetricTotals``): fixed totals, or None to model CloudWatch being unreachable.
 
-    def __init__(
-        self, totals: dict[str, int] | None = None, reasons: dict[str, dict[str, int]] | None = None
-    ) -> None:
+    ``by_dimension`` holds per-dimension sums (``{"RecordsRejected": {"unknown_device": 12}}``), ``peaks``
+    the largest single datapoint of a metric and ``reasons`` each ``Reason`` series' sum (``by_reason``)."""
+
+    def __init__(self, totals: dict[str, int] | None = None,
+                 by_dimension: dict[str, dict[str, int]] | None = None,
+                 peaks: dict[str, int] | None = None,
+                 reasons: dict[str, dict[str, int]] | None = None) -> None:
         self.totals = totals
+        self.by_dimension = by_dimension or {}
+        self.peaks = peaks or {}
         self.reasons = reasons or {}  # metric name -> {reason: sum}
 
     def sums(self, names: Sequence[str], start: datetime, end: datetime) -> dict[str, int] | None:
@@ -400,3 +406,13 @@ class MemoryTotals:
         if self.totals is None:
             return None
         return dict(self.reasons.get(name, {}))
+
+    def sums_by(self, name: str, dimension: str, values: Sequence[str], start: datetime,
+                end: datetime) -> dict[str, int] | None:
+        if self.totals is None:
+            return None
+        series = self.by_dimension.get(name, {})
+        return {v: int(series[v]) for v in values if series.get(v)}
+
+    def peak(self, name: str, start: datetime, end: datetime) -> int | None:
+        return None if self.totals is None else int(self.peaks.get(name, 0))

@@ -64,3 +64,35 @@ class CloudWatchTotals:
             return out
         except Exception:
             return None
+
+    def sums_by(self, name: str, dimension: str, values: Sequence[str], start: datetime,
+                end: datetime) -> dict[str, int] | None:
+        """One GetMetricData call, a query per dimension value (no ListMetrics: the values are known)."""
+        cw = self._client or client("cloudwatch")
+        period = max(60, int((end - start).total_seconds()) // 60 * 60)
+        queries = [{"Id": f"m{i}", "Label": value, "ReturnData": True, "MetricStat": {
+            "Metric": {"Namespace": self._namespace, "MetricName": name,
+                       "Dimensions": [{"Name": dimension, "Value": value}]},
+            "Period": period, "Stat": "Sum"}} for i, value in enumerate(values)]
+        try:
+            out: dict[str, int] = {}
+            for page in cw.get_paginator("get_metric_data").paginate(
+                    MetricDataQueries=queries, StartTime=start, EndTime=end):
+                for result in page.get("MetricDataResults", []):
+                    label = values[int(result["Id"][1:])]
+                    out[label] = out.get(label, 0) + int(sum(result.get("Values", [])))
+            return {k: v for k, v in out.items() if v}
+        except Exception:
+            return None
+
+    def peak(self, name: str, start: datetime, end: datetime) -> int | None:
+        cw = self._client or client("cloudwatch")
+        period = max(60, int((end - start).total_seconds()) // 60 * 60)
+        try:
+            points = cw.get_metric_statistics(
+                Namespace=self._namespace, MetricName=name, StartTime=start, EndTime=end,
+                Period=period, Statistics=["Maximum"],
+            ).get("Datapoints", [])
+            return int(max((p.get("Maximum", 0.0) for p in points), default=0))
+        except Exception:
+            return None

@@ -110,7 +110,13 @@ class AnomalyPage(_Page):
 class Failures(BaseModel):
     """What the tables cannot show: readings handed back, archive and alert failures (metric sums)."""
 
-    records_retried: int = Field(description="Readings handed back for redelivery (ministack drops them).")
+    records_retried: int = Field(
+        description="Readings handed back for redelivery, summed over deliveries: a batch retried 50 times "
+        "counts 50 times (see readings_held_back_now for each reading once).")
+    readings_held_back_now: int = Field(
+        default=0, description="Readings handed back in the last 2 minutes, each counted once however often "
+        "its batch was retried: the largest handed-back delivery (a retry carries the same readings). "
+        "Above 0 means a batch is failing now.")
     archive_write_failures: int = Field(description="Archive puts that failed.")
     alerts_failed: int = Field(description="Alerts that could not be sent (the anomalies are stored).")
     records_redelivered: int = Field(description="Readings that came back after being put in the table.")
@@ -139,6 +145,15 @@ class Stats(BaseModel):
     anomalies_last_hour: int
     failures_last_hour: Failures | None = Field(
         default=None, description="Failure counters from the processor's metrics; null when unreadable."
+    )
+    readings_in_last_hour: int | None = Field(
+        default=None, description="Readings the processor received (RecordsIn; a retried batch counts again)."
+    )
+    quarantined_last_hour: int | None = Field(
+        default=None, description="Readings quarantined (RecordsRejected, all reasons); null when unreadable."
+    )
+    quarantined_by_reason: dict[str, int] | None = Field(
+        default=None, description="quarantined_last_hour per reason (reasons with none left out)."
     )
 
 

@@ -30,6 +30,7 @@ from functions.api.models import (
 from functions.api.timeparse import iso_ms, iso_s, parse_time
 from functions.core.anomaly_items import SEVERITY_RANK, api_fields
 from functions.core.ports import Item
+from functions.schemas import load_schema
 
 WINDOW_S = 60
 DEFAULT_AGGREGATES_SPAN = timedelta(hours=1)
@@ -41,6 +42,10 @@ STATS_PERIOD = timedelta(hours=1)
 STATS_MAX_DEVICES = 100
 STATS_MAX_COUNT = 100_000
 STATS_WORKERS = 8
+# A batch handed back now is retried within seconds (ministack: every ~1 s; Kinesis: at once).
+HELD_BACK_SPAN = timedelta(minutes=2)
+# RecordsRejected is published per Reason only: the reasons the quarantine schema allows.
+QUARANTINE_REASONS: tuple[str, ...] = tuple(load_schema("quarantined")["properties"]["reason"]["enum"])
 TS_SEQ_HIGH = "#~"  # sorts after "#<digits>": makes the upper ts_seq bound inclusive of its millisecond
 
 
@@ -278,21 +283,28 @@ def stats(stores: Stores, now: datetime) -> Stats:
         stores.anomalies.count_day(day, lo, hi, STATS_MAX_COUNT)
         for day in _days_newest_first(TimeRange(since, now))
     )
-    failures = None
+    failures, readings_in, by_reason = None, None, None
     if stores.metrics is not None:
-        sums = stores.metrics.sums(FAILURE_METRICS, since, now)
+        sums = stores.metrics.sums((*FAILURE_METRICS, "RecordsIn"), since, now)
+        held_back = stores.metrics.peak("RecordsRetried", now - HELD_BACK_SPAN, now)
         reasons = {name: stores.metrics.by_reason(name, since, now) for name in REASON_METRICS}
         if sums is not None and all(r is not None for r in reasons.values()):
             failures = Failures(
                 records_retried=sums["RecordsRetried"],
+                readings_held_back_now=held_back or 0,
                 archive_write_failures=sums["ArchiveWriteFailures"],
                 alerts_failed=sums["AlertsFailed"],
                 records_redelivered=sums["RecordsRedelivered"],
                 calibration_fallbacks=reasons["CalibrationFallbacks"] or {},
                 detection_failures=reasons["DetectionFailures"] or {},
             )
+            readings_in = sums["RecordsIn"]
+        by_reason = stores.metrics.sums_by("RecordsRejected", "Reason", QUARANTINE_REASONS, since, now)
     return Stats(
         failures_last_hour=failures,
+        readings_in_last_hour=readings_in,
+        quarantined_last_hour=None if by_reason is None else sum(by_reason.values()),
+        quarantined_by_reason=by_reason,
         generated_at=iso_ms(now),
         period_s=int(STATS_PERIOD.total_seconds()),
         devices=devices,

@@ -24,6 +24,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,10 @@ def parse_hour(text: str) -> tuple[str, str]:
     dt = cleaned[:10]
     if not (dt[:4].isdigit() and dt[4] == "-" and dt[5:7].isdigit() and dt[7] == "-" and dt[8:].isdigit()):
         raise ValueError(f"an hour is YYYY-MM-DDTHH, not {text!r}")
+    try:  # a calendar day: 2026-13-45 would name a partition that cannot exist and compact nothing
+        date.fromisoformat(dt)
+    except ValueError:
+        raise ValueError(f"an hour is YYYY-MM-DDTHH of a calendar day, not {text!r}") from None
     return dt, cleaned[11:]
 
 

@@ -227,6 +227,16 @@ class MetricTotals(Protocol):
         """Sum of each ``Reason`` series of a metric over [start, end), or None if they cannot be read."""
         ...
 
+    def sums_by(self, name: str, dimension: str, values: Sequence[str], start: datetime,
+                end: datetime) -> dict[str, int] | None:
+        """Sum of ``name`` per value of ``dimension`` over [start, end) (zeros left out), or None."""
+        ...
+
+    def peak(self, name: str, start: datetime, end: datetime) -> int | None:
+        """The largest single datapoint of ``name`` (no dimensions) over [start, end), 0 if none, or None
+        if unreadable: one invocation's figure, where a sum would add up every retry of the same batch."""
+        ...
+
 
 def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):

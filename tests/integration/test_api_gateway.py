@@ -17,6 +17,7 @@ import pytest
 
 from functions.adapters.clients import client
 from testkit.seed import anomaly_item, device_item, window_item
+from tests.integration.polling import wait_for
 from tests.integration.targets import facts
 
 pytestmark = pytest.mark.integration
@@ -166,13 +167,30 @@ def test_docs_load_the_stage_relative_openapi(http: httpx.Client) -> None:
     assert spec.json()["servers"] == [{"url": "/prod"}]
 
 
-def test_live_view_shell_and_stats(http: httpx.Client, key: dict[str, str], seeded: dict[str, Any]) -> None:
+def test_live_view_shell_and_stats(http: httpx.Client, key: dict[str, str], seeded: dict[str, Any],
+                                   deployed_stack: dict[str, str]) -> None:
     page = http.get("dashboard")
     assert page.status_code == 200
     assert "iotpipe live view" in page.text
+    assert 'id="world-atlas"' in page.text  # the base map travels inside the page, through the gateway
     stats = http.get("stats", headers=key).json()
     assert stats["devices"] >= 3
     assert stats["anomalies_last_hour"] >= ANOMALIES
+    # AND the quarantine the live view shows is read from the processor's metrics on this target:
+    # three records that are not JSON show up as malformed_json within a minute
+    before = (stats["quarantined_by_reason"] or {}).get("malformed_json", 0)
+    client("kinesis").put_records(StreamName=deployed_stack["StreamName"], Records=[
+        {"Data": b"{not json " + str(i).encode(), "PartitionKey": f"it-stats-{i}"} for i in range(3)])
+
+    def quarantined() -> dict[str, Any] | None:
+        body = http.get("stats", headers=key).json()
+        return body if (body["quarantined_by_reason"] or {}).get("malformed_json", 0) >= before + 3 else None
+
+    latest = wait_for(quarantined, 90, 2)
+    assert latest, http.get("stats", headers=key).json()
+    assert latest["quarantined_last_hour"] == sum(latest["quarantined_by_reason"].values())
+    assert latest["readings_in_last_hour"] >= latest["quarantined_last_hour"]
+    assert latest["failures_last_hour"]["readings_held_back_now"] >= 0
 
 
 def test_correlation_id_round_trip(http: httpx.Client) -> None:

@@ -100,8 +100,9 @@ def archived(deployed_stack: dict[str, str]) -> tuple[set[str], dict[str, list[d
     return devices, lines
 
 
-def _compact(stack: str, hours: list[str] | None, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    """``iotpipe archive compact`` on ``hours`` (None: ``--all``, every archived hour)."""
+def _compact(stack: str, hours: list[str] | None, capsys: pytest.CaptureFixture[str],
+             force: bool = False) -> dict[str, Any]:
+    """``iotpipe archive compact`` on ``hours`` (None: ``--all``, every settled archived hour)."""
     from iotpipe.cli import main
 
     args = ["archive", "compact", "--stack", stack, "--json"]
@@ -109,9 +110,13 @@ def _compact(stack: str, hours: list[str] | None, capsys: pytest.CaptureFixture[
         args += ["--hour", hour]
     if hours is None:
         args.append("--all")
+    if force:
+        args.append("--force")
     status = main(args)
-    doc = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
     assert status == 0, doc
+    doc["stderr"] = captured.err
     return doc
 
 
@@ -141,6 +146,11 @@ def test_the_compactor_writes_each_archived_reading_once_and_a_rerun_writes_noth
     for r in again["results"]:
         hour = f"{r['dt']}T{r['hour']}"
         assert r["action"] == "unchanged" or r["inputs"] > before[hour], r
+    # AND `--all` leaves the hours still being written alone (these readings are minutes old), saying so
+    every = _compact(deployed_stack["StackName"], None, capsys)
+    assert not {f"{r['dt']}T{r['hour']}" for r in every["results"]} & set(lines), every
+    assert "left alone, still open" in every["stderr"]
+    assert all(h in every["stderr"] for h in lines)
     # AND a malformed hour is a one-line error
     from iotpipe.cli import main
     bad = ["archive", "compact", "--stack", deployed_stack["StackName"], "--hour", "today", "--json"]
@@ -165,8 +175,8 @@ def test_the_compacted_table_answers_what_the_json_table_answers(
         deployed_stack: dict[str, str], archived: tuple[set[str], dict[str, list[dict[str, Any]]]],
         sql: aq.QueryTarget, capsys: pytest.CaptureFixture[str]) -> None:
     devices, lines = archived
-    # (every hour: the named queries below read whole days, other modules' readings included)
-    _compact(deployed_stack["StackName"], None, capsys)
+    # (every hour, the open ones too: the named queries below read whole days, other modules' included)
+    _compact(deployed_stack["StackName"], None, capsys, force=True)
     athena = boto3.client("athena")
     in_list = ", ".join(aq.sql_literal(d) for d in sorted(devices))
     days = sorted({h[:10] for h in lines})

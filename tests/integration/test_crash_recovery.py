@@ -274,6 +274,10 @@ def test_iotpipe_up_notices_the_emulator_died_and_the_next_up_brings_the_pipelin
     assert rc == 0, text[-3000:]
     assert "did not stop cleanly" in text
     assert "rebuilt:" in text
+    # AND on the port it was asked for, not a replacement (the killed emulator's connections in TIME_WAIT
+    # do not make it busy), so the URLs it prints are the live ones
+    assert f"starting the embedded emulator (ministack) on 127.0.0.1:{emulator_port} " in text
+    assert f"through the emulator's API Gateway: http://127.0.0.1:{emulator_port}/" in text
     after = _status_counts(text)
     assert after, text[-3000:]
     assert after[-1] > before, (before, after)

@@ -26,8 +26,11 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     get_settings.cache_clear()
     stores = dataclasses.replace(
         seeded_stores(now=NOW, devices=2, minutes=5),
-        metrics=MemoryTotals({"RecordsRetried": 744, "ArchiveWriteFailures": 31, "AlertsFailed": 2},
-                             {"CalibrationFallbacks": {"invalid_calibration": 12}}),
+        metrics=MemoryTotals({"RecordsRetried": 744, "ArchiveWriteFailures": 31, "AlertsFailed": 2,
+                              "RecordsIn": 2000},
+                             by_dimension={"RecordsRejected": {"unknown_device": 1403, "schema_invalid": 21}},
+                             peaks={"RecordsRetried": 100},
+                             reasons={"CalibrationFallbacks": {"invalid_calibration": 12}}),
     )
     app.dependency_overrides[get_stores] = lambda: stores
     app.dependency_overrides[get_now] = lambda: NOW
@@ -38,24 +41,32 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
 
 def test_stats_show_the_failures_the_tables_cannot(api: TestClient) -> None:
     body = api.get("/stats", headers={"x-api-key": KEY}).json()
+    # a batch of 100 readings retried over and over: 744 hand-backs, 100 readings held back
     assert body["failures_last_hour"] == {
-        "records_retried": 744, "archive_write_failures": 31, "alerts_failed": 2, "records_redelivered": 0,
+        "records_retried": 744, "readings_held_back_now": 100, "archive_write_failures": 31,
+        "alerts_failed": 2, "records_redelivered": 0,
         "calibration_fallbacks": {"invalid_calibration": 12}, "detection_failures": {},
     }
+    # AND the readings quarantined, in total and per reason (the figure the tables cannot give either)
+    assert body["readings_in_last_hour"] == 2000
+    assert body["quarantined_last_hour"] == 1424
+    assert body["quarantined_by_reason"] == {"unknown_device": 1403, "schema_invalid": 21}
 
 
 def test_unreadable_metrics_are_unknown_not_zero(api: TestClient) -> None:
     stores = app.dependency_overrides[get_stores]()
     app.dependency_overrides[get_stores] = lambda: dataclasses.replace(stores, metrics=MemoryTotals(None))
-    assert api.get("/stats", headers={"x-api-key": KEY}).json()["failures_last_hour"] is None
+    body = api.get("/stats", headers={"x-api-key": KEY}).json()
+    assert body["failures_last_hour"] is None
+    assert (body["quarantined_last_hour"], body["quarantined_by_reason"]) == (None, None)
 
 
 def test_the_live_view_shows_the_failure_counters(api: TestClient) -> None:
     html = api.get("/dashboard").text
-    assert 'id="c-retried"' in html
-    assert 'id="c-archive-failures"' in html
-    assert 'id="c-fallbacks"' in html
-    assert "failures_last_hour" in html
+    for counter in ("c-quarantined", "c-held-back", "c-archive-failures", "c-alerts-failed", "c-fallbacks"):
+        assert f'id="{counter}"' in html
+    for field in ("failures_last_hour", "readings_held_back_now", "quarantined_by_reason"):
+        assert field in html
 
 
 @pytest.mark.parametrize(

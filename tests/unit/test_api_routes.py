@@ -336,6 +336,9 @@ def test_stats_counts_the_last_hour(api: TestClient) -> None:
         "readings_last_hour": 7200,
         "anomalies_last_hour": 1,
         "failures_last_hour": None,  # the seeded stores have no metrics reader
+        "readings_in_last_hour": None,
+        "quarantined_last_hour": None,
+        "quarantined_by_reason": None,
     }
 
 

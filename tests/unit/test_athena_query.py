@@ -60,6 +60,20 @@ def test_a_missing_or_unknown_parameter_is_named() -> None:
         aq.parse_params(["novalue"])
 
 
+@pytest.mark.parametrize(("params", "error"), [
+    ({"from_day": "2026-13-45", "to_day": "2026-12-01"}, r"from_day='2026-13-45' is not a day: .*YYYY-MM-DD"),
+    ({"from_day": "2026-02-29", "to_day": "2026-03-01"}, r"from_day='2026-02-29' is not a day"),
+    ({"from_day": "2026-12-01", "to_day": "20261201"}, r"to_day='20261201' is not a day"),
+    ({"from_day": "2026-12-02", "to_day": "2026-12-01"}, r"from_day 2026-12-02 is after to_day 2026-12-01"),
+])
+def test_an_impossible_day_is_refused_not_answered_with_no_rows(params: dict[str, str], error: str) -> None:
+    # GIVEN a named query over a day range, WHEN a day is not a calendar day (or the range is reversed)
+    # THEN it is refused with the reason, instead of running and matching no partition
+    with pytest.raises(aq.QueryError, match=error):
+        aq.render("SELECT 1 WHERE dt BETWEEN {{from_day}} AND {{to_day}}", params)
+    assert "'2028-02-29'" in aq.render("SELECT {{day}}", {"day": "2028-02-29"})
+
+
 def test_rows_of_every_page_are_typed_and_the_header_dropped() -> None:
     # GIVEN a query that succeeds after a while, with two result pages (the first starting with the header)
     athena = FakeAthena(["QUEUED", "RUNNING", "SUCCEEDED"],

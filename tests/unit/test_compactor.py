@@ -152,7 +152,8 @@ def test_hours_due_are_the_ended_and_settled_hours_of_the_lookback() -> None:
     assert midnight == [("2026-12-01", "22"), ("2026-12-01", "23")]
 
 
-@pytest.mark.parametrize("text", ["2026-12-01", "2026-12-01T24", "2026-12-01T1", "x026-12-01T10", ""])
+@pytest.mark.parametrize("text", ["2026-12-01", "2026-12-01T24", "2026-12-01T1", "x026-12-01T10", "",
+                                  "2026-13-45T10", "2026-02-29T00"])
 def test_a_malformed_hour_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="YYYY-MM-DDTHH"):
         parse_hour(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -104,3 +105,42 @@ def test_model_train_passes_its_options_through(monkeypatch: pytest.MonkeyPatch)
 def test_model_calibrate_needs_exactly_one_source(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["model", "calibrate", "--device", "d1"]) == 2
     assert "exactly one of --csv FILE or --from-archive" in capsys.readouterr().err
+
+
+def test_a_stale_endpoint_in_the_shell_gives_way_to_the_running_emulator(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN AWS_ENDPOINT_URL left on 4566 from an earlier run, and `up`'s emulator now on 53889
+    from iotpipe.emulator import Emulator
+
+    live = Emulator(port=53889, state_dir=__import__("pathlib").Path("/nonexistent"), pid=1)
+    monkeypatch.setattr(cli.Emulator, "from_pidfile", classmethod(lambda cls: live))
+    monkeypatch.setattr(cli, "healthy", lambda endpoint, timeout=1.0: endpoint == live.endpoint)
+    monkeypatch.setattr(cli, "_answers", lambda url: False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    # WHEN a command looks for its endpoint THEN it uses the live one and says why
+    cli._use_running_emulator()
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:53889"
+    assert "AWS_ENDPOINT_URL=http://127.0.0.1:4566 does not answer" in capsys.readouterr().err
+    # AND an endpoint that answers (LocalStack, say) is kept
+    monkeypatch.setattr(cli, "_answers", lambda url: True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:4599")
+    cli._use_running_emulator()
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://localhost:4599"
+
+
+def test_progress_to_a_hung_up_terminal_does_not_stop_the_clean_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN stderr on a terminal that was closed (writing raises EIO), as when `up`'s terminal hangs up
+    class HungUp:
+        def write(self, text: str) -> int:
+            raise OSError(5, "Input/output error")
+
+        def flush(self) -> None:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("sys.stderr", HungUp())
+    monkeypatch.setattr(cli._Terminal, "gone", False)
+    # THEN a progress line is dropped instead of raising out of `up`'s clean-up (which then never
+    # stopped the emulator: it was left running, orphaned), and `up` knows to stop
+    cli._say("stopping simulator, API and emulator ...")
+    assert cli._Terminal.gone

@@ -102,6 +102,32 @@ def test_live_reconfiguration_changes_devices_and_rate_without_restart() -> None
     assert sends == sorted(sends)
 
 
+def test_a_change_applies_promptly_even_while_waiting_for_a_very_slow_tick() -> None:
+    # GIVEN a run at 0.01 Hz (one reading per device every 100 s) changed to 1 Hz about 5 s in
+    clock = FakeClock()
+    config = SimulatorConfig(devices=2, rate_hz=0.01, duration_s=30, progress_interval_s=1)
+    live = LiveConfig(config)
+    changed_at: list[float] = []
+
+    def tune(stats: object) -> None:
+        if not changed_at and clock.monotonic() >= 5:
+            changed_at.append(clock.monotonic())
+            live.update({"rate_hz": 1.0})
+
+    sink = ListSink()
+    stats = run(config, sink, clock=clock, live=live, progress=tune)
+    # THEN the new rate starts within a second of the change, not when the 100 s tick would have ended
+    assert changed_at
+    start_ms = (clock.time() - clock.monotonic()) * 1000  # epoch ms at monotonic 0 (the run's origin)
+    after = sorted((p.send_ms - start_ms) / 1000 for p in sink.items)
+    later = [t for t in after if t >= changed_at[0]]
+    assert later, after
+    assert later[0] - changed_at[0] < 1.5, (changed_at, after[:5])
+    # AND the rest of the run is at 2 devices x 1 Hz (about 25 s of it)
+    assert len(later) >= 2 * 24, len(later)
+    assert stats.target_rate == 2.0
+
+
 def test_pacer_batches_records_closer_than_min_sleep() -> None:
     # GIVEN records 0.1 ms apart WHEN paced THEN the pacer sleeps in >= 2 ms steps, not per record
     clock = FakeClock()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from simulator.cli import parse_config
+from simulator.cli import ProgressPrinter, grow_hook, parse_config
 from simulator.config import ConfigError, SimulatorConfig
 from simulator.control import LiveConfig, handle
+from simulator.credentials import device_secret, hash_secret
 from simulator.fleet import generate_fleet
 from simulator.labels import LabelWriter
 from simulator.replay import SKAB_MAPPING, parse_mapping, replay_readings
@@ -149,3 +151,59 @@ def test_labels_file_has_one_row_per_record_with_expected_reason(tmp_path: Path)
     with LabelWriter(str(jsonl)) as writer:
         writer.write(items[0])
     assert orjson.loads(jsonl.read_text().splitlines()[0])["device_id"] == items[0].device_id
+
+
+class FakeDevicesTable:
+    """batch_write_item of the devices table, recorded; ``fail`` makes every call raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.items: dict[str, dict[str, dict[str, str]]] = {}
+        self.fail = fail
+
+    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        if self.fail:
+            raise ConnectionError("Could not connect to the endpoint URL")
+        for request in RequestItems["devs"]:
+            item = request["PutRequest"]["Item"]
+            self.items[item["device_id"]["S"]] = item
+        return {}
+
+
+def _kinesis_run(devices: int) -> SimulatorConfig:
+    return SimulatorConfig(devices=devices, sink="kinesis", devices_table="devs", device_secret="fleet-s",
+                           endpoint_url="http://127.0.0.1:4566", seed=42)
+
+
+def test_devices_added_live_are_registered_with_credentials_before_they_send() -> None:
+    # GIVEN a run to Kinesis whose first 20 devices were registered at start-up
+    table = FakeDevicesTable()
+    live = LiveConfig(_kinesis_run(20), on_grow=grow_hook(_kinesis_run(20), ProgressPrinter(), client=table))
+    # WHEN the README's tuning adds 30 devices
+    status, body = handle(live, dict, "POST", "/config", b'{"devices": 50, "rate_hz": 2}')
+    # THEN exactly the 30 new ones are written, each with the credential hash `register` would write
+    assert status == HTTPStatus.OK, body
+    assert body["devices"] == 50
+    assert sorted(table.items) == [f"dev-{i:06d}" for i in range(20, 50)]
+    item = table.items["dev-000049"]
+    assert item["credential_hash"]["S"] == hash_secret("dev-000049", device_secret("fleet-s", "dev-000049"))
+    # AND shrinking and growing again does not re-put devices registered before
+    table.items.clear()
+    handle(live, dict, "POST", "/config", b'{"devices": 10}')
+    assert handle(live, dict, "POST", "/config", b'{"devices": 55}')[0] == HTTPStatus.OK
+    assert sorted(table.items) == [f"dev-{i:06d}" for i in range(50, 55)]
+
+
+def test_devices_that_cannot_be_registered_are_refused_with_the_command() -> None:
+    # GIVEN a run whose devices table cannot be reached
+    live = LiveConfig(_kinesis_run(20), on_grow=grow_hook(_kinesis_run(20), ProgressPrinter(),
+                                                          client=FakeDevicesTable(fail=True)))
+    # WHEN devices are added THEN nothing changes, and the answer says why and what to run
+    status, body = handle(live, dict, "POST", "/config", b'{"devices": 50}')
+    assert status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert "devices 20..49 could not be registered in devs" in body["error"]
+    assert body["command"] == (
+        "SIM_DEVICES=50 SIM_SEED=42 SIM_DEVICES_TABLE=devs AWS_ENDPOINT_URL=http://127.0.0.1:4566 "
+        'SIM_DEVICE_SECRET="$SIM_DEVICE_SECRET" .venv/bin/python -m simulator register')
+    assert (live.config.devices, live.version) == (20, 0)
+    # AND a run that does not feed the pipeline (stdout, file, null) registers nothing
+    assert grow_hook(SimulatorConfig(devices=2, sink="null"), ProgressPrinter()) is None
