@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from iotpipe.stack import _client, stack_outputs
@@ -35,6 +37,9 @@ class PipelineStatus:
     throughput_per_s: float = 0.0  # RecordsIn over the last 60 s
     window_lag_s: float | None = None  # latest WindowLagSeconds (processing time - event time)
     outputs: dict[str, str] = field(default_factory=dict)
+    # The embedded emulator's last start: what its stream's write-ahead log restored after an unclean
+    # stop and which acknowledged readings may be missing (iotpipe/ministack_launcher.py); None elsewhere.
+    crash_window: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +117,48 @@ def collect(stack: str, window_hours: float = 24.0) -> PipelineStatus:
     return status
 
 
+RECOVERY_FILE = "iotpipe-recovery.json"  # written by iotpipe/ministack_launcher.py into STATE_DIR
+
+
+def read_crash_window(state_dir: Path) -> dict[str, Any] | None:
+    """The emulator's report of its last start (``<state dir>/state/iotpipe-recovery.json``), if any."""
+    try:
+        data = json.loads((state_dir / "state" / RECOVERY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["text"] = describe_crash_window(data)
+    return data
+
+
+def _utc(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "-"
+    return dt.datetime.fromtimestamp(float(epoch_s), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_crash_window(data: dict[str, Any]) -> str:
+    """One line: which acknowledged readings the last restart of the emulator may have lost."""
+    started = _utc(data.get("started_at"))
+    if data.get("previous_snapshot_at") is None and not data.get("logged"):
+        return f"none missing (started {started} on empty state)"
+    if data.get("previous_stop_clean") and not data.get("logged"):
+        return f"none missing (started {started} after a clean stop)"
+    restored = (f"{data.get('restored', 0)} acknowledged records restored from the stream's write-ahead "
+                f"log, {data.get('in_snapshot', 0)} were in the snapshot of "
+                f"{_utc(data.get('previous_snapshot_at'))}")
+    paused = ""
+    if data.get("mappings_paused"):
+        paused = (f"; the stream's {len(data['mappings_paused'])} mapping(s) started paused until "
+                  "`iotpipe rebuild` (run by `iotpipe up`) applied the archive")
+    if data.get("unplaceable"):
+        return (f"acknowledged readings that arrived {_utc(data.get('unplaceable_first_at'))} .. "
+                f"{_utc(data.get('unplaceable_last_at'))} may be missing: {data['unplaceable']} records "
+                f"had no stream to return to (the last snapshot lacks it); {restored}{paused}")
+    return f"none missing after the unclean stop before {started}: {restored}{paused}"
+
+
 def render(status: PipelineStatus) -> str:
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(status.quarantined_by_reason.items())) or "-"
     lag = "-" if status.window_lag_s is None else f"{status.window_lag_s:.1f} s"
@@ -126,5 +173,6 @@ def render(status: PipelineStatus) -> str:
         f"failures     handed back {status.retried}   archive writes {status.archive_failures}   "
         f"alerts {status.alerts_failed}   (redelivered {status.redelivered})",
         f"anomalies    {status.anomalies}",
+        *([f"crash window {status.crash_window['text']}"] if status.crash_window else []),
     ])
 
