@@ -139,6 +139,7 @@ def crash_window(
             try:
                 m = json.loads(marker.read_text())
                 rounds[float(m["at"])] = float(m["duration_s"])
+                result["last_round_slowest_services_s"] = m.get("slowest_services_s", {})
             except (OSError, ValueError, KeyError):
                 pass
             if time.time() >= next_say:

@@ -16,6 +16,8 @@ back to the producer. A write that fails turns the answer into an ``InternalFail
 retries; the copy already in the stream is then a duplicate the processor drops by event time), so no
 acknowledged record is missing from the log. ``kill -9`` does not lose what was flushed (the kernel
 holds it); a power cut can lose what the kernel had not yet written (no fsync per put).
+Records appended by ministack's own fan-out (``put_record_internal``: a DynamoDB table's Kinesis
+streaming destination, which this stack does not use) bypass the log.
 At start, after ministack has loaded the last snapshot, every logged record that the restored stream
 lacks is appended to its shard with its *original* sequence number and arrival time, so the mapping
 delivers it and the processor's per-shard watermarks and event-time offsets recognise whatever it had
@@ -295,12 +297,14 @@ def fast_kinesis_state(kinesis: ModuleType) -> dict[str, Any]:
             "resource_policies": copy.deepcopy(kinesis._resource_policies)}
 
 
-def _snapshot_once(log: StreamLog | None) -> int:
-    """Save every loaded service; returns how many could not be saved this time."""
+def _snapshot_once(log: StreamLog | None, took: dict[str, float] | None = None) -> int:
+    """Save every loaded service; returns how many could not be saved this time (``took``: seconds per
+    service, for the marker: which state makes a round slow)."""
     from ministack import app
     from ministack.core import persistence
 
     failed = 0
+    took = {} if took is None else took
     with _SAVE_LOCK:
         closed = log.rotate() if log is not None else None
         services = app._build_persistence_save_dict()
@@ -309,7 +313,9 @@ def _snapshot_once(log: StreamLog | None) -> int:
 
             services["kinesis"] = lambda: fast_kinesis_state(kinesis)
         for name, get_state in services.items():
+            began = time.monotonic()
             ok = _save_one(persistence, name, get_state)
+            took[name] = round(time.monotonic() - began, 3)
             failed += not ok
             if name == "kinesis" and ok and closed is not None and log is not None:
                 log.retire(closed)
@@ -341,15 +347,17 @@ def _loop(interval_s: float, log: StreamLog | None) -> None:
         # ministack's request threads meanwhile: keep that under a tenth of the time.
         time.sleep(max(interval_s, MAX_DUTY_FACTOR * duration_s))
         started = time.monotonic()
+        took: dict[str, float] = {}
         try:
-            failed = _snapshot_once(log)
+            failed = _snapshot_once(log, took)
         except Exception:  # never take the emulator down for a snapshot
             logger.exception("periodic state snapshot failed")
             continue
         duration_s = time.monotonic() - started
         if failed:
             logger.warning("periodic state snapshot: %d service(s) kept their previous file", failed)
-        _mark(duration_s, failed)
+        slowest = dict(sorted(took.items(), key=lambda kv: -kv[1])[:5])
+        _mark(duration_s, failed, slowest=slowest)
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -368,12 +376,14 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         os.replace(path + ".tmp", path)
 
 
-def _mark(duration_s: float, failed: int, clean: bool = False) -> None:
+def _mark(duration_s: float, failed: int, clean: bool = False,
+          slowest: dict[str, float] | None = None) -> None:
     """Record the round for the supervisor (``iotpipe up`` says how old the state a crash keeps is)."""
     from ministack.core import persistence
 
     _write_json(os.path.join(persistence.STATE_DIR, MARKER),
-                {"at": time.time(), "duration_s": round(duration_s, 3), "failed": failed, "clean": clean})
+                {"at": time.time(), "duration_s": round(duration_s, 3), "failed": failed, "clean": clean,
+                 "slowest_services_s": slowest or {}})
 
 
 def main() -> int:
