@@ -275,6 +275,7 @@ def test_iotpipe_up_notices_the_emulator_died_and_the_next_up_brings_the_pipelin
     # THEN it recovers: state restored, archive rebuilt into it, and the pipeline runs and aggregates
     assert rc == 0, text[-3000:]
     assert "did not stop cleanly" in text
+    assert "crash window: none missing after the unclean stop" in text  # the stream's log covered the kill
     assert "rebuilt:" in text
     after = _status_counts(text)
     assert after, text[-3000:]
