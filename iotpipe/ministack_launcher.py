@@ -61,6 +61,7 @@ WAL_DIR = "iotpipe-wal"  # in STATE_DIR: the stream's write-ahead log, one file 
 # One writer at a time: ministack's shutdown save and a round of this thread would otherwise write the
 # same ``<service>.json.tmp`` at once and could rename a mixture of both into place.
 _SAVE_LOCK = threading.Lock()
+_PAUSED_AT_RESTORE: list[str] = []  # UUIDs of the stream mappings disabled in the restored snapshot
 MAX_DUTY_FACTOR = 9.0  # wait at least 9x the last round's duration: snapshots take <= 10 % of the time
 
 
@@ -232,6 +233,19 @@ def install_wal(kinesis: ModuleType, log: StreamLog) -> None:
     kinesis._put_records = logged(kinesis._put_records, batch=True)
 
 
+def pause_stream_mappings_in(esms: Any) -> list[str]:
+    """Disable every Kinesis event source mapping in a snapshot's ``esms`` (before ministack restores
+    them: its poller never sees them enabled); returns their UUIDs."""
+    records = getattr(esms, "_data", esms)
+    paused = []
+    for esm in (records.values() if isinstance(records, dict) else ()):
+        if isinstance(esm, dict) and ":kinesis:" in str(esm.get("EventSourceArn", "")) \
+                and esm.get("Enabled", True):
+            esm["Enabled"], esm["State"] = False, "Disabled"
+            paused.append(str(esm.get("UUID", "")))
+    return paused
+
+
 def pause_stream_mappings(lambda_svc: ModuleType) -> list[str]:
     """Disable every Kinesis event source mapping restored from the snapshot; returns their UUIDs.
 
@@ -256,7 +270,8 @@ def replay_into_kinesis(kinesis: ModuleType, log: StreamLog, state_dir: str) -> 
     report = replay(streams, read_entries(path for _n, path in log.segments()), time.time())
     previous = _read_json(os.path.join(state_dir, MARKER))
     unclean = bool(previous) and not previous.get("clean")
-    paused = pause_stream_mappings(lambda_svc) if unclean else []
+    # Paused while they were restored (``main``); this catches any enabled since (none expected).
+    paused = sorted(set(_PAUSED_AT_RESTORE) | set(pause_stream_mappings(lambda_svc) if unclean else []))
     if report.restored:
         kinesis.esm_wake.set()
     _write_json(os.path.join(state_dir, RECOVERY), {
@@ -404,6 +419,21 @@ def main() -> int:
             replay_into_kinesis(kinesis, log, persistence.STATE_DIR)
 
         app._load_persisted_state = load_then_replay
+        previous = _read_json(os.path.join(persistence.STATE_DIR, MARKER))
+        if previous and not previous.get("clean"):
+            # After an unclean stop the mappings must not run before `iotpipe rebuild`: a batch the
+            # poller ran between the restore and a later pause wrote windows whose watermarks then made
+            # the rebuild drop archived readings (seen at 30 min: 61 readings).
+            from ministack.services import lambda_svc
+
+            original_lambda_load = lambda_svc.load_persisted_state
+
+            def load_paused(data: Any) -> Any:
+                if isinstance(data, dict):
+                    _PAUSED_AT_RESTORE.extend(pause_stream_mappings_in(data.get("esms", {})))
+                return original_lambda_load(data)
+
+            lambda_svc.load_persisted_state = load_paused
 
     original_save_all = app.save_all  # what the shutdown hook calls (imported into app by name)
 

@@ -7,7 +7,14 @@ import types
 from pathlib import Path
 from typing import Any
 
-from iotpipe.ministack_launcher import StreamLog, pause_stream_mappings, read_entries, replay, wal_lines
+from iotpipe.ministack_launcher import (
+    StreamLog,
+    pause_stream_mappings,
+    pause_stream_mappings_in,
+    read_entries,
+    replay,
+    wal_lines,
+)
 from iotpipe.status import describe_crash_window
 
 ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
@@ -102,3 +109,13 @@ def test_status_says_which_acknowledged_readings_may_be_missing() -> None:
     assert describe_crash_window(lost).startswith(
         "acknowledged readings that arrived 2027-01-15 07:59:51 UTC .. 2027-01-15 07:59:58 UTC may be "
         "missing: 3 records")
+
+
+def test_a_snapshot_s_stream_mappings_are_disabled_before_ministack_restores_them() -> None:
+    scoped = types.SimpleNamespace(_data={
+        ("0", "us-east-1", "a"): {"UUID": "a", "EventSourceArn": ARN, "Enabled": True, "State": "Enabled"},
+        ("0", "us-east-1", "c"): {"UUID": "c", "EventSourceArn": "arn:aws:sqs:us-east-1:0:q",
+                                  "Enabled": True}})
+    assert pause_stream_mappings_in(scoped) == ["a"]
+    assert scoped._data[("0", "us-east-1", "a")]["Enabled"] is False
+    assert scoped._data[("0", "us-east-1", "c")]["Enabled"] is True
