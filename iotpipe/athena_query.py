@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from iotpipe import sql_guard
 from iotpipe.template import TEMPLATE, load_template
 
 PLACEHOLDER = re.compile(r"\{\{([a-z_][a-z0-9_]*)\}\}")
@@ -160,6 +161,22 @@ def template_named_queries(template: Mapping[str, Any] | None = None) -> dict[st
         found[props["Name"]] = NamedQuery(props["Name"], props.get("Description", ""), props["QueryString"],
                                           "template")
     return found
+
+
+def template_tables(template: Mapping[str, Any] | None = None) -> list[str]:
+    """The Glue tables the template declares (``AWS::Glue::Table``): all a query may read."""
+    doc = template if template is not None else load_template(TEMPLATE)
+    return sorted(r["Properties"]["TableInput"]["Name"] for r in (doc.get("Resources") or {}).values()
+                  if r.get("Type") == "AWS::Glue::Table")
+
+
+def guard(sql: str, target: QueryTarget, tables: Sequence[str] | None = None) -> str:
+    """``sql`` if it is one read-only query over the stack's tables, else ``QueryError`` saying why."""
+    try:
+        sql_guard.check(sql, template_tables() if tables is None else tables, target.database)
+    except sql_guard.UnsafeQuery as exc:
+        raise QueryError(f"refused: {exc}") from exc
+    return sql
 
 
 def workgroup_named_queries(athena: Any, workgroup: str) -> dict[str, NamedQuery]:

@@ -165,6 +165,11 @@ def cmd_up(args: UpOptions) -> int:
             _say("      the last emulator did not stop cleanly: restoring its last state snapshot; the "
                  "archive is kept and what the snapshot lacks is rebuilt from it after the deploy")
         emulator.start()
+        if recovering:
+            from iotpipe.status import read_crash_window
+
+            window = read_crash_window(state_dir)
+            _say(f"      crash window: {window['text'] if window else 'unknown (no recovery report)'}")
         emulator.write_pidfile()
         UNCLEAN.write_text(str(emulator.pid))
         os.environ.update(emulator.client_env())
@@ -466,11 +471,14 @@ def cmd_rebuild(stack: str, as_json: bool) -> int:
 
 
 def cmd_status(stack: str, as_json: bool) -> int:
-    from iotpipe.status import collect, render
+    from iotpipe.status import collect, read_crash_window, render
 
     _use_running_emulator()
     try:
         status = collect(stack)
+        emulator = Emulator.from_pidfile()
+        if emulator is not None and os.environ.get("AWS_ENDPOINT_URL") == emulator.endpoint:
+            status.crash_window = read_crash_window(emulator.state_dir)
     except Exception as exc:
         error = {"error": str(exc), "stack": stack}
         print(json.dumps(error) if as_json else f"status unavailable: {exc}")
@@ -523,6 +531,8 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
             if params:
                 raise aq.QueryError("--param is for --named queries")
             text = str(sql)
+        # One read-only query over the stack's tables, named ones too (a workgroup's copy can be edited).
+        aq.guard(text, target)
         with STDERR.status(f"query in workgroup {target.workgroup} ...", spinner="dots") as spinner:
             result = aq.run_query(athena, text, target, on_state=lambda state, elapsed: spinner.update(
                 f"query in workgroup {target.workgroup}: {state} ({elapsed:.1f} s)"))
@@ -692,7 +702,7 @@ def rebuild(stack: StackOption = "iotpipe", json_out: JsonOption = False) -> int
 @app.command(help="SQL over the S3 archive (Athena on the current target)")
 def query(
     sql: Annotated[str | None, typer.Argument(
-        help="a SELECT over the tables processed, processed_compacted, quarantine")] = None,
+        help="one read-only SELECT over the tables processed, processed_compacted, quarantine")] = None,
     named: Annotated[str | None, typer.Option("--named", help="a named query of the template")] = None,
     param: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE",
                                                     help="a named query's parameter")] = None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from iotpipe.stack import _client, stack_outputs
@@ -43,6 +45,9 @@ class PipelineStatus:
     readings_in_since: int = 0  # RecordsIn since `collect(..., since=)` (what the status line's rate uses)
     window_lag_s: float | None = None  # latest WindowLagSeconds (processing time - event time)
     outputs: dict[str, str] = field(default_factory=dict)
+    # The embedded emulator's last start: what its stream's write-ahead log restored after an unclean
+    # stop and which acknowledged readings may be missing (iotpipe/ministack_launcher.py); None elsewhere.
+    crash_window: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,6 +146,48 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
 
 
+RECOVERY_FILE = "iotpipe-recovery.json"  # written by iotpipe/ministack_launcher.py into STATE_DIR
+
+
+def read_crash_window(state_dir: Path) -> dict[str, Any] | None:
+    """The emulator's report of its last start (``<state dir>/state/iotpipe-recovery.json``), if any."""
+    try:
+        data = json.loads((state_dir / "state" / RECOVERY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["text"] = describe_crash_window(data)
+    return data
+
+
+def _utc(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "-"
+    return dt.datetime.fromtimestamp(float(epoch_s), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_crash_window(data: dict[str, Any]) -> str:
+    """One line: which acknowledged readings the last restart of the emulator may have lost."""
+    started = _utc(data.get("started_at"))
+    if data.get("previous_snapshot_at") is None and not data.get("logged"):
+        return f"none missing (started {started} on empty state)"
+    if data.get("previous_stop_clean") and not data.get("logged"):
+        return f"none missing (started {started} after a clean stop)"
+    restored = (f"{data.get('restored', 0)} acknowledged records restored from the stream's write-ahead "
+                f"log, {data.get('in_snapshot', 0)} were in the snapshot of "
+                f"{_utc(data.get('previous_snapshot_at'))}")
+    paused = ""
+    if data.get("mappings_paused"):
+        paused = (f"; the stream's {len(data['mappings_paused'])} mapping(s) started paused until "
+                  "`iotpipe rebuild` (run by `iotpipe up`) applied the archive")
+    if data.get("unplaceable"):
+        return (f"acknowledged readings that arrived {_utc(data.get('unplaceable_first_at'))} .. "
+                f"{_utc(data.get('unplaceable_last_at'))} may be missing: {data['unplaceable']} records "
+                f"had no stream to return to (the last snapshot lacks it); {restored}{paused}")
+    return f"none missing after the unclean stop before {started}: {restored}{paused}"
+
+
 def render(status: PipelineStatus) -> str:
     reasons = _reasons(status.quarantined_by_reason)
     lag = "-" if status.window_lag_s is None else f"{status.window_lag_s:.1f} s"
@@ -160,6 +207,7 @@ def render(status: PipelineStatus) -> str:
         f"[{_reasons(status.calibration_fallbacks)}]",
         f"unscored     {sum(status.detection_failures.values())} aggregated, detection failed   "
         f"[{_reasons(status.detection_failures)}]",
+        *([f"crash window {status.crash_window['text']}"] if status.crash_window else []),
     ])
 
 

@@ -12,11 +12,14 @@ tests skip with that reason, after checking the stack really has no SQL outputs 
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -283,3 +286,49 @@ def test_iotpipe_query_prints_the_named_query_as_json(
     # AND a stack that does not exist is a one-line error, not a traceback
     assert main(["query", "--stack", "no-such-stack", "SELECT 1", "--json"]) == 1
     assert "cannot read stack" in json.loads(capsys.readouterr().out)["error"]
+
+
+def _emulator_cwd() -> Path | None:
+    """The working directory of the emulator serving AWS_ENDPOINT_URL (where DuckDB resolves 'out.csv')."""
+    port = os.environ.get("AWS_ENDPOINT_URL", "").rsplit(":", 1)[-1]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"GATEWAY_PORT={port}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+    return None
+
+
+def test_iotpipe_query_refuses_file_functions_and_copy_and_writes_nothing(
+        sql: aq.QueryTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from iotpipe.cli import main
+
+    # GIVEN the emulator, whose Athena runs on DuckDB with the emulator's rights, and a host file
+    monkeypatch.chdir(tmp_path)
+    engine_cwd = _emulator_cwd()
+    host_file = tmp_path / "secret.txt"
+    host_file.write_text("host-secret-4711\n")
+    # WHEN `iotpipe query` is asked to read it (or /etc/hostname) through a file function
+    for path in (host_file, "/etc/hostname"):
+        status = main(["query", "--stack", sql.stack, f"SELECT content FROM read_text('{path}')", "--json"])
+        answer = capsys.readouterr().out
+        # THEN it is refused with the reason, and nothing of the file comes back
+        assert status == 1
+        assert "refused: a function as a table" in json.loads(answer)["error"]
+        assert "host-secret-4711" not in answer
+    # AND COPY ... TO is refused and creates no file, relative (the engine's or this directory) or absolute
+    for target in ("out.csv", str(tmp_path / "abs.csv")):
+        status = main(["query", "--stack", sql.stack, f"COPY (SELECT 1 AS x) TO '{target}'", "--json"])
+        assert status == 1
+        assert "refused: only a read-only query" in json.loads(capsys.readouterr().out)["error"]
+    time.sleep(1)  # a write, had one started, would have landed by now
+    written = [p for p in (tmp_path / "out.csv", tmp_path / "abs.csv",
+                           engine_cwd / "out.csv" if engine_cwd else None) if p is not None and p.exists()]
+    assert written == []
+    # AND a read-only query over the stack's tables still runs through the same command
+    assert main(["query", "--stack", sql.stack, "SELECT count(*) AS n FROM processed", "--json"]) == 0
+    assert "rows" in json.loads(capsys.readouterr().out)
