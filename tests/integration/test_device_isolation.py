@@ -189,18 +189,21 @@ def test_broken_device_items_cost_their_own_detection_only_and_windows_do_not_ca
         # AND the fallbacks are counted by reason: metric, `iotpipe status`, the live view's /stats
         from iotpipe.status import collect
 
-        want = {"unreadable_calibration": 5, "invalid_calibration": 5 * (len(bad) - 1)}
+        # The 1e40 calibration is `unreadable_calibration` where the store answers a number boto3 cannot
+        # decode (ministack: 41 digits, `Rounded`) and `invalid_calibration` where it decodes (LocalStack's
+        # DynamoDB answers 1E+40) and the check refuses it: the same isolation, by either reason.
+        def enough(got: dict[str, int]) -> bool:
+            unusable = got.get("unreadable_calibration", 0) + got.get("invalid_calibration", 0)
+            return unusable >= 5 * len(bad) and got.get("invalid_calibration", 0) >= 5 * (len(bad) - 1)
 
         def counted() -> Any:
             status = collect(deployed_stack["StackName"], window_hours=1)
-            got = status.calibration_fallbacks
-            return status if all(got.get(k, 0) >= v for k, v in want.items()) else None
+            return status if enough(status.calibration_fallbacks) else None
 
         status = wait_for(counted, 60, 3.0)
         assert status, collect(deployed_stack["StackName"], window_hours=1).calibration_fallbacks
         stats = http.get("stats", headers=key).json()
-        fallbacks = (stats.get("failures_last_hour") or {}).get("calibration_fallbacks") or {}
-        assert all(fallbacks.get(k, 0) >= v for k, v in want.items()), stats
+        assert enough((stats.get("failures_last_hour") or {}).get("calibration_fallbacks") or {}), stats
     finally:
         for device in names.values():
             ddb.delete_item(TableName=devices_table, Key={"device_id": {"S": device}})
