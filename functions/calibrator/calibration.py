@@ -43,7 +43,7 @@ import orjson
 
 from functions.core.ports import CalibrationWriter, DeviceReader, Key
 from functions.core.timestamps import format_ms, ms_to_datetime, parse_ms
-from functions.detector.calibration_check import CalibrationInvalid, check, degenerate_rows
+from functions.detector.calibration_check import CalibrationInvalid, check, degenerate_rows, integer_in
 from functions.detector.pca_fit import OperatingPoint, calibrate_columns
 from functions.detector.pca_tq import PcaCalibration
 
@@ -113,15 +113,8 @@ def _since(item: Mapping[str, Any], request: Mapping[str, Any]) -> int | None:
 
 def check_rows(rows: Any, channels: int) -> int:
     """The number of calibration rows asked for, if usable; else CalibrationInvalid saying why."""
-    low = MIN_ROWS_PER_CHANNEL * max(channels, 1)
-    if isinstance(rows, bool) or not isinstance(rows, int):
-        if isinstance(rows, float) and rows.is_integer():
-            rows = int(rows)
-        else:
-            raise CalibrationInvalid(f"rows {rows!r} is not an integer in [{low}, {MAX_ROWS}]")
-    if not low <= rows <= MAX_ROWS:
-        raise CalibrationInvalid(f"rows {rows} not in [{low}, {MAX_ROWS}] ({MIN_ROWS_PER_CHANNEL}/channel)")
-    return int(rows)
+    # MIN_ROWS_PER_CHANNEL rows per calibrated channel at least; the bounds are in the message.
+    return integer_in(rows, "rows", MIN_ROWS_PER_CHANNEL * max(channels, 1), MAX_ROWS)
 
 
 def parse_request(item: Mapping[str, Any], request: Mapping[str, Any], channels: int) -> Request:

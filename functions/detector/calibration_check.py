@@ -65,12 +65,13 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
-def _integer(value: Any, what: str, lo: int, hi: int) -> int:
+def integer_in(value: Any, what: str, lo: int, hi: int) -> int:
+    """``value`` as an int in [lo, hi] (an integral float counts), else CalibrationInvalid saying why."""
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise CalibrationInvalid(f"{what} is not an integer")
+            raise CalibrationInvalid(f"{what} {value!r} is not an integer")
     if not lo <= value <= hi:
         raise CalibrationInvalid(f"{what} {value} not in [{lo}, {hi}]")
     return int(value)
@@ -101,7 +102,7 @@ def dimensions(data: Mapping[str, Any]) -> tuple[tuple[str, ...], int]:
         raise CalibrationInvalid(f"{len(channels)} channels, at most {MAX_CHANNELS}")
     if not all(isinstance(c, str) and c for c in channels) or len(set(channels)) != len(channels):
         raise CalibrationInvalid("channels must be distinct non-empty names")
-    lags = _integer(data.get("lags", 0), "lags", 0, MAX_LAGS)
+    lags = integer_in(data.get("lags", 0), "lags", 0, MAX_LAGS)
     return tuple(channels), len(channels) * (lags + 1)
 
 
@@ -141,9 +142,9 @@ def check(data: Any) -> PcaCalibration:
     _bounded(data.get("instant_factor"), "instant_factor", 1.0, INSTANT_FACTOR_MAX)
     if data.get("statistic") not in STATISTICS:
         raise CalibrationInvalid(f"statistic {data.get('statistic')!r} is not one of {STATISTICS}")
-    persist_n = _integer(data.get("persist_n"), "persist_n", 1, PERSIST_N_MAX)
-    _integer(data.get("persist_k"), "persist_k", 1, persist_n)
-    _integer(data.get("calibration_rows"), "calibration_rows", 2, ROWS_MAX)
+    persist_n = integer_in(data.get("persist_n"), "persist_n", 1, PERSIST_N_MAX)
+    integer_in(data.get("persist_k"), "persist_k", 1, persist_n)
+    integer_in(data.get("calibration_rows"), "calibration_rows", 2, ROWS_MAX)
     try:
         return PcaCalibration.from_dict(dict(data))
     except (KeyError, TypeError, ValueError) as exc:  # a shape the checks above do not know yet
