@@ -55,14 +55,25 @@ def test_template_resources_match_the_code_and_are_off_by_default() -> None:
     template = load_template()
     assert template["Parameters"]["IotCoreIngest"]["Default"] == "disabled"
     resources = template["Resources"]
+    assert template["Parameters"]["IotRuleAction"]["Default"] == "kinesis"
     iot = {k: v for k, v in resources.items() if v["Type"].startswith("AWS::IoT::") or k.startswith("Iot")}
-    assert set(iot) == {"IotDevicePolicy", "IotReadingsRuleRole", "IotReadingsRule"}
-    assert all(v.get("Condition") == "UseIotCore" for v in iot.values())
+    assert set(iot) == {
+        "IotDevicePolicy", "IotReadingsRuleRole", "IotReadingsRule", "IotRefusedReadingsRule",
+        "IotReadingsRuleInvokePermission", "IotRefusedRuleInvokePermission", "IotIngestRole",
+        "IotIngestLogGroup", "IotIngestFunction",
+    }
+    # The Kinesis action's role exists only with that action; everything else with IotCoreIngest=enabled.
+    assert all(v.get("Condition") == "UseIotCore" for k, v in iot.items() if k != "IotReadingsRuleRole")
+    assert resources["IotReadingsRuleRole"]["Condition"] == "UseIotKinesisAction"
     policy = _resolve(resources["IotDevicePolicy"]["Properties"]["PolicyDocument"])
     assert policy == iot_core.device_policy("iotpipe", "eu-west-1", "123456789012")
     payload = resources["IotReadingsRule"]["Properties"]["TopicRulePayload"]
-    assert _resolve(payload["Sql"]) == iot_core.rule_sql("iotpipe")
-    (action,) = payload["Actions"]
+    # IotRuleAction=kinesis (AWS): the first branch of each !If.
+    condition, kinesis_sql, _lambda_sql = payload["Sql"]["If"]
+    assert condition == "UseIotKinesisAction"
+    assert _resolve(kinesis_sql) == iot_core.rule_sql("iotpipe")
+    (action_choice,) = payload["Actions"]
+    action = action_choice["If"][1]
     assert action["Kinesis"]["StreamName"] == {"Ref": "ReadingsStream"}
     assert action["Kinesis"]["PartitionKey"] == iot_core.KINESIS_PARTITION_KEY
     role = resources["IotReadingsRuleRole"]["Properties"]
