@@ -41,6 +41,7 @@ from typing import Annotated
 import typer
 
 from iotpipe.console import STDERR, progress, progress_callback, run_app
+from iotpipe.devices.commands import app as devices_app
 from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, healthy
 from iotpipe.model_server import ModelServer, ModelServerError
 from iotpipe.ports import port_free, port_holder
@@ -617,6 +618,7 @@ model_app = typer.Typer(add_completion=False, no_args_is_help=True, help="model 
 app.add_typer(model_app, name="model")
 archive_app = typer.Typer(add_completion=False, no_args_is_help=True, help="the S3 archive")
 app.add_typer(archive_app, name="archive")
+app.add_typer(devices_app, name="devices")
 
 # Options whose default comes from the environment (as `make up` and the compose file pass them).
 StackOption = Annotated[str, typer.Option(envvar="STACK_NAME", help="CloudFormation stack name")]
