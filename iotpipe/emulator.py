@@ -78,6 +78,10 @@ class Emulator:
     # IoT Core's mTLS MQTT listener (devices connect here with their certificates). 0: a free port,
     # since ministack's default (8883) would be shared by every emulator on the machine.
     mqtt_port: int = 0
+    # AUTH=true: ministack verifies SigV4 (the root key is test/test), runs each function's calls as its
+    # execution role against the role's IAM policies, and holds certificate MQTT sessions to their IoT
+    # policies. Off by default; tests/integration/test_iot_policy.py starts one of its own.
+    auth: bool = False
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     _janitor: Janitor | None = None
@@ -120,6 +124,7 @@ class Emulator:
             # an empty answer, so the engine is named and a missing duckdb fails the query.
             "ATHENA_ENGINE": "duckdb",
             "IOT_MTLS_PORT": str(self.mqtt_port),
+            "AUTH": "true" if self.auth else "false",
         }
         # Functions inherit the server's environment: do not leak the developer's endpoint or
         # virtualenv into them.

@@ -44,13 +44,17 @@ class _Device:
     failed_mids: set[int] = field(default_factory=set)
 
 
-def _paho_client(thing: str, key_dir: Path, endpoint: str, timeout_s: float) -> tuple[Any, str | None]:
-    """A connected paho client of ``thing`` (network loop running), or (None, why not)."""
+def connect(thing: str, key_dir: Path, endpoint: str, timeout_s: float,
+            client_id: str | None = None) -> tuple[Any, str | None]:
+    """A connected paho client with ``thing``'s certificate (network loop running), or (None, why not).
+
+    The client id is the thing name unless ``client_id`` says otherwise (a test of the device policy).
+    """
     import paho.mqtt.client as mqtt
 
     host, _, port = endpoint.rpartition(":")
     ca = key_dir / CA_FILE
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=thing, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or thing, protocol=mqtt.MQTTv5)
     client.tls_set(ca_certs=str(ca) if ca.exists() else None,
                    certfile=str(key_dir / thing / CERT_FILE), keyfile=str(key_dir / thing / KEY_FILE))
     connected = threading.Event()
@@ -87,7 +91,7 @@ class MqttSink(Sink):
     name = "mqtt"
 
     def __init__(self, key_dir: str | Path, *, timeout_s: float = 10.0,
-                 client_factory: ClientFactory = _paho_client) -> None:
+                 client_factory: ClientFactory = connect) -> None:
         super().__init__()
         self.key_dir = Path(key_dir)
         self.timeout_s = timeout_s
