@@ -1,7 +1,7 @@
 """Benchmark: devices publishing over MQTT (mTLS, a certificate each) into the pipeline, embedded emulator.
 
-Starts an embedded emulator of its own, deploys the stack (IotCoreIngest=enabled, IotRuleAction=lambda:
-every message is a rule invocation of the IoT ingest function, which puts it on the stream), provisions
+Starts an embedded emulator of its own, deploys the stack (IotCoreIngest=enabled, IotRuleAction=sqs:
+the readings rule queues each message, the IoT ingest function puts them on the stream in batches), provisions
 ``--devices`` identities with `iotpipe devices`' code, registers the same fleet in the devices table,
 and runs the simulator's MQTT sink paced at ``--rate`` Hz per device for ``--seconds``. It then waits
 until the aggregates hold every acknowledged reading (or ``--drain`` seconds pass).

@@ -70,9 +70,9 @@ case "$TARGET" in
     # Nor an AWS::ApplicationAutoScaling provider: the aggregates table keeps its fixed provisioned
     # capacity there (ministack does not throttle it anyway).
     # Its IoT Core runs the broker and topic rules but has no kinesis rule action: the readings rule
-    # invokes the IoT ingest function instead (IotRuleAction=lambda, docs/security.md).
+    # queues the readings for the IoT ingest function instead (IotRuleAction=sqs, docs/mqtt-devices.md).
     PARAMS=("ArchiveSql=catalog" "AggregatesCapacityScaling=disabled" "IotCoreIngest=enabled"
-            "IotRuleAction=lambda" ${PARAMS[@]+"${PARAMS[@]}"})
+            "IotRuleAction=sqs" ${PARAMS[@]+"${PARAMS[@]}"})
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
   localstack)
     # No AWS::ApiGateway::Authorizer in LocalStack 4.14 community: the ingest function checks device

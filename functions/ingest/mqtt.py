@@ -10,14 +10,18 @@ producers do; anything else - another device's id, no id, a payload that is not 
 enters the stream: it is counted (``ReadingsRefused`` by ``Reason``) and logged, the MQTT analogue of
 POST /ingest's 403 ``device_mismatch`` (a device gets no answer over MQTT, so the count is what shows it).
 
-Two rules invoke it (cloudformation/template.yaml): the readings rule when ``IotRuleAction=lambda``
-(the embedded emulator, whose rules engine has no Kinesis action; its WHERE already keeps the thing's
-own readings, and this function checks again), and on every target the refused-readings rule (the
-complement of that WHERE). Shape is not checked here: the processor validates every record and
-quarantines what fails with its reason, exactly as for records the Kinesis action stores on AWS.
+It is reached two ways (cloudformation/template.yaml). With ``IotRuleAction=sqs`` (the embedded
+emulator, whose rules engine has no Kinesis action) the readings rule queues each message and the
+function takes them in batches from the queue (an SQS event: one PutRecords per batch; its WHERE
+already keeps the thing's own readings, and this function checks again). On every target the
+refused-readings rule (the complement of that WHERE) invokes it directly with one message. Shape is not
+checked here: the processor validates every record and quarantines what fails with its reason, exactly
+as for records the Kinesis action stores on AWS.
 
-IoT invokes the function asynchronously: a reading the stream does not take after the adapter's
-retries raises, so Lambda retries the event and, after its retries, sends it to the dead-letter queue.
+Nothing is dropped on a failure: a queued message the stream does not take (after the adapter's
+retries) is reported in ``batchItemFailures`` and delivered again (after maxReceiveCount, the dead-letter
+queue); a direct invocation raises, so Lambda retries the event, then sends it to the dead-letter
+queue.
 """
 
 from __future__ import annotations
@@ -97,6 +101,41 @@ def ingest_message(event: dict[str, Any], publisher: RecordPublisher, metrics: M
     return Outcome(thing, sequence_number=put.sequence_number)
 
 
+def ingest_queued(records: list[dict[str, Any]], publisher: RecordPublisher,
+                  metrics: MetricsSink) -> dict[str, Any]:
+    """A batch from the readings queue: each body is one rule event. Returns the partial-batch response
+    (the message ids to deliver again)."""
+    failures: list[str] = []
+    stored: list[tuple[str, bytes, str]] = []  # (message id, reading, thing)
+    for record in records:
+        message_id = str(record.get("messageId"))
+        try:
+            event = orjson.loads(record.get("body") or b"")
+            thing = event.get(THING_FIELD) if isinstance(event, dict) else None
+            if not isinstance(thing, str) or not thing:
+                raise ValueError(f"no {THING_FIELD}")
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            # The rule always writes a JSON object with the thing name: anything else is a misconfigured
+            # rule, kept (redelivered, then dead-lettered) rather than guessed about.
+            logger.error("queued message is not a rule event",
+                         extra={"message_id": message_id, "error": str(exc)})
+            failures.append(message_id)
+            continue
+        reading = {key: value for key, value in event.items() if key != THING_FIELD}
+        reason = refusal(reading, thing)
+        if reason is not None:
+            metrics.add(REFUSED_METRIC, 1, dimensions={"Reason": reason})
+            logger.warning("MQTT message refused", extra={"thing": thing, "reason": reason})
+            continue
+        stored.append((message_id, orjson.dumps(reading), thing))
+    if stored:
+        results = publisher.put_records([(data, thing) for _, data, thing in stored])
+        failures += [mid for (mid, _, _), put in zip(stored, results, strict=True) if not put.ok]
+    if failures:
+        logger.warning("queued readings to retry", extra={"failed": len(failures), "batch": len(records)})
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
+
+
 def _get_publisher() -> KinesisPublisher:
     global _publisher
     if _publisher is None:
@@ -108,6 +147,8 @@ def _get_publisher() -> KinesisPublisher:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics = get_metrics_sink(service="iot-ingest")
     try:
+        if isinstance(event.get("Records"), list):
+            return ingest_queued(event["Records"], _get_publisher(), metrics)
         return ingest_message(event, _get_publisher(), metrics).to_json()
     finally:
         metrics.flush()

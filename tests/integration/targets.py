@@ -40,7 +40,7 @@ class TargetFacts:
     # CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES default); neither emulator throttles a provisioned table.
     capacity_scaling_in_stack: bool = True
     # IoT Core's data plane: an MQTT broker with mTLS and topic rules (IotCoreIngest=enabled; ministack
-    # 1.5.33: rules have no kinesis action, so IotRuleAction=lambda). False: the stack deploys without
+    # 1.5.33: rules have no kinesis action, so IotRuleAction=sqs). False: the stack deploys without
     # the IoT path (LocalStack 4.14 community has IoT only in Pro), test_mqtt_ingest.py skips.
     iot_data_plane: bool = True
 

@@ -3,10 +3,11 @@
 Real end to end on the embedded emulator: `iotpipe devices provision`'s code creates things and
 certificates (signed by ministack's CA), the simulator's MQTT sink connects over mTLS as each device
 and publishes to its own topic, the stack's topic rules hand the messages to the IoT ingest function
-(IotRuleAction=lambda: ministack's rules have no kinesis action), and the processor aggregates them.
-A reading claiming another device is refused by the rules and counted, never aggregated as that
-device; a revoked (INACTIVE) certificate is refused by the broker. LocalStack 4.14 community has no
-IoT data plane: the stack deploys without the IoT path and this module skips, after checking that.
+(through a queue, IotRuleAction=sqs: ministack's rules have no kinesis action), and the processor
+aggregates them. A reading claiming another device is refused by the rules and counted, never
+aggregated as that device; a revoked (INACTIVE) certificate is refused by the broker. LocalStack 4.14
+community has no IoT data plane: the stack deploys without the IoT path and this module skips, after
+checking that.
 """
 
 from __future__ import annotations

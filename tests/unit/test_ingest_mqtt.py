@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from functions.adapters.kinesis import KinesisPublisher
-from functions.ingest.mqtt import REFUSED_METRIC, StreamUnavailable, ingest_message
+from functions.ingest.mqtt import REFUSED_METRIC, StreamUnavailable, ingest_message, ingest_queued
 from testkit.events import reading_doc
 from testkit.fakes import FakeKinesisClient, InMemoryMetrics
 
@@ -64,3 +64,27 @@ def test_an_event_without_the_thing_name_is_a_rule_error_not_a_guess() -> None:
     with pytest.raises(ValueError, match="iot_thing_name"):
         ingest_message(reading_doc("dev-a"), pub, InMemoryMetrics())
     assert fake.calls == []
+
+
+def _queued(message_id: str, fields: dict, thing: str = "dev-a") -> dict:
+    return {"messageId": message_id, "body": orjson.dumps({**fields, "iot_thing_name": thing}).decode()}
+
+
+def test_a_queued_batch_stores_own_readings_in_one_call_counts_the_rest_and_returns_only_failures() -> None:
+    # GIVEN a batch from the readings queue: two own readings, one claiming dev-b, one not a rule event,
+    # and a stream that throttles the second entry on both attempts
+    pub, fake = _publisher({1}, {0})
+    metrics = InMemoryMetrics()
+    records = [
+        _queued("m1", reading_doc("dev-a", epoch_ms=1)),
+        _queued("m2", reading_doc("dev-a", epoch_ms=2)),
+        _queued("m3", reading_doc("dev-b")),
+        {"messageId": "m4", "body": "not json"},
+    ]
+    response = ingest_queued(records, pub, metrics)
+    # THEN the own readings went in one PutRecords, keyed by the thing; the throttled one and the
+    # undecodable one are handed back for redelivery; the claim is counted and never stored
+    assert len(fake.calls[0]) == 2
+    assert [orjson.loads(data)["device_id"] for _, data, _ in fake.stored] == ["dev-a"]
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m4"}, {"itemIdentifier": "m2"}]}
+    assert metrics.total(REFUSED_METRIC, Reason="device_mismatch") == 1

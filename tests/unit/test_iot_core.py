@@ -57,14 +57,13 @@ def test_template_resources_match_the_code_and_are_off_by_default() -> None:
     resources = template["Resources"]
     assert template["Parameters"]["IotRuleAction"]["Default"] == "kinesis"
     iot = {k: v for k, v in resources.items() if v["Type"].startswith("AWS::IoT::") or k.startswith("Iot")}
+    queue = {"IotReadingsQueue", "IotReadingsQueueMapping"}  # IotRuleAction=sqs (the embedded emulator)
     assert set(iot) == {
         "IotDevicePolicy", "IotReadingsRuleRole", "IotReadingsRule", "IotRefusedReadingsRule",
-        "IotReadingsRuleInvokePermission", "IotRefusedRuleInvokePermission", "IotIngestRole",
-        "IotIngestLogGroup", "IotIngestFunction",
+        "IotRefusedRuleInvokePermission", "IotIngestRole", "IotIngestLogGroup", "IotIngestFunction", *queue,
     }
-    # The Kinesis action's role exists only with that action; everything else with IotCoreIngest=enabled.
-    assert all(v.get("Condition") == "UseIotCore" for k, v in iot.items() if k != "IotReadingsRuleRole")
-    assert resources["IotReadingsRuleRole"]["Condition"] == "UseIotKinesisAction"
+    assert all(v.get("Condition") == "UseIotCore" for k, v in iot.items() if k not in queue)
+    assert all(resources[k]["Condition"] == "UseIotQueue" for k in queue)
     policy = _resolve(resources["IotDevicePolicy"]["Properties"]["PolicyDocument"])
     assert policy == iot_core.device_policy("iotpipe", "eu-west-1", "123456789012")
     payload = resources["IotReadingsRule"]["Properties"]["TopicRulePayload"]
@@ -78,7 +77,10 @@ def test_template_resources_match_the_code_and_are_off_by_default() -> None:
     assert action["Kinesis"]["PartitionKey"] == iot_core.KINESIS_PARTITION_KEY
     role = resources["IotReadingsRuleRole"]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "iot.amazonaws.com"}
-    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    put, key = role["Policies"][0]["PolicyDocument"]["Statement"]
+    condition, kinesis_statement, _queue_statement = put["If"]
+    assert condition == "UseIotKinesisAction"
+    statements = [kinesis_statement, key]
     assert {(s["Action"], str(s["Resource"])) for s in statements} == {
         ("kinesis:PutRecord", str({"GetAtt": "ReadingsStream.Arn"})),
         ("kms:GenerateDataKey", str({"GetAtt": "PipelineKey.Arn"})),

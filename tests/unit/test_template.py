@@ -22,7 +22,7 @@ LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup",
               "CompactorLogGroup", "CalibratorLogGroup", "DetectorEndpointLogGroup", "IotIngestLogGroup"}
 ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole",
          "CompactorRole", "CalibratorRole", "DetectorModelRole", "IotIngestRole"}
-QUEUES = {"ProcessorDeadLetterQueue"}
+QUEUES = {"ProcessorDeadLetterQueue", "IotReadingsQueue"}
 TOPICS = {"AlertsTopic"}
 METHODS = {"IngestMethod", "HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod",
            "ProxyMethod"}
@@ -101,7 +101,10 @@ def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for name, role in _resources(template, "AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
-            out += [(name, s) for s in policy["PolicyDocument"]["Statement"]]
+            for statement in policy["PolicyDocument"]["Statement"]:
+                # A statement under !If [condition, a, b]: both branches are checked (NoValue: none).
+                branches = statement["If"][1:] if set(statement) == {"If"} else [statement]
+                out += [(name, b) for b in branches if b != {"Ref": "AWS::NoValue"}]
     return out
 
 
