@@ -31,13 +31,14 @@ def _stack_iot(stack: str) -> tuple[str, str]:
 @app.command("provision")
 def provision_cmd(
     names: Annotated[list[str] | None, typer.Argument(help="thing names (= device ids)")] = None,
-    count: Annotated[int, typer.Option(help="or: this many devices named <prefix>NNNNNN")] = 0,
+    count: Annotated[int, typer.Option(
+        help="or: this many devices, <prefix>000000 .. (the simulator's ids with the default prefix)")] = 0,
     prefix: Annotated[str, typer.Option(help="name prefix with --count")] = "dev-",
     stack: StackOption = "iotpipe",
     key_dir: KeyDirOption = None,
 ) -> None:
     """Create things and certificates, attach the device policy, store each device's key locally (0600)."""
-    things = list(names or []) + [f"{prefix}{i:06d}" for i in range(1, count + 1)]
+    things = list(names or []) + [f"{prefix}{i:06d}" for i in range(count)]
     if not things:
         raise typer.BadParameter("name devices or give --count")
     policy, topic_prefix = _stack_iot(stack)
