@@ -25,6 +25,7 @@ import pytest
 
 from iotpipe.devices import provision as prov
 from iotpipe.devices.registry import IotRegistry
+from iotpipe.status import collect, render
 from simulator.mqtt_sink import MqttSink
 from simulator.stream import Produced
 from tests.integration.polling import wait_for
@@ -121,6 +122,10 @@ def test_own_readings_are_aggregated_a_claimed_device_is_refused_and_a_revoked_c
     assert _window_count(aggregates, b, window) == 0
     # AND the claim was counted as refused, with its reason
     assert wait_for(lambda: _refused("device_mismatch", since) > refused_before, timeout_s=60)
+    # AND `iotpipe status` shows it apart from the pipeline's counts
+    status = collect(deployed_stack["StackName"])
+    assert status.refused_by_reason.get("device_mismatch", 0) >= 1
+    assert "MQTT messages kept off the stream" in render(status)
 
     # WHEN the third device's certificate is revoked (UpdateCertificate INACTIVE)
     prov.revoke(IotRegistry(), fleet["key_dir"], revoked)
