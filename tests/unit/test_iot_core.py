@@ -57,13 +57,16 @@ def test_template_resources_match_the_code_and_are_off_by_default() -> None:
     resources = template["Resources"]
     assert template["Parameters"]["IotRuleAction"]["Default"] == "kinesis"
     iot = {k: v for k, v in resources.items() if v["Type"].startswith("AWS::IoT::") or k.startswith("Iot")}
-    queue = {"IotReadingsQueue", "IotReadingsQueueMapping"}  # IotRuleAction=sqs (the embedded emulator)
+    # IotRuleAction=kinesis (AWS) / sqs (the embedded emulator): each action's resources exist with it only.
+    kinesis = {"IotReadingsRuleRole"}
+    queue = {"IotReadingsQueue", "IotReadingsQueueMapping", "IotQueueRuleRole"}
     assert set(iot) == {
-        "IotDevicePolicy", "IotReadingsRuleRole", "IotReadingsRule", "IotRefusedReadingsRule",
-        "IotRefusedRuleInvokePermission", "IotIngestRole", "IotIngestLogGroup", "IotIngestFunction", *queue,
+        "IotDevicePolicy", "IotReadingsRule", "IotRefusedReadingsRule", "IotRefusedRuleInvokePermission",
+        "IotIngestRole", "IotIngestLogGroup", "IotIngestFunction", *kinesis, *queue,
     }
-    assert all(v.get("Condition") == "UseIotCore" for k, v in iot.items() if k not in queue)
+    assert all(v.get("Condition") == "UseIotCore" for k, v in iot.items() if k not in queue | kinesis)
     assert all(resources[k]["Condition"] == "UseIotQueue" for k in queue)
+    assert resources["IotReadingsRuleRole"]["Condition"] == "UseIotKinesisAction"
     policy = _resolve(resources["IotDevicePolicy"]["Properties"]["PolicyDocument"])
     assert policy == iot_core.device_policy("iotpipe", "eu-west-1", "123456789012")
     payload = resources["IotReadingsRule"]["Properties"]["TopicRulePayload"]
@@ -77,10 +80,7 @@ def test_template_resources_match_the_code_and_are_off_by_default() -> None:
     assert action["Kinesis"]["PartitionKey"] == iot_core.KINESIS_PARTITION_KEY
     role = resources["IotReadingsRuleRole"]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "iot.amazonaws.com"}
-    put, key = role["Policies"][0]["PolicyDocument"]["Statement"]
-    condition, kinesis_statement, _queue_statement = put["If"]
-    assert condition == "UseIotKinesisAction"
-    statements = [kinesis_statement, key]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     assert {(s["Action"], str(s["Resource"])) for s in statements} == {
         ("kinesis:PutRecord", str({"GetAtt": "ReadingsStream.Arn"})),
         ("kms:GenerateDataKey", str({"GetAtt": "PipelineKey.Arn"})),

@@ -21,7 +21,8 @@ FUNCTIONS = {"ProcessorFunction", "IngestFunction", "IngestAuthorizerFunction", 
 LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup", "QueryApiLogGroup",
               "CompactorLogGroup", "CalibratorLogGroup", "DetectorEndpointLogGroup", "IotIngestLogGroup"}
 ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole",
-         "CompactorRole", "CalibratorRole", "DetectorModelRole", "IotIngestRole"}
+         "CompactorRole", "CalibratorRole", "DetectorModelRole", "IotIngestRole",
+         "IotQueueRuleRole"}
 QUEUES = {"ProcessorDeadLetterQueue", "IotReadingsQueue"}
 TOPICS = {"AlertsTopic"}
 METHODS = {"IngestMethod", "HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod",
@@ -101,10 +102,7 @@ def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for name, role in _resources(template, "AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
-                # A statement under !If [condition, a, b]: both branches are checked (NoValue: none).
-                branches = statement["If"][1:] if set(statement) == {"If"} else [statement]
-                out += [(name, b) for b in branches if b != {"Ref": "AWS::NoValue"}]
+            out += [(name, s) for s in policy["PolicyDocument"]["Statement"]]
     return out
 
 
