@@ -23,7 +23,6 @@ readings not yet applied. Quarantined lines are counted, not aggregated (as in t
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import sys
@@ -34,12 +33,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
-
+from functions.adapters.archive import S3Archive
+from functions.core.archive_lines import (
+    PROCESSED_PREFIX,
+    QUARANTINE_PREFIX,
+    ProcessedLine,
+    QuarantinedLine,
+    decode_line,
+)
 from functions.core.ports import AggregateStore, WindowKey, chunked
 from functions.core.readings import DeviceInfo, Reading
 from functions.processor import exactly_once
-from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX
 from functions.processor.exactly_once import WindowGroup
 from iotpipe.console import progress, progress_callback
 from iotpipe.cost.template_facts import WRITE_CONCURRENCY as TEMPLATE_WRITE_CONCURRENCY
@@ -86,39 +90,30 @@ class _NoAlerts:
 def readings_from_lines(
     lines: Iterable[bytes], report: RebuildReport, devices: dict[str, DeviceInfo] | None = None
 ) -> list[Reading]:
-    """Processed archive lines -> unique Readings; quarantine lines are counted by reason."""
+    """Archive lines (``functions.core.archive_lines``) -> unique Readings; quarantined lines are counted
+    by reason."""
     seen: set[tuple[str, str, int | None]] = set()
     quarantined: Counter[str] = Counter(report.quarantined)
     out: list[Reading] = []
-    for line in lines:
-        if not line.strip():
-            continue
-        doc = orjson.loads(line)
-        if "reason" in doc and "status" not in doc:
-            quarantined[str(doc["reason"])] += 1
+    for raw in lines:
+        line = decode_line(raw)
+        if isinstance(line, QuarantinedLine):
+            quarantined[line.reason] += 1
             continue
         report.processed_lines += 1
-        key = (str(doc["shard_id"]), str(doc["sequence_number"]), doc.get("index"))
+        key = (line.shard_id, line.sequence_number, line.index)
         if key in seen:  # archived twice (a retried batch under another key): one reading
             continue
         seen.add(key)
-        device_id = str(doc["device_id"])
-        device = (devices or {}).get(device_id) or DeviceInfo(
-            device_id=device_id, site=str(doc.get("site") or ""), location=str(doc.get("location") or "")
-        )
-        out.append(Reading(
-            device_id=device_id,
-            epoch_ms=int(doc["epoch_ms"]),
-            channels={k: float(v) for k, v in (doc.get("channels") or {}).items()},
-            shard_id=key[0],
-            sequence_number=key[1],
-            device=device,
-            ground_truth=doc.get("ground_truth"),
-            index=key[2],
-        ))
+        out.append(line.to_reading((devices or {}).get(line.device_id)))
     report.readings += len(out)
     report.quarantined = dict(quarantined)
     return out
+
+
+def device_ids(lines: Iterable[bytes]) -> set[str]:
+    """The devices the processed lines name."""
+    return {line.device_id for line in map(decode_line, lines) if isinstance(line, ProcessedLine)}
 
 
 def group_readings(
@@ -223,13 +218,11 @@ def make_detect(detector: Any, anomaly_store: Any, report: RebuildReport, now_s:
 # ------------------------------------------------------------------------------------------ AWS side
 def archive_lines(s3: Any, bucket: str, report: RebuildReport) -> Iterator[bytes]:
     """Every line of every archive object (processed and quarantine), in key order."""
-    paginator = s3.get_paginator("list_objects_v2")
+    archive = S3Archive(bucket, s3)
     for prefix in (PROCESSED_PREFIX, QUARANTINE_PREFIX):
-        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-            for obj in page.get("Contents", []):
-                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                report.objects += 1
-                yield from gzip.decompress(body).splitlines()
+        for _, lines in archive.iter_objects(prefix):
+            report.objects += 1
+            yield from lines
 
 
 def _mappings(lam: Any, stream_arn: str) -> list[dict[str, Any]]:
@@ -297,7 +290,7 @@ def rebuild_stack(
     try:
         say(f"reading the archive s3://{outputs['ArchiveBucketName']} ...")
         lines = list(archive_lines(_client("s3"), outputs["ArchiveBucketName"], report))
-        ids = {orjson.loads(line)["device_id"] for line in lines if b'"status"' in line}
+        ids = device_ids(lines)
         devices = DynamoDeviceRegistry().get_many(sorted(ids)) if ids else {}
         readings = readings_from_lines(lines, report, devices)
         del lines

@@ -16,12 +16,13 @@ import gzip
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from functions.adapters.alerts import Acquired, should_alert
+from functions.core import archive_lines
 from functions.core.errors import StoreError, StoreThrottled, TransientStoreError, VersionConflict
 from functions.core.jsonl_gzip import gzip_lines
 from functions.core.ports import AggregateItem, AnomalyItem, Item, Key, Slice, StoredObject, WindowKey
@@ -284,9 +285,18 @@ class InMemoryArchive:
         return True
 
     # ArchiveObjects (the compactor's raw access): the ETag is the MD5 of the bytes, as S3's for a plain put.
-    def listing(self, prefix: str) -> list[StoredObject]:
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]:
         return [StoredObject(key, hashlib.md5(body).hexdigest(), len(body))  # noqa: S324 - S3's ETag, not security
-                for key, body in sorted(self.objects.items()) if key.startswith(prefix)]
+                for key, body in sorted(self.objects.items()) if key.startswith(prefix) and key > start_after]
+
+    # ArchiveReader: the same reading path as S3Archive's (functions.core.archive_lines).
+    def iter_objects(
+        self, prefix: str, since_ms: int | None = None
+    ) -> Iterator[tuple[StoredObject, list[bytes]]]:
+        return archive_lines.iter_objects(self, prefix, since_ms)
+
+    def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+        return archive_lines.iter_lines(self, prefix, since_ms)
 
     def read(self, key: str) -> bytes | None:
         return self.objects.get(key)

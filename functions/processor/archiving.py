@@ -6,16 +6,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from functions.core.archive_lines import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
 from functions.core.ports import Archive
 from functions.detector.interface import Verdict
 from functions.processor.accounting import AGGREGATED, DUPLICATE, FailPoints
-from functions.processor.archive_keys import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    archive_key,
-    processed_line,
-    quarantine_line,
-)
+from functions.processor.archive_keys import processed_line, quarantine_line
 from functions.processor.prepare import Prepared
 from functions.processor.records import KinesisRecord
 

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibration(deployed_stack):
+    from functions.adapters.archive import S3Archive
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.detector.calibrated import fingerprint
     from functions.detector.pca_tq import PcaCalibration
@@ -63,7 +64,7 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
         assert cal.channels == dc.pipeline_names(operating_point.load()["channels"])
         assert cal.calibration_rows == 400
         # and it is what the CLI's --from-archive fits from the same archived rows
-        rows = dc.archive_rows(_client("s3"), deployed_stack["ArchiveBucketName"], device)
+        rows = dc.archive_rows(S3Archive(deployed_stack["ArchiveBucketName"], _client("s3")), device)
         assert dc.fit(rows, cal.channels, 400) == cal
 
         # AND the processor scores the device's later readings with it: its carried alarm state names

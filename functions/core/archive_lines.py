@@ -1,0 +1,283 @@
+"""The archive's contract (pure): prefixes, object keys, partitions, the two line types, one reading path.
+
+Layout of the archive bucket (docs/querying.md):
+
+    processed/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz   ProcessedLine per line
+    quarantine/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz  QuarantinedLine per line
+
+Partitions are those of the batch's arrival (the approximate arrival time of its first record), so
+``dt``/``hour`` sort in time order as text and a reader that wants "everything since T" starts its listing
+after T's hour (``start_after``) instead of listing the whole prefix.
+
+The processor writes lines with ``encode`` and every reader (rebuild, the calibrator, replay-eval, the
+model tools, the e2e bench) reads them with ``decode`` through ``iter_lines``/``iter_objects``: one
+writer, one parser. The bytes are those the processor has always written (sorted keys, the same fields),
+so objects archived before this module existed decode unchanged (a unit test keeps an old line).
+The JSON Schemas ``processed.schema.json`` and ``quarantined.schema.json`` describe the same lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from functions.core.jsonl_gzip import gunzip_lines
+from functions.core.readings import DeviceInfo, Reading
+from functions.core.timestamps import format_ms, parse_ms
+
+PROCESSED_PREFIX = "processed"
+QUARANTINE_PREFIX = "quarantine"
+OBJECT_SUFFIX = ".jsonl.gz"
+
+AGGREGATED = "aggregated"
+DUPLICATE = "duplicate"
+
+
+class ArchiveLineError(ValueError):
+    """An archive line that is not a line of its type (not JSON, a field missing or of the wrong type)."""
+
+
+# ------------------------------------------------------------------------------------------ keys
+def partition(epoch_ms: int) -> tuple[str, str]:
+    """(dt, hour) of the partition holding a batch that arrived at ``epoch_ms``."""
+    stamp = format_ms(epoch_ms)  # YYYY-MM-DDTHH:...
+    return stamp[:10], stamp[11:13]
+
+
+def hour_prefix(prefix: str, dt: str, hour: str) -> str:
+    """``<prefix>/dt=D/hour=H/``: every object of one hour's partition."""
+    return f"{prefix}/dt={dt}/hour={hour}/"
+
+
+def archive_key(prefix: str, shard_id: str, first_seq: str, last_seq: str, arrival_ms: int) -> str:
+    """``<prefix>/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz``.
+
+    Deterministic: the shard and sequence range of the records it holds, partitioned by the batch's
+    arrival, so a retried batch names the same object.
+    """
+    return f"{hour_prefix(prefix, *partition(arrival_ms))}{shard_id}-{first_seq}-{last_seq}{OBJECT_SUFFIX}"
+
+
+def start_after(prefix: str, since_ms: int | None) -> str:
+    """The listing's StartAfter for "the partitions at or after ``since_ms``'s hour" ("" for all).
+
+    ``<prefix>/dt=D/hour=HH`` sorts after every key of earlier hours and before every key of that hour
+    (a key continues it with ``/``).
+    """
+    if since_ms is None:
+        return ""
+    return hour_prefix(prefix, *partition(since_ms))[:-1]
+
+
+def partition_of(key: str) -> str:
+    """``<prefix>/dt=D/hour=HH/...`` -> ``D/HH`` (sorts in time order); "" for a key of another shape."""
+    parts = key.split("/")
+    if len(parts) < 4 or not parts[1].startswith("dt=") or not parts[2].startswith("hour="):
+        return ""
+    return f"{parts[1][3:]}/{parts[2][5:]}"
+
+
+def floor_of(since_ms: int | None) -> str:
+    """``partition_of`` of the keys of ``since_ms``'s hour ("" when None: every key is at or after it)."""
+    return "" if since_ms is None else "/".join(partition(since_ms))
+
+
+# ------------------------------------------------------------------------------------------ lines
+def _load(line: bytes, kind: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ArchiveLineError(f"{kind} line is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ArchiveLineError(f"{kind} line is not a JSON object: {line[:80]!r}")
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedLine:
+    """One reading the processor finished (processed.schema.json): aggregated, or a duplicate.
+
+    ``anomaly``/``anomaly_score``/``severity`` are present together when detection ran on the reading
+    (absent: detector disabled, a duplicate, a reading an earlier delivery applied). ``index`` names an
+    element of a packed record. ``timestamp`` is not stored here: it is ``epoch_ms`` formatted.
+    """
+
+    device_id: str
+    epoch_ms: int
+    channels: Mapping[str, float]
+    site: str
+    location: str
+    shard_id: str
+    sequence_number: str
+    status: str  # AGGREGATED | DUPLICATE
+    anomaly: bool | None = None
+    anomaly_score: float | None = None
+    severity: str | None = None
+    ground_truth: str | None = None
+    index: int | None = None
+
+    @classmethod
+    def of(cls, reading: Reading, status: str, anomaly: bool | None = None,
+           anomaly_score: float | None = None, severity: str | None = None) -> ProcessedLine:
+        device = reading.device
+        return cls(reading.device_id, reading.epoch_ms, reading.channels, device.site if device else "",
+                   device.location if device else "", reading.shard_id, reading.sequence_number, status,
+                   anomaly, anomaly_score, severity, reading.ground_truth, reading.index)
+
+    def encode(self) -> bytes:
+        doc: dict[str, Any] = {
+            "device_id": self.device_id,
+            "timestamp": format_ms(self.epoch_ms),
+            "epoch_ms": self.epoch_ms,
+            "channels": self.channels,
+            "site": self.site,
+            "location": self.location,
+            "shard_id": self.shard_id,
+            "sequence_number": self.sequence_number,
+            "status": self.status,
+        }
+        if self.anomaly is not None:
+            doc["anomaly"] = self.anomaly
+            doc["anomaly_score"] = float(self.anomaly_score or 0.0)
+            doc["severity"] = self.severity
+        if self.ground_truth is not None:
+            doc["ground_truth"] = self.ground_truth
+        if self.index is not None:
+            doc["index"] = self.index
+        # Sorted keys: the same reading gives the same bytes (deterministic objects, same ETag on retry).
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def decode(cls, line: bytes) -> ProcessedLine:
+        doc = _load(line, "processed")
+        try:
+            anomaly = doc.get("anomaly")
+            score = doc.get("anomaly_score")
+            index = doc.get("index")
+            return cls(
+                device_id=str(doc["device_id"]),
+                epoch_ms=int(doc["epoch_ms"]),
+                channels={str(k): float(v) for k, v in doc["channels"].items()},
+                site=str(doc.get("site") or ""),
+                location=str(doc.get("location") or ""),
+                shard_id=str(doc["shard_id"]),
+                sequence_number=str(doc["sequence_number"]),
+                status=str(doc["status"]),
+                anomaly=None if anomaly is None else bool(anomaly),
+                anomaly_score=None if score is None else float(score),
+                severity=None if doc.get("severity") is None else str(doc["severity"]),
+                ground_truth=None if doc.get("ground_truth") is None else str(doc["ground_truth"]),
+                index=None if index is None else int(index),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ArchiveLineError(f"processed line without a usable {exc}: {line[:120]!r}") from None
+
+    def to_reading(self, device: DeviceInfo | None = None) -> Reading:
+        """The Reading the processor archived (``device``: the registry's; else the line's site/location)."""
+        return Reading(
+            device_id=self.device_id,
+            epoch_ms=self.epoch_ms,
+            channels=dict(self.channels),
+            shard_id=self.shard_id,
+            sequence_number=self.sequence_number,
+            device=device or DeviceInfo(device_id=self.device_id, site=self.site, location=self.location),
+            ground_truth=self.ground_truth,
+            index=self.index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedLine:
+    """One quarantined item (quarantined.schema.json): the raw bytes, why and where it was rejected.
+
+    ``raw_b64`` is the record's data as received, or for one element of a packed record (``index``) the
+    element re-serialised; ``device_id`` when the item decoded far enough to name its device.
+    """
+
+    reason: str
+    stage: str
+    detail: str
+    shard_id: str
+    sequence_number: str
+    approximate_arrival_ms: int
+    raw_b64: str
+    device_id: str | None = None
+    index: int | None = None
+
+    def encode(self) -> bytes:
+        doc: dict[str, Any] = {
+            "reason": self.reason,
+            "stage": self.stage,
+            "detail": self.detail,
+            "shard_id": self.shard_id,
+            "sequence_number": self.sequence_number,
+            "approximate_arrival": format_ms(self.approximate_arrival_ms),
+            "raw_b64": self.raw_b64,
+        }
+        if self.device_id is not None:
+            doc["device_id"] = self.device_id
+        if self.index is not None:
+            doc["index"] = self.index
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def decode(cls, line: bytes) -> QuarantinedLine:
+        doc = _load(line, "quarantined")
+        try:
+            index = doc.get("index")
+            return cls(
+                reason=str(doc["reason"]),
+                stage=str(doc["stage"]),
+                detail=str(doc["detail"]),
+                shard_id=str(doc["shard_id"]),
+                sequence_number=str(doc["sequence_number"]),
+                approximate_arrival_ms=parse_ms(doc["approximate_arrival"]),
+                raw_b64=str(doc["raw_b64"]),
+                device_id=None if doc.get("device_id") is None else str(doc["device_id"]),
+                index=None if index is None else int(index),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchiveLineError(f"quarantined line without a usable {exc}: {line[:120]!r}") from None
+
+
+def decode_line(line: bytes) -> ProcessedLine | QuarantinedLine:
+    """Either kind of line, told apart as the schemas do: a processed line has ``status``, a quarantined
+    one ``reason`` and no ``status``."""
+    if b'"status"' in line:
+        return ProcessedLine.decode(line)
+    return QuarantinedLine.decode(line)
+
+
+# ------------------------------------------------------------------------------------------ reading
+class ObjectSource(Protocol):
+    """What the reading path needs of an archive (``functions.core.ports.ArchiveObjects`` has it)."""
+
+    def listing(self, prefix: str, start_after: str = "") -> list[Any]: ...
+
+    def read(self, key: str) -> bytes | None: ...
+
+
+def iter_objects(
+    source: ObjectSource, prefix: str, since_ms: int | None = None
+) -> Iterator[tuple[Any, list[bytes]]]:
+    """(listed object, its lines) of every archive object under ``prefix`` in key order (= time order),
+    from the partition of ``since_ms``'s hour on (every partition when None).
+
+    An object deleted between the listing and the read (lifecycle expiry) is skipped; keys that are not
+    archive objects are ignored.
+    """
+    for obj in source.listing(f"{prefix}/", start_after(prefix, since_ms)):
+        if not obj.key.endswith(OBJECT_SUFFIX):
+            continue
+        body = source.read(obj.key)
+        if body is not None:
+            yield obj, gunzip_lines(body)
+
+
+def iter_lines(source: ObjectSource, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+    """Every line of ``iter_objects``, in order."""
+    for _, lines in iter_objects(source, prefix, since_ms):
+        yield from lines
