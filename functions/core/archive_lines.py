@@ -96,7 +96,9 @@ def _load(line: bytes, kind: str) -> dict[str, Any]:
     return doc
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and the processor
+# builds one of these per reading on its hot path (slots alone keep it close to building the dict).
+@dataclass(slots=True)
 class ProcessedLine:
     """One reading the processor finished (processed.schema.json): aggregated, or a duplicate.
 
@@ -189,7 +191,7 @@ class ProcessedLine:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuarantinedLine:
     """One quarantined item (quarantined.schema.json): the raw bytes, why and where it was rejected.
 
