@@ -34,13 +34,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from functions.adapters.archive import S3Archive
-from functions.core.archive_lines import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    ProcessedLine,
-    QuarantinedLine,
-    decode_line,
-)
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import ProcessedLine, QuarantinedLine, decode_line
 from functions.core.ports import AggregateStore, WindowKey, chunked
 from functions.core.readings import DeviceInfo, Reading
 from functions.processor import exactly_once

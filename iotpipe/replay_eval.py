@@ -39,13 +39,8 @@ import numpy as np
 import orjson
 
 from functions.adapters.archive import S3Archive
-from functions.core.archive_lines import (
-    AGGREGATED,
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    ProcessedLine,
-    QuarantinedLine,
-)
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import AGGREGATED, ProcessedLine, QuarantinedLine
 from model import device_calibration as dc
 from model import operating_point
 from model.pca_tq import calibrate

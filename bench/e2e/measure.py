@@ -13,13 +13,8 @@ from typing import Any
 import httpx
 
 from functions.adapters.archive import S3Archive
-from functions.core.archive_lines import (
-    DUPLICATE,
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    ProcessedLine,
-    QuarantinedLine,
-)
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import DUPLICATE, ProcessedLine, QuarantinedLine
 from simulator.malformed import expected_outcome
 from simulator.stream import Produced
 

@@ -4,7 +4,8 @@ one reading path every archive reader uses (``iter_lines``/``iter_objects``).
 Keys are deterministic. The processor's puts are conditional (first write wins: a redelivered range keeps
 the object its first application wrote, verdicts included); the compactor's writes overwrite (a re-run
 compaction rewrites the same object). ``S3Archive`` implements ``Archive``, ``ArchiveObjects`` and
-``ArchiveReader`` (functions/core/ports.py); what a line holds is ``functions.core.archive_lines``.
+``ArchiveReader`` (functions/core/ports.py). Where a line lives is ``functions.core.archive_layout``,
+what it holds ``functions.core.archive_lines``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from functions.adapters.client_errors import error_code, translate_client_error
 from functions.adapters.clients import client
-from functions.core import archive_lines
+from functions.core import archive_layout
 from functions.core.jsonl_gzip import gzip_lines
 from functions.core.ports import StoredObject
 from functions.settings import get_settings
@@ -72,10 +73,10 @@ class S3Archive:
     def iter_objects(
         self, prefix: str, since_ms: int | None = None
     ) -> Iterator[tuple[StoredObject, list[bytes]]]:
-        return archive_lines.iter_objects(self, prefix, since_ms)
+        return archive_layout.iter_objects(self, prefix, since_ms)
 
     def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
-        return archive_lines.iter_lines(self, prefix, since_ms)
+        return archive_layout.iter_lines(self, prefix, since_ms)
 
     def write(self, key: str, body: bytes, content_type: str) -> None:
         try:

@@ -38,7 +38,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from functions.core.archive_lines import AGGREGATED, PROCESSED_PREFIX, ProcessedLine, floor_of, partition_of
+from functions.core.archive_layout import PROCESSED_PREFIX, floor_of, partition_of
+from functions.core.archive_lines import AGGREGATED, ProcessedLine
 from functions.core.ports import ArchiveReader, CalibrationWriter, DeviceReader, Key
 from functions.core.timestamps import format_ms, parse_ms
 from functions.detector.calibration_check import CalibrationInvalid, check, degenerate_rows, integer_in

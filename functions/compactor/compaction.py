@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.compactor.parquet import compact_files
-from functions.core.archive_lines import OBJECT_SUFFIX, PROCESSED_PREFIX, hour_prefix
+from functions.core.archive_layout import OBJECT_SUFFIX, PROCESSED_PREFIX, hour_prefix
 from functions.core.ports import ArchiveObjects, StoredObject
 from functions.core.timestamps import format_ms
 

@@ -1,36 +1,23 @@
-"""The archive's contract (pure): prefixes, object keys, partitions, the two line types, one reading path.
+"""The archive's line types (pure): what the processor writes into an archive object and every reader decodes.
 
-Layout of the archive bucket (docs/querying.md):
-
-    processed/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz   ProcessedLine per line
-    quarantine/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz  QuarantinedLine per line
-
-Partitions are those of the batch's arrival (the approximate arrival time of its first record), so
-``dt``/``hour`` sort in time order as text and a reader that wants "everything since T" starts its listing
-after T's hour (``start_after``) instead of listing the whole prefix.
-
-The processor writes lines with ``encode`` and every reader (rebuild, the calibrator, replay-eval, the
-model tools, the e2e bench) reads them with ``decode`` through ``iter_lines``/``iter_objects``: one
-writer, one parser. The bytes are those the processor has always written (sorted keys, the same fields),
-so objects archived before this module existed decode unchanged (a unit test keeps an old line).
-The JSON Schemas ``processed.schema.json`` and ``quarantined.schema.json`` describe the same lines.
+The layout (prefixes, keys, partitions, the reading path ``iter_lines``/``iter_objects``) is
+``functions.core.archive_layout``. The processor writes lines with ``encode`` and every reader (rebuild,
+the calibrator, replay-eval, the model tools, the e2e bench) reads them with ``decode``: one writer, one
+parser. The bytes are those the processor has always written (sorted keys, the same fields), so objects
+archived before this module existed decode unchanged (a unit test keeps old lines). The JSON Schemas
+``processed.schema.json`` and ``quarantined.schema.json`` describe the same lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from functions.core.jsonl_gzip import gunzip_lines
 from functions.core.readings import DeviceInfo, Reading
 from functions.core.timestamps import format_ms, parse_ms
-
-PROCESSED_PREFIX = "processed"
-QUARANTINE_PREFIX = "quarantine"
-OBJECT_SUFFIX = ".jsonl.gz"
 
 AGGREGATED = "aggregated"
 DUPLICATE = "duplicate"
@@ -38,51 +25,6 @@ DUPLICATE = "duplicate"
 
 class ArchiveLineError(ValueError):
     """An archive line that is not a line of its type (not JSON, a field missing or of the wrong type)."""
-
-
-# ------------------------------------------------------------------------------------------ keys
-def partition(epoch_ms: int) -> tuple[str, str]:
-    """(dt, hour) of the partition holding a batch that arrived at ``epoch_ms``."""
-    stamp = format_ms(epoch_ms)  # YYYY-MM-DDTHH:...
-    return stamp[:10], stamp[11:13]
-
-
-def hour_prefix(prefix: str, dt: str, hour: str) -> str:
-    """``<prefix>/dt=D/hour=H/``: every object of one hour's partition."""
-    return f"{prefix}/dt={dt}/hour={hour}/"
-
-
-def archive_key(prefix: str, shard_id: str, first_seq: str, last_seq: str, arrival_ms: int) -> str:
-    """``<prefix>/dt=YYYY-MM-DD/hour=HH/<shardId>-<firstSeq>-<lastSeq>.jsonl.gz``.
-
-    Deterministic: the shard and sequence range of the records it holds, partitioned by the batch's
-    arrival, so a retried batch names the same object.
-    """
-    return f"{hour_prefix(prefix, *partition(arrival_ms))}{shard_id}-{first_seq}-{last_seq}{OBJECT_SUFFIX}"
-
-
-def start_after(prefix: str, since_ms: int | None) -> str:
-    """The listing's StartAfter for "the partitions at or after ``since_ms``'s hour" ("" for all).
-
-    ``<prefix>/dt=D/hour=HH`` sorts after every key of earlier hours and before every key of that hour
-    (a key continues it with ``/``).
-    """
-    if since_ms is None:
-        return ""
-    return hour_prefix(prefix, *partition(since_ms))[:-1]
-
-
-def partition_of(key: str) -> str:
-    """``<prefix>/dt=D/hour=HH/...`` -> ``D/HH`` (sorts in time order); "" for a key of another shape."""
-    parts = key.split("/")
-    if len(parts) < 4 or not parts[1].startswith("dt=") or not parts[2].startswith("hour="):
-        return ""
-    return f"{parts[1][3:]}/{parts[2][5:]}"
-
-
-def floor_of(since_ms: int | None) -> str:
-    """``partition_of`` of the keys of ``since_ms``'s hour ("" when None: every key is at or after it)."""
-    return "" if since_ms is None else "/".join(partition(since_ms))
 
 
 # ------------------------------------------------------------------------------------------ lines
@@ -251,35 +193,3 @@ def decode_line(line: bytes) -> ProcessedLine | QuarantinedLine:
     if b'"status"' in line:
         return ProcessedLine.decode(line)
     return QuarantinedLine.decode(line)
-
-
-# ------------------------------------------------------------------------------------------ reading
-class ObjectSource(Protocol):
-    """What the reading path needs of an archive (``functions.core.ports.ArchiveObjects`` has it)."""
-
-    def listing(self, prefix: str, start_after: str = "") -> list[Any]: ...
-
-    def read(self, key: str) -> bytes | None: ...
-
-
-def iter_objects(
-    source: ObjectSource, prefix: str, since_ms: int | None = None
-) -> Iterator[tuple[Any, list[bytes]]]:
-    """(listed object, its lines) of every archive object under ``prefix`` in key order (= time order),
-    from the partition of ``since_ms``'s hour on (every partition when None).
-
-    An object deleted between the listing and the read (lifecycle expiry) is skipped; keys that are not
-    archive objects are ignored.
-    """
-    for obj in source.listing(f"{prefix}/", start_after(prefix, since_ms)):
-        if not obj.key.endswith(OBJECT_SUFFIX):
-            continue
-        body = source.read(obj.key)
-        if body is not None:
-            yield obj, gunzip_lines(body)
-
-
-def iter_lines(source: ObjectSource, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
-    """Every line of ``iter_objects``, in order."""
-    for _, lines in iter_objects(source, prefix, since_ms):
-        yield from lines

@@ -207,7 +207,7 @@ class ArchiveObjects(Protocol):
 
 
 class ArchiveReader(Protocol):
-    """The one reading path over the archive's lines (``functions.core.archive_lines`` is the contract)."""
+    """The one reading path over the archive's lines (``functions.core.archive_layout.iter_objects``)."""
 
     def iter_objects(
         self, prefix: str, since_ms: int | None = None

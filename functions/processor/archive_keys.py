@@ -6,13 +6,8 @@ only maps the processor's own types (``Reading`` + the detector's ``Verdict``, `
 
 from __future__ import annotations
 
-from functions.core.archive_lines import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    ProcessedLine,
-    QuarantinedLine,
-    archive_key,
-)
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
+from functions.core.archive_lines import ProcessedLine, QuarantinedLine
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.processor.records import Rejection

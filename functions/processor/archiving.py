@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from functions.core.archive_lines import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
 from functions.core.ports import Archive
 from functions.detector.interface import Verdict
 from functions.processor.accounting import AGGREGATED, DUPLICATE, FailPoints

@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.integration,
 def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibration(deployed_stack):
     from functions.adapters.archive import S3Archive
     from functions.adapters.devices import DynamoDeviceRegistry
-    from functions.core.archive_lines import PROCESSED_PREFIX, ProcessedLine
+    from functions.core.archive_layout import PROCESSED_PREFIX
+    from functions.core.archive_lines import ProcessedLine
     from functions.core.timestamps import parse_ms
     from functions.detector.calibrated import fingerprint
     from functions.detector.pca_tq import PcaCalibration

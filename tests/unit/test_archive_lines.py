@@ -7,15 +7,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from functions.core.archive_lines import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    ArchiveLineError,
-    ProcessedLine,
-    QuarantinedLine,
-    archive_key,
-    decode_line,
-)
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
+from functions.core.archive_lines import ArchiveLineError, ProcessedLine, QuarantinedLine, decode_line
 from functions.core.readings import DeviceInfo
 from functions.core.timestamps import parse_ms
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
@@ -173,3 +166,15 @@ def test_an_object_gone_between_listing_and_read_is_skipped() -> None:
     _object(archive, PROCESSED_PREFIX, "2026-03-02T10:00:00Z", "1", "gone")
     _object(archive, PROCESSED_PREFIX, "2026-03-02T10:00:00Z", "2", "kept")
     assert [ProcessedLine.decode(x).device_id for x in archive.iter_lines(PROCESSED_PREFIX)] == ["kept"]
+
+
+def test_the_compactor_shares_the_layout_without_the_line_codec() -> None:
+    # The compactor's bundle is DuckDB and powertools, no orjson (pyproject.toml [tool.iotpipe.bundles]):
+    # its handler and the archive adapter load the layout and reading path, never archive_lines.
+    import subprocess
+    import sys
+
+    code = ("import sys, functions.compactor.handler, functions.adapters.archive; "
+            "print(sorted(m for m in ('orjson', 'functions.core.archive_lines') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -17,7 +17,7 @@ import pytest
 
 from functions.compactor.columns import PROCESSED_COLUMNS
 from functions.compactor.compaction import COMPACTED_PREFIX, MANIFEST_NAME, PART_NAME
-from functions.core.archive_lines import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, hour_prefix
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, hour_prefix
 from functions.core.readings import DeviceInfo, Reading
 from functions.detector.interface import Verdict
 from functions.processor.archive_keys import processed_line

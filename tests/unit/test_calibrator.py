@@ -11,7 +11,8 @@ import pytest
 
 from functions.calibrator import calibration as calib
 from functions.calibrator import handler as calibrator_handler
-from functions.core.archive_lines import PROCESSED_PREFIX, ProcessedLine
+from functions.core.archive_layout import PROCESSED_PREFIX
+from functions.core.archive_lines import ProcessedLine
 from functions.core.timestamps import parse_ms
 from functions.detector import pca_fit
 from functions.detector.pca_tq import PcaCalibration
