@@ -16,9 +16,10 @@ import, so the compactor's bundle (DuckDB, no orjson) shares the same keys and t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from functions.core.jsonl_gzip import gunzip_lines
+from functions.core.ports import StoredObject
 from functions.core.timestamps import format_ms
 
 PROCESSED_PREFIX = "processed"
@@ -75,15 +76,16 @@ def floor_of(since_ms: int | None) -> str:
 class ObjectSource(Protocol):
     """What the reading path needs of an archive (``functions.core.ports.ArchiveObjects`` has it)."""
 
-    def listing(self, prefix: str, start_after: str = "") -> list[Any]: ...
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]: ...
 
     def read(self, key: str) -> bytes | None: ...
 
 
 def iter_objects(
     source: ObjectSource, prefix: str, since_ms: int | None = None
-) -> Iterator[tuple[Any, list[bytes]]]:
-    """(listed object, its lines) of every archive object under ``prefix`` in key order (= time order),
+) -> Iterator[tuple[StoredObject, list[bytes]]]:
+    """(listed object, its lines) of every archive object under ``prefix`` in key order (partitions in
+    time order),
     from the partition of ``since_ms``'s hour on (every partition when None).
 
     An object deleted between the listing and the read (lifecycle expiry) is skipped; keys that are not
