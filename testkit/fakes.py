@@ -67,6 +67,7 @@ class InMemoryDeviceRegistry:
         self.fail_next: int = 0  # raise a transient StoreError for the next N get_many calls
         self.throttle = False  # API reads raise StoreThrottled (ProvisionedThroughputExceeded)
         self.state_writes = 0  # detector states written (the processor's extra writes)
+        self.credential_lookups: list[str] = []  # device ids whose credential hash was asked for
         for entry in entries:
             self.put(entry)
 
@@ -129,6 +130,13 @@ class InMemoryDeviceRegistry:
     def count(self, max_items: int) -> tuple[int, bool]:
         n = len(self._snapshot())
         return min(n, max_items), n > max_items
+
+    def credential_hash(self, device_id: str) -> str | None:
+        """As the adapter: the item's ``credential_hash`` when it is one, else None."""
+        self.credential_lookups.append(device_id)
+        item = next((i for i in self._snapshot() if i["device_id"] == device_id), {})
+        value = item.get("credential_hash")
+        return value if isinstance(value, str) and value.startswith("sha256:") else None
 
 
 class CrashAfterWrites(BaseException):
@@ -353,6 +361,35 @@ class FakeKinesisClient:
                 self.stored.append((str(self._seq), rec["Data"], rec["PartitionKey"]))
                 out.append({"SequenceNumber": str(self._seq), "ShardId": "shardId-000000000000"})
         return {"FailedRecordCount": sum(1 for r in out if "ErrorCode" in r), "Records": out}
+
+
+class FakeScoringEndpoint:
+    """Stands in for a scoring endpoint (the detector's ``ScoringEndpoint`` port, SageMaker's adapter).
+
+    Answers ``{"scores": ...}``: ``scores`` if given, else ``score_of(row)`` per feature row (default 0.9).
+    ``hang`` makes each call wait (up to 5 s) for the event, to provoke the caller's timeout; ``error`` is
+    raised instead of answering. ``bodies`` records every request body.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[float] | None = None,
+        hang: threading.Event | None = None,
+        error: BaseException | None = None,
+        score_of: Callable[[list[float]], float] = lambda row: 0.9,
+    ) -> None:
+        self.scores, self.hang, self.error, self.score_of = scores, hang, error, score_of
+        self.bodies: list[str] = []
+
+    def invoke(self, body: str) -> bytes:
+        self.bodies.append(body)
+        if self.hang is not None:
+            self.hang.wait(5)
+        if self.error is not None:
+            raise self.error
+        rows = json.loads(body)["features"]
+        scores = list(self.scores) if self.scores is not None else [self.score_of(r) for r in rows]
+        return json.dumps({"scores": scores}).encode()
 
 
 class InMemoryCooldownStore:
