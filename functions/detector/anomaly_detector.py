@@ -40,7 +40,13 @@ from functions.core.readings import Reading
 from functions.detector.envelope import Envelope, combine_scores
 from functions.detector.features import FeatureBuilder, FeatureSpec
 from functions.detector.iforest import IsolationForestScorer
-from functions.detector.interface import Detector, ScoringEndpoint, Verdict
+from functions.detector.interface import (
+    Detector,
+    FailureCountingDetector,
+    ScoringEndpoint,
+    StatefulDetector,
+    Verdict,
+)
 from functions.settings import ProcessorSettings, get_settings
 
 ARTIFACT_NAME = "iforest-v1.json"
@@ -316,11 +322,15 @@ def get_detector() -> Detector:
     if settings.detector_backend == "sagemaker":
         if not settings.sagemaker_endpoint:
             raise ValueError("DETECTOR_BACKEND=sagemaker needs SAGEMAKER_ENDPOINT")
-        fleet = SageMakerDetector(
+        # Typed as the protocol the per-device detector checks for, so mypy proves it is met.
+        sagemaker: FailureCountingDetector = SageMakerDetector(
             settings.sagemaker_endpoint,
             settings.sagemaker_timeout_s,
             settings.sagemaker_failure_policy,
             embedded,
         )
+        fleet = sagemaker
     # Devices with their own calibration are scored by it; the fleet model scores everything else.
-    return CalibratedDetector(fleet)
+    # (StatefulDetector: what the processor's anomaly stage drains and persists after each batch.)
+    detector: StatefulDetector = CalibratedDetector(fleet)
+    return detector

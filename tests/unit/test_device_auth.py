@@ -25,7 +25,7 @@ from simulator.fleet import generate_fleet, register_fleet
 from simulator.sinks import HttpSink
 from simulator.stream import generate_readings
 from testkit.events import FakeLambdaContext, api_gateway_event, reading_doc
-from testkit.fakes import FakeKinesisClient, InMemoryDeviceRegistry
+from testkit.fakes import FakeDynamoDBClient, FakeKinesisClient, InMemoryDeviceRegistry
 
 FLEET_SECRET = "unit-test-fleet-secret"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:000000000000:api123/prod/POST/ingest"
@@ -245,20 +245,12 @@ def test_handler_checks_the_credential_itself_without_an_authorizer(
 
 
 def test_register_writes_a_credential_hash_and_never_the_secret() -> None:
-    class FakeDynamo:
-        def __init__(self) -> None:
-            self.items: list[dict[str, Any]] = []
-
-        def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-            for request in RequestItems["devices"]:
-                self.items.append(request["PutRequest"]["Item"])
-            return {}
-
     fleet = generate_fleet(3, 42)
-    fake = FakeDynamo()
+    fake = FakeDynamoDBClient(("device_id",))
     register_fleet(fleet, "devices", fake, fleet_secret=FLEET_SECRET)
     registry = registry_of(*(d.device_id for d in fleet))
-    for item in fake.items:
+    assert len(fake.items) == 3
+    for item in fake.items.values():
         device_id = item["device_id"]["S"]
         assert item["credential_hash"]["S"] == registry.credential_hash(device_id)
         assert sim_credentials.device_secret(FLEET_SECRET, device_id) not in orjson.dumps(item).decode()
