@@ -4,7 +4,7 @@
   (``wiring.build_ports``) or a tool (``iotpipe rebuild``), fakes in tests;
 - ``ItemKey``: one input reading, (shard, sequence number, index in a packed record or None). Stages key
   what they decide about a reading by it (applied, flagged, its verdict), so a result means the same
-  reading wherever it travels, unlike ``id()`` of an object;
+  reading wherever it travels, unlike the identity of one Python object;
 - ``FailPoints``: per shard, the earliest failed sequence number (Lambda resumes there), computed from
   what the stages return as failed (``fail_points``);
 - the dispositions (every input reading ends in exactly one) and ``COUNTS``: the one table that names

@@ -184,7 +184,7 @@ def _process_batch(
         windows_written=writes.windows_written,
         write_conflicts=writes.conflicts,
         archived_keys=archived.keys,
-        window_lag_s=_window_lag_s(prepared, now_s),
+        window_lag_s=_window_lag_s(settled, now_s),
         shard_ranges=archived.shard_ranges,
         errors=[
             *(why for _, why in prepared.failed),
