@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from functions.core.ports import (
     AggregateStore,
@@ -171,3 +171,8 @@ COUNTS: tuple[Count, ...] = (
     Count("out_of_time"),
     Count("failed_sequence_numbers"),
 )
+
+
+def counts_of(stage_result: object) -> dict[str, Any]:
+    """The counts of ``COUNTS`` a stage's result carries under the same names (for the outcome)."""
+    return {c.field: getattr(stage_result, c.field) for c in COUNTS if hasattr(stage_result, c.field)}

@@ -42,6 +42,7 @@ from functions.processor.batch import (
     ItemKey,
     ProcessorConfig,
     ProcessorPorts,
+    counts_of,
     fail_points,
 )
 from functions.processor.prepare import Prepared, gc_paused, prepare_batch, quarantine_late
@@ -158,7 +159,7 @@ def _process_batch(
         *writes.failed,
     ]
     if detection.hand_back_all or (handed_back and config.hand_back_whole_batch):
-        handed_back = prepared.records  # each shard's first record: the whole batch goes back
+        handed_back = prepared.records  # every shard fails from its first record: the whole batch goes back
     failed_at: FailPoints = fail_points(handed_back)
     # Archive lines: readings in the table say "aggregated" whether this write or an earlier one put them
     # there (an earlier delivery that was handed back wrote no archive line for them).
@@ -169,18 +170,11 @@ def _process_batch(
 
     outcome = Outcome(
         **accounting.counts(),
+        **counts_of(detection),  # anomalies, alerts, fallbacks, detector failures, states written
         kinesis_records_in=len(records),
         archive_failures=len(archived.failed),
         archive_kept=len(archived.kept),
         out_of_time=deadline.hit,
-        alerts_failed=detection.alerts_failed,
-        anomalies=detection.anomalies,
-        alerts_sent=detection.alerts_sent,
-        alerts_suppressed=detection.alerts_suppressed,
-        calibration_fallbacks=detection.calibration_fallbacks,
-        detector_backend_failures=detection.detector_backend_failures,
-        detection_failures=detection.detection_failures,
-        detector_states_written=detection.detector_states_written,
         windows_written=writes.windows_written,
         write_conflicts=writes.conflicts,
         archived_keys=archived.keys,
