@@ -142,20 +142,18 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
     """Runs the handler over the batches with the counter on its clients; figures per 1,000 readings."""
     import boto3
 
-    from functions.adapters.clients import client
-    from functions.processor import handler as processor
+    from functions.processor.handler import HandBack
     from simulator.config import SimulatorConfig
     from simulator.fleet import generate_fleet, register_fleet
     from simulator.stream import generate_readings
-    from testkit.events import FakeLambdaContext
 
     ddb = boto3.client("dynamodb")
     fleet = generate_fleet(devices, seed)
     register_fleet(fleet, out["DevicesTableName"], ddb)
-    point_processor_at(out, {"METRICS_SINK": metrics_sink})
+    processor = point_processor_at(out, metrics_sink=metrics_sink)
     counter = CallCounter(out["AggregatesTableName"])
     for service in ("dynamodb", "s3", "sns", "cloudwatch"):
-        counter.attach(client(service))
+        counter.attach(processor.clients(service))
     # The model's workload: 1 % malformed, and only its true anomaly share injected (the detector's own
     # false alarms come on top, as in production; the simulator's default 1 % is a what-if).
     config = replace(SimulatorConfig(devices=devices, rate_hz=1.0, seed=seed + 1, malformed_rate=0.01,
@@ -172,8 +170,8 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
     with _stdout_to_stderr():  # the handler's log and EMF lines; stdout keeps the one JSON line
         for records in batches:
             try:
-                processor.handler({"Records": records}, FakeLambdaContext())
-            except processor.HandBack:
+                processor.invoke(records)
+            except HandBack:
                 handed_back += 1
     elapsed = time.perf_counter() - t0
     readings = len(produced)

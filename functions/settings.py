@@ -221,6 +221,27 @@ def load_settings() -> Settings:
     return _load(Settings)
 
 
+# Stack output -> the setting it names: how a tool points the functions' code at a deployed stack.
+STACK_OUTPUT_SETTINGS: dict[str, str] = {
+    "StreamName": "stream_name",
+    "DevicesTableName": "devices_table",
+    "AggregatesTableName": "aggregates_table",
+    "AnomaliesTableName": "anomalies_table",
+    "ArchiveBucketName": "archive_bucket",
+    "AlertsTopicArn": "alerts_topic_arn",
+}
+
+
+def settings_for_stack(
+    outputs: typing.Mapping[str, str], base: Settings | None = None, **overrides: Any
+) -> Settings:
+    """``base`` (None: read from the environment) with a deployed stack's resource names (its outputs)
+    and ``overrides`` (field name -> value), validated like any Settings. Nothing global changes: the
+    process's ``get_settings()`` and environment are left as they are."""
+    values: dict[str, Any] = {f: outputs[k] for k, f in STACK_OUTPUT_SETTINGS.items() if outputs.get(k)}
+    return dataclasses.replace(base or load_settings(), **values, **overrides)
+
+
 def default(name: str) -> Any:
     """The declared default of a setting (for code that precomputes from settings, e.g. DecodeRules)."""
     return Settings.__dataclass_fields__[name].default

@@ -2,15 +2,16 @@
 
 The archive holds every reading the processor finished (``processed/``: status aggregated or duplicate)
 and every quarantined item (``quarantine/``), each processed line with its shard id, sequence number and
-index in a packed record. That is all the processor's exactly-once write needs, so the rebuild is the
-processor's own tail run over the archive instead of over a Kinesis batch:
+index in a packed record. That is all the processor's exactly-once write needs, so the rebuild runs the
+processor's own stages (``functions.processor``) over the archive instead of over a Kinesis batch, through
+the same ports (``wiring.build_ports``, from settings made of the stack's outputs):
 
     archive lines -> Readings (deduplicated by (shard, sequence number, index))
-      -> groups per (device, window), each shard's readings in sequence order   (as ``prepare_batch``)
-      -> stored item per window, ``exactly_once.split_fresh``: drop what the table already holds
-      -> the detector over the fresh readings, device by device in event time; anomalies stored
-         idempotently (same ``ts#seq`` keys), no alerts re-sent
-      -> ``exactly_once.apply_group``: one conditional write per window (the same fold and merge)
+      -> ``prepare.group_by_window``: per (device, window), each shard's readings in sequence order
+      -> ``window_writes.prefetch_windows``: the stored items, a chunk of windows at a time
+      -> ``anomaly_stage.detect_anomalies`` over the readings the table lacks (``split_fresh``), device by
+         device in event time; anomalies stored idempotently (same ``ts#seq`` keys), no alerts re-sent
+      -> ``window_writes.write_windows``: one conditional write per window (``exactly_once.apply_group``)
 
 Why it is exactly once: the stored watermarks and seen offsets say what a window already holds, so a
 reading the table has (restored from a snapshot, or written by a first rebuild) is a duplicate and a
@@ -24,22 +25,23 @@ readings not yet applied. Quarantined lines are counted, not aggregated (as in t
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from functions.adapters.archive import S3Archive
 from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
 from functions.core.archive_lines import ProcessedLine, QuarantinedLine, decode_line
-from functions.core.ports import AggregateStore, WindowKey, chunked
+from functions.core.ports import AlertSummary, WindowKey, chunked
 from functions.core.readings import DeviceInfo, Reading
-from functions.processor import exactly_once
+from functions.processor.anomaly_stage import detect_anomalies
+from functions.processor.batch import ProcessorConfig, ProcessorPorts, item_key
 from functions.processor.exactly_once import WindowGroup
+from functions.processor.prepare import group_by_window
+from functions.processor.window_writes import Deadline, prefetch_windows, write_windows
 from iotpipe.console import progress, progress_callback
 from iotpipe.cost.template_facts import WRITE_CONCURRENCY as TEMPLATE_WRITE_CONCURRENCY
 
@@ -68,17 +70,18 @@ class RebuildReport:
         return asdict(self)
 
 
-class _NoAlerts:
+@dataclass(frozen=True)
+class _NoneSent:  # functions.core.ports.AlertSummary
+    sent: int = 0
+    suppressed: int = 0
+    failed: int = 0
+
+
+class NoAlerts:
     """A rebuild re-derives anomalies; the alerts for them were sent (or not) when they happened."""
 
-    @dataclass
-    class _Outcome:
-        sent: int = 0
-        suppressed: int = 0
-        failed: int = 0  # functions.core.ports.AlertSummary
-
-    def notify(self, anomalies: Sequence[dict[str, Any]], now: float) -> _NoAlerts._Outcome:
-        return self._Outcome()
+    def notify(self, anomalies: Sequence[dict[str, Any]], now: float) -> AlertSummary:
+        return _NoneSent()
 
 
 # ------------------------------------------------------------------------------------------ pure
@@ -114,100 +117,68 @@ def device_ids(lines: Iterable[bytes]) -> set[str]:
 def group_readings(
     readings: Iterable[Reading], window_s: int, report: RebuildReport | None = None
 ) -> dict[WindowKey, WindowGroup]:
-    """Per (device, window), each shard's readings in (sequence number, index) order, event times once."""
-    groups: dict[WindowKey, WindowGroup] = {}
-    repeats = 0
-    window_ms = window_s * 1000
-    for r in readings:
-        key = (r.device_id, (r.epoch_ms // window_ms) * window_s)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = WindowGroup(r.device_id, key[1], [r], r.device)
-        else:
-            group.readings.append(r)
-    for group in groups.values():
-        group.readings.sort(key=lambda r: (r.shard_id, len(r.sequence_number), r.sequence_number,
-                                           -1 if r.index is None else r.index))
-        # Same device and event time counts once, the first by sequence number (``prepare_batch``'s rule;
-        # the archive keeps the re-sent ones as status "duplicate").
-        seen: set[int] = set()
-        kept = []
-        for r in group.readings:
-            if r.epoch_ms not in seen:
-                seen.add(r.epoch_ms)
-                kept.append(r)
-        repeats += len(group.readings) - len(kept)
-        group.readings = kept
+    """Per (device, window), each shard's readings in (sequence number, index) order, event times once.
+
+    The processor's grouping (``prepare.group_by_window``) over the archive's readings in shard and
+    sequence order: the same device and event time counts once, the first by sequence number (the
+    archive keeps the re-sent ones as status "duplicate").
+    """
+    ordered = sorted(readings, key=lambda r: (r.shard_id, len(r.sequence_number), r.sequence_number,
+                                              -1 if r.index is None else r.index))
+    infos: dict[str, DeviceInfo | None] = {}
+    for r in ordered:
+        infos.setdefault(r.device_id, r.device or DeviceInfo(device_id=r.device_id))
+    grouped = group_by_window(ordered, infos, window_s)
     if report is not None:
-        report.duplicates += repeats
-    return groups
+        report.duplicates += len(grouped.duplicates)
+    return grouped.groups
 
 
 def apply_groups(
     groups: dict[WindowKey, WindowGroup],
-    aggregates: AggregateStore,
+    ports: ProcessorPorts,
+    config: ProcessorConfig,
     report: RebuildReport,
-    detect: Callable[[list[Reading]], set[int]] | None = None,
     now_s: float | None = None,
-    window_s: int = 60,
-    concurrency: int = WRITE_CONCURRENCY,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Prefetch, keep what the table lacks, detect on it, then one conditional write per window.
+    """The processor's stages over the windows, a chunk at a time: prefetch, detect on what the table
+    lacks, then one conditional write per window. A window not written is reported, not raised: the
+    next run retries it (exactly once still).
 
-    ``on_progress(windows done, windows in all)`` after each prefetch chunk (a progress display).
+    ``on_progress(windows done, windows in all)`` after each chunk (a progress display).
     """
     now_s = time.time() if now_s is None else now_s
     report.windows += len(groups)
     keys = sorted(groups)
+    deadline = Deadline(None, 0)  # a tool run has no invocation time limit
     done = 0
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rebuild-write")
-    try:
-        for chunk in chunked(keys, PREFETCH_CHUNK):
-            current = aggregates.get_many(list(chunk))
-            fresh: list[Reading] = []
-            for key in chunk:
-                new, _ = exactly_once.split_fresh(current.get(key), groups[key].readings, key[1])
-                fresh.extend(new)
-            anomalous = detect(fresh) if (detect is not None and fresh) else set()
-
-            def apply(key: WindowKey, current: dict = current, anomalous: set[int] = anomalous) -> Any:
-                try:
-                    return exactly_once.apply_group(
-                        aggregates, groups[key], current.get(key), lambda r: id(r) in anomalous, now_s,
-                        window_s,
-                    )
-                except Exception as exc:  # reported; the next run retries it (exactly once still)
-                    return exc
-
-            for key, result in zip(chunk, pool.map(apply, chunk), strict=True):
-                if isinstance(result, BaseException):
-                    report.failed_windows.append(f"{key[0]}/{key[1]}: {result!r}"[:200])
-                    continue
-                report.windows_written += int(result.written)
-                report.readings_applied += len(result.applied)
-                report.already_present += len(groups[key].readings) - len(result.applied)
-            done += len(chunk)
-            if on_progress is not None:
-                on_progress(done, len(keys))
-    finally:
-        pool.shutdown(wait=True)
+    for chunk in chunked(keys, PREFETCH_CHUNK):
+        prefetched = prefetch_windows(ports.aggregates, {key: groups[key] for key in chunk})
+        detection = detect_anomalies(ports, prefetched.groups, prefetched.current, now_s, deadline)
+        writes = write_windows(ports.aggregates, detection.groups, prefetched.current, detection.anomalous,
+                               now_s, config, deadline)
+        report.anomalies_stored += detection.anomalies
+        report.windows_written += writes.windows_written
+        report.readings_applied += len(writes.applied)
+        why = "; ".join([*prefetched.errors, *detection.errors]) or "not written"
+        for key in chunk:
+            failure = None if key in detection.groups else why  # handed back before its write
+            failure = failure or writes.failed_windows.get(key)
+            if failure is not None:
+                report.failed_windows.append(f"{key[0]}/{key[1]}: {failure}"[:200])
+                continue
+            readings = groups[key].readings
+            report.already_present += sum(1 for r in readings if item_key(r) not in writes.applied)
+        done += len(chunk)
+        if on_progress is not None:
+            on_progress(done, len(keys))
 
 
-def make_detect(detector: Any, anomaly_store: Any, report: RebuildReport, now_s: float,
-                handle: Callable[..., Any] | None = None) -> Callable[[list[Reading]], set[int]]:
-    """The processor's anomaly stage over fresh readings (device by device, in event time)."""
-    if handle is None:
-        from functions.detector.pipeline_stage import handle_verdicts as handle
-
-    def detect(fresh: list[Reading]) -> set[int]:
-        readings = sorted(fresh, key=lambda r: (r.device_id, r.epoch_ms))
-        verdicts = detector.detect(readings)
-        stage = handle(readings, verdicts, anomaly_store, _NoAlerts(), now_s)
-        report.anomalies_stored += len(stage.anomalies)
-        return {id(r) for r, v in zip(readings, verdicts, strict=True) if v.is_anomaly}
-
-    return detect
+def rebuild_ports(ports: ProcessorPorts) -> ProcessorPorts:
+    """The processor's ports as a rebuild uses them: no alert is re-sent, and the per-device detector's
+    carried state is not written back (it reflects the archive, not the live stream)."""
+    return replace(ports, alerter=NoAlerts() if ports.detector is not None else None, detector_state=None)
 
 
 # ------------------------------------------------------------------------------------------ AWS side
@@ -251,30 +222,23 @@ def rebuild_stack(
 ) -> RebuildReport:
     """Rebuild the stack's aggregates and anomalies from its archive, with the real adapters.
 
-    ``on_progress(windows done, windows in all)`` while the windows are written.
+    The processor's ports and config are built from settings made of the stack's outputs (the process's
+    environment and settings are left alone). ``on_progress(windows done, windows in all)`` while the
+    windows are written.
     """
+    from functions.adapters.clients import clients_for
+    from functions.processor.wiring import build_config, build_ports
+    from functions.settings import settings_for_stack
     from iotpipe.stack import _client, stack_outputs
 
     say = say or (lambda _m: None)
     started = time.monotonic()
     outputs = stack_outputs(stack)
-    # The processor's adapters read their resources from the settings (environment), as in Lambda.
-    os.environ.update({
-        "DEVICES_TABLE": outputs["DevicesTableName"],
-        "AGGREGATES_TABLE": outputs["AggregatesTableName"],
-        "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
-        "ARCHIVE_BUCKET": outputs["ArchiveBucketName"],
-        "STREAM_NAME": outputs["StreamName"],
-    })
-    from functions.adapters.aggregates import DynamoAggregateStore
-    from functions.adapters.anomalies import DynamoAnomalyStore
-    from functions.adapters.clients import client
-    from functions.adapters.devices import DynamoDeviceRegistry
-    from functions.settings import get_settings
-
-    get_settings.cache_clear()
-    client.cache_clear()
-    settings = get_settings()
+    settings = settings_for_stack(outputs)
+    ports = rebuild_ports(build_ports(settings, clients_for(settings)))
+    if ports.detector is None:  # as in the processor: aggregates do not wait for a broken model
+        say("anomaly detection unavailable; rebuilding aggregates only")
+    config = replace(build_config(settings), write_concurrency=WRITE_CONCURRENCY)
     report = RebuildReport()
     lam = _client("lambda")
     stream_arn = _client("kinesis").describe_stream_summary(
@@ -286,21 +250,13 @@ def rebuild_stack(
         say(f"reading the archive s3://{outputs['ArchiveBucketName']} ...")
         lines = list(archive_lines(_client("s3"), outputs["ArchiveBucketName"], report))
         ids = device_ids(lines)
-        devices = DynamoDeviceRegistry().get_many(sorted(ids)) if ids else {}
+        known = ports.devices.resolve(sorted(ids)) if ids else {}
+        devices = {device_id: info for device_id, info in known.items() if info is not None}
         readings = readings_from_lines(lines, report, devices)
         del lines
-        groups = group_readings(readings, settings.window_seconds, report)
+        groups = group_readings(readings, config.window_s, report)
         say(f"{report.objects} objects, {report.readings} readings in {len(groups)} windows; applying ...")
-        now_s = time.time()
-        detect = None
-        try:
-            from functions.detector.anomaly_detector import get_detector
-
-            detect = make_detect(get_detector(), DynamoAnomalyStore(), report, now_s)
-        except Exception as exc:  # as in the processor: aggregates do not wait for a broken model
-            say(f"anomaly detection unavailable ({exc!r}); rebuilding aggregates only")
-        apply_groups(groups, DynamoAggregateStore(), report, detect, now_s, settings.window_seconds,
-                     on_progress=on_progress)
+        apply_groups(groups, ports, config, report, time.time(), on_progress=on_progress)
     finally:
         resume_mappings(lam, report.mappings_paused)
     report.duration_s = round(time.monotonic() - started, 2)
