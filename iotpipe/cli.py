@@ -741,6 +741,7 @@ def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
     Invokes the stack's calibrator (functions/calibrator, the code its schedule runs) on the pending
     devices; with ``--mapping`` (channel names the deployed function does not know) the same module runs
     here instead."""
+    from functions.adapters.archive import S3Archive
     from functions.adapters.devices import DynamoDeviceRegistry
     from iotpipe.stack import _client
     from model import device_calibration as dc
@@ -761,7 +762,8 @@ def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
     function = outputs.get("CalibratorFunctionName")
     if mapping or not function:
         _say("calibrating here: " + ("--mapping given" if mapping else "the stack has no calibrator"))
-        result = dc.calibrate_pending(items, _client("s3"), outputs["ArchiveBucketName"], registry,
+        archive = S3Archive(outputs["ArchiveBucketName"], _client("s3"))
+        result = dc.calibrate_pending(items, archive, registry,
                                       parse_mapping(mapping) if mapping else dc.SKAB_MAPPING)
     elif wanted:
         _say(f"invoking {function} ...")
@@ -788,6 +790,7 @@ def cmd_calibrate(device: str | None, csv_path: Path | None, from_archive: bool,
     if not device:
         print("give --device ID (or --pending)", file=sys.stderr)
         return 2
+    from functions.adapters.archive import S3Archive
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.core.errors import VersionConflict
     from iotpipe.stack import _client
@@ -806,7 +809,7 @@ def cmd_calibrate(device: str | None, csv_path: Path | None, from_archive: bool,
     else:
         source = "archive"
         _say(f"reading s3://{outputs['ArchiveBucketName']}/processed/ for {device} ...")
-        data = dc.archive_rows(_client("s3"), outputs["ArchiveBucketName"], device)
+        data = dc.archive_rows(S3Archive(outputs["ArchiveBucketName"], _client("s3")), device)
     registry = DynamoDeviceRegistry(outputs["DevicesTableName"], _client("dynamodb"))
     try:
         stored = dc.calibrate_device(device, data, registry, rows, source, channel_map)

@@ -24,7 +24,6 @@ readings not yet applied. Quarantined lines are counted, not aggregated (as in t
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 import time
@@ -33,12 +32,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import orjson
-
+from functions.adapters.archive import S3Archive
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import ProcessedLine, QuarantinedLine, decode_line
 from functions.core.ports import AlertSummary, WindowKey, chunked
 from functions.core.readings import DeviceInfo, Reading
 from functions.processor.anomaly_stage import detect_anomalies
-from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX
 from functions.processor.batch import ProcessorConfig, ProcessorPorts, item_key
 from functions.processor.exactly_once import WindowGroup
 from functions.processor.prepare import group_by_window
@@ -89,39 +88,30 @@ class NoAlerts:
 def readings_from_lines(
     lines: Iterable[bytes], report: RebuildReport, devices: dict[str, DeviceInfo] | None = None
 ) -> list[Reading]:
-    """Processed archive lines -> unique Readings; quarantine lines are counted by reason."""
+    """Archive lines (``functions.core.archive_lines``) -> unique Readings; quarantined lines are counted
+    by reason."""
     seen: set[tuple[str, str, int | None]] = set()
     quarantined: Counter[str] = Counter(report.quarantined)
     out: list[Reading] = []
-    for line in lines:
-        if not line.strip():
-            continue
-        doc = orjson.loads(line)
-        if "reason" in doc and "status" not in doc:
-            quarantined[str(doc["reason"])] += 1
+    for raw in lines:
+        line = decode_line(raw)
+        if isinstance(line, QuarantinedLine):
+            quarantined[line.reason] += 1
             continue
         report.processed_lines += 1
-        key = (str(doc["shard_id"]), str(doc["sequence_number"]), doc.get("index"))
+        key = (line.shard_id, line.sequence_number, line.index)
         if key in seen:  # archived twice (a retried batch under another key): one reading
             continue
         seen.add(key)
-        device_id = str(doc["device_id"])
-        device = (devices or {}).get(device_id) or DeviceInfo(
-            device_id=device_id, site=str(doc.get("site") or ""), location=str(doc.get("location") or "")
-        )
-        out.append(Reading(
-            device_id=device_id,
-            epoch_ms=int(doc["epoch_ms"]),
-            channels={k: float(v) for k, v in (doc.get("channels") or {}).items()},
-            shard_id=key[0],
-            sequence_number=key[1],
-            device=device,
-            ground_truth=doc.get("ground_truth"),
-            index=key[2],
-        ))
+        out.append(line.to_reading((devices or {}).get(line.device_id)))
     report.readings += len(out)
     report.quarantined = dict(quarantined)
     return out
+
+
+def device_ids(lines: Iterable[bytes]) -> set[str]:
+    """The devices the processed lines name."""
+    return {line.device_id for line in map(decode_line, lines) if isinstance(line, ProcessedLine)}
 
 
 def group_readings(
@@ -194,13 +184,11 @@ def rebuild_ports(ports: ProcessorPorts) -> ProcessorPorts:
 # ------------------------------------------------------------------------------------------ AWS side
 def archive_lines(s3: Any, bucket: str, report: RebuildReport) -> Iterator[bytes]:
     """Every line of every archive object (processed and quarantine), in key order."""
-    paginator = s3.get_paginator("list_objects_v2")
+    archive = S3Archive(bucket, s3)
     for prefix in (PROCESSED_PREFIX, QUARANTINE_PREFIX):
-        for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-            for obj in page.get("Contents", []):
-                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                report.objects += 1
-                yield from gzip.decompress(body).splitlines()
+        for _, lines in archive.iter_objects(prefix):
+            report.objects += 1
+            yield from lines
 
 
 def _mappings(lam: Any, stream_arn: str) -> list[dict[str, Any]]:
@@ -261,7 +249,7 @@ def rebuild_stack(
     try:
         say(f"reading the archive s3://{outputs['ArchiveBucketName']} ...")
         lines = list(archive_lines(_client("s3"), outputs["ArchiveBucketName"], report))
-        ids = {orjson.loads(line)["device_id"] for line in lines if b'"status"' in line}
+        ids = device_ids(lines)
         known = ports.devices.resolve(sorted(ids)) if ids else {}
         devices = {device_id: info for device_id, info in known.items() if info is not None}
         readings = readings_from_lines(lines, report, devices)

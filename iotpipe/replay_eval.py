@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from functions.processor.archive_keys import QUARANTINE_PREFIX
+from functions.adapters.archive import S3Archive
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import AGGREGATED, ProcessedLine, QuarantinedLine
 from model import device_calibration as dc
 from model import operating_point
 from model.pca_tq import calibrate
@@ -77,18 +79,19 @@ def _send(sink: Any, items: Sequence[Any]) -> None:
 
 def _archived(s3: Any, bucket: str, ids: set[str]) -> tuple[dict[str, dict[int, Any]], dict[str, int]]:
     """(device -> epoch ms -> channels of its aggregated lines, device -> quarantined readings)."""
+    archive = S3Archive(bucket, s3)
     out: dict[str, dict[int, Any]] = {d: {} for d in ids}
     quarantined = dict.fromkeys(ids, 0)
-    for line in dc._processed_lines(s3, bucket):
-        if SITE.encode() not in line:
+    for line in archive.iter_lines(PROCESSED_PREFIX):
+        if SITE.encode() not in line:  # other devices' lines: skipped undecoded
             continue
-        doc = orjson.loads(line)
-        if doc.get("device_id") in ids and doc.get("status") == "aggregated":
-            out[doc["device_id"]].setdefault(int(doc["epoch_ms"]), doc["channels"])
-    for line in dc._processed_lines(s3, bucket, QUARANTINE_PREFIX):
+        processed = ProcessedLine.decode(line)
+        if processed.device_id in ids and processed.status == AGGREGATED:
+            out[processed.device_id].setdefault(processed.epoch_ms, dict(processed.channels))
+    for line in archive.iter_lines(QUARANTINE_PREFIX):
         if b"skab-" not in line:
             continue
-        device_id = orjson.loads(line).get("device_id")  # set when the reading got as far as its id
+        device_id = QuarantinedLine.decode(line).device_id  # set when the reading got as far as its id
         if device_id in quarantined:
             quarantined[device_id] += 1
     return out, quarantined

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gzip
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from functions.adapters.alerts import Acquired, should_alert
+from functions.core import archive_layout
 from functions.core.errors import StoreError, StoreThrottled, TransientStoreError, VersionConflict
-from functions.core.jsonl_gzip import gzip_lines
+from functions.core.jsonl_gzip import gunzip_lines, gzip_lines
 from functions.core.ports import AggregateItem, AnomalyItem, Item, Key, Slice, StoredObject, WindowKey
 from functions.core.readings import DeviceInfo
 
@@ -293,9 +293,18 @@ class InMemoryArchive:
         return True
 
     # ArchiveObjects (the compactor's raw access): the ETag is the MD5 of the bytes, as S3's for a plain put.
-    def listing(self, prefix: str) -> list[StoredObject]:
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]:
         return [StoredObject(key, hashlib.md5(body).hexdigest(), len(body))  # noqa: S324 - S3's ETag, not security
-                for key, body in sorted(self.objects.items()) if key.startswith(prefix)]
+                for key, body in sorted(self.objects.items()) if key.startswith(prefix) and key > start_after]
+
+    # ArchiveReader: the same reading path as S3Archive's (functions.core.archive_layout).
+    def iter_objects(
+        self, prefix: str, since_ms: int | None = None
+    ) -> Iterator[tuple[StoredObject, list[bytes]]]:
+        return archive_layout.iter_objects(self, prefix, since_ms)
+
+    def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+        return archive_layout.iter_lines(self, prefix, since_ms)
 
     def read(self, key: str) -> bytes | None:
         return self.objects.get(key)
@@ -311,7 +320,7 @@ class InMemoryArchive:
         out: list[bytes] = []
         for key in sorted(self.objects):
             if key.startswith(prefix):
-                out.extend(line for line in gzip.decompress(self.objects[key]).split(b"\n") if line)
+                out.extend(gunzip_lines(self.objects[key]))
         return out
 
 

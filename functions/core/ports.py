@@ -13,7 +13,7 @@ Resume keys are a LastEvaluatedKey as plain JSON values. Shapes: docs/data-model
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -204,8 +204,8 @@ class StoredObject:
 class ArchiveObjects(Protocol):
     """Raw object access to the archive bucket: what the compactor reads and writes."""
 
-    def listing(self, prefix: str) -> list[StoredObject]:
-        """Every object under ``prefix``, sorted by key. Raises StoreError."""
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]:
+        """Every object under ``prefix`` keyed after ``start_after``, sorted by key. Raises StoreError."""
         ...
 
     def read(self, key: str) -> bytes | None:
@@ -214,6 +214,23 @@ class ArchiveObjects(Protocol):
 
     def write(self, key: str, body: bytes, content_type: str) -> None:
         """Write ``body`` at ``key`` (whole-object overwrite: readers see old or new). Raises StoreError."""
+        ...
+
+
+class ArchiveReader(Protocol):
+    """The one reading path over the archive's lines (``functions.core.archive_layout.iter_objects``)."""
+
+    def iter_objects(
+        self, prefix: str, since_ms: int | None = None
+    ) -> Iterator[tuple[StoredObject, list[bytes]]]:
+        """(object, its lines) under ``prefix`` in key order, from ``since_ms``'s hour on.
+
+        Raises StoreError.
+        """
+        ...
+
+    def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+        """Every line of ``iter_objects``, in order. Raises StoreError."""
         ...
 
 

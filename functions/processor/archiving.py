@@ -6,15 +6,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
 from functions.core.ports import Archive
 from functions.detector.interface import Verdict
-from functions.processor.archive_keys import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    archive_key,
-    processed_line,
-    quarantine_line,
-)
+from functions.processor.archive_keys import processed_line, quarantine_line
 from functions.processor.batch import AGGREGATED, DUPLICATE, FailPoints, ItemKey, before_fail_point
 from functions.processor.prepare import Prepared
 from functions.processor.records import KinesisRecord

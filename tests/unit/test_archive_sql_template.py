@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from functions.compactor.columns import PROCESSED_COLUMNS
-from functions.compactor.compaction import COMPACTED_PREFIX, MANIFEST_NAME, PART_NAME, hour_prefix
+from functions.compactor.compaction import COMPACTED_PREFIX, MANIFEST_NAME, PART_NAME
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, hour_prefix
 from functions.core.readings import DeviceInfo, Reading
 from functions.detector.interface import Verdict
-from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, processed_line
+from functions.processor.archive_keys import processed_line
 from iotpipe import athena_query as aq
 from iotpipe.template import load_template
 
