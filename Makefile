@@ -13,7 +13,7 @@ MINISTACK_VERSION := 1.5.33
 # emulator's interpreter (which runs the functions) must too.
 EMU_BOTO3 := 1.43.106
 # ministack runs Athena queries on DuckDB when it can import it (ATHENA_ENGINE, services/athena.py);
-# without it every query "succeeds" with mock rows. iotpipe/emulator.py sets ATHENA_ENGINE=duckdb.
+# without it every query "succeeds" with mock rows. iotpipe/local/emulator.py sets ATHENA_ENGINE=duckdb.
 EMU_DUCKDB := 1.5.6
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHON := $(CURDIR)/$(PY)

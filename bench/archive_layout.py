@@ -45,8 +45,8 @@ from functions.core.readings import DeviceInfo, Reading  # noqa: E402
 from functions.core.timestamps import parse_ms  # noqa: E402
 from functions.detector.interface import Verdict  # noqa: E402
 from functions.processor.archive_keys import processed_line  # noqa: E402
-from iotpipe import athena_query as aq  # noqa: E402
 from iotpipe.console import STDERR, run_app  # noqa: E402
+from iotpipe.ops import athena_query as aq  # noqa: E402
 
 START_S = 1_795_000_000  # an hour boundary is not needed: one partition holds whatever we generate
 DAY = "2026-11-18"

@@ -103,8 +103,8 @@ def calls(
     seed: int = 11,
     param: Annotated[list[str] | None, typer.Option(help="a template parameter Key=Value")] = None,
 ) -> int:
-    from iotpipe.emulator import Emulator, free_port
-    from iotpipe.stack import deploy, stack_outputs
+    from iotpipe.local.emulator import Emulator, free_port
+    from iotpipe.ops.stack import deploy, stack_outputs
 
     t_batch = batch_seconds or model_batch_seconds(model_devices, pack)
     model = estimate(Workload(devices=model_devices, rate_hz=1.0, readings_per_record=pack))

@@ -6,7 +6,7 @@
 docs/troubleshooting.md is ``--minutes 30``. Exit status 1 if an acknowledged reading was lost.
 
 An emulator with `iotpipe up`'s persistence (state snapshots every ``--snapshot`` s and the stream's
-write-ahead log, iotpipe/ministack_launcher.py) gets the stack, a registered fleet and simulator
+write-ahead log, iotpipe/local/ministack_launcher.py) gets the stack, a registered fleet and simulator
 readings at the fleet's real pace, put 25 per PutRecords, each reading remembered once the stream
 acknowledged it. Meanwhile it samples the snapshot marker: the interval between rounds and their
 duration (the cadence that holds under this load). Then ``kill -9``, a restart on the same state,
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from iotpipe.console import run_app  # noqa: E402
-from iotpipe.emulator import Emulator, free_port, tree_bytes  # noqa: E402
+from iotpipe.local.emulator import Emulator, free_port, tree_bytes  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
@@ -108,9 +108,9 @@ def crash_window(
 ) -> int:
     import boto3
 
-    from iotpipe.rebuild import rebuild_stack
-    from iotpipe.stack import deploy, stack_outputs
-    from iotpipe.status import read_crash_window
+    from iotpipe.ops.rebuild import rebuild_stack
+    from iotpipe.ops.stack import deploy, stack_outputs
+    from iotpipe.ops.status import read_crash_window
     from simulator.fleet import generate_fleet, register_fleet
 
     run_dir = Path(tempfile.mkdtemp(prefix="iotpipe-crash-"))

@@ -42,7 +42,7 @@ from functions.detector.calibrated import CalibratedDetector  # noqa: E402
 from functions.processor.enrich import DeviceCache  # noqa: E402
 from functions.processor.ingestion_processor import ProcessorPorts, process_batch  # noqa: E402
 from iotpipe.console import run_app  # noqa: E402
-from iotpipe.model_server import ModelServer  # noqa: E402
+from iotpipe.local.model_server import ModelServer  # noqa: E402
 from serving.app import parse_features  # noqa: E402
 from testkit.events import make_records  # noqa: E402
 from testkit.fakes import (  # noqa: E402

@@ -100,8 +100,8 @@ def latency_parts(
     pack: Annotated[int, typer.Option(help="readings per Kinesis record (the e2e bench's default: 1)")] = 1,
     seed: int = 13,
 ) -> int:
-    from iotpipe.emulator import Emulator, free_port
-    from iotpipe.stack import deploy, stack_outputs
+    from iotpipe.local.emulator import Emulator, free_port
+    from iotpipe.ops.stack import deploy, stack_outputs
 
     sizes = [int(n) for n in batches.split(",") if n.strip()]
     state = Path(tempfile.mkdtemp(prefix="iotpipe-latency-"))

@@ -75,7 +75,7 @@ def offset_encoding(
     import boto3
 
     from functions.adapters.aggregates import item_to_dynamo
-    from iotpipe.emulator import Emulator, free_port
+    from iotpipe.local.emulator import Emulator, free_port
 
     items = window_items(devices, rate, seed)
     encodings = {"number set (before)": [number_set_attrs(i) for i in items],

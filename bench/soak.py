@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from iotpipe.console import run_app  # noqa: E402
-from iotpipe.emulator import WORKER_DIR_PREFIX, free_port, tree_bytes  # noqa: E402
+from iotpipe.local.emulator import WORKER_DIR_PREFIX, free_port, tree_bytes  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -46,7 +46,7 @@ def worker_dirs(tmp: Path) -> int:
 
 
 def snapshot_seconds(state: Path) -> float:
-    """How long the emulator's last periodic state snapshot took (iotpipe/ministack_launcher.py)."""
+    """How long the emulator's last periodic state snapshot took (iotpipe/local/ministack_launcher.py)."""
     try:
         return float(json.loads((state / "state" / "iotpipe-snapshot.json").read_text())["duration_s"])
     except (OSError, ValueError, KeyError):

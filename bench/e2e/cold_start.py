@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e.report import say
-from iotpipe.emulator import DEFAULT_VENV
+from iotpipe.local.emulator import DEFAULT_VENV
 
 ROOT = Path(__file__).resolve().parents[2]
 

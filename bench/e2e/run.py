@@ -17,7 +17,7 @@ from bench.e2e.memory import RssSampler
 from bench.e2e.options import Options
 from bench.e2e.report import curve_of, say, say_curve
 from bench.e2e.scaling import make_plots, run_curve
-from iotpipe.emulator import Emulator, free_port
+from iotpipe.local.emulator import Emulator, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,8 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.detector.calibrated import fingerprint
     from functions.detector.pca_tq import PcaCalibration
-    from iotpipe.replay_eval import _items, _send
-    from iotpipe.stack import _client
+    from iotpipe.ops.replay_eval import _items, _send
+    from iotpipe.ops.stack import _client
     from model import device_calibration as dc
     from model import operating_point
     from simulator.sinks import KinesisSink

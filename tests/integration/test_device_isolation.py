@@ -187,7 +187,7 @@ def test_broken_device_items_cost_their_own_detection_only_and_windows_do_not_ca
         assert all(isinstance(v, float) and np.isfinite(v) for v in scored.values()), scored
 
         # AND the fallbacks are counted by reason: metric, `iotpipe status`, the live view's /stats
-        from iotpipe.status import collect
+        from iotpipe.ops.status import collect
 
         # The 1e40 calibration is `unreadable_calibration` where the store answers a number boto3 cannot
         # decode (ministack: 41 digits, `Rounded`) and `invalid_calibration` where it decodes (LocalStack's
@@ -213,7 +213,7 @@ def test_broken_device_items_cost_their_own_detection_only_and_windows_do_not_ca
 
 def test_the_calibrator_refuses_what_it_cannot_serve_per_device(deployed_stack: dict[str, str]) -> None:
     from functions.adapters.devices import DynamoDeviceRegistry
-    from iotpipe.stack import _client
+    from iotpipe.ops.stack import _client
     from model import device_calibration as dc
 
     ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]

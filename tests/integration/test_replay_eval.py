@@ -40,7 +40,7 @@ def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deploye
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.detector.pca_tq import PcaCalibration
     from iotpipe.cli import main
-    from iotpipe.stack import _client
+    from iotpipe.ops.stack import _client
     from model import device_calibration as dc
     from model import operating_point
 
@@ -73,8 +73,8 @@ def test_a_pending_device_is_calibrated_from_the_archive(deployed_stack, capsys)
 
     from functions.adapters.devices import DynamoDeviceRegistry
     from iotpipe.cli import main
-    from iotpipe.replay_eval import _items, _send
-    from iotpipe.stack import _client
+    from iotpipe.ops.replay_eval import _items, _send
+    from iotpipe.ops.stack import _client
     from simulator.sinks import KinesisSink
 
     ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]

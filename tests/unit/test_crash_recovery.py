@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from iotpipe.emulator import sweep_worker_dirs
-from iotpipe.rebuild import (
+from iotpipe.local.emulator import sweep_worker_dirs
+from iotpipe.local.recovery import import_template, resolve_name, retained_named
+from iotpipe.ops.rebuild import (
     RebuildReport,
     apply_groups,
     group_readings,
@@ -18,8 +19,7 @@ from iotpipe.rebuild import (
     readings_from_lines,
     resume_mappings,
 )
-from iotpipe.recovery import import_template, resolve_name, retained_named
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 from testkit.events import SEQ_BASE, make_records, reading_doc
 from testkit.fakes import InMemoryAggregateStore
 from testkit.processor import fake_ports

@@ -16,7 +16,7 @@ from functions.adapters.kinesis import KinesisPublisher
 from functions.auth import device_credentials as dc
 from functions.authorizer import handler as authorizer
 from functions.ingest import handler as ingest_handler
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 from simulator import credentials as sim_credentials
 from simulator.clock import FakeClock
 from simulator.config import SimulatorConfig

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from iotpipe import iot_core
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 ENV = {
     "AWS::Partition": "aws",

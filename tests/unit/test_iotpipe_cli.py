@@ -111,7 +111,7 @@ def test_a_stale_endpoint_in_the_shell_gives_way_to_the_running_emulator(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN AWS_ENDPOINT_URL left on 4566 from an earlier run, and `up`'s emulator now on 53889
-    from iotpipe.emulator import Emulator
+    from iotpipe.local.emulator import Emulator
 
     live = Emulator(port=53889, state_dir=__import__("pathlib").Path("/nonexistent"), pid=1)
     monkeypatch.setattr(cli.Emulator, "from_pidfile", classmethod(lambda cls: live))

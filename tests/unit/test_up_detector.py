@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from iotpipe import cli
-from iotpipe.model_server import ModelServer
+from iotpipe.local.model_server import ModelServer
 
 
 def _params(args: list[str]) -> dict[str, str]:

@@ -100,7 +100,7 @@ def _calibrate(
 ) -> dict[Path, dict[str, Any]]:
     """Each device's calibration as stored on its item by the deployed calibrator (invoked on the
     devices; its schedule may have been first). A stack without one: the same module, run here."""
-    from iotpipe.stack import _client
+    from iotpipe.ops.stack import _client
 
     function = outputs.get("CalibratorFunctionName")
     if not function:
@@ -183,7 +183,7 @@ def replay_eval(
 ) -> dict[str, Any]:
     from functions.adapters.anomalies import DynamoAnomalyStore
     from functions.adapters.devices import DynamoDeviceRegistry
-    from iotpipe.stack import _client, stack_outputs
+    from iotpipe.ops.stack import _client, stack_outputs
     from simulator.sinks import KinesisSink
 
     started = time.monotonic()

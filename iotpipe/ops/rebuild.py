@@ -265,7 +265,7 @@ def rebuild_stack(
 
     ``on_progress(windows done, windows in all)`` while the windows are written.
     """
-    from iotpipe.stack import _client, stack_outputs
+    from iotpipe.ops.stack import _client, stack_outputs
 
     say = say or (lambda _m: None)
     started = time.monotonic()

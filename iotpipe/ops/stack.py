@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from iotpipe.ports import live_url
+from iotpipe.local.ports import live_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _client(service: str) -> Any:
@@ -60,10 +60,10 @@ def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | No
     deploy.sh: ``IOTPIPE_TEST_HOOKS`` if set (the integration tests set it), else none.
 
     On the emulators a stack lost with the emulator's state leaves its retained archive bucket behind;
-    it is adopted first (``iotpipe.recovery``), so the deploy does not fail on "already exists".
+    it is adopted first (``iotpipe.local.recovery``), so the deploy does not fail on "already exists".
     """
     if target != "aws":
-        from iotpipe.recovery import adopt_retained
+        from iotpipe.local.recovery import adopt_retained
 
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         adopt_retained(stack_name, _client, region, say=lambda m: print(f"[iotpipe] {m}", flush=True))

@@ -18,9 +18,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iotpipe.emulator import free_port
+from iotpipe.local.emulator import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL_ENDPOINT_NAME = "iotpipe-detector-local"
 
 

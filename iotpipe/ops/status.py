@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iotpipe.stack import _client, stack_outputs
+from iotpipe.ops.stack import _client, stack_outputs
 
 NAMESPACE = "IoTPipeline"
 
@@ -46,7 +46,8 @@ class PipelineStatus:
     window_lag_s: float | None = None  # latest WindowLagSeconds (processing time - event time)
     outputs: dict[str, str] = field(default_factory=dict)
     # The embedded emulator's last start: what its stream's write-ahead log restored after an unclean
-    # stop and which acknowledged readings may be missing (iotpipe/ministack_launcher.py); None elsewhere.
+    # stop and which acknowledged readings may be missing (iotpipe/local/ministack_launcher.py); None
+    # elsewhere.
     crash_window: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -146,7 +147,7 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
 
 
-RECOVERY_FILE = "iotpipe-recovery.json"  # written by iotpipe/ministack_launcher.py into STATE_DIR
+RECOVERY_FILE = "iotpipe-recovery.json"  # written by iotpipe/local/ministack_launcher.py into STATE_DIR
 
 
 def read_crash_window(state_dir: Path) -> dict[str, Any] | None:

@@ -41,10 +41,10 @@ from typing import Annotated
 import typer
 
 from iotpipe.console import STDERR, progress, progress_callback, run_app
-from iotpipe.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, healthy
-from iotpipe.model_server import ModelServer, ModelServerError
-from iotpipe.ports import port_free, port_holder
-from iotpipe.stack import ROOT, deploy, stack_outputs
+from iotpipe.local.emulator import PIDFILE, RUN_DIR, Emulator, EmulatorError, healthy
+from iotpipe.local.model_server import ModelServer, ModelServerError
+from iotpipe.local.ports import port_free, port_holder
+from iotpipe.ops.stack import ROOT, deploy, stack_outputs
 
 CHILDREN = RUN_DIR / "children.json"  # pids of the simulator and local API that `up` started
 # Present while an emulator started by `up` runs; left behind when it died (or `up` was killed), which
@@ -166,7 +166,7 @@ def cmd_up(args: UpOptions) -> int:
                  "archive is kept and what the snapshot lacks is rebuilt from it after the deploy")
         emulator.start()
         if recovering:
-            from iotpipe.status import read_crash_window
+            from iotpipe.ops.status import read_crash_window
 
             window = read_crash_window(state_dir)
             _say(f"      crash window: {window['text'] if window else 'unknown (no recovery report)'}")
@@ -241,7 +241,7 @@ def _simulator_env(args: UpOptions, outputs: dict[str, str]) -> dict[str, str]:
 
 def _rebuild_after_crash(stack: str) -> None:
     """What the last state snapshot lacks, re-derived from the archive (exactly once)."""
-    from iotpipe.rebuild import rebuild_stack
+    from iotpipe.ops.rebuild import rebuild_stack
 
     _say("      rebuilding aggregates and anomalies from the archive (exactly once) ...")
     with progress(transient=True) as bar:
@@ -341,7 +341,7 @@ def _watch(args: UpOptions, started: list[subprocess.Popen[bytes]], emulator: Em
     """Progress lines, and supervision: a dead emulator or child stops everything, with the reason."""
     import datetime as dt
 
-    from iotpipe.status import RateMeter, collect, status_line
+    from iotpipe.ops.status import RateMeter, collect, status_line
 
     names = {id(p): n for p, n in zip(started, ("simulator", "local API"), strict=False)}
     if server is not None and server.process is not None:
@@ -424,9 +424,9 @@ def cmd_deploy(target: str, stack: str, yes: bool, dry_run: bool, params: list[s
         if emulator and healthy(emulator.endpoint):
             os.environ.update(emulator.client_env())
     if target != "aws" and not dry_run and os.environ.get("AWS_ENDPOINT_URL"):
-        # A stack lost with the emulator's state leaves its retained archive bucket (iotpipe.recovery).
-        from iotpipe.recovery import adopt_retained
-        from iotpipe.stack import _client
+        # A stack lost with the emulator's state leaves its retained archive bucket (iotpipe.local.recovery).
+        from iotpipe.local.recovery import adopt_retained
+        from iotpipe.ops.stack import _client
 
         adopt_retained(stack, _client, os.environ.get("AWS_REGION", "us-east-1"), say=_say)
     return subprocess.run(cmd, check=False).returncode
@@ -464,14 +464,14 @@ def _answers(url: str) -> bool:
 
 
 def cmd_rebuild(stack: str, as_json: bool) -> int:
-    from iotpipe.rebuild import main as rebuild_main
+    from iotpipe.ops.rebuild import main as rebuild_main
 
     _use_running_emulator()
     return rebuild_main(stack, as_json=as_json)
 
 
 def cmd_status(stack: str, as_json: bool) -> int:
-    from iotpipe.status import collect, read_crash_window, render
+    from iotpipe.ops.status import collect, read_crash_window, render
 
     _use_running_emulator()
     try:
@@ -502,8 +502,8 @@ def _failed(what: str, exc: Exception, stack: str, as_json: bool) -> int:
 def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str], as_json: bool,
               list_named: bool) -> int:
     """SQL over the archive on the current target; progress on stderr, the table (or JSON) on stdout."""
-    from iotpipe import athena_query as aq
-    from iotpipe.stack import _client
+    from iotpipe.ops import athena_query as aq
+    from iotpipe.ops.stack import _client
 
     _use_running_emulator()
     try:
@@ -562,9 +562,9 @@ def cmd_query(stack: str, sql: str | None, named: str | None, params: list[str],
 
 def cmd_compact(stack: str, hours: list[str], all_hours: bool, force: bool, as_json: bool) -> int:
     """Invoke the stack's compactor (functions/compactor) on hours; a table (or JSON) of what it wrote."""
-    from iotpipe import archive_compaction as ac
-    from iotpipe.athena_query import human_bytes, render_table
-    from iotpipe.stack import _client
+    from iotpipe.ops import archive_compaction as ac
+    from iotpipe.ops.athena_query import human_bytes, render_table
+    from iotpipe.ops.stack import _client
 
     _use_running_emulator()
     try:
@@ -742,7 +742,7 @@ def cmd_calibrate_pending(stack: str, mapping: str | None) -> int:
     devices; with ``--mapping`` (channel names the deployed function does not know) the same module runs
     here instead."""
     from functions.adapters.devices import DynamoDeviceRegistry
-    from iotpipe.stack import _client
+    from iotpipe.ops.stack import _client
     from model import device_calibration as dc
     from simulator.replay import parse_mapping
 
@@ -790,7 +790,7 @@ def cmd_calibrate(device: str | None, csv_path: Path | None, from_archive: bool,
         return 2
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.core.errors import VersionConflict
-    from iotpipe.stack import _client
+    from iotpipe.ops.stack import _client
     from model import device_calibration as dc
     from simulator.replay import SKAB_MAPPING, parse_mapping
 
@@ -855,7 +855,7 @@ def replay_eval_command(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the archive per phase")] = 600.0,
     stack: StackOption = "iotpipe",
 ) -> int:
-    from iotpipe.replay_eval import replay_eval
+    from iotpipe.ops.replay_eval import replay_eval
     from model.skab import find_files
 
     paths = [p for f in files for p in (sorted(find_files(f)) if f.is_dir() else [f])]

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINISTACK_VERSION = "1.5.33"  # keep in step with the Makefile's emulator environment
 DEFAULT_VENV = ROOT / ".venv-emulator"
 # IOTPIPE_RUN_DIR moves what `iotpipe up` keeps (pidfiles, logs, emulator state), e.g. for bench/soak.py.
@@ -68,7 +68,7 @@ class Emulator:
     port: int
     state_dir: Path
     persist: bool = False
-    # With persist: seconds between state snapshots (iotpipe/ministack_launcher.py); 0 = only on a clean
+    # With persist: seconds between state snapshots (iotpipe/local/ministack_launcher.py); 0 = only on a clean
     # stop, which is all ministack itself does.
     snapshot_s: float = 0.0
     janitor_s: float = JANITOR_INTERVAL_S  # seconds between sweeps of dead workers' folders; 0 = off
