@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from iotpipe.console import run_app  # noqa: E402
 from iotpipe.local.emulator import Emulator, free_port, tree_bytes  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
@@ -117,7 +118,7 @@ def crash_window(
     state, port = run_dir / "emulator", free_port()
     emulator = Emulator(port=port, state_dir=state, persist=True, snapshot_s=snapshot).start()
     second: Emulator | None = None
-    os.environ.update(emulator.client_env())
+    use_endpoint(emulator.client_env())
     result: dict[str, Any] = {"minutes": minutes, "devices": devices, "rate_hz": rate, "snapshot_s": snapshot}
     try:
         say(f"crash window: deploying on {emulator.endpoint} (state {state})")
@@ -170,7 +171,7 @@ def crash_window(
         result["acknowledged"] = len(acknowledged)
         say(f"killed after {minutes:g} min: {len(acknowledged)} readings acknowledged; restarting")
         second = Emulator(port=port, state_dir=state, persist=True, snapshot_s=snapshot).start()
-        os.environ.update(second.client_env())
+        use_endpoint(second.client_env())
         window = read_crash_window(state)
         result["crash_window"] = window
         say(f"crash window: {window['text'] if window else '-'}")

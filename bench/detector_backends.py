@@ -43,6 +43,7 @@ from functions.processor.enrich import DeviceCache  # noqa: E402
 from functions.processor.ingestion_processor import ProcessorPorts, process_batch  # noqa: E402
 from iotpipe.console import run_app  # noqa: E402
 from iotpipe.local.model_server import ModelServer  # noqa: E402
+from iotpipe.settings import REGION_DEFAULT  # noqa: E402
 from serving.app import parse_features  # noqa: E402
 from testkit.events import make_records  # noqa: E402
 from testkit.fakes import (  # noqa: E402
@@ -144,7 +145,7 @@ def main(
     payloads, fleet = _readings(devices, batch * batches, seed)
     server = ModelServer(endpoint_name="bench-detector").start()
     os.environ.update({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url, "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"})
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": REGION_DEFAULT})
     os.environ.pop("AWS_ENDPOINT_URL", None)
     try:
         backends = {

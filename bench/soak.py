@@ -9,7 +9,7 @@ its own (``IOTPIPE_RUN_DIR``, so a developer's ``make up`` is untouched) on free
 janitor and the periodic state snapshots it always has. Every ``--sample-s`` it prints the size of the
 emulator's state directory (Lambda worker folders, persisted state, S3 objects), the number of
 ``ministack-lambda-*`` worker folders and the live worker processes; the last line is one JSON object
-with peak and final bytes (``bench/e2e.py`` has the same load: 200 devices x 2 Hz, 2 % malformed).
+with peak and final bytes (``bench/end_to_end.py`` has the same load: 200 devices x 2 Hz, 2 % malformed).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from iotpipe.console import run_app  # noqa: E402
 from iotpipe.local.emulator import WORKER_DIR_PREFIX, free_port, tree_bytes  # noqa: E402
+from iotpipe.settings import child_env  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -82,7 +83,7 @@ def soak(
     run_dir = Path(tempfile.mkdtemp(prefix="iotpipe-soak-"))
     state = run_dir / "emulator"
     tmp = state / "tmp"
-    env = {**os.environ, "IOTPIPE_RUN_DIR": str(run_dir)}
+    env = child_env({"IOTPIPE_RUN_DIR": str(run_dir)})
     env.pop("AWS_ENDPOINT_URL", None)
     duration_s = minutes * 60
     cmd = [sys.executable, "-m", "iotpipe.cli", "up", "--port", str(free_port()),

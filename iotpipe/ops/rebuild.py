@@ -207,13 +207,14 @@ def apply_groups(
 def make_detect(detector: Any, anomaly_store: Any, report: RebuildReport, now_s: float,
                 handle: Callable[..., Any] | None = None) -> Callable[[list[Reading]], set[int]]:
     """The processor's anomaly stage over fresh readings (device by device, in event time)."""
-    if handle is None:
-        from functions.detector.pipeline_stage import handle_verdicts as handle
+    from functions.detector.pipeline_stage import handle_verdicts
+
+    run_stage = handle or handle_verdicts
 
     def detect(fresh: list[Reading]) -> set[int]:
         readings = sorted(fresh, key=lambda r: (r.device_id, r.epoch_ms))
         verdicts = detector.detect(readings)
-        stage = handle(readings, verdicts, anomaly_store, _NoAlerts(), now_s)
+        stage = run_stage(readings, verdicts, anomaly_store, _NoAlerts(), now_s)
         report.anomalies_stored += len(stage.anomalies)
         return {id(r) for r, v in zip(readings, verdicts, strict=True) if v.is_anomaly}
 
@@ -265,7 +266,8 @@ def rebuild_stack(
 
     ``on_progress(windows done, windows in all)`` while the windows are written.
     """
-    from iotpipe.ops.stack import _client, stack_outputs
+    from iotpipe import aws
+    from iotpipe.ops.stack import stack_outputs
 
     say = say or (lambda _m: None)
     started = time.monotonic()
@@ -288,15 +290,15 @@ def rebuild_stack(
     client.cache_clear()
     settings = get_settings()
     report = RebuildReport()
-    lam = _client("lambda")
-    stream_arn = _client("kinesis").describe_stream_summary(
+    lam = aws.client("lambda")
+    stream_arn = aws.client("kinesis").describe_stream_summary(
         StreamName=outputs["StreamName"])["StreamDescriptionSummary"]["StreamARN"]
     report.mappings_paused = pause_mappings(lam, stream_arn, settle_s)
     if report.mappings_paused:
         say(f"paused {len(report.mappings_paused)} event source mapping(s) while rebuilding")
     try:
         say(f"reading the archive s3://{outputs['ArchiveBucketName']} ...")
-        lines = list(archive_lines(_client("s3"), outputs["ArchiveBucketName"], report))
+        lines = list(archive_lines(aws.client("s3"), outputs["ArchiveBucketName"], report))
         ids = {orjson.loads(line)["device_id"] for line in lines if b'"status"' in line}
         devices = DynamoDeviceRegistry().get_many(sorted(ids)) if ids else {}
         readings = readings_from_lines(lines, report, devices)

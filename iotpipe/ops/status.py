@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iotpipe.ops.stack import _client, stack_outputs
+from iotpipe import aws
+from iotpipe.ops.stack import stack_outputs
 
 NAMESPACE = "IoTPipeline"
 
@@ -100,7 +101,7 @@ def collect(stack: str, window_hours: float = 24.0, since: dt.datetime | None = 
     status.api_url = outputs.get("ApiUrl", "")
     status.api_key = outputs.get("ApiKey", "")
 
-    ddb = _client("dynamodb")
+    ddb = aws.client("dynamodb")
     windows = _scan(ddb, outputs["AggregatesTableName"], "device_id, #c", {"#c": "count"})
     status.windows = len(windows)
     status.aggregated = sum(int(float(w["count"]["N"])) for w in windows if "count" in w)
@@ -109,7 +110,7 @@ def collect(stack: str, window_hours: float = 24.0, since: dt.datetime | None = 
     status.anomalies = sum(1 for a in anomalies if not a["ts_seq"]["S"].startswith("~"))
     status.devices = len(_scan(ddb, outputs["DevicesTableName"], "device_id"))
 
-    cw = _client("cloudwatch")
+    cw = aws.client("cloudwatch")
     end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     start = end - dt.timedelta(hours=window_hours)
     status.readings_in = int(_metric_sum(cw, "RecordsIn", start, end))
