@@ -48,7 +48,3 @@ def cost(ctx: typer.Context) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     return run_app(app, argv, prog_name="iotpipe")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
