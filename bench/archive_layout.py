@@ -33,9 +33,6 @@ import orjson
 import typer
 
 HERE = Path(__file__).resolve().parent
-# Run as ``python bench/archive_layout.py``, this folder is first on sys.path and bench/simulator.py
-# would shadow the ``simulator`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from functions.compactor.columns import PROCESSED_COLUMNS, duckdb_columns  # noqa: E402

@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
-# Run as ``python bench/simulator.py``, this file's folder comes first on sys.path and its name would
-# shadow the ``simulator`` package; drop that entry before importing the package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import orjson
+import typer
 
-import orjson  # noqa: E402
-import typer  # noqa: E402
-
-from iotpipe.console import run_app  # noqa: E402
-from simulator.config import SimulatorConfig  # noqa: E402
-from simulator.fleet import generate_fleet  # noqa: E402
-from simulator.runner import run  # noqa: E402
-from simulator.sinks import NullSink  # noqa: E402
-from simulator.stream import generate_readings  # noqa: E402
+from iotpipe.console import run_app
+from simulator.config import SimulatorConfig
+from simulator.fleet import generate_fleet
+from simulator.runner import run
+from simulator.sinks import NullSink
+from simulator.stream import generate_readings
 
 DEVICES = 10_000
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
@@ -92,7 +86,7 @@ def simulator_bench(
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_app(app, argv, prog_name="bench/simulator.py")
+    return run_app(app, argv, prog_name="bench/simulator_throughput.py")
 
 
 if __name__ == "__main__":
