@@ -44,6 +44,7 @@ from bench.e2e.measure import aggregated_totals  # noqa: E402
 from iotpipe.console import run_app  # noqa: E402
 from iotpipe.cost.estimate import estimate  # noqa: E402
 from iotpipe.cost.workload import TRUE_ANOMALY_SHARE, Workload  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
@@ -103,15 +104,15 @@ def calls(
     seed: int = 11,
     param: Annotated[list[str] | None, typer.Option(help="a template parameter Key=Value")] = None,
 ) -> int:
-    from iotpipe.emulator import Emulator, free_port
-    from iotpipe.stack import deploy, stack_outputs
+    from iotpipe.local.emulator import Emulator, free_port
+    from iotpipe.ops.stack import deploy, stack_outputs
 
     t_batch = batch_seconds or model_batch_seconds(model_devices, pack)
     model = estimate(Workload(devices=model_devices, rate_hz=1.0, readings_per_record=pack))
     state = Path(tempfile.mkdtemp(prefix="iotpipe-calls-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
     try:
-        os.environ.update(emulator.client_env())
+        use_endpoint(emulator.client_env())
         stack = f"calls-{uuid.uuid4().hex[:6]}"
         t0 = time.monotonic()
         deploy(stack, "embedded", quiet=True,

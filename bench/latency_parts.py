@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -44,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.calls import _stdout_to_stderr  # noqa: E402
 from bench.e2e.calls import point_processor_at  # noqa: E402
 from iotpipe.console import run_app  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
@@ -100,14 +100,14 @@ def latency_parts(
     pack: Annotated[int, typer.Option(help="readings per Kinesis record (the e2e bench's default: 1)")] = 1,
     seed: int = 13,
 ) -> int:
-    from iotpipe.emulator import Emulator, free_port
-    from iotpipe.stack import deploy, stack_outputs
+    from iotpipe.local.emulator import Emulator, free_port
+    from iotpipe.ops.stack import deploy, stack_outputs
 
     sizes = [int(n) for n in batches.split(",") if n.strip()]
     state = Path(tempfile.mkdtemp(prefix="iotpipe-latency-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
     try:
-        os.environ.update(emulator.client_env())
+        use_endpoint(emulator.client_env())
         stack = f"lat-{uuid.uuid4().hex[:6]}"
         deploy(stack, "embedded", quiet=True)
         out = stack_outputs(stack)

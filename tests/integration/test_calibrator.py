@@ -27,15 +27,15 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
     from functions.core.timestamps import parse_ms
     from functions.detector.calibrated import fingerprint
     from functions.detector.pca_tq import PcaCalibration
-    from iotpipe.replay_eval import _items, _send
-    from iotpipe.stack import _client
+    from iotpipe import aws
+    from iotpipe.ops.replay_eval import _items, _send
     from model import device_calibration as dc
     from model import operating_point
     from simulator.sinks import KinesisSink
 
     function = deployed_stack["CalibratorFunctionName"]
-    ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]
-    lam = _client("lambda")
+    ddb, table = aws.client("dynamodb"), deployed_stack["DevicesTableName"]
+    lam = aws.client("lambda")
     device = f"pump-instack-{os.getpid()}"
     registered = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ddb.put_item(TableName=table, Item={"device_id": {"S": device}, "name": {"S": "pump"},
@@ -67,7 +67,7 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
         assert cal.channels == dc.pipeline_names(operating_point.load()["channels"])
         assert cal.calibration_rows == 400
         # and it is what the CLI's --from-archive fits from the same archived rows
-        archive = S3Archive(deployed_stack["ArchiveBucketName"], _client("s3"))
+        archive = S3Archive(deployed_stack["ArchiveBucketName"], aws.client("s3"))
         rows = dc.archive_rows(archive, device)
         assert dc.fit(rows, cal.channels, 400) == cal
         # AND the one reading path reads from a time on in the emulator's S3 (StartAfter): the device's

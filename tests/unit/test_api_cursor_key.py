@@ -20,7 +20,7 @@ from functions.api import cursor
 from functions.api.errors import BadRequest
 from functions.core.errors import StoreError
 from functions.settings import get_settings
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 ARN = "arn:aws:secretsmanager:us-east-1:000000000000:secret:it/cursor-signing-key-abc123"
 CONTEXT = {"route": "anomalies", "from": 1, "to": 2}

@@ -13,8 +13,9 @@ from functions.adapters.alerts import Alerter
 from functions.core.readings import Reading
 from functions.detector.interface import Verdict
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from iotpipe.emulator import sweep_worker_dirs
-from iotpipe.rebuild import (
+from iotpipe.local.emulator import sweep_worker_dirs
+from iotpipe.local.recovery import import_template, resolve_name, retained_named
+from iotpipe.ops.rebuild import (
     RebuildReport,
     apply_groups,
     group_readings,
@@ -23,8 +24,7 @@ from iotpipe.rebuild import (
     rebuild_ports,
     resume_mappings,
 )
-from iotpipe.recovery import import_template, resolve_name, retained_named
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 from testkit.events import SEQ_BASE, make_records, reading_doc
 from testkit.fakes import (
     InMemoryAggregateStore,

@@ -17,7 +17,7 @@ from functions.auth import device_credentials as dc
 from functions.authorizer import handler as authorizer
 from functions.core.errors import StoreError
 from functions.ingest import handler as ingest_handler
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 from simulator import credentials as sim_credentials
 from simulator.clock import FakeClock
 from simulator.config import SimulatorConfig

@@ -229,7 +229,8 @@ def rebuild_stack(
     from functions.adapters.clients import clients_for
     from functions.processor.wiring import build_config, build_ports
     from functions.settings import settings_for_stack
-    from iotpipe.stack import _client, stack_outputs
+    from iotpipe import aws
+    from iotpipe.ops.stack import stack_outputs
 
     say = say or (lambda _m: None)
     started = time.monotonic()
@@ -240,15 +241,15 @@ def rebuild_stack(
         say("anomaly detection unavailable; rebuilding aggregates only")
     config = replace(build_config(settings), write_concurrency=WRITE_CONCURRENCY)
     report = RebuildReport()
-    lam = _client("lambda")
-    stream_arn = _client("kinesis").describe_stream_summary(
+    lam = aws.client("lambda")
+    stream_arn = aws.client("kinesis").describe_stream_summary(
         StreamName=outputs["StreamName"])["StreamDescriptionSummary"]["StreamARN"]
     report.mappings_paused = pause_mappings(lam, stream_arn, settle_s)
     if report.mappings_paused:
         say(f"paused {len(report.mappings_paused)} event source mapping(s) while rebuilding")
     try:
         say(f"reading the archive s3://{outputs['ArchiveBucketName']} ...")
-        lines = list(archive_lines(_client("s3"), outputs["ArchiveBucketName"], report))
+        lines = list(archive_lines(aws.client("s3"), outputs["ArchiveBucketName"], report))
         ids = device_ids(lines)
         known = ports.devices.resolve(sorted(ids)) if ids else {}
         devices = {device_id: info for device_id, info in known.items() if info is not None}

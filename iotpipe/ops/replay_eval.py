@@ -27,7 +27,6 @@ The offline evaluation of the same files uses the same calibration record on the
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -103,7 +102,7 @@ def _calibrate(
 ) -> dict[Path, dict[str, Any]]:
     """Each device's calibration as stored on its item by the deployed calibrator (invoked on the
     devices; its schedule may have been first). A stack without one: the same module, run here."""
-    from iotpipe.stack import _client
+    from iotpipe import aws
 
     function = outputs.get("CalibratorFunctionName")
     if not function:
@@ -113,7 +112,7 @@ def _calibrate(
     say(f"calibrating with {function} ...")
     deadline = time.monotonic() + timeout_s
     while True:
-        result = dc.invoke_calibrator(_client("lambda"), function, sorted(devices.values()))
+        result = dc.invoke_calibrator(aws.client("lambda"), function, sorted(devices.values()))
         items = {p: registry.get(d) or {} for p, d in devices.items()}
         waiting = [devices[p] for p, item in items.items() if not item.get("calibration")]
         if not waiting:
@@ -186,12 +185,14 @@ def replay_eval(
 ) -> dict[str, Any]:
     from functions.adapters.anomalies import DynamoAnomalyStore
     from functions.adapters.devices import DynamoDeviceRegistry
-    from iotpipe.stack import _client, stack_outputs
+    from iotpipe import aws
+    from iotpipe.ops.stack import stack_outputs
+    from iotpipe.settings import tool_settings
     from simulator.sinks import KinesisSink
 
     started = time.monotonic()
     outputs = stack_outputs(stack)
-    ddb, s3, bucket = _client("dynamodb"), _client("s3"), outputs["ArchiveBucketName"]
+    ddb, s3, bucket = aws.client("dynamodb"), aws.client("s3"), outputs["ArchiveBucketName"]
     registry = DynamoDeviceRegistry(outputs["DevicesTableName"], ddb)
     anomalies = DynamoAnomalyStore(outputs["AnomaliesTableName"], ddb)
     run_id = run_id or uuid.uuid4().hex[:6]
@@ -202,8 +203,9 @@ def replay_eval(
         for d, extra in ((f"{device_id}-cal", {}), (device_id, request)):
             ddb.put_item(TableName=outputs["DevicesTableName"],
                          Item={"device_id": {"S": d}, "name": {"S": d}, "site": {"S": SITE}, **extra})
-    sink = KinesisSink(outputs["StreamName"], endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                       region=os.environ.get("AWS_REGION", "us-east-1"), pack=pack)
+    target = tool_settings()
+    sink = KinesisSink(outputs["StreamName"], endpoint_url=target.endpoint_url, region=target.region,
+                       pack=pack)
     sink.setup()
     try:
         say(f"replay-eval {run_id}: {len(files)} files; calibration rows as <device>-cal ...")
