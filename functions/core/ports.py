@@ -88,7 +88,18 @@ class CalibrationWriter(Protocol):
         ...
 
 
-class DeviceStore(DeviceRegistry, DeviceReader, DetectorStateWriter, CalibrationWriter, Protocol):
+class CredentialLookup(Protocol):
+    """What the ingest authorizer needs: a device's stored credential hash (``functions.auth``)."""
+
+    def credential_hash(self, device_id: str) -> str | None:
+        """The device's ``credential_hash`` (``sha256:...``), or None when the device is unknown or has
+        none. Raises StoreError (a registry outage is a 5xx, never a silent refusal)."""
+        ...
+
+
+class DeviceStore(
+    DeviceRegistry, DeviceReader, DetectorStateWriter, CalibrationWriter, CredentialLookup, Protocol
+):
     """The devices table."""
 
 
@@ -203,6 +214,41 @@ class ArchiveObjects(Protocol):
 
     def write(self, key: str, body: bytes, content_type: str) -> None:
         """Write ``body`` at ``key`` (whole-object overwrite: readers see old or new). Raises StoreError."""
+        ...
+
+
+@dataclass(slots=True)
+class PutResult:
+    """What became of one entry handed to a :class:`Publisher`: stored (a sequence number) or not."""
+
+    index: int
+    sequence_number: str | None = None
+    shard_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.sequence_number is not None
+
+
+class Publisher(Protocol):
+    """What the ingest path needs: put records on the stream (Kinesis, or a fake in tests)."""
+
+    def put_records(self, entries: Sequence[tuple[bytes, str]]) -> list[PutResult]:
+        """Send ``(data, partition_key)`` entries; one PutResult per entry, in input order.
+
+        Never raises for entries the stream refused: they come back not ``ok`` (with the error code),
+        after the adapter's own retries, so the caller can tell its client which to send again.
+        """
+        ...
+
+
+class SecretSource(Protocol):
+    """What the API's cursor signing needs: a secret's value (Secrets Manager, or a fake in tests)."""
+
+    def secret_bytes(self, secret_id: str) -> bytes:
+        """The secret's current value (SecretString as UTF-8, else SecretBinary). Raises StoreError."""
         ...
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from functions.core.readings import Reading
 from functions.detector.calibration_check import CalibrationInvalid, check
-from functions.detector.interface import Detector, Verdict
+from functions.detector.interface import Detector, FailureCountingDetector, Verdict
 from functions.detector.pca_tq import FORMAT, PcaCalibration, k_of_n, statistics
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ class CalibratedDetector:
 
     def drain_backend_failures(self) -> dict[str, int]:
         """The fleet backend's failures since the last call, by policy (only the SageMaker one has any)."""
-        drain = getattr(self.fallback, "drain_failures", None)
-        return dict(drain()) if callable(drain) else {}
+        if isinstance(self.fallback, FailureCountingDetector):
+            return dict(self.fallback.drain_failures())
+        return {}
 
     # --- scoring -----------------------------------------------------------------------------------
 

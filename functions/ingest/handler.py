@@ -42,15 +42,16 @@ import fastjsonschema
 import orjson
 from aws_lambda_powertools import Logger
 
-from functions.auth.device_credentials import CredentialStore, header_value, verify
+from functions.auth.device_credentials import header_value, verify
+from functions.core.ports import CredentialLookup, Publisher
 from functions.schemas import compiled_validator
 from functions.settings import IngestSettings, get_settings
 
 logger = Logger(service="ingest")
 
 _validate = compiled_validator("reading")
-_publisher: Any | None = None
-_credentials: CredentialStore | None = None
+_publisher: Publisher | None = None
+_credentials: CredentialLookup | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,9 @@ def _body_bytes(event: dict[str, Any]) -> bytes | None:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def ingest(body: bytes | None, publisher: Any, settings: IngestSettings, *, principal: str) -> HttpResponse:
+def ingest(
+    body: bytes | None, publisher: Publisher, settings: IngestSettings, *, principal: str
+) -> HttpResponse:
     """The whole request logic, without API Gateway's envelope (unit-testable with a fake publisher).
 
     ``principal`` is the authenticated device id: every reading must carry it.
@@ -215,7 +218,7 @@ def _publish(
     return failed
 
 
-def _get_publisher() -> Any:
+def _get_publisher() -> Publisher:
     global _publisher
     if _publisher is None:
         from functions.adapters.kinesis import KinesisPublisher
@@ -224,7 +227,7 @@ def _get_publisher() -> Any:
     return _publisher
 
 
-def authenticated_device(event: dict[str, Any], store: Any) -> str | HttpResponse:
+def authenticated_device(event: dict[str, Any], store: CredentialLookup) -> str | HttpResponse:
     """The device the request is authenticated as, or the 401/403 to answer.
 
     The authorizer's context wins (AWS, ministack); without one the credential is checked here.
@@ -236,16 +239,18 @@ def authenticated_device(event: dict[str, Any], store: Any) -> str | HttpRespons
     header = header_value(event.get("headers"))
     if not header:
         return error(401, "unauthorized", "a device credential is required (Authorization: Device ...)")
-    device_id = verify(header, store)
+    device_id = verify(header, store.credential_hash)
     if device_id is None:
         return error(403, "forbidden", "the device credential is not valid")
     return device_id
 
 
-def _get_credentials() -> CredentialStore:
+def _get_credentials() -> CredentialLookup:
     global _credentials
     if _credentials is None:
-        _credentials = CredentialStore(get_settings().devices_table)
+        from functions.adapters.devices import DynamoDeviceRegistry
+
+        _credentials = DynamoDeviceRegistry(get_settings().devices_table)
     return _credentials
 
 

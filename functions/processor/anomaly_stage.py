@@ -21,7 +21,7 @@ from functions.core.ports import (
     WindowKey,
 )
 from functions.core.readings import Reading
-from functions.detector.interface import Detector, Verdict
+from functions.detector.interface import Detector, StatefulDetector, Verdict
 from functions.processor import exactly_once
 from functions.processor.exactly_once import WindowGroup
 from functions.processor.window_writes import Deadline
@@ -116,13 +116,13 @@ def detect_anomalies(
 
 
 def _drain_fallbacks(detector: Detector) -> dict[str, int]:
-    drain = getattr(detector, "drain_fallbacks", None)  # only the per-device detector has them
-    return dict(drain()) if callable(drain) else {}
+    # only the per-device detector has them
+    return dict(detector.drain_fallbacks()) if isinstance(detector, StatefulDetector) else {}
 
 
 def _drain_backend_failures(detector: Detector) -> dict[str, int]:
-    drain = getattr(detector, "drain_backend_failures", None)  # the per-device detector forwards them
-    return dict(drain()) if callable(drain) else {}
+    # the per-device detector forwards them
+    return dict(detector.drain_backend_failures()) if isinstance(detector, StatefulDetector) else {}
 
 
 def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[str]]:
@@ -131,10 +131,9 @@ def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[s
     Best effort: a failed write costs only continuity on a cold start (the warm container keeps its
     in-memory ring), so it is logged and counted, never a reason to hand the batch back.
     """
-    drain = getattr(detector, "drain_states", None)
-    if not callable(drain):
+    if not isinstance(detector, StatefulDetector):
         return 0, []
-    states: dict[str, dict[str, object]] = drain()
+    states = detector.drain_states()
     writer = ports.detector_state
     if writer is None or not states:
         return 0, []
@@ -142,7 +141,7 @@ def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[s
     for device_id, state in states.items():
         try:
             writer.save_detector_state(device_id, state)
-            detector.mark_persisted(device_id, state)  # type: ignore[attr-defined]
+            detector.mark_persisted(device_id, state)
             written += 1
         except Exception as exc:
             logger.warning("detector state not saved for %s: %r", device_id, exc)
