@@ -200,7 +200,10 @@ def _validated(
 
 
 def _publish(
-    publisher: Any, entries: list[tuple[bytes, str]], entry_index: list[int], results: list[dict[str, Any]]
+    publisher: Publisher,
+    entries: list[tuple[bytes, str]],
+    entry_index: list[int],
+    results: list[dict[str, Any]],
 ) -> int:
     """Put the entries on the stream; each one's outcome goes into its result. Returns how many failed."""
     failed = 0
