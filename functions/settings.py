@@ -14,7 +14,7 @@ detector) and the local tools read it, and each field still has exactly one decl
 
 Why not pydantic-settings (the obvious library, and the first choice): the processor and ingest bundles
 carry no pydantic, and pydantic + pydantic-settings add ~125 ms (with bytecode) to ~400 ms (as Lambda
-runs the bundle, without it) to the processor's ~180 ms cold-start import, measured with bench/e2e.py's
+runs the bundle, without it) to the processor's ~180 ms cold-start import, measured with bench/end_to_end.py's
 method (emulator CPython 3.12, unpacked bundle, best of 5). That is a 1.7x to 3x regression for ~40
 typed, ranged fields, which the ~60 lines of ``_load`` below validate as strictly: a declared type, a
 range or a set of choices, empty means unset, one clear message per bad variable.
@@ -152,7 +152,7 @@ class ProcessorSettings(CommonSettings):
     def _resolve(self) -> None:
         super()._resolve()
         # auto: the one template deploys unchanged everywhere, and the embedded emulator's launcher
-        # (iotpipe/emulator.py) marks the environment its functions inherit with IOTPIPE_EMULATOR=ministack,
+        # (iotpipe/local/emulator.py) marks the environment its functions inherit with IOTPIPE_EMULATOR=ministack,
         # whose Kinesis mapping drops records reported in batchItemFailures: there, fail the invocation so
         # the whole batch is retried instead.
         if self.partial_batch_response == "auto":
