@@ -13,7 +13,7 @@ MINISTACK_VERSION := 1.5.33
 # emulator's interpreter (which runs the functions) must too.
 EMU_BOTO3 := 1.43.106
 # ministack runs Athena queries on DuckDB when it can import it (ATHENA_ENGINE, services/athena.py);
-# without it every query "succeeds" with mock rows. iotpipe/emulator.py sets ATHENA_ENGINE=duckdb.
+# without it every query "succeeds" with mock rows. iotpipe/local/emulator.py sets ATHENA_ENGINE=duckdb.
 EMU_DUCKDB := 1.5.6
 # ministack's IoT Core needs it for its CA, the certificates CreateKeysAndCertificate signs and the
 # mTLS MQTT listener (without it the listener stays off and /_ministack/iot/ca.pem answers 503).
@@ -56,7 +56,7 @@ status: ## pipeline counts and stack outputs
 build: venv ## build the function code packages (build/<function>.zip, dependencies inside)
 	$(PY) scripts/build.py
 
-lint: venv ## ruff, the layering contracts (.importlinter), mypy on the shipped code, cfn-lint
+lint: venv ## ruff, the layering contracts (.importlinter), mypy (shipped code and iotpipe/), cfn-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
@@ -86,7 +86,7 @@ cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz
 	$(VENV)/bin/iotpipe cost --devices 1000 --rate 1
 
 bench-e2e: install ## end-to-end benchmark on the embedded emulator (a few minutes)
-	@set -o pipefail; mkdir -p out; $(PY) bench/e2e.py | tee out/e2e.out
+	@set -o pipefail; mkdir -p out; $(PY) bench/end_to_end.py | tee out/e2e.out
 
 bench: install ## every benchmark in bench/ (each ends with one JSON line)
 	@set -o pipefail; mkdir -p out; for b in bench/*.py; do echo "== $$b"; $(PY) $$b | tee out/$$(basename $$b .py).out || exit 1; done

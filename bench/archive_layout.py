@@ -33,9 +33,6 @@ import orjson
 import typer
 
 HERE = Path(__file__).resolve().parent
-# Run as ``python bench/archive_layout.py``, this folder is first on sys.path and bench/simulator.py
-# would shadow the ``simulator`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
 
 from functions.compactor.columns import PROCESSED_COLUMNS, duckdb_columns  # noqa: E402
@@ -45,8 +42,8 @@ from functions.core.readings import DeviceInfo, Reading  # noqa: E402
 from functions.core.timestamps import parse_ms  # noqa: E402
 from functions.detector.interface import Verdict  # noqa: E402
 from functions.processor.archive_keys import processed_line  # noqa: E402
-from iotpipe import athena_query as aq  # noqa: E402
 from iotpipe.console import STDERR, run_app  # noqa: E402
+from iotpipe.ops import athena_query as aq  # noqa: E402
 
 START_S = 1_795_000_000  # an hour boundary is not needed: one partition holds whatever we generate
 DAY = "2026-11-18"

@@ -44,6 +44,7 @@ from bench.e2e.measure import aggregated_totals  # noqa: E402
 from iotpipe.console import run_app  # noqa: E402
 from iotpipe.cost.estimate import estimate  # noqa: E402
 from iotpipe.cost.workload import TRUE_ANOMALY_SHARE, Workload  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
@@ -103,15 +104,15 @@ def calls(
     seed: int = 11,
     param: Annotated[list[str] | None, typer.Option(help="a template parameter Key=Value")] = None,
 ) -> int:
-    from iotpipe.emulator import Emulator, free_port
-    from iotpipe.stack import deploy, stack_outputs
+    from iotpipe.local.emulator import Emulator, free_port
+    from iotpipe.ops.stack import deploy, stack_outputs
 
     t_batch = batch_seconds or model_batch_seconds(model_devices, pack)
     model = estimate(Workload(devices=model_devices, rate_hz=1.0, readings_per_record=pack))
     state = Path(tempfile.mkdtemp(prefix="iotpipe-calls-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
     try:
-        os.environ.update(emulator.client_env())
+        use_endpoint(emulator.client_env())
         stack = f"calls-{uuid.uuid4().hex[:6]}"
         t0 = time.monotonic()
         deploy(stack, "embedded", quiet=True,
@@ -142,20 +143,18 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
     """Runs the handler over the batches with the counter on its clients; figures per 1,000 readings."""
     import boto3
 
-    from functions.adapters.clients import client
-    from functions.processor import handler as processor
+    from functions.processor.handler import HandBack
     from simulator.config import SimulatorConfig
     from simulator.fleet import generate_fleet, register_fleet
     from simulator.stream import generate_readings
-    from testkit.events import FakeLambdaContext
 
     ddb = boto3.client("dynamodb")
     fleet = generate_fleet(devices, seed)
     register_fleet(fleet, out["DevicesTableName"], ddb)
-    point_processor_at(out, {"METRICS_SINK": metrics_sink})
+    processor = point_processor_at(out, metrics_sink=metrics_sink)
     counter = CallCounter(out["AggregatesTableName"])
     for service in ("dynamodb", "s3", "sns", "cloudwatch"):
-        counter.attach(client(service))
+        counter.attach(processor.clients(service))
     # The model's workload: 1 % malformed, and only its true anomaly share injected (the detector's own
     # false alarms come on top, as in production; the simulator's default 1 % is a what-if).
     config = replace(SimulatorConfig(devices=devices, rate_hz=1.0, seed=seed + 1, malformed_rate=0.01,
@@ -172,8 +171,8 @@ def count(out: dict[str, str], devices: int, seconds: float, pack: int, t_batch:
     with _stdout_to_stderr():  # the handler's log and EMF lines; stdout keeps the one JSON line
         for records in batches:
             try:
-                processor.handler({"Records": records}, FakeLambdaContext())
-            except processor.HandBack:
+                processor.invoke(records)
+            except HandBack:
                 handed_back += 1
     elapsed = time.perf_counter() - t0
     readings = len(produced)

@@ -6,7 +6,7 @@
 docs/troubleshooting.md is ``--minutes 30``. Exit status 1 if an acknowledged reading was lost.
 
 An emulator with `iotpipe up`'s persistence (state snapshots every ``--snapshot`` s and the stream's
-write-ahead log, iotpipe/ministack_launcher.py) gets the stack, a registered fleet and simulator
+write-ahead log, iotpipe/local/ministack_launcher.py) gets the stack, a registered fleet and simulator
 readings at the fleet's real pace, put 25 per PutRecords, each reading remembered once the stream
 acknowledged it. Meanwhile it samples the snapshot marker: the interval between rounds and their
 duration (the cadence that holds under this load). Then ``kill -9``, a restart on the same state,
@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from iotpipe.console import run_app  # noqa: E402
-from iotpipe.emulator import Emulator, free_port, tree_bytes  # noqa: E402
+from iotpipe.local.emulator import Emulator, free_port, tree_bytes  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
@@ -108,16 +109,16 @@ def crash_window(
 ) -> int:
     import boto3
 
-    from iotpipe.rebuild import rebuild_stack
-    from iotpipe.stack import deploy, stack_outputs
-    from iotpipe.status import read_crash_window
+    from iotpipe.ops.rebuild import rebuild_stack
+    from iotpipe.ops.stack import deploy, stack_outputs
+    from iotpipe.ops.status import read_crash_window
     from simulator.fleet import generate_fleet, register_fleet
 
     run_dir = Path(tempfile.mkdtemp(prefix="iotpipe-crash-"))
     state, port = run_dir / "emulator", free_port()
     emulator = Emulator(port=port, state_dir=state, persist=True, snapshot_s=snapshot).start()
     second: Emulator | None = None
-    os.environ.update(emulator.client_env())
+    use_endpoint(emulator.client_env())
     result: dict[str, Any] = {"minutes": minutes, "devices": devices, "rate_hz": rate, "snapshot_s": snapshot}
     try:
         say(f"crash window: deploying on {emulator.endpoint} (state {state})")
@@ -170,7 +171,7 @@ def crash_window(
         result["acknowledged"] = len(acknowledged)
         say(f"killed after {minutes:g} min: {len(acknowledged)} readings acknowledged; restarting")
         second = Emulator(port=port, state_dir=state, persist=True, snapshot_s=snapshot).start()
-        os.environ.update(second.client_env())
+        use_endpoint(second.client_env())
         window = read_crash_window(state)
         result["crash_window"] = window
         say(f"crash window: {window['text'] if window else '-'}")

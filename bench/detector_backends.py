@@ -23,29 +23,24 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
 import typer
 
-# Run as ``python bench/detector_backends.py``, this folder is first on sys.path and bench/simulator.py
-# would shadow the ``simulator`` package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-from functions.adapters.alerts import Alerter  # noqa: E402
-from functions.core.readings import DeviceInfo  # noqa: E402
-from functions.detector.anomaly_detector import SageMakerDetector, build_embedded  # noqa: E402
-from functions.detector.calibrated import CalibratedDetector  # noqa: E402
-from functions.processor.enrich import DeviceCache  # noqa: E402
-from functions.processor.ingestion_processor import ProcessorPorts, process_batch  # noqa: E402
-from iotpipe.console import run_app  # noqa: E402
-from iotpipe.model_server import ModelServer  # noqa: E402
-from serving.app import parse_features  # noqa: E402
-from testkit.events import make_records  # noqa: E402
-from testkit.fakes import (  # noqa: E402
+from functions.adapters.alerts import Alerter
+from functions.core.readings import DeviceInfo
+from functions.detector.anomaly_detector import SageMakerDetector, build_embedded
+from functions.detector.calibrated import CalibratedDetector
+from functions.processor.enrich import DeviceCache
+from functions.processor.ingestion_processor import ProcessorPorts, process_batch
+from iotpipe.console import run_app
+from iotpipe.local.model_server import ModelServer
+from iotpipe.settings import REGION_DEFAULT
+from serving.app import parse_features
+from testkit.events import make_records
+from testkit.fakes import (
     InMemoryAggregateStore,
     InMemoryAnomalyStore,
     InMemoryArchive,
@@ -144,7 +139,7 @@ def main(
     payloads, fleet = _readings(devices, batch * batches, seed)
     server = ModelServer(endpoint_name="bench-detector").start()
     os.environ.update({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url, "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"})
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": REGION_DEFAULT})
     os.environ.pop("AWS_ENDPOINT_URL", None)
     try:
         backends = {

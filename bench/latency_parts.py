@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -44,12 +43,13 @@ sys.path.insert(0, str(ROOT))
 from bench.calls import _stdout_to_stderr  # noqa: E402
 from bench.e2e.calls import point_processor_at  # noqa: E402
 from iotpipe.console import run_app  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
 # ingestion_processor's module-level names of its stages (looked up at call time, so wrappable)
 STAGES = ("prepare_batch", "prefetch_windows", "detect_anomalies", "write_windows", "archive_batch",
-          "account", "_emit_metrics")
+          "account", "emit_metrics")
 
 
 class Timers:
@@ -100,14 +100,14 @@ def latency_parts(
     pack: Annotated[int, typer.Option(help="readings per Kinesis record (the e2e bench's default: 1)")] = 1,
     seed: int = 13,
 ) -> int:
-    from iotpipe.emulator import Emulator, free_port
-    from iotpipe.stack import deploy, stack_outputs
+    from iotpipe.local.emulator import Emulator, free_port
+    from iotpipe.ops.stack import deploy, stack_outputs
 
     sizes = [int(n) for n in batches.split(",") if n.strip()]
     state = Path(tempfile.mkdtemp(prefix="iotpipe-latency-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
     try:
-        os.environ.update(emulator.client_env())
+        use_endpoint(emulator.client_env())
         stack = f"lat-{uuid.uuid4().hex[:6]}"
         deploy(stack, "embedded", quiet=True)
         out = stack_outputs(stack)
@@ -127,20 +127,18 @@ def measure(out: dict[str, str], devices: int, rate: float, sizes: list[int], re
     import boto3
 
     from bench.calls import packed_batches
-    from functions.adapters.clients import client
-    from functions.processor import handler as processor
     from functions.processor import ingestion_processor
+    from functions.processor.handler import HandBack
     from simulator.config import SimulatorConfig
     from simulator.fleet import generate_fleet, register_fleet
     from simulator.stream import generate_readings
-    from testkit.events import FakeLambdaContext
 
     fleet = generate_fleet(devices, seed)
     register_fleet(fleet, out["DevicesTableName"], boto3.client("dynamodb"))
-    point_processor_at(out)  # METRICS_SINK auto: PutMetricData, as the emulator's functions run
+    processor = point_processor_at(out)  # METRICS_SINK auto: PutMetricData, as the emulator's functions run
     timers = Timers()
     for service in ("dynamodb", "s3", "sns", "cloudwatch"):
-        events = client(service).meta.events
+        events = processor.clients(service).meta.events
         events.register("before-call.*.*", timers.before_call)
         events.register("after-call.*.*", timers.after_call)
     for name in STAGES:
@@ -154,15 +152,15 @@ def measure(out: dict[str, str], devices: int, rate: float, sizes: list[int], re
     rows = []
     i = 0
     with _stdout_to_stderr():
-        processor.handler({"Records": records[i : i + 50]}, FakeLambdaContext())  # warm: imports, clients
+        processor.invoke(records[i : i + 50])  # warm: imports, clients
         i += 50
         for size in sizes:
             samples: list[dict[str, float]] = []
             for _ in range(repeat):
                 timers.reset()
                 t0 = time.perf_counter()
-                with contextlib.suppress(processor.HandBack):
-                    processor.handler({"Records": records[i : i + size]}, FakeLambdaContext())
+                with contextlib.suppress(HandBack):
+                    processor.invoke(records[i : i + size])
                 handler_ms = (time.perf_counter() - t0) * 1000
                 i += size
                 samples.append({"handler": handler_ms, **timers.ms})

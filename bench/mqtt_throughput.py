@@ -17,7 +17,6 @@ Readable lines first; the last line is one JSON object.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -36,8 +35,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from iotpipe.devices import provision as prov  # noqa: E402
 from iotpipe.devices.registry import IotRegistry  # noqa: E402
-from iotpipe.emulator import Emulator, free_port  # noqa: E402
-from iotpipe.stack import deploy, stack_outputs  # noqa: E402
+from iotpipe.local.emulator import Emulator, free_port  # noqa: E402
+from iotpipe.ops.stack import deploy, stack_outputs  # noqa: E402
+from iotpipe.settings import use_endpoint  # noqa: E402
 from simulator.config import SimulatorConfig  # noqa: E402
 from simulator.fleet import generate_fleet, register_fleet  # noqa: E402
 from simulator.mqtt_sink import MqttSink  # noqa: E402
@@ -65,7 +65,7 @@ def main(
 
     state = Path(tempfile.mkdtemp(prefix="iotpipe-mqtt-bench-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
-    os.environ.update(emulator.client_env())
+    use_endpoint(emulator.client_env())
     try:
         stack = f"mqtt-{uuid.uuid4().hex[:6]}"
         t0 = time.monotonic()

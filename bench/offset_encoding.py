@@ -75,7 +75,7 @@ def offset_encoding(
     import boto3
 
     from functions.adapters.aggregates import item_to_dynamo
-    from iotpipe.emulator import Emulator, free_port
+    from iotpipe.local.emulator import Emulator, free_port
 
     items = window_items(devices, rate, seed)
     encodings = {"number set (before)": [number_set_attrs(i) for i in items],
@@ -86,7 +86,7 @@ def offset_encoding(
     rates: dict[str, list[float]] = {name: [] for name in encodings}
     try:
         env = emulator.client_env()
-        ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+        ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
                            aws_access_key_id="test", aws_secret_access_key="test")
         for n in range(len(encodings)):
             ddb.create_table(TableName=f"agg-{n}", BillingMode="PAY_PER_REQUEST",

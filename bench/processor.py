@@ -18,7 +18,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -41,10 +40,6 @@ def generate_payloads(n: int, n_devices: int, seed: int) -> tuple[list[bytes], l
     Only good readings (no anomaly or malformed injection): the benchmark measures the path every valid
     reading takes. The simulated clock starts so that the newest reading is a few seconds old.
     """
-    # Run as ``python bench/processor.py``, this folder is first on sys.path and bench/simulator.py
-    # would shadow the ``simulator`` package.
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     from simulator.config import SimulatorConfig
     from simulator.fleet import generate_fleet
     from simulator.stream import generate_readings

@@ -9,7 +9,7 @@ its own (``IOTPIPE_RUN_DIR``, so a developer's ``make up`` is untouched) on free
 janitor and the periodic state snapshots it always has. Every ``--sample-s`` it prints the size of the
 emulator's state directory (Lambda worker folders, persisted state, S3 objects), the number of
 ``ministack-lambda-*`` worker folders and the live worker processes; the last line is one JSON object
-with peak and final bytes (``bench/e2e.py`` has the same load: 200 devices x 2 Hz, 2 % malformed).
+with peak and final bytes (``bench/end_to_end.py`` has the same load: 200 devices x 2 Hz, 2 % malformed).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from iotpipe.console import run_app  # noqa: E402
-from iotpipe.emulator import WORKER_DIR_PREFIX, free_port, tree_bytes  # noqa: E402
+from iotpipe.local.emulator import WORKER_DIR_PREFIX, free_port, tree_bytes  # noqa: E402
+from iotpipe.settings import child_env  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -46,7 +47,7 @@ def worker_dirs(tmp: Path) -> int:
 
 
 def snapshot_seconds(state: Path) -> float:
-    """How long the emulator's last periodic state snapshot took (iotpipe/ministack_launcher.py)."""
+    """How long the emulator's last periodic state snapshot took (iotpipe/local/ministack_launcher.py)."""
     try:
         return float(json.loads((state / "state" / "iotpipe-snapshot.json").read_text())["duration_s"])
     except (OSError, ValueError, KeyError):
@@ -82,7 +83,7 @@ def soak(
     run_dir = Path(tempfile.mkdtemp(prefix="iotpipe-soak-"))
     state = run_dir / "emulator"
     tmp = state / "tmp"
-    env = {**os.environ, "IOTPIPE_RUN_DIR": str(run_dir)}
+    env = child_env({"IOTPIPE_RUN_DIR": str(run_dir)})
     env.pop("AWS_ENDPOINT_URL", None)
     duration_s = minutes * 60
     cmd = [sys.executable, "-m", "iotpipe.cli", "up", "--port", str(free_port()),

@@ -14,7 +14,7 @@ detector) and the local tools read it, and each field still has exactly one decl
 
 Why not pydantic-settings (the obvious library, and the first choice): the processor and ingest bundles
 carry no pydantic, and pydantic + pydantic-settings add ~125 ms (with bytecode) to ~400 ms (as Lambda
-runs the bundle, without it) to the processor's ~180 ms cold-start import, measured with bench/e2e.py's
+runs the bundle, without it) to the processor's ~180 ms cold-start import, measured with bench/end_to_end.py's
 method (emulator CPython 3.12, unpacked bundle, best of 5). That is a 1.7x to 3x regression for ~40
 typed, ranged fields, which the ~60 lines of ``_load`` below validate as strictly: a declared type, a
 range or a set of choices, empty means unset, one clear message per bad variable.
@@ -152,7 +152,7 @@ class ProcessorSettings(CommonSettings):
     def _resolve(self) -> None:
         super()._resolve()
         # auto: the one template deploys unchanged everywhere, and the embedded emulator's launcher
-        # (iotpipe/emulator.py) marks the environment its functions inherit with IOTPIPE_EMULATOR=ministack,
+        # (iotpipe/local/emulator.py) marks the environment its functions inherit with IOTPIPE_EMULATOR=ministack,
         # whose Kinesis mapping drops records reported in batchItemFailures: there, fail the invocation so
         # the whole batch is retried instead.
         if self.partial_batch_response == "auto":
@@ -219,6 +219,27 @@ def _load[S: CommonSettings](cls: type[S]) -> S:
 def load_settings() -> Settings:
     """Build Settings from the environment (no caching; tests call this after monkeypatching)."""
     return _load(Settings)
+
+
+# Stack output -> the setting it names: how a tool points the functions' code at a deployed stack.
+STACK_OUTPUT_SETTINGS: dict[str, str] = {
+    "StreamName": "stream_name",
+    "DevicesTableName": "devices_table",
+    "AggregatesTableName": "aggregates_table",
+    "AnomaliesTableName": "anomalies_table",
+    "ArchiveBucketName": "archive_bucket",
+    "AlertsTopicArn": "alerts_topic_arn",
+}
+
+
+def settings_for_stack(
+    outputs: typing.Mapping[str, str], base: Settings | None = None, **overrides: Any
+) -> Settings:
+    """``base`` (None: read from the environment) with a deployed stack's resource names (its outputs)
+    and ``overrides`` (field name -> value), validated like any Settings. Nothing global changes: the
+    process's ``get_settings()`` and environment are left as they are."""
+    values: dict[str, Any] = {f: outputs[k] for k, f in STACK_OUTPUT_SETTINGS.items() if outputs.get(k)}
+    return dataclasses.replace(base or load_settings(), **values, **overrides)
 
 
 def default(name: str) -> Any:

@@ -8,6 +8,7 @@ line of a benchmark, the ``--json`` outputs.
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -23,6 +24,27 @@ from rich.progress import (
 )
 
 STDERR = Console(stderr=True)
+
+
+class _Terminal:
+    # Set when writing progress fails with EIO: the terminal `iotpipe up` runs in was closed. `up` then stops
+    # what it started (with the terminal's foreground taken, no SIGHUP reaches it: own_terminal_foreground).
+    gone = False
+
+
+def say(message: str) -> None:
+    """One ``[iotpipe]`` line on stderr. A closed terminal must not stop `up` from stopping what it
+    started: writing to it fails, which is noted (``terminal_gone``) instead of raised."""
+    try:
+        print(f"[iotpipe] {message}", file=sys.stderr, flush=True)
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            _Terminal.gone = True
+
+
+def terminal_gone() -> bool:
+    """Whether a ``say`` found the terminal closed."""
+    return _Terminal.gone
 
 
 def run_app(app: typer.Typer, argv: Sequence[str] | None = None, prog_name: str | None = None) -> int:

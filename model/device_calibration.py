@@ -19,19 +19,17 @@ and the simulator's channel mappings (``--mapping``).
 
 from __future__ import annotations
 
-import gzip
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from functions.calibrator import calibration as calib
-from functions.core.ports import CalibrationWriter
+from functions.core.ports import ArchiveReader, CalibrationWriter
 from functions.detector.pca_fit import OperatingPoint
 from functions.detector.pca_tq import PcaCalibration
-from functions.processor.archive_keys import PROCESSED_PREFIX
 from model import operating_point
 from simulator.replay import SKAB_MAPPING, ChannelMap, replay_readings
 
@@ -65,32 +63,15 @@ def csv_rows(
     ]
 
 
-def archive_rows(s3: Any, bucket: str, device_id: str) -> list[tuple[int, dict[str, float]]]:
+def archive_rows(archive: ArchiveReader, device_id: str) -> list[tuple[int, dict[str, float]]]:
     """(epoch ms, channels) of the device's aggregated readings in the archive's processed lines."""
-    return archive_rows_of(s3, bucket, {device_id})[device_id]
+    return archive_rows_of(archive, {device_id})[device_id]
 
 
-def archive_rows_of(s3: Any, bucket: str, ids: set[str]) -> dict[str, list[tuple[int, dict[str, float]]]]:
+def archive_rows_of(archive: ArchiveReader, ids: set[str]) -> dict[str, list[tuple[int, dict[str, float]]]]:
     """``archive_rows`` for several devices in one pass (``functions.calibrator.calibration.archive_rows``
     over the whole processed/ prefix: the archive is partitioned by arrival, not by device)."""
-    requests = {d: calib.Request(0, None) for d in ids}
-    return calib.archive_rows(_Objects(s3, bucket), requests, int(time.time() * 1000))
-
-
-class _Objects:
-    """The archive reads ``functions.calibrator.calibration`` needs, over a boto3 S3 client."""
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self._s3, self._bucket = s3, bucket
-
-    def listing(self, prefix: str) -> list[Any]:
-        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
-        keys = sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
-        return [type("Listed", (), {"key": k})() for k in keys]
-
-    def read(self, key: str) -> bytes | None:
-        body: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-        return body
+    return calib.archive_rows(archive, {d: calib.Request(0, None) for d in ids})
 
 
 def _op(artifact: dict[str, Any] | None) -> OperatingPoint:
@@ -106,8 +87,7 @@ def pending(items: Iterable[Mapping[str, Any]]) -> dict[str, int | None]:
 
 def calibrate_pending(
     items: Iterable[Mapping[str, Any]],
-    s3: Any,
-    bucket: str,
+    archive: ArchiveReader,
     store: CalibrationWriter,
     mapping: Mapping[str, ChannelMap] = SKAB_MAPPING,
     artifact: dict[str, Any] | None = None,
@@ -118,7 +98,7 @@ def calibrate_pending(
     Returns device id -> {"status": "calibrated" | "waiting", "archived": readings found, "rows": N}.
     """
     op = _op(artifact)
-    return calib.calibrate_items(items, store, _Objects(s3, bucket), op, int(time.time() * 1000),
+    return calib.calibrate_items(items, store, archive, op, int(time.time() * 1000),
                                  pipeline_names(op.channels, mapping))
 
 
@@ -138,14 +118,6 @@ def invoke_calibrator(lambda_client: Any, function: str, device_ids: Sequence[st
     if not isinstance(body, dict) or "error" in body:
         raise CalibratorError(str(body.get("error") if isinstance(body, dict) else body))
     return body
-
-
-def _processed_lines(s3: Any, bucket: str, prefix: str = PROCESSED_PREFIX) -> Iterator[bytes]:
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            yield from gzip.decompress(body).splitlines()
 
 
 def fit(

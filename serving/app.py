@@ -112,15 +112,7 @@ def create_app(detector: EmbeddedDetector | None = None, endpoint_name: str | No
     async def invoke(request: Request) -> tuple[int, bytes]:
         """(status, body) of the container's answer to one invocation."""
         try:
-            content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-            if content_type != JSON:
-                raise ModelInputError(415, "unsupported_media_type", f"Content-Type must be {JSON}")
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise ModelInputError(413, "request_too_large", f"body over {MAX_BODY_BYTES} bytes")
-            body = await request.body()
-            if len(body) > MAX_BODY_BYTES:
-                raise ModelInputError(413, "request_too_large", f"body over {MAX_BODY_BYTES} bytes")
+            body = await _request_body(request)
             # Scoring runs on a worker thread: /ping keeps answering while a big batch is scored.
             return 200, await run_in_threadpool(score, body)
         except ModelInputError as exc:
@@ -152,6 +144,22 @@ def create_app(detector: EmbeddedDetector | None = None, endpoint_name: str | No
                         headers={"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
 
     return app
+
+
+async def _request_body(request: Request) -> bytes:
+    """The body of a JSON request within the size limit, or ModelInputError (415, 413)."""
+    content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if content_type != JSON:
+        raise ModelInputError(415, "unsupported_media_type", f"Content-Type must be {JSON}")
+    # The declared length refuses an oversized body before reading it; the read length catches a
+    # chunked one that declares none.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ModelInputError(413, "request_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise ModelInputError(413, "request_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    return body
 
 
 def _runtime_error(status: int, error_type: str, message: str, **fields: Any) -> Response:

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gzip
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from functions.adapters.alerts import Acquired, should_alert
+from functions.core import archive_layout
 from functions.core.errors import StoreError, StoreThrottled, TransientStoreError, VersionConflict
-from functions.core.jsonl_gzip import gzip_lines
+from functions.core.jsonl_gzip import gunzip_lines, gzip_lines
 from functions.core.ports import AggregateItem, AnomalyItem, Item, Key, Slice, StoredObject, WindowKey
 from functions.core.readings import DeviceInfo
 
@@ -67,6 +68,7 @@ class InMemoryDeviceRegistry:
         self.fail_next: int = 0  # raise a transient StoreError for the next N get_many calls
         self.throttle = False  # API reads raise StoreThrottled (ProvisionedThroughputExceeded)
         self.state_writes = 0  # detector states written (the processor's extra writes)
+        self.credential_lookups: list[str] = []  # device ids whose credential hash was asked for
         for entry in entries:
             self.put(entry)
 
@@ -129,6 +131,13 @@ class InMemoryDeviceRegistry:
     def count(self, max_items: int) -> tuple[int, bool]:
         n = len(self._snapshot())
         return min(n, max_items), n > max_items
+
+    def credential_hash(self, device_id: str) -> str | None:
+        """As the adapter: the item's ``credential_hash`` when it is one, else None."""
+        self.credential_lookups.append(device_id)
+        item = next((i for i in self._snapshot() if i["device_id"] == device_id), {})
+        value = item.get("credential_hash")
+        return value if isinstance(value, str) and value.startswith("sha256:") else None
 
 
 class CrashAfterWrites(BaseException):
@@ -284,9 +293,18 @@ class InMemoryArchive:
         return True
 
     # ArchiveObjects (the compactor's raw access): the ETag is the MD5 of the bytes, as S3's for a plain put.
-    def listing(self, prefix: str) -> list[StoredObject]:
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]:
         return [StoredObject(key, hashlib.md5(body).hexdigest(), len(body))  # noqa: S324 - S3's ETag, not security
-                for key, body in sorted(self.objects.items()) if key.startswith(prefix)]
+                for key, body in sorted(self.objects.items()) if key.startswith(prefix) and key > start_after]
+
+    # ArchiveReader: the same reading path as S3Archive's (functions.core.archive_layout).
+    def iter_objects(
+        self, prefix: str, since_ms: int | None = None
+    ) -> Iterator[tuple[StoredObject, list[bytes]]]:
+        return archive_layout.iter_objects(self, prefix, since_ms)
+
+    def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+        return archive_layout.iter_lines(self, prefix, since_ms)
 
     def read(self, key: str) -> bytes | None:
         return self.objects.get(key)
@@ -302,7 +320,7 @@ class InMemoryArchive:
         out: list[bytes] = []
         for key in sorted(self.objects):
             if key.startswith(prefix):
-                out.extend(line for line in gzip.decompress(self.objects[key]).split(b"\n") if line)
+                out.extend(gunzip_lines(self.objects[key]))
         return out
 
 
@@ -353,6 +371,138 @@ class FakeKinesisClient:
                 self.stored.append((str(self._seq), rec["Data"], rec["PartitionKey"]))
                 out.append({"SequenceNumber": str(self._seq), "ShardId": "shardId-000000000000"})
         return {"FailedRecordCount": sum(1 for r in out if "ErrorCode" in r), "Records": out}
+
+
+def dynamodb_accepts(text: str) -> bool:
+    """A number string DynamoDB stores: 0, or magnitude 1e-130 .. <1e126 with at most 38 digits."""
+    from boto3.dynamodb.types import DYNAMODB_CONTEXT  # deferred: most users of the fakes never need it
+
+    try:
+        DYNAMODB_CONTEXT.create_decimal(Decimal(text))  # traps Inexact, Rounded, Underflow, Overflow
+    except ArithmeticError:
+        return False
+    d = Decimal(text)
+    return d.is_finite() and (d == 0 or Decimal("1e-130") <= abs(d) < Decimal("1e126"))
+
+
+def attribute_numbers(attr: Any) -> list[str]:
+    """Every N (and NS element) inside an AttributeValue (or a low-level item)."""
+    if isinstance(attr, dict):
+        if "N" in attr:
+            return [attr["N"]]
+        if "NS" in attr:
+            return list(attr["NS"])
+        return [n for v in attr.values() for n in attribute_numbers(v)]
+    if isinstance(attr, list):
+        return [n for v in attr for n in attribute_numbers(v)]
+    return []
+
+
+class FakeDynamoDBClient:
+    """Stands in for a boto3 DynamoDB client on one in-memory table, with the service's rules tests rely on.
+
+    Items are stored low-level (AttributeValues), keyed by the values of ``key_names``. Puts honour the
+    adapters' conditions (``attribute_not_exists(...)`` and ``#v = :v`` on ``version``), raising
+    ``ConditionalCheckFailedException``; an item holding a number DynamoDB refuses, or one ``refuse``
+    names, raises ``ValidationException`` (for BatchWriteItem: the whole call, as the service does);
+    ``fail_code`` makes every call raise that error (throttling past retries, a missing table).
+    """
+
+    def __init__(
+        self,
+        key_names: tuple[str, ...] = ("device_id", "window_start"),
+        refuse: Callable[[dict[str, Any]], bool] = lambda item: False,
+        fail_code: str | None = None,
+    ) -> None:
+        self.key_names, self.refuse, self.fail_code = key_names, refuse, fail_code
+        self.items: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.puts = 0  # items written (PutItem and BatchWriteItem requests)
+
+    def _key(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(next(iter(attrs[name].values())) for name in self.key_names)
+
+    def _check(self, operation: str, item: dict[str, Any] | None = None) -> None:
+        code = self.fail_code
+        refused = item is not None and (
+            self.refuse(item) or not all(dynamodb_accepts(n) for n in attribute_numbers(item))
+        )
+        if code is None and refused:
+            code = "ValidationException"
+        if code is not None:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+    def put_item(
+        self, TableName: str, Item: dict[str, Any], ConditionExpression: str = "",
+        ExpressionAttributeNames: Any = None, ExpressionAttributeValues: Any = None,
+    ) -> dict[str, Any]:
+        self._check("PutItem", Item)
+        stored = self.items.get(self._key(Item))
+        if ConditionExpression.startswith("attribute_not_exists"):
+            ok = stored is None
+        elif ConditionExpression:
+            ok = stored is not None and stored["version"]["N"] == ExpressionAttributeValues[":v"]["N"]
+        else:
+            ok = True
+        if not ok:
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": "ConditionalCheckFailedException", "Message": "version differs"}}
+            raise ClientError(error, "PutItem")
+        self.items[self._key(Item)] = copy.deepcopy(Item)
+        self.puts += 1
+        return {}
+
+    def get_item(self, TableName: str, Key: dict[str, Any], **_: Any) -> dict[str, Any]:
+        self._check("GetItem")
+        item = self.items.get(self._key(Key))
+        return {"Item": copy.deepcopy(item)} if item else {}
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self._check("BatchGetItem")
+        ((table, request),) = RequestItems.items()
+        keys = [self._key(k) for k in request["Keys"]]
+        return {"Responses": {table: [copy.deepcopy(self.items[k]) for k in keys if k in self.items]}}
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        requests = [r["PutRequest"]["Item"] for rs in RequestItems.values() for r in rs]
+        self._check("BatchWriteItem")
+        for item in requests:  # one refused item fails the whole call, nothing of it written
+            self._check("BatchWriteItem", item)
+        for item in requests:
+            self.items[self._key(item)] = copy.deepcopy(item)
+            self.puts += 1
+        return {"UnprocessedItems": {}}
+
+
+class FakeScoringEndpoint:
+    """Stands in for a scoring endpoint (the detector's ``ScoringEndpoint`` port, SageMaker's adapter).
+
+    Answers ``{"scores": ...}``: ``scores`` if given, else ``score_of(row)`` per feature row (default 0.9).
+    ``hang`` makes each call wait (up to 5 s) for the event, to provoke the caller's timeout; ``error`` is
+    raised instead of answering. ``bodies`` records every request body.
+    """
+
+    def __init__(
+        self,
+        scores: Sequence[float] | None = None,
+        hang: threading.Event | None = None,
+        error: BaseException | None = None,
+        score_of: Callable[[list[float]], float] = lambda row: 0.9,
+    ) -> None:
+        self.scores, self.hang, self.error, self.score_of = scores, hang, error, score_of
+        self.bodies: list[str] = []
+
+    def invoke(self, body: str) -> bytes:
+        self.bodies.append(body)
+        if self.hang is not None:
+            self.hang.wait(5)
+        if self.error is not None:
+            raise self.error
+        rows = json.loads(body)["features"]
+        scores = list(self.scores) if self.scores is not None else [self.score_of(r) for r in rows]
+        return json.dumps({"scores": scores}).encode()
 
 
 class InMemoryCooldownStore:

@@ -1,4 +1,4 @@
-"""The end-to-end benchmark's parts (``bench/e2e.py`` is the command). One module per step of a run:
+"""The end-to-end benchmark's parts (``bench/end_to_end.py`` is the command). One module per step of a run:
 
 - ``options``: what a run is asked to do (``Options``);
 - ``load``: producing (simulator records, the Kinesis sinks, the paced sender);

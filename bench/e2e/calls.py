@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -15,6 +16,7 @@ from bench.e2e.load import generate
 from bench.e2e.measure import ddb_size
 from bench.e2e.options import Options
 from bench.e2e.report import say
+from functions.processor.batch import ProcessorConfig, ProcessorPorts
 from simulator.config import SimulatorConfig
 from simulator.fleet import generate_fleet
 
@@ -96,23 +98,21 @@ def count_calls(outputs: dict[str, str], opts: Options, batch_records: int) -> d
     first point's stack, on fresh simulator records (new device ids, so every window is new) cut into
     batches of ``batch_records`` Kinesis records of one shard, as the mapping delivered them.
     """
-    from functions.adapters.clients import client
-    from functions.processor import handler as processor
-    from testkit.events import FakeLambdaContext
-
-    point_processor_at(outputs)
+    processor = point_processor_at(outputs)
     counter = CallCounter(outputs["AggregatesTableName"])
     for service in ("dynamodb", "s3", "sns", "cloudwatch"):
-        counter.attach(client(service))
+        counter.attach(processor.clients(service))
     events = _fresh_events(outputs, opts)
     counter.clear()  # the devices' registration above is not the processor's
+    from functions.processor.handler import HandBack
+
     t0 = time.perf_counter()
     invocations = 0
     handed_back: list[str] = []
     for i in range(0, len(events), batch_records):
         try:
-            processor.handler({"Records": events[i : i + batch_records]}, FakeLambdaContext())
-        except processor.HandBack as exc:  # counted, not fatal: the curve above is already measured
+            processor.invoke(events[i : i + batch_records])
+        except HandBack as exc:  # counted, not fatal: the curve above is already measured
             handed_back.append(str(exc))
         invocations += 1
     elapsed = time.perf_counter() - t0
@@ -127,21 +127,34 @@ def count_calls(outputs: dict[str, str], opts: Options, batch_records: int) -> d
                     "batch_records as the mapping delivered them in the first point"}
 
 
-def point_processor_at(outputs: dict[str, str], extra_env: dict[str, str] | None = None) -> None:
-    """The in-process handler's settings and clients, re-read for the stack's resources."""
-    from functions.adapters.clients import client
-    from functions.processor import handler as processor
-    from functions.settings import get_settings
+@dataclass(frozen=True)
+class InProcessor:
+    """The processor's handler run in this process against a deployed stack: its ports and config, built
+    from settings made of the stack's outputs, and the clients they use (to hook counters or timers on)."""
 
-    os.environ.update({"STREAM_NAME": outputs["StreamName"], "DEVICES_TABLE": outputs["DevicesTableName"],
-                       "AGGREGATES_TABLE": outputs["AggregatesTableName"],
-                       "ANOMALIES_TABLE": outputs["AnomaliesTableName"],
-                       "ARCHIVE_BUCKET": outputs["ArchiveBucketName"],
-                       "ALERTS_TOPIC_ARN": outputs["AlertsTopicArn"],
-                       "PARTIAL_BATCH_RESPONSE": "raise", **(extra_env or {})})
-    get_settings.cache_clear()
-    client.cache_clear()
-    processor._ports = processor._config = None
+    ports: ProcessorPorts
+    config: ProcessorConfig
+    clients: Callable[[str], Any]  # service -> the client the ports use
+
+    def invoke(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """One invocation of the handler's ``run`` on Kinesis event records (raises ``HandBack`` as it)."""
+        from functions.processor.handler import run
+        from testkit.events import FakeLambdaContext
+
+        return run({"Records": records}, FakeLambdaContext(), self.ports, self.config)
+
+
+def point_processor_at(outputs: dict[str, str], **overrides: Any) -> InProcessor:
+    """The in-process handler pointed at the stack's resources (``overrides``: settings fields, such as
+    ``metrics_sink``). As the emulator runs it: the whole batch is handed back on a failure (ministack).
+    The process's environment and cached settings are left alone."""
+    from functions.adapters.clients import clients_for
+    from functions.processor.wiring import build_config, build_ports
+    from functions.settings import settings_for_stack
+
+    settings = settings_for_stack(outputs, **{"partial_batch_response": "raise", **overrides})
+    clients = clients_for(settings)
+    return InProcessor(build_ports(settings, clients), build_config(settings), clients)
 
 
 def _fresh_events(outputs: dict[str, str], opts: Options) -> list[dict[str, Any]]:

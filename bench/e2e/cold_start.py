@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e.report import say
-from iotpipe.emulator import DEFAULT_VENV
+from iotpipe.local.emulator import DEFAULT_VENV
+from iotpipe.settings import REGION_DEFAULT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def cold_start() -> dict[str, Any]:
             out[f"{name}_of_lambda_limit"] = round(unzipped / LAMBDA_UNZIPPED_LIMIT, 3)
             total_zip += zip_path.stat().st_size
             total_unzipped += unzipped
-            env = {"PATH": os.environ.get("PATH", ""), "AWS_REGION": "us-east-1",
+            env = {"PATH": os.environ.get("PATH", ""), "AWS_REGION": REGION_DEFAULT,
                    "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(task)}
             times = []
             for _ in range(3):

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
-import json
 import threading
 import time
 from collections import Counter, defaultdict
@@ -14,6 +12,9 @@ from typing import Any
 
 import httpx
 
+from functions.adapters.archive import S3Archive
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import DUPLICATE, ProcessedLine, QuarantinedLine
 from simulator.malformed import expected_outcome
 from simulator.stream import Produced
 
@@ -72,22 +73,17 @@ def archive_totals(s3: Any, bucket: str) -> dict[str, Any]:
     """Lines per status / reason from every archived object (all versions: retries overwrite)."""
     out: dict[str, Any] = {"objects": 0, "versions": 0, "bytes": 0, "reasons": Counter(),
                            "aggregated_lines": 0, "duplicate_lines": 0, "ranges": set()}
-    paginator = s3.get_paginator("list_objects_v2")
+    archive = S3Archive(bucket, s3)
     # The archive's prefixes only: the bucket also holds Athena's query results (athena-results/).
-    pages = (page for prefix in ("processed/", "quarantine/")
-             for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
-    for page in pages:
-        for obj in page.get("Contents", []):
+    for prefix in (PROCESSED_PREFIX, QUARANTINE_PREFIX):
+        for obj, lines in archive.iter_objects(prefix):
             out["objects"] += 1
-            out["bytes"] += int(obj["Size"])
-            key = obj["Key"]
-            out["ranges"].add(key.rsplit("/", 1)[-1])
-            body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-            for line in body.splitlines():
-                doc = json.loads(line)
-                if key.startswith("quarantine/"):
-                    out["reasons"][doc["reason"]] += 1
-                elif doc.get("status") == "duplicate":
+            out["bytes"] += obj.size
+            out["ranges"].add(obj.key.rsplit("/", 1)[-1])
+            for line in lines:
+                if prefix == QUARANTINE_PREFIX:
+                    out["reasons"][QuarantinedLine.decode(line).reason] += 1
+                elif ProcessedLine.decode(line).status == DUPLICATE:
                     out["duplicate_lines"] += 1
                 else:
                     out["aggregated_lines"] += 1

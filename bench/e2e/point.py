@@ -33,8 +33,8 @@ from bench.e2e.measure import (
 from bench.e2e.noop import create_noop, noop_progress
 from bench.e2e.options import Options
 from bench.e2e.report import say
-from iotpipe.emulator import Emulator
-from iotpipe.stack import deploy, stack_outputs
+from iotpipe.local.emulator import Emulator
+from iotpipe.ops.stack import deploy, stack_outputs
 from simulator.config import SimulatorConfig
 from simulator.fleet import generate_fleet, register_fleet
 from simulator.sinks import KinesisSink

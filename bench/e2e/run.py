@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,8 @@ from bench.e2e.memory import RssSampler
 from bench.e2e.options import Options
 from bench.e2e.report import curve_of, say, say_curve
 from bench.e2e.scaling import make_plots, run_curve
-from iotpipe.emulator import Emulator, free_port
+from iotpipe.local.emulator import Emulator, free_port
+from iotpipe.settings import use_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def run(opts: Options) -> int:
     t_run = time.monotonic()
     state = Path(tempfile.mkdtemp(prefix="iotpipe-bench-"))
     emulator = Emulator(port=free_port(), state_dir=state).start()
-    os.environ.update(emulator.client_env())
+    use_endpoint(emulator.client_env())
     assert emulator.pid is not None
     say(f"emulator {emulator.endpoint} (pid {emulator.pid}); shard counts {list(opts.shards)}")
     rss = RssSampler(emulator.pid)

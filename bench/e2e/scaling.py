@@ -8,7 +8,7 @@ from typing import Any
 from bench.e2e.options import Options
 from bench.e2e.point import run_point
 from bench.e2e.report import say
-from iotpipe.emulator import Emulator
+from iotpipe.local.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from functions.adapters.client_errors import error_code
 from functions.adapters.clients import client
-from functions.settings import get_settings
+from functions.settings import ProcessorSettings, get_settings
 
 ALERT_SORT_KEY = "~alert"
 logger = logging.getLogger(__name__)
@@ -171,7 +171,12 @@ def _message(item: dict[str, Any], suppressed_before: int, in_batch: int) -> tup
     )
 
 
-def default_alerter() -> Alerter:
-    settings = get_settings()
-    publisher = SnsPublisher(settings.alerts_topic_arn) if settings.alerts_topic_arn else None
-    return Alerter(DynamoCooldownStore(settings.anomalies_table), publisher, settings.alert_cooldown_s)
+def default_alerter(
+    settings: ProcessorSettings | None = None, dynamodb: Any = None, sns: Any = None
+) -> Alerter:
+    """The alerter ``settings`` describe (None: the process's), on the given clients (None: the shared)."""
+    settings = settings or get_settings()
+    publisher = SnsPublisher(settings.alerts_topic_arn, sns) if settings.alerts_topic_arn else None
+    return Alerter(
+        DynamoCooldownStore(settings.anomalies_table, dynamodb), publisher, settings.alert_cooldown_s
+    )

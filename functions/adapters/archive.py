@@ -1,18 +1,21 @@
-"""S3 archive adapter: the processor's gzip JSON-lines puts and the compactor's raw object access.
+"""S3 archive adapter: the processor's gzip JSON-lines puts, the compactor's raw object access and the
+one reading path every archive reader uses (``iter_lines``/``iter_objects``).
 
 Keys are deterministic. The processor's puts are conditional (first write wins: a redelivered range keeps
 the object its first application wrote, verdicts included); the compactor's writes overwrite (a re-run
-compaction rewrites the same object). ``S3Archive`` implements both ``Archive`` and ``ArchiveObjects``
-(functions/core/ports.py).
+compaction rewrites the same object). ``S3Archive`` implements ``Archive``, ``ArchiveObjects`` and
+``ArchiveReader`` (functions/core/ports.py). Where a line lives is ``functions.core.archive_layout``,
+what it holds ``functions.core.archive_lines``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from functions.adapters.client_errors import error_code, translate_client_error
 from functions.adapters.clients import client
+from functions.core import archive_layout
 from functions.core.jsonl_gzip import gzip_lines
 from functions.core.ports import StoredObject
 from functions.settings import get_settings
@@ -43,10 +46,13 @@ class S3Archive:
             raise translate_client_error(exc, "archive.put_object") from exc
         return True
 
-    def listing(self, prefix: str) -> list[StoredObject]:
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]:
         out: list[StoredObject] = []
+        # StartAfter: S3 skips the earlier keys itself (the archive's keys sort in time order).
+        bounds = {"StartAfter": start_after} if start_after else {}
         try:
-            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix)
+            paginator = self._s3.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=self._bucket, Prefix=prefix, **bounds)
             for page in pages:
                 for obj in page.get("Contents", []):
                     etag = str(obj.get("ETag", "")).strip('"')
@@ -63,6 +69,14 @@ class S3Archive:
                 return None
             raise translate_client_error(exc, "archive.get_object") from exc
         return body
+
+    def iter_objects(
+        self, prefix: str, since_ms: int | None = None
+    ) -> Iterator[tuple[StoredObject, list[bytes]]]:
+        return archive_layout.iter_objects(self, prefix, since_ms)
+
+    def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+        return archive_layout.iter_lines(self, prefix, since_ms)
 
     def write(self, key: str, body: bytes, content_type: str) -> None:
         try:

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from typing import Any
 
-from functions.settings import get_settings
+from functions.settings import Settings, get_settings
 
 
 @cache
 def client(service: str) -> Any:
     """A cached boto3 client for ``service`` honouring AWS_ENDPOINT_URL and AWS_REGION."""
+    return new_client(service, get_settings())
+
+
+def clients_for(settings: Settings) -> Callable[[str], Any]:
+    """service -> a client configured by ``settings``, one per service, created at its first use (for a
+    tool that runs the functions' code against a stack: its settings are not the process's)."""
+    return cache(partial(new_client, settings=settings))
+
+
+def new_client(service: str, settings: Settings) -> Any:
+    """A boto3 client for ``service`` at ``settings``' endpoint and region, with the functions' timeouts,
+    retries and connection pool."""
     import boto3  # deferred: unit tests of pure logic never import boto3
     from botocore.config import Config
 
-    settings = get_settings()
     endpoint_url = settings.endpoint_url
     if service == "sagemaker-runtime":
         # The detector waits SAGEMAKER_TIMEOUT_S for a score and then applies its failure policy: retries

@@ -3,7 +3,8 @@
 The processor reads it through ``get_many`` (BatchGetItem, behind ``functions.processor.enrich.DeviceCache``,
 which caches per container) and writes one attribute, the per-device detector's carried alarm state
 (``save_detector_state``, a conditional UpdateItem); calibration writes ``calibration``
-(``save_calibration``); the API reads through ``get`` / ``scan`` / ``count`` (items as stored).
+(``save_calibration``); the API reads through ``get`` / ``scan`` / ``count`` (items as stored); the ingest
+authorizer reads one attribute, the device's credential hash (``credential_hash``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _PROJECTION = (
     "#id, #name, site, #loc, latitude, longitude, #model, #tz, baseline, calibration, detector_state"
 )
 BASELINE_ABS_MAX = 1e12  # readings are at most 1e9 in magnitude; a baseline beyond is not about them
+CREDENTIAL_HASH_ATTRIBUTE = "credential_hash"  # functions.auth.device_credentials: what it holds
 _NAMES = {"#id": "device_id", "#name": "name", "#loc": "location", "#model": "model", "#tz": "timezone"}
 
 
@@ -244,3 +246,13 @@ class DynamoDeviceRegistry(DynamoTable):
             if start is None or total >= max_items:
                 break
         return total, start is not None
+
+    # --- the ingest authorizer: the device's credential hash ----------------------------------------
+
+    def credential_hash(self, device_id: str) -> str | None:
+        # Projected: the authorizer runs per request and needs this one attribute (never the item).
+        raw = self._call(
+            "get_item", Key={"device_id": {"S": device_id}}, ProjectionExpression=CREDENTIAL_HASH_ATTRIBUTE
+        ).get("Item") or {}
+        value = raw.get(CREDENTIAL_HASH_ATTRIBUTE, {}).get("S")
+        return value if isinstance(value, str) and value.startswith("sha256:") else None

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from functions.adapters.client_errors import error_code
 from functions.adapters.clients import client
 from functions.core.errors import is_transient
+from functions.core.ports import PutResult
 from functions.core.retry import Backoff
 from functions.settings import get_settings
 
@@ -25,19 +26,6 @@ MAX_ATTEMPTS = 5
 # (0.05 * 2**n: 0.1, 0.2, 0.4, 0.8 s before attempts 2..5, capped at 1 s).
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 1.0
-
-
-@dataclass(slots=True)
-class PutResult:
-    index: int
-    sequence_number: str | None = None
-    shard_id: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.sequence_number is not None
 
 
 def _chunks(entries: Sequence[tuple[bytes, str]]) -> list[list[int]]:
@@ -57,6 +45,8 @@ def _chunks(entries: Sequence[tuple[bytes, str]]) -> list[list[int]]:
 
 
 class KinesisPublisher:
+    """The ingest path's ``Publisher`` (``functions.core.ports``) on a Kinesis stream."""
+
     def __init__(
         self,
         stream_name: str | None = None,
@@ -94,7 +84,7 @@ class KinesisPublisher:
         try:
             response = self._kinesis.put_records(StreamName=self.stream_name, Records=request)
         except Exception as exc:
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) or type(exc).__name__
+            code = error_code(exc) or type(exc).__name__
             for i in pending:
                 results[i].error_code, results[i].error_message = code, "PutRecords call failed"
             # A non-transient error (validation, access denied, no such stream) will not fix itself.

@@ -23,7 +23,7 @@ import orjson
 from aws_lambda_powertools.metrics import EphemeralMetrics
 
 from functions.adapters.clients import client
-from functions.settings import get_settings
+from functions.settings import CommonSettings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +132,13 @@ class CloudWatchMetrics(_Buffer):
 MetricsSinkImpl = NullMetrics | EmfMetrics | CloudWatchMetrics
 
 
-def get_metrics_sink(service: str = "processor") -> MetricsSinkImpl:
-    settings = get_settings()
+def get_metrics_sink(
+    service: str = "processor", settings: CommonSettings | None = None, cloudwatch: Any | None = None
+) -> MetricsSinkImpl:
+    """The sink ``settings`` choose (None: the process's); ``cloudwatch``: its client (None: the shared)."""
+    settings = settings or get_settings()
     if settings.metrics_sink == "emf":
         return EmfMetrics(settings.metrics_namespace, service=service)
     if settings.metrics_sink == "cloudwatch":
-        return CloudWatchMetrics(settings.metrics_namespace)
+        return CloudWatchMetrics(settings.metrics_namespace, cloudwatch)
     return NullMetrics()

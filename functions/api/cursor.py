@@ -27,6 +27,7 @@ from typing import Any
 
 from functions.api.errors import BadRequest
 from functions.core.errors import StoreError
+from functions.core.ports import SecretSource
 from functions.settings import get_settings
 
 MAX_CURSOR_CHARS = 2048
@@ -36,17 +37,16 @@ _VERSION = 1
 _PROCESS_KEY = secrets.token_bytes(32)
 
 
+def _secret_source() -> SecretSource:
+    from functions.adapters.secrets import SecretsManagerSecrets  # deferred: only Lambda has a secret ARN
+
+    return SecretsManagerSecrets()
+
+
 @lru_cache(maxsize=4)
 def _secret_material(secret_arn: str) -> bytes:
-    """The signing secret's value, fetched once per container (and per ARN)."""
-    from functions.adapters.clients import client
-
-    try:
-        value = client("secretsmanager").get_secret_value(SecretId=secret_arn)
-    except Exception as exc:  # botocore errors: the store behind the key is unavailable
-        raise StoreError(f"cursor signing secret unavailable: {type(exc).__name__}") from exc
-    text = value.get("SecretString")
-    material = text.encode() if isinstance(text, str) else bytes(value.get("SecretBinary") or b"")
+    """The signing secret's value, fetched once per container (and per ARN). Raises StoreError."""
+    material = _secret_source().secret_bytes(secret_arn)
     if len(material) < 16:
         raise StoreError("cursor signing secret is empty or too short")
     return material

@@ -12,7 +12,8 @@ when a request reaches it without an authorizer context (LocalStack 4.14's commu
 run Lambda authorizers). Either way the principal is the device id, and the ingest function refuses any
 reading whose ``device_id`` is another device's.
 
-Pure module: no boto3 here (``CredentialStore`` is the DynamoDB lookup).
+Pure module: the lookup of a device's stored hash is a port (``functions.core.ports.CredentialLookup``),
+which the devices table adapter (``functions.adapters.devices``) implements with one projected GetItem.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from typing import Any
 
 SCHEME = "Device"
 SECRET_BYTES = 32
-HASH_ATTRIBUTE = "credential_hash"
 # The whole header value. The template's authorizer uses the same expression as its
 # IdentityValidationExpression (tests/unit/test_device_auth.py checks that they agree), so API Gateway
 # answers a malformed header with 401 without invoking the authorizer.
@@ -91,29 +91,3 @@ def header_value(headers: dict[str, Any] | None, name: str = "authorization") ->
         if key.lower() == name:
             return value if isinstance(value, str) else None
     return None
-
-
-class CredentialStore:
-    """``credential_hash`` of a device from the devices table (one GetItem, projected)."""
-
-    def __init__(self, table_name: str | None = None, dynamodb: Any | None = None) -> None:
-        from functions.settings import get_settings
-
-        self._table = table_name or get_settings().devices_table
-        self._dynamodb = dynamodb
-
-    def __call__(self, device_id: str) -> str | None:
-        if self._dynamodb is None:
-            from functions.adapters.clients import client
-
-            self._dynamodb = client("dynamodb")
-        item = (
-            self._dynamodb.get_item(
-                TableName=self._table,
-                Key={"device_id": {"S": device_id}},
-                ProjectionExpression=HASH_ATTRIBUTE,
-            ).get("Item")
-            or {}
-        )
-        value = item.get(HASH_ATTRIBUTE, {}).get("S")
-        return value if isinstance(value, str) and value.startswith("sha256:") else None

@@ -20,16 +20,19 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from functions.auth.device_credentials import CredentialStore, parse_token, verify
+from functions.auth.device_credentials import parse_token, verify
+from functions.core.ports import CredentialLookup
 
 logger = Logger(service="ingest-authorizer")
-_store: CredentialStore | None = None
+_store: CredentialLookup | None = None
 
 
-def _get_store() -> CredentialStore:
+def _get_store() -> CredentialLookup:
     global _store
     if _store is None:
-        _store = CredentialStore()
+        from functions.adapters.devices import DynamoDeviceRegistry
+
+        _store = DynamoDeviceRegistry()
     return _store
 
 
@@ -48,11 +51,11 @@ def policy(
     return response
 
 
-def authorize(event: dict[str, Any], store: Any) -> dict[str, Any]:
+def authorize(event: dict[str, Any], store: CredentialLookup) -> dict[str, Any]:
     """The authorizer's answer for one TOKEN event (unit-testable with a fake store)."""
     token = event.get("authorizationToken")
     method_arn = str(event.get("methodArn") or "")
-    device_id = verify(token, store)
+    device_id = verify(token, store.credential_hash)
     if device_id is None:
         parsed = parse_token(token)
         logger.info(

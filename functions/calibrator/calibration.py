@@ -9,8 +9,8 @@ A device is *pending* when its item has ``calibration_request`` (``{rows: N}``, 
 
 1. its aggregated readings (or those of ``from_device``: a replacement calibrated on its predecessor's
    readings, ``iotpipe model replay-eval``'s ``<id>-cal`` rows) in the archive's processed lines
-   (``processed/dt=YYYY-MM-DD/hour=HH/*.jsonl.gz``, gzip JSON lines with ``device_id``, ``epoch_ms``,
-   ``channels``), read only from the partitions at or after its request (``requested_at``, else
+   (``functions.core.archive_lines.ProcessedLine``, read through the archive's ``iter_objects``), read
+   only from the partitions at or after its request (``requested_at``, else
    ``registered_at``; the archive is partitioned by arrival, and nothing of the device arrives before it
    is registered), one reading per event time, time-ordered;
 2. the first N that carry every channel of the operating point, under their pipeline names
@@ -31,29 +31,26 @@ device and its request kept for the next run; the other devices are calibrated a
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
-import orjson
 
-from functions.core.ports import CalibrationWriter, DeviceReader, Key
-from functions.core.timestamps import format_ms, ms_to_datetime, parse_ms
+from functions.core.archive_layout import PROCESSED_PREFIX, floor_of, partition_of
+from functions.core.archive_lines import AGGREGATED, ProcessedLine
+from functions.core.ports import ArchiveReader, CalibrationWriter, DeviceReader, Key
+from functions.core.timestamps import format_ms, parse_ms
 from functions.detector.calibration_check import CalibrationInvalid, check, degenerate_rows, integer_in
 from functions.detector.pca_fit import OperatingPoint, calibrate_columns
 from functions.detector.pca_tq import PcaCalibration
 
 logger = logging.getLogger(__name__)
 
-PROCESSED_PREFIX = "processed"  # functions.processor.archive_keys.PROCESSED_PREFIX (a unit test checks)
 DEFAULT_ROWS = 400
 MIN_ROWS_PER_CHANNEL = 10  # a PCA fit on fewer rows than ~10x its channels is noise (design study, risk 6)
 MAX_ROWS = 100_000  # a day at 1 Hz is 86,400; more is a typo, and the fit holds every row in memory
-MAX_DAY_PREFIXES = 62  # a request older than this lists the whole processed/ prefix instead of per day
 SCAN_PAGE = 200
 
 # The operating point's source columns (SKAB names) under the names the processor gives them with the
@@ -70,16 +67,6 @@ PIPELINE_NAMES: dict[str, str] = {
 }
 
 Row = tuple[int, dict[str, float]]
-
-
-class ArchiveReader(Protocol):
-    """The archive reads the calibrator needs (``functions.core.ports.ArchiveObjects`` has them)."""
-
-    def listing(self, prefix: str) -> Sequence[Any]:
-        """Objects under ``prefix`` (each with ``.key``), sorted by key."""
-        ...
-
-    def read(self, key: str) -> bytes | None: ...
 
 
 class CalibrationDevices(DeviceReader, CalibrationWriter, Protocol):
@@ -167,59 +154,24 @@ def device_items(devices: DeviceReader, device_ids: Sequence[str] | None = None)
             return out
 
 
-def partition_prefixes(since_ms: int | None, now_ms: int) -> list[str]:
-    """The day prefixes from ``since_ms``'s day to ``now_ms``'s (the whole prefix when unknown or old)."""
-    if since_ms is None or now_ms < since_ms:
-        return [f"{PROCESSED_PREFIX}/"]
-    first, last = ms_to_datetime(since_ms).date(), ms_to_datetime(now_ms).date()
-    days = (last - first).days + 1
-    if days > MAX_DAY_PREFIXES:
-        return [f"{PROCESSED_PREFIX}/"]
-    return [f"{PROCESSED_PREFIX}/dt={(first + timedelta(days=i)).isoformat()}/" for i in range(days)]
-
-
-def _partition(key: str) -> str:
-    """``processed/dt=D/hour=HH/...`` -> ``D/HH`` (sortable); "" for an unexpected key."""
-    parts = key.split("/")
-    if len(parts) < 4 or not parts[1].startswith("dt=") or not parts[2].startswith("hour="):
-        return ""
-    return f"{parts[1][3:]}/{parts[2][5:]}"
-
-
-def processed_keys(archive: ArchiveReader, since_ms: int | None, now_ms: int) -> list[str]:
-    """Processed object keys in partitions at or after ``since_ms``'s hour, in key order."""
-    floor = _floor(since_ms)
-    keys: list[str] = []
-    for prefix in partition_prefixes(since_ms, now_ms):
-        keys.extend(o.key for o in archive.listing(prefix) if _partition(o.key) >= floor)
-    return keys
-
-
 def rows_from_lines(lines: Iterable[bytes], ids: set[str]) -> dict[str, list[Row]]:
     """(epoch ms, channels) of the devices' aggregated readings, one per event time, time-ordered."""
     seen: dict[str, dict[int, dict[str, float]]] = {d: {} for d in ids}
+    # Most lines are other devices': a byte search skips them without decoding.
     needles = [b'"' + d.encode() + b'"' for d in ids]
     for line in lines:
         if not any(n in line for n in needles):
             continue
-        doc = orjson.loads(line)
-        device_id = doc.get("device_id")
-        if device_id in seen and doc.get("status") == "aggregated":
-            channels = {str(k): float(v) for k, v in doc["channels"].items()}
-            seen[device_id].setdefault(int(doc["epoch_ms"]), channels)
+        doc = ProcessedLine.decode(line)
+        if doc.device_id in seen and doc.status == AGGREGATED:
+            seen[doc.device_id].setdefault(doc.epoch_ms, dict(doc.channels))
     return {d: sorted(rows.items()) for d, rows in seen.items()}
 
 
-def _floor(since_ms: int | None) -> str:
-    return "" if since_ms is None else f"{format_ms(since_ms)[:10]}/{format_ms(since_ms)[11:13]}"
-
-
-def archive_rows(
-    archive: ArchiveReader, requests: Mapping[str, Request], now_ms: int
-) -> dict[str, list[Row]]:
+def archive_rows(archive: ArchiveReader, requests: Mapping[str, Request]) -> dict[str, list[Row]]:
     """The rows each requesting device is fitted on (``rows_from_lines`` of the device, or of its
     ``from_device``), from the partitions at or after its request; every object is read once (from the
-    earliest request's partition on)."""
+    earliest request's partition on: the listing starts there)."""
     if not requests:
         return {}
     since = [r.since_ms for r in requests.values()]
@@ -227,14 +179,12 @@ def archive_rows(
     floors: dict[str, str] = {}
     for device_id, r in requests.items():
         source = r.from_device or device_id
-        floors[source] = min(floors.get(source, _floor(r.since_ms)), _floor(r.since_ms))
+        floors[source] = min(floors.get(source, floor_of(r.since_ms)), floor_of(r.since_ms))
     out: dict[str, list[Row]] = {d: [] for d in floors}
-    for key in processed_keys(archive, earliest, now_ms):
-        ids = {d for d, f in floors.items() if _partition(key) >= f}
-        body = archive.read(key) if ids else None
-        if body:
-            for d, rows in rows_from_lines(gzip.decompress(body).splitlines(), ids).items():
-                out[d].extend(rows)
+    for obj, lines in archive.iter_objects(PROCESSED_PREFIX, earliest):
+        ids = {d for d, f in floors.items() if partition_of(obj.key) >= f}
+        for d, rows in rows_from_lines(lines, ids).items():
+            out[d].extend(rows)
     # One reading per event time across objects (a redelivered batch is archived twice), time-ordered.
     by_source = {d: sorted(dict(reversed(rows)).items()) for d, rows in out.items()}
     return {d: by_source[r.from_device or d] for d, r in requests.items()}
@@ -320,7 +270,7 @@ def calibrate_items(
         out[device_id] = _refuse(store, device_id, reason, stored, now_ms)
     if not requests:
         return out
-    rows_by_device = archive_rows(archive, requests, now_ms)
+    rows_by_device = archive_rows(archive, requests)
     for device_id, request in sorted(requests.items()):
         rows = rows_by_device[device_id]
         usable = len(usable_rows(rows, channel_names))

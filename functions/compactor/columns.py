@@ -1,6 +1,6 @@
 """The processed archive line's columns, once: the Glue tables' schema and the compactor's read schema.
 
-A processed line (``functions.processor.archive_keys.processed_line``) leaves a field out when it has no
+A processed line (``functions.core.archive_lines.ProcessedLine``) leaves a field out when it has no
 value (``anomaly`` where detection did not run, ``index`` outside packed records), so the compactor reads
 the JSON with this explicit schema instead of inferring one: an hour in which no line has ``index``
 still yields the column (null), and every Parquet file of the table has the same columns in the same

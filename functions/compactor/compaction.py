@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from functions.compactor.parquet import compact_files
+from functions.core.archive_layout import OBJECT_SUFFIX, PROCESSED_PREFIX, hour_prefix
 from functions.core.ports import ArchiveObjects, StoredObject
 from functions.core.timestamps import format_ms
 
-PROCESSED_PREFIX = "processed"
 COMPACTED_PREFIX = "compacted"
 PART_NAME = "part-00000.parquet"
 MANIFEST_NAME = "_manifest.json"
@@ -56,10 +56,6 @@ class HourResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def hour_prefix(root: str, dt: str, hour: str) -> str:
-    return f"{root}/dt={dt}/hour={hour}/"
 
 
 def hours_due(now_ms: int, lookback_hours: int, settle_minutes: int) -> list[tuple[str, str]]:
@@ -114,7 +110,7 @@ def compact_hour(store: ArchiveObjects, dt: str, hour: str, *, memory_limit_mb: 
                  force: bool = False, now_ms: int = 0) -> HourResult:
     """Rebuild ``compacted/dt/hour`` from ``processed/dt/hour`` unless its manifest says it is current."""
     listing = store.listing(hour_prefix(PROCESSED_PREFIX, dt, hour))
-    inputs = [o for o in listing if o.key.endswith(".jsonl.gz")]
+    inputs = [o for o in listing if o.key.endswith(OBJECT_SUFFIX)]
     out_prefix = hour_prefix(COMPACTED_PREFIX, dt, hour)
     part_key, manifest_key = out_prefix + PART_NAME, out_prefix + MANIFEST_NAME
     if not inputs:

@@ -13,7 +13,7 @@ Resume keys are a LastEvaluatedKey as plain JSON values. Shapes: docs/data-model
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -88,7 +88,18 @@ class CalibrationWriter(Protocol):
         ...
 
 
-class DeviceStore(DeviceRegistry, DeviceReader, DetectorStateWriter, CalibrationWriter, Protocol):
+class CredentialLookup(Protocol):
+    """What the ingest authorizer needs: a device's stored credential hash (``functions.auth``)."""
+
+    def credential_hash(self, device_id: str) -> str | None:
+        """The device's ``credential_hash`` (``sha256:...``), or None when the device is unknown or has
+        none. Raises StoreError (a registry outage is a 5xx, never a silent refusal)."""
+        ...
+
+
+class DeviceStore(
+    DeviceRegistry, DeviceReader, DetectorStateWriter, CalibrationWriter, CredentialLookup, Protocol
+):
     """The devices table."""
 
 
@@ -193,8 +204,8 @@ class StoredObject:
 class ArchiveObjects(Protocol):
     """Raw object access to the archive bucket: what the compactor reads and writes."""
 
-    def listing(self, prefix: str) -> list[StoredObject]:
-        """Every object under ``prefix``, sorted by key. Raises StoreError."""
+    def listing(self, prefix: str, start_after: str = "") -> list[StoredObject]:
+        """Every object under ``prefix`` keyed after ``start_after``, sorted by key. Raises StoreError."""
         ...
 
     def read(self, key: str) -> bytes | None:
@@ -203,6 +214,58 @@ class ArchiveObjects(Protocol):
 
     def write(self, key: str, body: bytes, content_type: str) -> None:
         """Write ``body`` at ``key`` (whole-object overwrite: readers see old or new). Raises StoreError."""
+        ...
+
+
+class ArchiveReader(Protocol):
+    """The one reading path over the archive's lines (``functions.core.archive_layout.iter_objects``)."""
+
+    def iter_objects(
+        self, prefix: str, since_ms: int | None = None
+    ) -> Iterator[tuple[StoredObject, list[bytes]]]:
+        """(object, its lines) under ``prefix`` in key order, from ``since_ms``'s hour on.
+
+        Raises StoreError.
+        """
+        ...
+
+    def iter_lines(self, prefix: str, since_ms: int | None = None) -> Iterator[bytes]:
+        """Every line of ``iter_objects``, in order. Raises StoreError."""
+        ...
+
+
+@dataclass(slots=True)
+class PutResult:
+    """What became of one entry handed to a :class:`Publisher`: stored (a sequence number) or not."""
+
+    index: int
+    sequence_number: str | None = None
+    shard_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.sequence_number is not None
+
+
+class Publisher(Protocol):
+    """What the ingest path needs: put records on the stream (Kinesis, or a fake in tests)."""
+
+    def put_records(self, entries: Sequence[tuple[bytes, str]]) -> list[PutResult]:
+        """Send ``(data, partition_key)`` entries; one PutResult per entry, in input order.
+
+        Never raises for entries the stream refused: they come back not ``ok`` (with the error code),
+        after the adapter's own retries, so the caller can tell its client which to send again.
+        """
+        ...
+
+
+class SecretSource(Protocol):
+    """What the API's cursor signing needs: a secret's value (Secrets Manager, or a fake in tests)."""
+
+    def secret_bytes(self, secret_id: str) -> bytes:
+        """The secret's current value (SecretString as UTF-8, else SecretBinary). Raises StoreError."""
         ...
 
 

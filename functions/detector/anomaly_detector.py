@@ -21,14 +21,15 @@ Each failure is counted; the processor publishes the count as ``DetectorBackendF
 The SageMaker serving container (``serving/``) scores with the embedded backend that
 ``build_embedded`` returns, so the endpoint and the Lambda compute the same scores from the same artifact.
 
-No boto3 import here: the SageMaker client is created lazily through ``functions.adapters.clients``.
+No AWS SDK here: the endpoint is called through the ``ScoringEndpoint`` port, whose SageMaker adapter
+(``functions.adapters.sagemaker``) is imported only when that backend is built.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,13 @@ from functions.core.readings import Reading
 from functions.detector.envelope import Envelope, combine_scores
 from functions.detector.features import FeatureBuilder, FeatureSpec
 from functions.detector.iforest import IsolationForestScorer
-from functions.detector.interface import Detector, Verdict
+from functions.detector.interface import (
+    Detector,
+    FailureCountingDetector,
+    ScoringEndpoint,
+    StatefulDetector,
+    Verdict,
+)
 from functions.settings import ProcessorSettings, get_settings
 
 ARTIFACT_NAME = "iforest-v1.json"
@@ -226,7 +233,7 @@ class SageMakerDetector:
         timeout_s: float,
         policy: str,
         embedded: EmbeddedDetector,
-        client_factory: Callable[[], Any] | None = None,
+        runtime: ScoringEndpoint | None = None,
     ) -> None:
         if policy not in ("fallback", "skip", "fail"):
             raise ValueError(f"unknown SageMaker failure policy {policy!r}")
@@ -238,7 +245,7 @@ class SageMakerDetector:
         self.embedded = embedded
         from concurrent.futures import ThreadPoolExecutor  # deferred: only this backend needs threads
 
-        self._client_factory = client_factory or _sagemaker_client
+        self._runtime = runtime or _sagemaker_endpoint(endpoint)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagemaker")
         self.failures = 0  # since the start of the container
         self._undrained = 0  # since the processor last collected them (drain_failures)
@@ -260,10 +267,7 @@ class SageMakerDetector:
         body = json.dumps(
             {"features": feats.tolist(), "feature_names": self.embedded.model.spec.feature_names}
         )
-        response = self._client_factory().invoke_endpoint(
-            EndpointName=self.endpoint, ContentType="application/json", Accept="application/json", Body=body
-        )
-        payload = response["Body"].read()
+        payload = self._runtime.invoke(body)
         scores = np.asarray(json.loads(payload)["scores"], dtype=np.float64)
         if scores.shape != (len(feats),) or not np.all(np.isfinite(scores)):
             raise ValueError(f"endpoint returned {scores.shape} scores for {len(feats)} rows")
@@ -295,10 +299,11 @@ class SageMakerDetector:
         return model.verdicts(scores, feats, values)
 
 
-def _sagemaker_client() -> Any:
-    from functions.adapters.clients import client  # deferred: the embedded path never loads boto3
+def _sagemaker_endpoint(endpoint: str) -> ScoringEndpoint:
+    # Deferred: the embedded path and the serving image never load the adapters (nor the AWS SDK).
+    from functions.adapters.sagemaker import SageMakerEndpoint
 
-    return client("sagemaker-runtime")
+    return SageMakerEndpoint(endpoint)
 
 
 def build_embedded(settings: ProcessorSettings | None = None) -> EmbeddedDetector:
@@ -317,11 +322,15 @@ def get_detector() -> Detector:
     if settings.detector_backend == "sagemaker":
         if not settings.sagemaker_endpoint:
             raise ValueError("DETECTOR_BACKEND=sagemaker needs SAGEMAKER_ENDPOINT")
-        fleet = SageMakerDetector(
+        # Typed as the protocol the per-device detector checks for, so mypy proves it is met.
+        sagemaker: FailureCountingDetector = SageMakerDetector(
             settings.sagemaker_endpoint,
             settings.sagemaker_timeout_s,
             settings.sagemaker_failure_policy,
             embedded,
         )
+        fleet = sagemaker
     # Devices with their own calibration are scored by it; the fleet model scores everything else.
-    return CalibratedDetector(fleet)
+    # (StatefulDetector: what the processor's anomaly stage drains and persists after each batch.)
+    detector: StatefulDetector = CalibratedDetector(fleet)
+    return detector

@@ -44,7 +44,7 @@ import numpy as np
 
 from functions.core.readings import Reading
 from functions.detector.calibration_check import CalibrationInvalid, check
-from functions.detector.interface import Detector, Verdict
+from functions.detector.interface import Detector, FailureCountingDetector, Verdict
 from functions.detector.pca_tq import FORMAT, PcaCalibration, k_of_n, statistics
 
 logger = logging.getLogger(__name__)
@@ -166,8 +166,9 @@ class CalibratedDetector:
 
     def drain_backend_failures(self) -> dict[str, int]:
         """The fleet backend's failures since the last call, by policy (only the SageMaker one has any)."""
-        drain = getattr(self.fallback, "drain_failures", None)
-        return dict(drain()) if callable(drain) else {}
+        if isinstance(self.fallback, FailureCountingDetector):
+            return dict(self.fallback.drain_failures())
+        return {}
 
     # --- scoring -----------------------------------------------------------------------------------
 
@@ -176,35 +177,9 @@ class CalibratedDetector:
         by_device: dict[str, list[int]] = {}
         for i, r in enumerate(readings):
             by_device.setdefault(r.device_id, []).append(i)
-        forest: list[int] = []
+        forest: list[int] = []  # indexes the fleet model scores instead
         for device_id, idx in by_device.items():
-            cal, why = self._calibration(readings[idx[0]])
-            if cal is None:
-                if why:
-                    self._fallbacks[why] += len(idx)
-                forest.extend(idx)
-                continue
-            idx = sorted(idx, key=lambda i: readings[i].epoch_ms)
-            usable = [i for i in idx if all(ch in readings[i].channels for ch in cal.channels)]
-            if len(usable) < len(idx):
-                self._fallbacks[FALLBACK_MISSING_CHANNEL] += len(idx) - len(usable)
-                kept = set(usable)
-                forest.extend(i for i in idx if i not in kept)
-            if not usable:
-                continue
-            try:
-                scored = self._score_device(device_id, cal, [readings[i] for i in usable])
-            except Exception as exc:  # this device's parameters, not the batch: the forest scores it
-                logger.warning("per-device scoring failed for %s, fleet model instead: %r", device_id, exc)
-                self._fallbacks[FALLBACK_SCORING_ERROR] += len(usable)
-                forest.extend(usable)
-                continue
-            for i, v in zip(usable, scored, strict=True):
-                if v is None:
-                    self._fallbacks[FALLBACK_NONFINITE_SCORE] += 1
-                    forest.append(i)
-                else:
-                    out[i] = v
+            forest.extend(self._detect_device(device_id, idx, readings, out))
         if forest:
             forest.sort(key=lambda i: (readings[i].device_id, readings[i].epoch_ms))
             verdicts = self.fallback.detect([readings[i] for i in forest])
@@ -213,6 +188,39 @@ class CalibratedDetector:
             for i, v in zip(forest, verdicts, strict=True):
                 out[i] = v
         return [v for v in out if v is not None]
+
+    def _detect_device(
+        self, device_id: str, idx: list[int], readings: Sequence[Reading], out: list[Verdict | None]
+    ) -> list[int]:
+        """Score one device's readings (``idx`` into ``readings``) into ``out``; returns the indexes left
+        for the fleet model, each counted under its fallback reason."""
+        cal, why = self._calibration(readings[idx[0]])
+        if cal is None:
+            if why:
+                self._fallbacks[why] += len(idx)
+            return idx
+        idx = sorted(idx, key=lambda i: readings[i].epoch_ms)
+        usable = [i for i in idx if all(ch in readings[i].channels for ch in cal.channels)]
+        forest: list[int] = []
+        if len(usable) < len(idx):
+            self._fallbacks[FALLBACK_MISSING_CHANNEL] += len(idx) - len(usable)
+            kept = set(usable)
+            forest.extend(i for i in idx if i not in kept)
+        if not usable:
+            return forest
+        try:
+            scored = self._score_device(device_id, cal, [readings[i] for i in usable])
+        except Exception as exc:  # this device's parameters, not the batch: the forest scores it
+            logger.warning("per-device scoring failed for %s, fleet model instead: %r", device_id, exc)
+            self._fallbacks[FALLBACK_SCORING_ERROR] += len(usable)
+            return forest + usable
+        for i, v in zip(usable, scored, strict=True):
+            if v is None:
+                self._fallbacks[FALLBACK_NONFINITE_SCORE] += 1
+                forest.append(i)
+            else:
+                out[i] = v
+        return forest
 
     def _calibration(self, reading: Reading) -> tuple[PcaCalibration | None, str | None]:
         """(the device's usable calibration or None, the fallback reason when it has one that is not)."""

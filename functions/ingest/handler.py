@@ -42,15 +42,16 @@ import fastjsonschema
 import orjson
 from aws_lambda_powertools import Logger
 
-from functions.auth.device_credentials import CredentialStore, header_value, verify
+from functions.auth.device_credentials import header_value, verify
+from functions.core.ports import CredentialLookup, Publisher
 from functions.schemas import compiled_validator
 from functions.settings import IngestSettings, get_settings
 
 logger = Logger(service="ingest")
 
 _validate = compiled_validator("reading")
-_publisher: Any | None = None
-_credentials: CredentialStore | None = None
+_publisher: Publisher | None = None
+_credentials: CredentialLookup | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +79,52 @@ def _body_bytes(event: dict[str, Any]) -> bytes | None:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def ingest(body: bytes | None, publisher: Any, settings: IngestSettings, *, principal: str) -> HttpResponse:
+def ingest(
+    body: bytes | None, publisher: Publisher, settings: IngestSettings, *, principal: str
+) -> HttpResponse:
     """The whole request logic, without API Gateway's envelope (unit-testable with a fake publisher).
 
     ``principal`` is the authenticated device id: every reading must carry it.
     """
+    items = _items(body, settings)
+    if isinstance(items, HttpResponse):
+        return items
+    refusal = _foreign_refusal(items, principal)
+    if refusal is not None:
+        return refusal
+    results, entries, entry_index = _validated(items, settings)
+    rejected = len(items) - len(entries)
+    if not entries:
+        return error(
+            400,
+            "no_valid_records",
+            "no record passed validation",
+            accepted=0,
+            rejected=rejected,
+            results=results,
+        )
+    failed = _publish(publisher, entries, entry_index, results)
+    body_out = {"accepted": len(entries) - failed, "rejected": rejected, "failed": failed, "results": results}
+    if failed:
+        logger.warning(
+            "records not stored after retries", extra={"failed": failed, "accepted": len(entries) - failed}
+        )
+        return HttpResponse(
+            503,
+            {
+                "error": {
+                    "code": "stream_unavailable",
+                    "message": f"{failed} record(s) not stored; retry them",
+                },
+                **body_out,
+            },
+            {"Retry-After": "1"},
+        )
+    return HttpResponse(200, body_out)
+
+
+def _items(body: bytes | None, settings: IngestSettings) -> list[Any] | HttpResponse:
+    """The request's records (a single object counts as one), or the 400/413 that refuses the body."""
     if body is None or not body.strip():
         return error(400, "empty_body", "request body must be a reading object or an array of readings")
     if len(body) > settings.ingest_max_body_bytes:
@@ -101,23 +143,34 @@ def ingest(body: bytes | None, publisher: Any, settings: IngestSettings, *, prin
         return error(400, "empty_array", "request body is an empty array")
     if len(items) > settings.ingest_max_records:
         return error(413, "too_many_records", f"at most {settings.ingest_max_records} records per request")
+    return items
+
+
+def _foreign_refusal(items: list[Any], principal: str) -> HttpResponse | None:
+    """The 403 for a request holding any reading of another device (nothing is written), else None."""
     foreign = [
         index
         for index, item in enumerate(items)
         if isinstance(item, dict) and "device_id" in item and item["device_id"] != principal
     ]
-    if foreign:
-        logger.warning(
-            "readings of another device refused", extra={"principal": principal, "foreign": len(foreign)}
-        )
-        return error(
-            403,
-            "device_mismatch",
-            f"this credential writes readings of {principal} only; {len(foreign)} reading(s) name another"
-            " device; nothing was written",
-            indexes=foreign[:50],
-        )
+    if not foreign:
+        return None
+    logger.warning(
+        "readings of another device refused", extra={"principal": principal, "foreign": len(foreign)}
+    )
+    return error(
+        403,
+        "device_mismatch",
+        f"this credential writes readings of {principal} only; {len(foreign)} reading(s) name another"
+        " device; nothing was written",
+        indexes=foreign[:50],
+    )
 
+
+def _validated(
+    items: list[Any], settings: IngestSettings
+) -> tuple[list[dict[str, Any]], list[tuple[bytes, str]], list[int]]:
+    """(one result per item, the Kinesis entries of the accepted ones, each entry's item index)."""
     results: list[dict[str, Any]] = []
     entries: list[tuple[bytes, str]] = []
     entry_index: list[int] = []  # position in `results` of each Kinesis entry
@@ -143,18 +196,16 @@ def ingest(body: bytes | None, publisher: Any, settings: IngestSettings, *, prin
         results.append({"index": index, "status": "accepted"})
         entries.append((data, item["device_id"]))
         entry_index.append(index)
+    return results, entries, entry_index
 
-    rejected = len(items) - len(entries)
-    if not entries:
-        return error(
-            400,
-            "no_valid_records",
-            "no record passed validation",
-            accepted=0,
-            rejected=rejected,
-            results=results,
-        )
 
+def _publish(
+    publisher: Publisher,
+    entries: list[tuple[bytes, str]],
+    entry_index: list[int],
+    results: list[dict[str, Any]],
+) -> int:
+    """Put the entries on the stream; each one's outcome goes into its result. Returns how many failed."""
     failed = 0
     for put, index in zip(publisher.put_records(entries), entry_index, strict=True):
         if put.ok:
@@ -167,26 +218,10 @@ def ingest(body: bytes | None, publisher: Any, settings: IngestSettings, *, prin
                 "reason": "stream_unavailable",
                 "message": f"not stored ({put.error_code}); retry this record",
             }
-    body_out = {"accepted": len(entries) - failed, "rejected": rejected, "failed": failed, "results": results}
-    if failed:
-        logger.warning(
-            "records not stored after retries", extra={"failed": failed, "accepted": len(entries) - failed}
-        )
-        return HttpResponse(
-            503,
-            {
-                "error": {
-                    "code": "stream_unavailable",
-                    "message": f"{failed} record(s) not stored; retry them",
-                },
-                **body_out,
-            },
-            {"Retry-After": "1"},
-        )
-    return HttpResponse(200, body_out)
+    return failed
 
 
-def _get_publisher() -> Any:
+def _get_publisher() -> Publisher:
     global _publisher
     if _publisher is None:
         from functions.adapters.kinesis import KinesisPublisher
@@ -195,7 +230,7 @@ def _get_publisher() -> Any:
     return _publisher
 
 
-def authenticated_device(event: dict[str, Any], store: Any) -> str | HttpResponse:
+def authenticated_device(event: dict[str, Any], store: CredentialLookup) -> str | HttpResponse:
     """The device the request is authenticated as, or the 401/403 to answer.
 
     The authorizer's context wins (AWS, ministack); without one the credential is checked here.
@@ -207,16 +242,18 @@ def authenticated_device(event: dict[str, Any], store: Any) -> str | HttpRespons
     header = header_value(event.get("headers"))
     if not header:
         return error(401, "unauthorized", "a device credential is required (Authorization: Device ...)")
-    device_id = verify(header, store)
+    device_id = verify(header, store.credential_hash)
     if device_id is None:
         return error(403, "forbidden", "the device credential is not valid")
     return device_id
 
 
-def _get_credentials() -> CredentialStore:
+def _get_credentials() -> CredentialLookup:
     global _credentials
     if _credentials is None:
-        _credentials = CredentialStore(get_settings().devices_table)
+        from functions.adapters.devices import DynamoDeviceRegistry
+
+        _credentials = DynamoDeviceRegistry(get_settings().devices_table)
     return _credentials
 
 

@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from functions.core.readings import Reading
+from functions.processor.batch import (
+    AGGREGATED,
+    DUPLICATE,
+    REDELIVERED,
+    RETRY,
+    FailPoints,
+    ItemKey,
+    before_fail_point,
+    fail_points,
+    quarantined,
+)
 from functions.processor.prepare import Prepared
-from functions.processor.records import KinesisRecord
 from functions.processor.window_writes import Writes
-
-AGGREGATED = "aggregated"
-DUPLICATE = "duplicate"
-REDELIVERED = "redelivered"
-RETRY = "retry"
-
-
-# (shard_id, sequence_number, index within a packed record or None): one input reading (or unparseable record)
-ItemKey = tuple[str, str, int | None]
-
-
-FailPoints = dict[str, int]  # shard -> the earliest failed sequence number (int): Lambda resumes there
-
-
-def fail_point(failed_at: FailPoints, shard_id: str, seq: int) -> None:
-    current = failed_at.get(shard_id)
-    if current is None or seq < current:
-        failed_at[shard_id] = seq
-
-
-def fail_items(failed_at: FailPoints, items: Iterable[Reading | KinesisRecord]) -> None:
-    for item in items:
-        fail_point(failed_at, item.shard_id, int(item.sequence_number))
 
 
 @dataclass
@@ -46,41 +33,52 @@ class Accounting:
     rejected: Counter[str] = field(default_factory=Counter)
     failed_sequence_numbers: list[str] = field(default_factory=list)  # one per failed shard
 
+    def counts(self) -> dict[str, Any]:
+        """The outcome's fields this stage decides (``batch.COUNTS`` names them)."""
+        return {
+            "records_in": self.records_in,
+            "aggregated": self.aggregated,
+            "duplicates": self.duplicates,
+            "retry": self.retry,
+            "redelivered": self.redelivered,
+            "rejected": self.rejected,
+            "failed_sequence_numbers": self.failed_sequence_numbers,
+            "dispositions": self.dispositions,
+        }
+
 
 def account(prepared: Prepared, failed_at: FailPoints, writes: Writes) -> Accounting:
     """One disposition per reading. A reading this invocation added to the table is ``aggregated`` even
     when its record is handed back (an archive failure, a later window's failure): the table holds it
     from now on, so counting it here is what keeps RecordsAggregated equal to the table. When that
     record comes back, the watermark marks the reading ``redelivered``, which no total counts."""
-    failed_at = dict(failed_at)  # the belt-and-braces point below is this function's own
-    applied_ids, dup_ids, redelivered_ids = writes.applied, writes.duplicates, writes.redelivered
+    applied, dups, redelivered = writes.applied, writes.duplicates, writes.redelivered
     dispositions: dict[ItemKey, str] = {}
 
-    def fate(shard_id: str, seq: str, index: int | None, what: str) -> None:
-        fail = failed_at.get(shard_id)
-        dispositions[(shard_id, seq, index)] = RETRY if fail is not None and int(seq) >= fail else what
+    def fate(key: ItemKey, what: str) -> None:
+        dispositions[key] = what if before_fail_point(failed_at, key[0], key[1]) else RETRY
 
     for rej in prepared.rejections:
         record = rej.record
-        fate(record.shard_id, record.sequence_number, rej.index, f"quarantined:{rej.reason}")
+        fate((record.shard_id, record.sequence_number, rej.index), quarantined(rej.reason))
     for r in prepared.batch_duplicates:
-        fate(r.shard_id, r.sequence_number, r.index, DUPLICATE)
+        fate((r.shard_id, r.sequence_number, r.index), DUPLICATE)
     for group in prepared.groups.values():
         for r in group.readings:
-            rid = id(r)
-            if rid in applied_ids:
-                dispositions[(r.shard_id, r.sequence_number, r.index)] = AGGREGATED
+            key = (r.shard_id, r.sequence_number, r.index)
+            if key in applied:
+                dispositions[key] = AGGREGATED
                 continue
-            what = REDELIVERED if rid in redelivered_ids else DUPLICATE if rid in dup_ids else RETRY
-            fate(r.shard_id, r.sequence_number, r.index, what)
+            fate(key, REDELIVERED if key in redelivered else DUPLICATE if key in dups else RETRY)
     for item, _ in prepared.failed:
         index = item.index if isinstance(item, Reading) else None
         dispositions[(item.shard_id, item.sequence_number, index)] = RETRY
     accounted = {(shard, seq) for shard, seq, _ in dispositions}
-    for record in prepared.records:  # a record with no item classified above (cannot happen; belt and braces)
-        if (record.shard_id, record.sequence_number) not in accounted:
-            dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
-            fail_point(failed_at, record.shard_id, record.seq)
+    # A record with no item classified above cannot happen; belt and braces: it is handed back.
+    unaccounted = [r for r in prepared.records if (r.shard_id, r.sequence_number) not in accounted]
+    for record in unaccounted:
+        dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
+    failed_at = fail_points(unaccounted, into=failed_at)
 
     out = Accounting(dispositions, records_in=len(dispositions))
     for what in dispositions.values():

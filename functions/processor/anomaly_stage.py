@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from functions.core.errors import is_item_error, is_transient
 from functions.core.ports import (
@@ -21,13 +20,11 @@ from functions.core.ports import (
     WindowKey,
 )
 from functions.core.readings import Reading
-from functions.detector.interface import Detector, Verdict
+from functions.detector.interface import Detector, StatefulDetector, Verdict
 from functions.processor import exactly_once
+from functions.processor.batch import ItemKey, ProcessorPorts, item_key
 from functions.processor.exactly_once import WindowGroup
 from functions.processor.window_writes import Deadline
-
-if TYPE_CHECKING:  # annotations only: the orchestrator imports this module
-    from functions.processor.ingestion_processor import ProcessorPorts
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +40,9 @@ class Detection:
     """What the anomaly stage decided, and the groups left to write."""
 
     groups: dict[WindowKey, WindowGroup]  # the windows to write now (others are handed back)
-    anomalous: frozenset[int] = frozenset()  # id() of flagged readings
-    # id() of every reading scored -> its verdict: the archive line records it
-    verdicts: dict[int, Verdict] = field(default_factory=dict)
+    anomalous: frozenset[ItemKey] = frozenset()  # the flagged readings
+    # Every reading scored -> its verdict: the archive line records it
+    verdicts: dict[ItemKey, Verdict] = field(default_factory=dict)
     # Readings aggregated although detection failed for them alone, by reason (UNSCORED, ANOMALY_NOT_STORED)
     detection_failures: dict[str, int] = field(default_factory=dict)
     failed: list[Reading] = field(default_factory=list)  # handed back: the stage had an outage
@@ -57,7 +54,7 @@ class Detection:
     # Readings of calibrated devices the fleet forest scored instead, by reason (a missing channel ...)
     calibration_fallbacks: dict[str, int] = field(default_factory=dict)
     # Calls to the scoring backend that failed (a SageMaker endpoint down or slow), by the policy applied
-    backend_failures: dict[str, int] = field(default_factory=dict)
+    detector_backend_failures: dict[str, int] = field(default_factory=dict)
     detector_states_written: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -94,7 +91,7 @@ def detect_anomalies(
         return Detection(
             {k: g for k, g in groups.items() if k not in fresh_by_key},
             failed=[r for fresh in fresh_by_key.values() for r in fresh],
-            backend_failures=_drain_backend_failures(detector),  # the "fail" policy ends up here
+            detector_backend_failures=_drain_backend_failures(detector),  # the "fail" policy ends up here
             errors=[f"anomaly stage: {type(exc).__name__}"],
         )
     fallbacks = _drain_fallbacks(detector)
@@ -109,20 +106,20 @@ def detect_anomalies(
         alerts_suppressed=sum(s.alerts_suppressed for s in stages),
         alerts_failed=sum(s.alerts_failed for s in stages),
         calibration_fallbacks=fallbacks,
-        backend_failures=_drain_backend_failures(detector),
+        detector_backend_failures=_drain_backend_failures(detector),
         detector_states_written=written,
         errors=state_errors,
     )
 
 
 def _drain_fallbacks(detector: Detector) -> dict[str, int]:
-    drain = getattr(detector, "drain_fallbacks", None)  # only the per-device detector has them
-    return dict(drain()) if callable(drain) else {}
+    # only the per-device detector has them
+    return dict(detector.drain_fallbacks()) if isinstance(detector, StatefulDetector) else {}
 
 
 def _drain_backend_failures(detector: Detector) -> dict[str, int]:
-    drain = getattr(detector, "drain_backend_failures", None)  # the per-device detector forwards them
-    return dict(drain()) if callable(drain) else {}
+    # the per-device detector forwards them
+    return dict(detector.drain_backend_failures()) if isinstance(detector, StatefulDetector) else {}
 
 
 def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[str]]:
@@ -131,10 +128,9 @@ def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[s
     Best effort: a failed write costs only continuity on a cold start (the warm container keeps its
     in-memory ring), so it is logged and counted, never a reason to hand the batch back.
     """
-    drain = getattr(detector, "drain_states", None)
-    if not callable(drain):
+    if not isinstance(detector, StatefulDetector):
         return 0, []
-    states: dict[str, dict[str, object]] = drain()
+    states = detector.drain_states()
     writer = ports.detector_state
     if writer is None or not states:
         return 0, []
@@ -142,7 +138,7 @@ def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[s
     for device_id, state in states.items():
         try:
             writer.save_detector_state(device_id, state)
-            detector.mark_persisted(device_id, state)  # type: ignore[attr-defined]
+            detector.mark_persisted(device_id, state)
             written += 1
         except Exception as exc:
             logger.warning("detector state not saved for %s: %r", device_id, exc)
@@ -152,8 +148,8 @@ def _save_states(ports: ProcessorPorts, detector: Detector) -> tuple[int, list[s
 
 def _detect(
     detector: Detector, ports: ProcessorPorts, fresh_by_key: dict[WindowKey, list[Reading]], now_s: float
-) -> tuple[dict[int, Verdict], dict[str, int], list[AnomalyStageResult]]:
-    """Score, store, alert: (id() -> verdict of the readings scored, failures by reason, the results).
+) -> tuple[dict[ItemKey, Verdict], dict[str, int], list[AnomalyStageResult]]:
+    """Score, store, alert: (item key -> verdict of the readings scored, failures by reason, the results).
 
     A failure that concerns some readings only is contained to them: detection is retried per device and
     then per reading, storage per flagged reading; a reading that still fails is counted (and aggregated
@@ -190,7 +186,7 @@ def _detect(
                     raise
                 logger.warning("anomaly of %s not stored: %s", r.device_id, _why(item_exc))
                 failures[ANOMALY_NOT_STORED] = failures.get(ANOMALY_NOT_STORED, 0) + 1
-    kept = {id(r): v for r, v in zip(scored, verdicts, strict=True)}
+    kept = {item_key(r): v for r, v in zip(scored, verdicts, strict=True)}
     return kept, failures, stages
 
 

@@ -6,16 +6,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key
 from functions.core.ports import Archive
 from functions.detector.interface import Verdict
-from functions.processor.accounting import AGGREGATED, DUPLICATE, FailPoints
-from functions.processor.archive_keys import (
-    PROCESSED_PREFIX,
-    QUARANTINE_PREFIX,
-    archive_key,
-    processed_line,
-    quarantine_line,
-)
+from functions.processor.archive_keys import processed_line, quarantine_line
+from functions.processor.batch import AGGREGATED, DUPLICATE, FailPoints, ItemKey, before_fail_point
 from functions.processor.prepare import Prepared
 from functions.processor.records import KinesisRecord
 
@@ -35,12 +30,13 @@ def archive_batch(
     prepared: Prepared,
     archive: Archive,
     failed_at: FailPoints,
-    applied_ids: set[int],
-    verdicts: Mapping[int, Verdict] | None = None,
+    applied: set[ItemKey],
+    verdicts: Mapping[ItemKey, Verdict] | None = None,
 ) -> Archived:
     """Archive, per shard, every record before the shard's failure point: processed and quarantined.
 
-    ``verdicts`` (id() of a reading -> the detector's verdict, from the anomaly stage) puts the verdict in
+    ``applied``: the readings the table holds (this write or an earlier one put them there). ``verdicts``
+    (a reading's item key -> the detector's verdict, from the anomaly stage) puts the verdict in
     the line of each reading detection ran on; readings without one (detector disabled, duplicates,
     readings an earlier delivery already applied) get no verdict fields.
     """
@@ -51,25 +47,22 @@ def archive_batch(
     processed: dict[str, list[bytes]] = {}
     for group in prepared.groups.values():
         for r in group.readings:
-            fail = failed_at.get(r.shard_id)
-            if fail is None or int(r.sequence_number) < fail:
-                status = AGGREGATED if id(r) in applied_ids else DUPLICATE
-                line = processed_line(r, status, verdicts.get(id(r)))
+            if before_fail_point(failed_at, r.shard_id, r.sequence_number):
+                item = (r.shard_id, r.sequence_number, r.index)
+                status = AGGREGATED if item in applied else DUPLICATE
+                line = processed_line(r, status, verdicts.get(item))
                 processed.setdefault(r.shard_id, []).append(line)
     for r in prepared.batch_duplicates:
-        fail = failed_at.get(r.shard_id)
-        if fail is None or int(r.sequence_number) < fail:
+        if before_fail_point(failed_at, r.shard_id, r.sequence_number):
             processed.setdefault(r.shard_id, []).append(processed_line(r, DUPLICATE))
     quarantined: dict[str, list[bytes]] = {}
     for rej in prepared.rejections:
-        fail = failed_at.get(rej.record.shard_id)
-        if fail is None or rej.record.seq < fail:
+        if before_fail_point(failed_at, rej.record.shard_id, rej.record.seq):
             quarantined.setdefault(rej.record.shard_id, []).append(quarantine_line(rej))
 
     out = Archived()
     for shard_id, shard_records in by_shard.items():
-        fail = failed_at.get(shard_id)
-        done = [r for r in shard_records if fail is None or r.seq < fail]
+        done = [r for r in shard_records if before_fail_point(failed_at, shard_id, r.seq)]
         if not done:
             continue
         first, last = done[0], done[-1]

@@ -30,11 +30,12 @@ from functions.core.readings import DeviceInfo, Reading
 from functions.core.retry import Backoff
 from functions.core.timestamps import format_ms, format_s
 from functions.processor import windows
+from functions.processor.batch import MAX_WRITE_ATTEMPTS, item_key
 from functions.settings import get_settings
 
 # The outer retry around read-merge-write: botocore already retries each call (adaptive mode); this loop
 # handles lost races and errors that outlived botocore's retries. Bounded so a batch finishes in time.
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = MAX_WRITE_ATTEMPTS
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 1.0
 
@@ -181,6 +182,7 @@ def apply_group(
     window_s: int = 60,
     max_attempts: int = MAX_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
+    ttl_days: int | None = None,
 ) -> ApplyResult:
     """Read-merge-conditional-write loop for one window. Raises StoreError when attempts run out.
 
@@ -206,9 +208,9 @@ def apply_group(
             if ambiguous is not None and _same_write(current, ambiguous[0]):
                 # The "failed" put (a timeout, a 500 after commit) had in fact been applied.
                 out.applied = ambiguous[1]
-                mine = {id(r) for r in ambiguous[1]}
+                mine = set(map(item_key, ambiguous[1]))
                 out.redelivered, out.duplicates = split_redelivered(
-                    ambiguous_base, [r for r in group.readings if id(r) not in mine]
+                    ambiguous_base, [r for r in group.readings if item_key(r) not in mine]
                 )
                 out.written = True
                 return out
@@ -220,7 +222,7 @@ def apply_group(
         if not fresh:
             return out  # everything already applied: nothing to write
         anomalies = sum(1 for r in fresh if is_anomaly(r))
-        item = build_item(current, group, fresh, anomalies, now_s, window_s)
+        item = build_item(current, group, fresh, anomalies, now_s, window_s, ttl_days)
         try:
             store.put(item, expected_version=int(current["version"]) if current else None)
         except VersionConflict as exc:

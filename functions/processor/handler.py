@@ -22,8 +22,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from functions.processor.decode import DecodeRules
-from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPorts, process_batch
+from functions.processor import wiring
+from functions.processor.batch import ProcessorConfig, ProcessorPorts
+from functions.processor.ingestion_processor import process_batch
 from functions.processor.records import KinesisRecord
 from functions.settings import get_settings
 
@@ -39,60 +40,17 @@ class HandBack(RuntimeError):
 
 
 def build_ports(aggregates_dynamodb: Any | None = None) -> ProcessorPorts:
-    """Real adapters, created once per container (the device cache lives as long as the container).
+    """Real adapters from the process's settings, created once per container (the device cache lives as
+    long as the container); the clients are the shared ones, created at their first call.
 
     ``aggregates_dynamodb``: the DynamoDB client of the aggregates adapter (None: the shared one); the
     test hooks pass a fault-injecting wrapper here.
     """
-    from functions.adapters.aggregates import DynamoAggregateStore
-    from functions.adapters.archive import S3Archive
-    from functions.adapters.devices import DynamoDeviceRegistry
-    from functions.adapters.metrics import get_metrics_sink
-    from functions.processor.enrich import DeviceCache
-
-    settings = get_settings()
-    aggregates = DynamoAggregateStore(dynamodb=aggregates_dynamodb)
-    detector = anomaly_store = alerter = handle = None
-    try:
-        # The detector stage is a colleague's module; imported lazily so this handler works without it.
-        from functions.adapters.alerts import default_alerter
-        from functions.adapters.anomalies import DynamoAnomalyStore
-        from functions.detector.anomaly_detector import get_detector
-        from functions.detector.pipeline_stage import handle_verdicts
-
-        detector, anomaly_store, alerter, handle = (
-            get_detector(),
-            DynamoAnomalyStore(),
-            default_alerter(),
-            handle_verdicts,
-        )
-    except Exception as exc:
-        # Aggregates are the primary product: a missing or broken model must not stop the stream (a raising
-        # handler blocks the shard forever on ministack). Loud in the logs, and detection resumes on the
-        # next cold start once fixed.
-        logger.error("anomaly detection disabled: detector unavailable", extra={"error": repr(exc)})
-    registry = DynamoDeviceRegistry()
-    return ProcessorPorts(
-        devices=DeviceCache(registry, ttl_s=settings.device_cache_ttl_s),
-        aggregates=aggregates,
-        archive=S3Archive(),
-        metrics=get_metrics_sink("processor"),
-        detector=detector,
-        anomaly_store=anomaly_store,
-        alerter=alerter,
-        handle_verdicts=handle,
-        detector_state=registry,  # the per-device detector's carried alarm state, on the device item
-    )
+    return wiring.build_ports(get_settings(), aggregates_dynamodb=aggregates_dynamodb)
 
 
 def build_config() -> ProcessorConfig:
-    settings = get_settings()
-    return ProcessorConfig(
-        rules=DecodeRules.from_settings(settings),
-        window_s=settings.window_seconds,
-        write_concurrency=settings.write_concurrency,  # WRITE_CONCURRENCY (template parameter)
-        hand_back_whole_batch=settings.partial_batch_response == "raise",
-    )
+    return wiring.build_config(get_settings())
 
 
 def _get() -> tuple[ProcessorPorts, ProcessorConfig]:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import gc
 import logging
 from base64 import b64decode
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 
 import orjson
 
 from functions.core.ports import WindowKey
-from functions.core.readings import Reading
+from functions.core.readings import DeviceInfo, Reading
+from functions.processor.batch import ItemKey, item_key
 from functions.processor.decode import DecodeRules, decode_batch
 from functions.processor.enrich import DeviceCache
 from functions.processor.exactly_once import WindowGroup
@@ -36,7 +37,15 @@ class Prepared:
     batch_duplicates: list[Reading] = field(default_factory=list)
     groups: dict[WindowKey, WindowGroup] = field(default_factory=dict)
     failed: list[tuple[KinesisRecord | Reading, str]] = field(default_factory=list)  # (record, why)
-    by_seq: dict[tuple[str, str], KinesisRecord] | None = None  # (shard, sequence) -> record, on demand
+
+
+@dataclass
+class Grouped:
+    """Readings grouped by (device, window): the first of each device and event time, in input order."""
+
+    groups: dict[WindowKey, WindowGroup] = field(default_factory=dict)
+    duplicates: list[Reading] = field(default_factory=list)  # a device's event time seen before
+    unknown: list[Reading] = field(default_factory=list)  # no registry entry: the caller rejects them
 
 
 @contextmanager
@@ -91,35 +100,46 @@ def prepare_batch(
         prepared.failed.extend((r, f"registry: {type(exc).__name__}") for r in readings)
         return prepared
 
+    grouped = group_by_window(readings, infos, window_s, prepared.groups)
+    prepared.batch_duplicates = grouped.duplicates
+    if grouped.unknown:
+        by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in ordered}
+        for r in grouped.unknown:
+            record = by_seq[(r.shard_id, r.sequence_number)]
+            raw = None if r.index is None else _element_bytes(record, r.index)
+            why = "device not registered"
+            rejections.append(Rejection(record, UNKNOWN_DEVICE, STAGE_ENRICH, why, r.device_id, raw, r.index))
+    return prepared
+
+
+def group_by_window(
+    readings: Sequence[Reading],
+    infos: Mapping[str, DeviceInfo | None],
+    window_s: int,
+    groups: dict[WindowKey, WindowGroup] | None = None,
+) -> Grouped:
+    """Enrich (``infos``: device id -> registry entry, None when unknown), drop repeats of a device's event
+    time (the first in ``readings`` order counts: shard, then sequence number) and group by window.
+
+    The processor's batch and ``iotpipe rebuild`` (readings read back from the archive) both group here.
+    """
+    out = Grouped(groups if groups is not None else {})
     seen: set[tuple[str, int]] = set()
     seen_add = seen.add
-    by_seq: dict[tuple[str, str], KinesisRecord] | None = None  # built only if a device is unknown
-    groups = prepared.groups
+    groups = out.groups
+    unknown, duplicates = out.unknown, out.duplicates
     window_ms = window_s * 1000
     for r in readings:
         device_id = r.device_id
         info = infos.get(device_id)
         if info is None:
-            if by_seq is None:
-                by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in ordered}
-            record = by_seq[(r.shard_id, r.sequence_number)]
-            rejections.append(
-                Rejection(
-                    record,
-                    UNKNOWN_DEVICE,
-                    STAGE_ENRICH,
-                    "device not registered",
-                    device_id,
-                    None if r.index is None else _element_bytes(record, r.index),
-                    r.index,
-                )
-            )
+            unknown.append(r)
             continue
         r.device = info
         epoch_ms = r.epoch_ms
         key = (device_id, epoch_ms)
         if key in seen:  # same device and event time: counted once (the first by sequence number)
-            prepared.batch_duplicates.append(r)
+            duplicates.append(r)
             continue
         seen_add(key)
         wkey = (device_id, (epoch_ms // window_ms) * window_s)
@@ -128,7 +148,7 @@ def prepare_batch(
             groups[wkey] = WindowGroup(device_id, wkey[1], [r], info)
         else:
             group.readings.append(r)
-    return prepared
+    return out
 
 
 def _element_bytes(record: KinesisRecord, index: int) -> bytes:
@@ -136,19 +156,24 @@ def _element_bytes(record: KinesisRecord, index: int) -> bytes:
     return orjson.dumps(orjson.loads(b64decode(record.data_b64))[index])
 
 
-def _record_of(prepared: Prepared, reading: Reading) -> KinesisRecord:
-    if prepared.by_seq is None:  # built only when a later stage quarantines a reading (rare)
-        prepared.by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in prepared.records}
-    return prepared.by_seq[(reading.shard_id, reading.sequence_number)]
-
-
-def quarantine_reading(prepared: Prepared, reading: Reading, reason: str, stage: str, detail: str) -> None:
-    """Move a grouped reading to the quarantine (a later stage failed on it alone)."""
-    record = _record_of(prepared, reading)
-    raw = None if reading.index is None else _element_bytes(record, reading.index)
-    prepared.rejections.append(
-        Rejection(record, reason, stage, detail, reading.device_id, raw, reading.index)
-    )
-    for group in prepared.groups.values():  # an emptied group stays: apply_group writes nothing for it
-        if group.device_id == reading.device_id:
-            group.readings = [r for r in group.readings if r is not reading]
+def quarantine_late(
+    prepared: Prepared, rejected: Sequence[tuple[Reading, str]], reason: str, stage: str
+) -> Prepared:
+    """``prepared`` with these grouped readings moved to its quarantine (a later stage failed on them
+    alone, ``detail`` saying why): a new value; the one stage 1 returned is left as it was."""
+    if not rejected:
+        return prepared
+    by_seq = {(rec.shard_id, rec.sequence_number): rec for rec in prepared.records}
+    rejections = list(prepared.rejections)
+    gone: set[ItemKey] = set()
+    for reading, detail in rejected:
+        record = by_seq[(reading.shard_id, reading.sequence_number)]
+        raw = None if reading.index is None else _element_bytes(record, reading.index)
+        rejections.append(Rejection(record, reason, stage, detail, reading.device_id, raw, reading.index))
+        gone.add(item_key(reading))
+    groups = {}
+    for key, group in prepared.groups.items():  # an emptied group stays: apply_group writes nothing for it
+        kept = [r for r in group.readings if item_key(r) not in gone]
+        same = len(kept) == len(group.readings)
+        groups[key] = group if same else WindowGroup(group.device_id, group.window_start, kept, group.device)
+    return replace(prepared, rejections=rejections, groups=groups)

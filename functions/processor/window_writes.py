@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from functions.core.errors import is_item_error
 from functions.core.ports import (
@@ -17,10 +16,8 @@ from functions.core.ports import (
 )
 from functions.core.readings import Reading
 from functions.processor import exactly_once
+from functions.processor.batch import ItemKey, ProcessorConfig, item_key
 from functions.processor.exactly_once import WindowGroup
-
-if TYPE_CHECKING:  # annotations only: the orchestrator imports this module
-    from functions.processor.ingestion_processor import ProcessorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +67,14 @@ class _OutOfTime(Exception):
 
 @dataclass
 class Writes:
-    """The window writes' results, folded over the windows (ids are id() of readings)."""
+    """The window writes' results, folded over the windows (readings by their item key)."""
 
-    applied: set[int] = field(default_factory=set)  # added to the table by this invocation
-    duplicates: set[int] = field(default_factory=set)
-    redelivered: set[int] = field(default_factory=set)  # an earlier delivery added them
+    applied: set[ItemKey] = field(default_factory=set)  # added to the table by this invocation
+    duplicates: set[ItemKey] = field(default_factory=set)
+    redelivered: set[ItemKey] = field(default_factory=set)  # an earlier delivery added them
     failed: list[Reading] = field(default_factory=list)  # handed back (a failed or unstarted write)
     rejected: list[tuple[Reading, str]] = field(default_factory=list)  # the table refused the item
+    failed_windows: dict[WindowKey, str] = field(default_factory=dict)  # not written: why
     conflicts: int = 0
     windows_written: int = 0
     errors: list[str] = field(default_factory=list)
@@ -99,7 +97,7 @@ def write_windows(
     aggregates: AggregateStore,
     groups: dict[WindowKey, WindowGroup],
     current: dict[WindowKey, AggregateItem],
-    anomalous: frozenset[int],
+    anomalous: frozenset[ItemKey],
     now_s: float,
     config: ProcessorConfig,
     deadline: Deadline,
@@ -114,11 +112,12 @@ def write_windows(
                 aggregates,
                 groups[key],
                 current.get(key),
-                lambda r: id(r) in anomalous,
+                lambda r: item_key(r) in anomalous,
                 now_s,
                 config.window_s,
                 config.max_write_attempts,
                 config.sleep,
+                config.aggregates_ttl_days,
             )
         except Exception as exc:  # reported below; BaseException (a kill) still ends the invocation
             return exc
@@ -133,6 +132,7 @@ def write_windows(
         group = groups[key]
         if isinstance(result, _OutOfTime):
             out.failed.extend(group.readings)
+            out.failed_windows[key] = "deadline: not started"
         elif isinstance(result, BaseException) and is_item_error(result):
             # The table refuses this window's item (a value it cannot store, an item too large): a retry
             # would fail the same way, so quarantine the window's new readings and let the batch go on.
@@ -141,16 +141,18 @@ def write_windows(
             fresh, dropped = exactly_once.split_fresh(current.get(key), group.readings, group.window_start)
             redelivered, dups = exactly_once.split_redelivered(current.get(key), dropped)
             out.rejected.extend((r, f"window item rejected: {result}") for r in fresh)
-            out.redelivered.update(id(r) for r in redelivered)
-            out.duplicates.update(id(r) for r in dups)
+            out.redelivered.update(map(item_key, redelivered))
+            out.duplicates.update(map(item_key, dups))
+            out.failed_windows[key] = f"rejected: {result!r}"
         elif isinstance(result, BaseException):
             logger.warning("window write failed device=%s window=%s: %r", key[0], key[1], result)
             out.errors.append(f"write {key[0]}/{key[1]}: {type(result).__name__}")
             out.failed.extend(group.readings)
+            out.failed_windows[key] = repr(result)
         else:
             out.conflicts += result.conflicts
             out.windows_written += int(result.written)
-            out.applied.update(id(r) for r in result.applied)
-            out.duplicates.update(id(r) for r in result.duplicates)
-            out.redelivered.update(id(r) for r in result.redelivered)
+            out.applied.update(map(item_key, result.applied))
+            out.duplicates.update(map(item_key, result.duplicates))
+            out.redelivered.update(map(item_key, result.redelivered))
     return out

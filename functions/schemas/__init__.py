@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCHEMA_NAMES: tuple[str, ...] = ("reading", "aggregate", "anomaly", "quarantined")
+SCHEMA_NAMES: tuple[str, ...] = ("reading", "aggregate", "anomaly", "quarantined", "processed")
 
 Validator = Callable[[Any], Any]
 
@@ -45,7 +45,7 @@ def _load(name: str) -> str:
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``name`` ("reading", "aggregate", "anomaly", "quarantined") as a fresh dict."""
+    """The schema ``name`` (one of ``SCHEMA_NAMES``) as a fresh dict."""
     return json.loads(_load(_check_name(name)))
 
 

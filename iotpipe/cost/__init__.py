@@ -11,7 +11,7 @@ One module per step, in the order an estimate runs:
 - ``traffic``: a month of the workload as the calls and bytes the services bill;
 - ``estimate``: one function per service turning the traffic into priced ``Line``s;
 - ``capacity``, ``render``, ``scenarios``: the capacity plan, the JSON and table, the what-ifs;
-- ``bench_input``: ``--from-bench`` (bench/e2e.py's ``cost_inputs``); ``cli``: ``iotpipe cost``.
+- ``bench_input``: ``--from-bench`` (bench/end_to_end.py's ``cost_inputs``); ``cli``: ``iotpipe cost``.
 
 The names below are the package's public API (``from iotpipe.cost import Workload, estimate``).
 """

@@ -1,7 +1,7 @@
-"""``--from-bench FILE``: the per-reading figures counted by ``bench/e2e.py`` on the emulator, which replace
-the formula's (invocations, durations, writes, reads, PUTs, bytes); ``--from-calls FILE``: the AWS calls
-per 1,000 readings counted by ``bench/calls.py`` at the model's configuration (window writes, prefetch
-rows, write units per write, item size), which replace the formula's DynamoDB figures."""
+"""``--from-bench FILE``: the per-reading figures counted by ``bench/end_to_end.py`` on the emulator, which
+replace the formula's (invocations, durations, writes, reads, PUTs, bytes); ``--from-calls FILE``: the AWS
+calls per 1,000 readings counted by ``bench/calls.py`` at the model's configuration (window writes,
+prefetch rows, write units per write, item size), which replace the formula's DynamoDB figures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from iotpipe.cost.workload import Measured
 
 
 def measured_from_bench(path: Path) -> Measured:
-    """Per-reading figures from the last JSON line of a bench/e2e.py run (its ``cost_inputs`` object)."""
+    """Per-reading figures from the last JSON line of a bench/end_to_end.py run (its ``cost_inputs``)."""
     text = [ln for ln in path.read_text().splitlines() if ln.strip().startswith("{")]
     if not text:
         raise ValueError(f"{path}: no JSON line")

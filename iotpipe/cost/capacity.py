@@ -6,7 +6,7 @@ from typing import Any
 
 from iotpipe.cost.estimate import Estimate
 from iotpipe.cost.limits import DDB_TABLE_DEFAULT_UNITS_PER_S
-from iotpipe.prices import SECONDS_PER_MONTH
+from iotpipe.cost.prices import SECONDS_PER_MONTH
 
 
 def capacity(est: Estimate) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def cost(
     rate: Annotated[float, typer.Option(help="readings per second per device (Hz)")],
     json_only: Annotated[bool, typer.Option("--json", help="print only the JSON object")] = False,
     from_bench: Annotated[Path | None, typer.Option(
-        metavar="FILE", help="use per-reading counts from bench/e2e.py output instead of the formula")
+        metavar="FILE", help="use per-reading counts from bench/end_to_end.py output instead of the formula")
     ] = None,
     from_calls: Annotated[Path | None, typer.Option(
         metavar="FILE", help="use the DynamoDB calls per reading counted by bench/calls.py")] = None,
@@ -135,12 +135,14 @@ def cost(
         sagemaker_memory_mb=sagemaker_memory_mb,
     )
     measured = None
-    if from_bench or from_calls:
-        try:
-            measured = measured_from_bench(from_bench) if from_bench else measured_from_calls(from_calls)
-        except (OSError, ValueError, KeyError) as exc:
-            print(f"cannot read bench figures: {exc}", file=sys.stderr)
-            return 2
+    try:
+        if from_bench:
+            measured = measured_from_bench(from_bench)
+        elif from_calls:
+            measured = measured_from_calls(from_calls)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"cannot read bench figures: {exc}", file=sys.stderr)
+        return 2
     est = estimate(workload, measured=measured)
     doc = to_json(est, what_if(workload))
     if not json_only:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from iotpipe.cost.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
 from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes
 from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic, sagemaker_call_ms
 from iotpipe.cost.workload import Measured, Workload
-from iotpipe.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
 
 TARGET_USD_PER_MILLION = 0.10
 # Issue 14's target: half of the 0.097 USD per million readings measured at 1,000 devices x 1 Hz.

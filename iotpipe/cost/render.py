@@ -12,11 +12,11 @@ from iotpipe.cost.estimate import (
     Estimate,
     athena_bytes_per_query,
 )
+from iotpipe.cost.prices import DEFAULT_PRICES, PRICES_AS_OF, REGION
 from iotpipe.cost.sizing import payload_cap
 from iotpipe.cost.template_facts import DEFAULTS_FROM
 from iotpipe.cost.traffic import monthly_traffic
 from iotpipe.cost.workload import Measured
-from iotpipe.prices import DEFAULT_PRICES, PRICES_AS_OF, REGION
 
 
 def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 from iotpipe.cost.estimate import TARGET_USD_PER_MILLION, estimate
+from iotpipe.cost.prices import DEFAULT_PRICES, Prices
 from iotpipe.cost.workload import Workload
-from iotpipe.prices import DEFAULT_PRICES, Prices
 
 
 def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:

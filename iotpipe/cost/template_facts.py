@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from iotpipe.prices import KB
-from iotpipe.template import TEMPLATE, load_template
+from iotpipe.cost.prices import KB
+from iotpipe.ops.template import TEMPLATE, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 

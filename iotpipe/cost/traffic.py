@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass, replace
 
 from iotpipe.cost.limits import BATCH_GET_MAX_KEYS, BATCH_WRITE_MAX_ITEMS
+from iotpipe.cost.prices import HOURS_PER_MONTH, SECONDS_PER_MONTH
 from iotpipe.cost.sizing import batch_shape, item_bytes, shards_for
 from iotpipe.cost.workload import Measured, Workload
-from iotpipe.prices import HOURS_PER_MONTH, SECONDS_PER_MONTH
 
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24  # 30.4167, consistent with the 730-hour month
 

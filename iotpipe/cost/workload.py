@@ -154,7 +154,7 @@ class Workload:
 
 @dataclass(frozen=True)
 class Measured:
-    """Per-reading figures counted by bench/e2e.py; each replaces the formula's value when present."""
+    """Per-reading figures counted by bench/end_to_end.py; each replaces the formula's value when present."""
 
     source: str
     invocations_per_reading: float | None = None

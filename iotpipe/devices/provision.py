@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iotpipe.devices.registry import IotRegistry
+from iotpipe.settings import tool_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 CA_FILE = "ca.pem"
 CERT_FILE = "certificate.pem"
 KEY_FILE = "private.key"
@@ -28,8 +28,7 @@ IDENTITY_FILE = "identity.json"
 
 
 def default_key_dir(stack: str) -> Path:
-    run_dir = Path(os.environ.get("IOTPIPE_RUN_DIR") or ROOT / ".iotpipe")
-    return run_dir / "devices" / stack
+    return tool_settings().run_dir / "devices" / stack
 
 
 def readings_topic(topic_prefix: str, thing_name: str) -> str:

@@ -6,12 +6,14 @@ certificates with its own CA, served at ``/_ministack/iot/ca.pem``).
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+from iotpipe import aws
+from iotpipe.settings import tool_settings
 
 EMULATOR_CA_PATH = "/_ministack/iot/ca.pem"
 
@@ -33,17 +35,10 @@ class NewCertificate:
     private_key: str
 
 
-def _client(endpoint_url: str | None) -> Any:
-    import boto3
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("iot", endpoint_url=endpoint_url or None, region_name=region)
-
-
 class IotRegistry:
     def __init__(self, iot: Any | None = None, endpoint_url: str | None = None) -> None:
-        self.endpoint_url = endpoint_url if endpoint_url is not None else os.environ.get("AWS_ENDPOINT_URL")
-        self._iot = iot or _client(self.endpoint_url)
+        self.endpoint_url = endpoint_url if endpoint_url is not None else tool_settings().endpoint_url
+        self._iot = iot or aws.client("iot")
 
     def _call(self, call: str, subject: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -85,7 +80,7 @@ class IotRegistry:
 
     def data_endpoint(self) -> str:
         """host:port where devices connect over MQTT with mTLS."""
-        override = os.environ.get("IOTPIPE_MQTT_ENDPOINT")
+        override = tool_settings().mqtt_endpoint
         if override:
             return override
         answer = self._call("describe_endpoint", "iot:Data-ATS", endpointType="iot:Data-ATS")

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from iotpipe.emulator import TEST_CREDENTIALS, Emulator, free_port
-from iotpipe.stack import deploy, stack_outputs
+from iotpipe.local.emulator import TEST_CREDENTIALS, Emulator, free_port
+from iotpipe.ops.stack import deploy, stack_outputs
 from tests.integration.stacks import delete_stack
 
 pytestmark = pytest.mark.integration

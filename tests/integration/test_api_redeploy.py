@@ -21,7 +21,7 @@ import boto3
 import httpx
 import pytest
 
-from iotpipe.stack import ROOT, deploy, stack_outputs
+from iotpipe.ops.stack import ROOT, deploy, stack_outputs
 from tests.integration.stacks import delete_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -24,7 +24,7 @@ import boto3
 import duckdb
 import pytest
 
-from iotpipe import athena_query as aq
+from iotpipe.ops import athena_query as aq
 from tests.integration.archive_objects import archived_lines
 from tests.integration.polling import wait_for
 from tests.integration.targets import TARGET, facts

@@ -26,7 +26,7 @@ import boto3
 import pytest
 from boto3.dynamodb.conditions import Key
 
-from iotpipe import athena_query as aq
+from iotpipe.ops import athena_query as aq
 from tests.integration.archive_objects import archived_lines
 from tests.integration.polling import wait_for
 from tests.integration.targets import TARGET, facts

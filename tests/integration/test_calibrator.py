@@ -20,18 +20,22 @@ pytestmark = [pytest.mark.integration,
 
 
 def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibration(deployed_stack):
+    from functions.adapters.archive import S3Archive
     from functions.adapters.devices import DynamoDeviceRegistry
+    from functions.core.archive_layout import PROCESSED_PREFIX
+    from functions.core.archive_lines import ProcessedLine
+    from functions.core.timestamps import parse_ms
     from functions.detector.calibrated import fingerprint
     from functions.detector.pca_tq import PcaCalibration
-    from iotpipe.replay_eval import _items, _send
-    from iotpipe.stack import _client
+    from iotpipe import aws
+    from iotpipe.ops.replay_eval import _items, _send
     from model import device_calibration as dc
     from model import operating_point
     from simulator.sinks import KinesisSink
 
     function = deployed_stack["CalibratorFunctionName"]
-    ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]
-    lam = _client("lambda")
+    ddb, table = aws.client("dynamodb"), deployed_stack["DevicesTableName"]
+    lam = aws.client("lambda")
     device = f"pump-instack-{os.getpid()}"
     registered = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     ddb.put_item(TableName=table, Item={"device_id": {"S": device}, "name": {"S": "pump"},
@@ -63,8 +67,16 @@ def test_a_device_is_calibrated_in_the_stack_and_then_scored_with_its_calibratio
         assert cal.channels == dc.pipeline_names(operating_point.load()["channels"])
         assert cal.calibration_rows == 400
         # and it is what the CLI's --from-archive fits from the same archived rows
-        rows = dc.archive_rows(_client("s3"), deployed_stack["ArchiveBucketName"], device)
+        archive = S3Archive(deployed_stack["ArchiveBucketName"], aws.client("s3"))
+        rows = dc.archive_rows(archive, device)
         assert dc.fit(rows, cal.channels, 400) == cal
+        # AND the one reading path reads from a time on in the emulator's S3 (StartAfter): the device's
+        # lines from its registration's hour on are those rows; from two hours later there are none yet
+        since, name = parse_ms(registered), device.encode()
+        mine = [ProcessedLine.decode(x) for x in archive.iter_lines(PROCESSED_PREFIX, since) if name in x]
+        assert {x.epoch_ms for x in mine if x.status == "aggregated"} == {ms for ms, _ in rows}
+        later = archive.iter_lines(PROCESSED_PREFIX, since + 2 * 3600_000)
+        assert not [x for x in later if name in x]
 
         # AND the processor scores the device's later readings with it: its carried alarm state names
         # this calibration (within the device cache's TTL, DEVICE_CACHE_TTL_S, 300 s by default).

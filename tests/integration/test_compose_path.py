@@ -35,7 +35,7 @@ import httpx
 import pytest
 import yaml
 
-from iotpipe.emulator import free_port
+from iotpipe.local.emulator import free_port
 from tests.integration.polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -33,8 +33,8 @@ import boto3
 import botocore.config
 import pytest
 
-from iotpipe.emulator import ROOT, WORKER_DIR_PREFIX, Emulator, free_port, live_worker_dirs
-from iotpipe.stack import deploy, stack_outputs
+from iotpipe.local.emulator import ROOT, WORKER_DIR_PREFIX, Emulator, free_port, live_worker_dirs
+from iotpipe.ops.stack import deploy, stack_outputs
 from tests.integration.conftest import _clear_cached_clients
 from tests.integration.polling import wait_for
 
@@ -117,7 +117,7 @@ def _settled(ddb: Any, table: str, timeout_s: float = 180) -> dict:
 def test_kill9_without_snapshot_redeploys_over_the_kept_archive_and_rebuild_restores_aggregates(
     own_env: None, tmp_path: Path,
 ) -> None:
-    from iotpipe.rebuild import rebuild_stack
+    from iotpipe.ops.rebuild import rebuild_stack
 
     # GIVEN a deployed pipeline that processed simulator readings, on an emulator without snapshots
     state, port, stack = tmp_path / "emulator", free_port(), "crash"
@@ -327,7 +327,7 @@ def test_worker_folders_of_a_stopped_or_killed_emulator_are_removed(own_env: Non
             FunctionName="slow", Runtime="python3.12", Handler="f.handler",
             Role="arn:aws:iam::000000000000:role/x", Code={"ZipFile": code.getvalue()}, Timeout=10)
         boto3.client("lambda").invoke(FunctionName="slow", Payload=b"{}")
-        from iotpipe.emulator import sweep_worker_dirs
+        from iotpipe.local.emulator import sweep_worker_dirs
 
         assert sweep_worker_dirs(tmp, min_age_s=0) == []
         assert len(folders()) == 1
@@ -380,8 +380,8 @@ def _applied(ddb: Any, table: str) -> set[tuple[str, int]]:
 
 
 def test_kill9_under_load_loses_no_acknowledged_reading(own_env: None, tmp_path: Path) -> None:
-    from iotpipe.rebuild import rebuild_stack
-    from iotpipe.status import read_crash_window
+    from iotpipe.ops.rebuild import rebuild_stack
+    from iotpipe.ops.status import read_crash_window
 
     # GIVEN a deployed pipeline on an emulator with snapshots (and so the stream's write-ahead log)
     state, port, stack = tmp_path / "emulator", free_port(), "wal"

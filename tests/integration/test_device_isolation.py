@@ -187,7 +187,7 @@ def test_broken_device_items_cost_their_own_detection_only_and_windows_do_not_ca
         assert all(isinstance(v, float) and np.isfinite(v) for v in scored.values()), scored
 
         # AND the fallbacks are counted by reason: metric, `iotpipe status`, the live view's /stats
-        from iotpipe.status import collect
+        from iotpipe.ops.status import collect
 
         # The 1e40 calibration is `unreadable_calibration` where the store answers a number boto3 cannot
         # decode (ministack: 41 digits, `Rounded`) and `invalid_calibration` where it decodes (LocalStack's
@@ -213,10 +213,10 @@ def test_broken_device_items_cost_their_own_detection_only_and_windows_do_not_ca
 
 def test_the_calibrator_refuses_what_it_cannot_serve_per_device(deployed_stack: dict[str, str]) -> None:
     from functions.adapters.devices import DynamoDeviceRegistry
-    from iotpipe.stack import _client
+    from iotpipe import aws
     from model import device_calibration as dc
 
-    ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]
+    ddb, table = aws.client("dynamodb"), deployed_stack["DevicesTableName"]
     suffix = uuid.uuid4().hex[:10]
     asks = {"abc": {"S": "abc"}, "zero": {"N": "0"}, "minus": {"N": "-5"}, "fine": {"N": "400"}}
     names = {k: f"cal-{k}-{suffix}" for k in asks}
@@ -227,7 +227,7 @@ def test_the_calibrator_refuses_what_it_cannot_serve_per_device(deployed_stack: 
                                             "calibration_request": {"M": {"rows": rows}}})
     try:
         # WHEN the deployed calibrator runs on them (its schedule runs the same code over every device)
-        answer = dc.invoke_calibrator(_client("lambda"), deployed_stack["CalibratorFunctionName"],
+        answer = dc.invoke_calibrator(aws.client("lambda"), deployed_stack["CalibratorFunctionName"],
                                       sorted(names.values()))
         results = answer["devices"]
         # THEN each bad request is refused with its reason and the good one waits for its readings

@@ -16,8 +16,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from iotpipe.emulator import Emulator, free_port
-from iotpipe.stack import deploy, stack_outputs
+from iotpipe.local.emulator import Emulator, free_port
+from iotpipe.ops.stack import deploy, stack_outputs
 from tests.integration.fault_support import (
     check_pipeline,
     make_batch,

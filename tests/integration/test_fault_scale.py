@@ -40,7 +40,7 @@ import pytest
 from functions.adapters.aggregates import DynamoAggregateStore
 from functions.core.errors import VersionConflict
 from functions.core.ports import AggregateItem, WindowKey
-from iotpipe.stack import deploy, stack_outputs
+from iotpipe.ops.stack import deploy, stack_outputs
 from tests.integration.fault_support import (
     Batch,
     assert_windows_equal,

@@ -21,8 +21,8 @@ import pytest
 
 from iotpipe.devices import provision as prov
 from iotpipe.devices.registry import IotRegistry
-from iotpipe.emulator import TEST_CREDENTIALS, Emulator, free_port
-from iotpipe.template import load_template
+from iotpipe.local.emulator import TEST_CREDENTIALS, Emulator, free_port
+from iotpipe.ops.template import load_template
 from simulator.mqtt_sink import connect
 from tests.integration.targets import TARGET
 

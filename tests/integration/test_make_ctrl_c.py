@@ -1,8 +1,8 @@
 """Ctrl-C of a command that `make` runs in a terminal ends `make` with status 0, as `make up` must.
 
 Ctrl-C signals the terminal's foreground process group; `iotpipe up` takes that group for itself
-(``iotpipe.cli.own_terminal_foreground``) so that make is not interrupted along with it. Here a
-Makefile target runs the same context manager in a real pseudo-terminal, and the test types Ctrl-C.
+(``iotpipe.local.supervisor.own_terminal_foreground``) so that make is not interrupted along with it.
+Here a Makefile target runs the same context manager in a real pseudo-terminal, and the test types Ctrl-C.
 (`make up` itself deploys a stack first: the README's commands are run against a stack by
 test_readme_commands.py; this checks the terminal plumbing, which needs no stack.)
 """
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 WAITER = (
     "import sys, time\n"
-    "from iotpipe.cli import own_terminal_foreground\n"
+    "from iotpipe.local.supervisor import own_terminal_foreground\n"
     "with own_terminal_foreground():\n"
     "    try:\n"
     "        print('ready', flush=True)\n"

@@ -25,7 +25,7 @@ import pytest
 
 from iotpipe.devices import provision as prov
 from iotpipe.devices.registry import IotRegistry
-from iotpipe.status import collect, render
+from iotpipe.ops.status import collect, render
 from simulator.mqtt_sink import MqttSink
 from simulator.stream import Produced
 from tests.integration.polling import wait_for

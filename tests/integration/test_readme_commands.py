@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 
-from iotpipe.emulator import free_port
+from iotpipe.local.emulator import free_port
 from simulator.credentials import device_secret, hash_secret
 from tests.integration.archive_objects import archived_lines
 from tests.integration.polling import wait_for

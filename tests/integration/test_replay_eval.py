@@ -39,12 +39,12 @@ def test_replayed_skab_files_score_as_the_offline_evaluation(deployed_stack, cap
 def test_calibrate_from_a_csv_writes_the_device_item_the_processor_reads(deployed_stack, capsys):
     from functions.adapters.devices import DynamoDeviceRegistry
     from functions.detector.pca_tq import PcaCalibration
+    from iotpipe import aws
     from iotpipe.cli import main
-    from iotpipe.stack import _client
     from model import device_calibration as dc
     from model import operating_point
 
-    ddb = _client("dynamodb")
+    ddb = aws.client("dynamodb")
     table = deployed_stack["DevicesTableName"]
     ddb.put_item(TableName=table, Item={"device_id": {"S": "pump-cli-1"}, "name": {"S": "pump"},
                                         "detector_state": {"M": {"ts": {"N": "5"}}}})
@@ -72,12 +72,12 @@ def test_a_pending_device_is_calibrated_from_the_archive(deployed_stack, capsys)
     import time
 
     from functions.adapters.devices import DynamoDeviceRegistry
+    from iotpipe import aws
     from iotpipe.cli import main
-    from iotpipe.replay_eval import _items, _send
-    from iotpipe.stack import _client
+    from iotpipe.ops.replay_eval import _items, _send
     from simulator.sinks import KinesisSink
 
-    ddb, table = _client("dynamodb"), deployed_stack["DevicesTableName"]
+    ddb, table = aws.client("dynamodb"), deployed_stack["DevicesTableName"]
     ddb.put_item(TableName=table, Item={"device_id": {"S": "pump-pending-1"}, "name": {"S": "pump"},
                                         "calibration_request": {"M": {"rows": {"N": "400"}}}})
     argv = ["model", "calibrate", "--pending", "--stack", deployed_stack["StackName"]]

@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from iotpipe.model_server import ModelServer
-from iotpipe.stack import deploy, stack_outputs
+from iotpipe.local.model_server import ModelServer
+from iotpipe.ops.stack import deploy, stack_outputs
 from simulator.config import SimulatorConfig
 from simulator.fleet import generate_fleet
 from simulator.stream import generate_readings

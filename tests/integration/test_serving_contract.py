@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from functions.detector.anomaly_detector import build_embedded
-from iotpipe.model_server import ModelServer
+from iotpipe.local.model_server import ModelServer
 
 
 @pytest.fixture(scope="module")

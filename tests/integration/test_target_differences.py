@@ -48,7 +48,7 @@ def test_logging_config(deployed_stack: dict[str, str]) -> None:
 
 def test_aggregates_table_is_provisioned_and_the_others_on_demand(deployed_stack: dict[str, str]) -> None:
     # GIVEN the template's defaults (AggregatesBillingMode PROVISIONED, 10 WCU / 10 RCU minimum)
-    from iotpipe.template import load_template
+    from iotpipe.ops.template import load_template
 
     params = load_template()["Parameters"]
     ddb = boto3.client("dynamodb")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iotpipe.emulator import free_port
+from iotpipe.local.emulator import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,42 +7,49 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
+from functions.adapters.secrets import SecretsManagerSecrets
 from functions.api import cursor
 from functions.api.errors import BadRequest
 from functions.core.errors import StoreError
 from functions.settings import get_settings
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 ARN = "arn:aws:secretsmanager:us-east-1:000000000000:secret:it/cursor-signing-key-abc123"
 CONTEXT = {"route": "anomalies", "from": 1, "to": 2}
 STATE = {"lek": {"device_id": {"S": "dev-1"}}}
 
 
-class FakeSecrets:
-    def __init__(self, value: str = "s" * 64, fail: bool = False) -> None:
-        self.value, self.fail, self.calls = value, fail, 0
+@dataclass
+class Secrets:
+    """The Secrets Manager API behind the adapter, stubbed: each queued answer serves one call."""
 
-    def get_secret_value(self, SecretId: str) -> dict[str, Any]:
-        self.calls += 1
-        if self.fail:
-            raise RuntimeError("AccessDeniedException")
-        assert SecretId == ARN
-        return {"SecretString": self.value}
+    stub: Stubber
+    value: str = "s" * 64
+
+    def answer(self) -> None:
+        self.stub.add_response("get_secret_value", {"ARN": ARN, "Name": "n", "SecretString": self.value},
+                               {"SecretId": ARN})
 
 
 @pytest.fixture
-def secrets(monkeypatch: pytest.MonkeyPatch) -> FakeSecrets:
-    fake = FakeSecrets()
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
+    client = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")  # never sent: the Stubber answers
     monkeypatch.setenv("CURSOR_SECRET_ARN", ARN)
     monkeypatch.delenv("API_KEY", raising=False)
-    monkeypatch.setattr("functions.adapters.clients.client", lambda service: fake)
+    monkeypatch.setattr(cursor, "_secret_source", lambda: SecretsManagerSecrets(client))
     get_settings.cache_clear()
     cursor._secret_material.cache_clear()
-    yield fake
+    with Stubber(client) as stub:
+        yield Secrets(stub)
     get_settings.cache_clear()
     cursor._secret_material.cache_clear()
 
@@ -58,15 +65,18 @@ def _forge(key_material: str, state: dict[str, Any]) -> str:
     return f"{b64(raw)}.{b64(mac)}"
 
 
-def test_cursors_are_signed_with_the_secret_read_once(secrets: FakeSecrets) -> None:
-    # GIVEN the Lambda configuration (CURSOR_SECRET_ARN, no API_KEY)
+def test_cursors_are_signed_with_the_secret_read_once(secrets: Secrets) -> None:
+    # GIVEN the Lambda configuration (CURSOR_SECRET_ARN, no API_KEY) and a secret that answers once
+    secrets.answer()
     tokens = [cursor.encode_cursor(STATE, CONTEXT) for _ in range(5)]
-    # THEN cursors round-trip, and the secret was fetched once for all of them
+    # THEN cursors round-trip, and the secret was fetched once for all of them (a second call would
+    # find no answer queued and fail)
     assert all(cursor.decode_cursor(t, CONTEXT) == STATE for t in tokens)
-    assert secrets.calls == 1
+    secrets.stub.assert_no_pending_responses()
 
 
-def test_a_cursor_forged_from_public_names_is_refused(secrets: FakeSecrets) -> None:
+def test_a_cursor_forged_from_public_names_is_refused(secrets: Secrets) -> None:
+    secrets.answer()
     s = get_settings()
     public = f"{s.stack_name}|{s.devices_table}|{s.aggregates_table}|{s.anomalies_table}"
     forged = _forge(public, {"lek": {"device_id": {"S": "someone-else"}}})
@@ -76,9 +86,20 @@ def test_a_cursor_forged_from_public_names_is_refused(secrets: FakeSecrets) -> N
     assert cursor.decode_cursor(_forge(secrets.value, STATE), CONTEXT) == STATE
 
 
-def test_secret_unavailable_is_a_store_error(monkeypatch: pytest.MonkeyPatch, secrets: FakeSecrets) -> None:
-    secrets.fail = True
-    with pytest.raises(StoreError):
+def test_secret_unavailable_is_a_store_error(secrets: Secrets) -> None:
+    # GIVEN a role that may not read the secret
+    secrets.stub.add_client_error("get_secret_value", "AccessDeniedException", http_status_code=400)
+    # THEN signing fails with the store error the API answers 5xx for, naming the code (not a 400)
+    with pytest.raises(StoreError) as raised:
+        cursor.encode_cursor(STATE, CONTEXT)
+    assert raised.value.code == "AccessDeniedException"
+    assert not raised.value.transient
+
+
+def test_a_short_secret_is_refused(secrets: Secrets) -> None:
+    secrets.value = "short"
+    secrets.answer()
+    with pytest.raises(StoreError, match="too short"):
         cursor.encode_cursor(STATE, CONTEXT)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from iotpipe.archive_compaction import split_open
+from iotpipe.ops.archive_compaction import split_open
 
 
 def test_compact_all_leaves_the_open_hours_to_the_schedule() -> None:

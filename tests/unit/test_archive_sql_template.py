@@ -2,7 +2,7 @@
 
 The partition projection is checked against ``archive_key`` (the one place the key layout is made), the
 columns against the lines ``processed_line`` / ``quarantine_line`` write and the quarantined schema, the
-named queries against ``iotpipe.athena_query``'s parameter syntax.
+named queries against ``iotpipe.ops.athena_query``'s parameter syntax.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from functions.compactor.columns import PROCESSED_COLUMNS
-from functions.compactor.compaction import COMPACTED_PREFIX, MANIFEST_NAME, PART_NAME, hour_prefix
+from functions.compactor.compaction import COMPACTED_PREFIX, MANIFEST_NAME, PART_NAME
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, hour_prefix
 from functions.core.readings import DeviceInfo, Reading
 from functions.detector.interface import Verdict
-from functions.processor.archive_keys import PROCESSED_PREFIX, QUARANTINE_PREFIX, archive_key, processed_line
-from iotpipe import athena_query as aq
-from iotpipe.template import load_template
+from functions.processor.archive_keys import processed_line
+from iotpipe.ops import athena_query as aq
+from iotpipe.ops.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"ProcessedTable": PROCESSED_PREFIX, "QuarantineTable": QUARANTINE_PREFIX}

@@ -1,4 +1,4 @@
-"""iotpipe.athena_query: parameters, result pages, errors and the table, against a fake Athena client."""
+"""iotpipe.ops.athena_query: parameters, result pages, errors and the table, against a fake Athena client."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from iotpipe import athena_query as aq
+from iotpipe.ops import athena_query as aq
 
 TARGET = aq.QueryTarget("s", "s-archive", "s_archive")
 

@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from functions.calibrator import calibration as calib
 from functions.calibrator import handler as calibrator_handler
+from functions.core.archive_layout import PROCESSED_PREFIX
+from functions.core.archive_lines import ProcessedLine
 from functions.core.timestamps import parse_ms
 from functions.detector import pca_fit
 from functions.detector.pca_tq import PcaCalibration
-from functions.processor.archive_keys import PROCESSED_PREFIX
 from model import device_calibration as dc
 from model import operating_point
 from simulator.replay import SKAB_MAPPING
@@ -45,7 +45,7 @@ def _rows(n: int, start_ms: int = T0, seed: int = 1) -> list[tuple[int, dict[str
 
 
 def _line(device_id: str, ms: int, channels: dict[str, float], status: str = "aggregated") -> bytes:
-    return orjson.dumps({"device_id": device_id, "epoch_ms": ms, "channels": channels, "status": status})
+    return ProcessedLine(device_id, ms, channels, "s", "", "shardId-000000000000", str(ms), status).encode()
 
 
 def _key(ms: int, name: str) -> str:
@@ -69,9 +69,8 @@ def test_the_fit_and_the_operating_point_are_the_offline_ones():
     assert calibrate_columns(NAMES, values, cfg, 400) == pca_fit.calibrate_columns(NAMES, values, OP, 400)
 
 
-def test_the_channel_names_and_prefix_match_the_simulator_and_the_processor():
+def test_the_channel_names_match_the_simulator():
     assert {k: v.channel.removeprefix("extra.") for k, v in SKAB_MAPPING.items()} == calib.PIPELINE_NAMES
-    assert calib.PROCESSED_PREFIX == PROCESSED_PREFIX
 
 
 def test_pending_devices_are_calibrated_from_their_own_partitions_once_n_readings_are_archived():
@@ -107,18 +106,30 @@ def test_pending_devices_are_calibrated_from_their_own_partitions_once_n_reading
     assert calib.calibrate_pending(registry, archive, OP, NOW, device_ids=["ready", "plain"]) == {}
 
 
-def test_a_request_bounds_the_partitions_listed():
-    listed: list[str] = []
+def test_a_request_bounds_the_partitions_listed_and_read():
+    listed: list[tuple[str, str]] = []
+    read: list[str] = []
 
     class Spy(InMemoryArchive):
-        def listing(self, prefix):
-            listed.append(prefix)
-            return super().listing(prefix)
+        def listing(self, prefix, start_after=""):
+            listed.append((prefix, start_after))
+            return super().listing(prefix, start_after)
 
-    assert calib.processed_keys(Spy(), T0 + 86_400_000, T0 + 3 * 86_400_000) == []
-    assert listed == ["processed/dt=2026-03-02/", "processed/dt=2026-03-03/", "processed/dt=2026-03-04/"]
-    assert calib.partition_prefixes(None, NOW) == ["processed/"]
-    assert calib.partition_prefixes(T0 - 400 * 86_400_000, NOW) == ["processed/"]
+        def read(self, key):
+            read.append(key)
+            return super().read(key)
+
+    archive = Spy()
+    rows = _rows(10)
+    for day in range(3):  # one object a day, the request on the second day at 10:20
+        lines = [_line("pump-1", ms, ch) for ms, ch in rows]
+        archive.put_jsonl_gz(_key(T0 + day * 86_400_000, f"d{day}"), lines)
+    archive.put_jsonl_gz(_key(T0 + 86_400_000 - 3600_000, "hour-before"), [_line("pump-1", 1, rows[0][1])])
+    request = calib.Request(400, T0 + 86_400_000)
+    assert len(calib.archive_rows(archive, {"pump-1": request})["pump-1"]) == 10  # event times once
+    # The listing starts at the request's hour (S3's StartAfter): older partitions are not even listed.
+    assert listed == [("processed/", "processed/dt=2026-03-02/hour=10")]
+    assert read == [_key(T0 + 86_400_000, "d1"), _key(T0 + 2 * 86_400_000, "d2")]
 
 
 def test_the_calibrator_stores_the_same_record_as_calibrate_from_archive():
@@ -126,19 +137,9 @@ def test_the_calibrator_stores_the_same_record_as_calibrate_from_archive():
     archive = InMemoryArchive()
     archive.put_jsonl_gz(_key(T0, "x"), [_line("pump-1", ms, ch) for ms, ch in reversed(rows)])
 
-    class S3:  # the boto3 calls --from-archive makes, over the same objects
-        def get_paginator(self, _name):
-            return self
-
-        def paginate(self, Bucket, Prefix):
-            return [{"Contents": [{"Key": o.key} for o in archive.listing(Prefix)]}]
-
-        def get_object(self, Bucket, Key):
-            return {"Body": type("B", (), {"read": lambda _s: archive.read(Key)})()}
-
     cli = InMemoryDeviceRegistry([{"device_id": "pump-1"}])
     # iotpipe model calibrate --device pump-1 --from-archive (cmd_calibrate's two calls)
-    dc.calibrate_device("pump-1", dc.archive_rows(S3(), "bucket", "pump-1"), cli, 400, "archive")
+    dc.calibrate_device("pump-1", dc.archive_rows(archive, "pump-1"), cli, 400, "archive")
     lam = InMemoryDeviceRegistry([{"device_id": "pump-1", "registered_at": REGISTERED,
                                    "calibration_request": {"rows": 400}}])
     calib.calibrate_pending(lam, archive, OP, NOW)
@@ -148,7 +149,7 @@ def test_the_calibrator_stores_the_same_record_as_calibrate_from_archive():
     assert by_cli == by_lambda
     # and --pending (run locally with the default mapping) is the same code path again
     local = InMemoryDeviceRegistry([{"device_id": "pump-1", "calibration_request": {"rows": 400}}])
-    dc.calibrate_pending(list(local.items.values()), S3(), "bucket", local)
+    dc.calibrate_pending(list(local.items.values()), archive, local)
     by_pending = dict(local.items["pump-1"]["calibration"])
     by_pending.pop("calibrated_at")
     assert by_pending == by_lambda

@@ -13,8 +13,8 @@ import yaml
 
 from iotpipe import cost
 from iotpipe.cost import Workload, batch_shape, estimate, measured_from_bench, shards_for
-from iotpipe.prices import SECONDS_PER_MONTH
-from iotpipe.template import load_template
+from iotpipe.cost.prices import SECONDS_PER_MONTH
+from iotpipe.ops.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 READINGS_1000_1HZ = 1000 * 730 * 3600  # 2,628,000,000 readings a month

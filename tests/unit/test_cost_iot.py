@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from iotpipe.cost import estimate
+from iotpipe.cost.prices import HOURS_PER_MONTH, Prices
 from iotpipe.cost.workload import Workload
-from iotpipe.prices import HOURS_PER_MONTH, Prices
 
 P = Prices()
 

@@ -9,8 +9,8 @@ import pytest
 
 from iotpipe.cost.cli import main
 from iotpipe.cost.estimate import estimate
+from iotpipe.cost.prices import DEFAULT_PRICES, GB
 from iotpipe.cost.workload import Workload
-from iotpipe.prices import DEFAULT_PRICES, GB
 
 
 def test_the_embedded_default_has_no_sagemaker_line() -> None:

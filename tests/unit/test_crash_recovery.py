@@ -6,22 +6,32 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+from functions.adapters.alerts import Alerter
+from functions.core.readings import Reading
+from functions.detector.interface import Verdict
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
-from iotpipe.emulator import sweep_worker_dirs
-from iotpipe.rebuild import (
+from iotpipe.local.emulator import sweep_worker_dirs
+from iotpipe.local.recovery import import_template, resolve_name, retained_named
+from iotpipe.ops.rebuild import (
     RebuildReport,
     apply_groups,
     group_readings,
     pause_mappings,
     readings_from_lines,
+    rebuild_ports,
     resume_mappings,
 )
-from iotpipe.recovery import import_template, resolve_name, retained_named
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 from testkit.events import SEQ_BASE, make_records, reading_doc
-from testkit.fakes import InMemoryAggregateStore
+from testkit.fakes import (
+    InMemoryAggregateStore,
+    InMemoryAnomalyStore,
+    InMemoryCooldownStore,
+    InMemoryPublisher,
+)
 from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_020.0
@@ -54,7 +64,9 @@ def _visible(store: InMemoryAggregateStore) -> dict:
 def _rebuild(lines: list[bytes], store: InMemoryAggregateStore) -> RebuildReport:
     report = RebuildReport()
     groups = group_readings(readings_from_lines(lines, report), 60, report)
-    apply_groups(groups, store, report, now_s=NOW_S + 60, concurrency=1)
+    ports = rebuild_ports(fake_ports())
+    ports.aggregates = store
+    apply_groups(groups, ports, CONFIG, report, now_s=NOW_S + 60)
     return report
 
 
@@ -87,6 +99,47 @@ def test_rebuild_completes_a_table_restored_from_an_older_snapshot() -> None:
     # THEN only what the snapshot lacked is applied, and the table matches the reference
     assert report.readings_applied == 1
     assert _visible(store) == _visible(reference)
+
+
+class _FlagWarm:
+    """Flags every reading of 23 degrees or more (dev-1's last two of the first window)."""
+
+    def detect(self, readings: Sequence[Reading]) -> list[Verdict]:
+        return [_verdict(r.channels.get("temperature", 0.0) >= 23.0) for r in readings]
+
+
+def _verdict(flag: bool) -> Verdict:
+    return Verdict(score=0.9 if flag else 0.1, is_anomaly=flag, severity="high" if flag else "none",
+                   severity_rank=3 if flag else 0, top_feature="temperature:raw", reason="r",
+                   threshold=0.5, model_version="test")
+
+
+def test_rebuild_runs_the_processors_detection_stores_anomalies_once_and_sends_no_alert() -> None:
+    # GIVEN the archive of the three batches, and ports with a detector, an anomaly store and a live alerter
+    _, lines = _processed_pipeline()
+    store, anomalies, publisher = InMemoryAggregateStore(), InMemoryAnomalyStore(), InMemoryPublisher()
+
+    def rebuild() -> RebuildReport:
+        report = RebuildReport()
+        ports = fake_ports(detector=_FlagWarm())
+        ports.aggregates, ports.anomaly_store = store, anomalies
+        ports.alerter = Alerter(InMemoryCooldownStore(), publisher, 0)
+        groups = group_readings(readings_from_lines(lines, report), 60, report)
+        apply_groups(groups, rebuild_ports(ports), CONFIG, report, now_s=NOW_S + 60)
+        return report
+
+    # WHEN the aggregates are rebuilt from the archive
+    report = rebuild()
+    # THEN the flagged readings' anomalies are stored and counted in their window, and no alert goes out
+    assert report.anomalies_stored == 2
+    assert sorted(i["device_id"] for i in anomalies.items.values()) == ["dev-1", "dev-1"]
+    assert store.items[("dev-1", WINDOW)]["anomaly_count"] == 2
+    assert publisher.messages == []
+    # AND a second rebuild detects nothing new and writes nothing
+    writes = anomalies.writes
+    again = rebuild()
+    assert (again.readings_applied, again.windows_written, again.anomalies_stored) == (0, 0, 0)
+    assert anomalies.writes == writes
 
 
 def test_import_template_declares_only_the_retained_resources_with_literal_properties() -> None:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation" / "template.yaml"

@@ -2,8 +2,10 @@
 
 The published set is read from the source: every ``<sink>.add("Name", ..., dimensions=...)`` call in the
 processor, the ingest function and the metrics adapter (parsed with ``ast``), noting whether the call
-passes dimensions. A widget on a renamed or never-emitted metric - or on the dimensionless total of a
-metric that is only published per dimension - fails here rather than drawing an empty graph in production.
+passes dimensions, plus the processor's table of counts (``functions.processor.batch.COUNTS``), which
+``emit_metrics`` publishes entry by entry. A widget on a renamed or never-emitted metric - or on the
+dimensionless total of a metric that is only published per dimension - fails here rather than drawing an
+empty graph in production.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def _emissions() -> set[tuple[str, bool]]:
             if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value[:1].isupper():
                 dims = any(k.arg == "dimensions" and not _is_none(k.value) for k in node.keywords)
                 found.add((name.value, dims))
+    from functions.processor.batch import COUNTS
+
+    found.update((c.metric, c.dimension is not None) for c in COUNTS if c.metric is not None)
     return found
 
 

@@ -1,8 +1,8 @@
-"""SageMaker backend with a fake client: success, and each failure policy on timeout/error."""
+"""SageMaker backend with a fake endpoint (testkit): success, and each failure policy on timeout/error.
+The adapter's own request and error mapping: tests/unit/test_aws_adapters.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 
@@ -17,6 +17,7 @@ from functions.detector.anomaly_detector import (
     default_artifact_path,
 )
 from functions.detector.calibrated import CalibratedDetector
+from testkit.fakes import FakeScoringEndpoint
 
 DEVICE = DeviceInfo("dev-9", baseline={"temperature": 20.0, "humidity": 50.0, "pressure": 1010.0})
 
@@ -35,20 +36,6 @@ def readings(n: int = 5) -> list[Reading]:
     ]
 
 
-class FakeRuntime:
-    def __init__(self, scores=None, hang: threading.Event | None = None, error: Exception | None = None):
-        self.scores, self.hang, self.error, self.calls = scores, hang, error, []
-
-    def invoke_endpoint(self, **kwargs):
-        self.calls.append(kwargs)
-        if self.hang is not None:
-            self.hang.wait(5)
-        if self.error is not None:
-            raise self.error
-        n = len(json.loads(kwargs["Body"])["features"])
-        return {"Body": io.BytesIO(json.dumps({"scores": self.scores or [0.9] * n}).encode())}
-
-
 @pytest.fixture(scope="module")
 def artifact():
     import json as _json
@@ -57,20 +44,23 @@ def artifact():
 
 
 def make(artifact, fake, policy="fallback", timeout=1.0) -> SageMakerDetector:
-    return SageMakerDetector("ep", timeout, policy, EmbeddedDetector(artifact), client_factory=lambda: fake)
+    return SageMakerDetector("ep", timeout, policy, EmbeddedDetector(artifact), runtime=fake)
 
 
 def test_scores_come_from_the_endpoint(artifact):
-    fake = FakeRuntime()
-    verdicts = make(artifact, fake).detect(readings())
-    assert len(fake.calls) == 1
-    assert fake.calls[0]["EndpointName"] == "ep"
+    fake = FakeScoringEndpoint()
+    detector = make(artifact, fake)
+    verdicts = detector.detect(readings())
+    assert len(fake.bodies) == 1
+    request = json.loads(fake.bodies[0])
+    assert request["feature_names"] == detector.embedded.model.spec.feature_names
+    assert len(request["features"]) == 5
     assert all(v.is_anomaly and v.score == pytest.approx(0.9) for v in verdicts)
 
 
 def test_timeout_with_fallback_scores_embedded(artifact):
     hang = threading.Event()
-    detector = make(artifact, FakeRuntime(hang=hang), "fallback", timeout=0.05)
+    detector = make(artifact, FakeScoringEndpoint(hang=hang), "fallback", timeout=0.05)
     verdicts = detector.detect(readings())
     hang.set()
     assert detector.failures == 1
@@ -79,21 +69,21 @@ def test_timeout_with_fallback_scores_embedded(artifact):
 
 
 def test_error_with_skip_keeps_records_unscored(artifact):
-    verdicts = make(artifact, FakeRuntime(error=RuntimeError("boom")), "skip").detect(readings(3))
+    verdicts = make(artifact, FakeScoringEndpoint(error=RuntimeError("boom")), "skip").detect(readings(3))
     assert len(verdicts) == 3
     assert all(v.severity == "none" and "not scored" in v.reason for v in verdicts)
 
 
 def test_timeout_with_fail_raises(artifact):
     hang = threading.Event()
-    detector = make(artifact, FakeRuntime(hang=hang), "fail", timeout=0.05)
+    detector = make(artifact, FakeScoringEndpoint(hang=hang), "fail", timeout=0.05)
     with pytest.raises(DetectorUnavailable):
         detector.detect(readings())
     hang.set()
 
 
 def test_bad_response_shape_is_a_failure(artifact):
-    verdicts = make(artifact, FakeRuntime(scores=[0.1]), "skip").detect(readings(4))
+    verdicts = make(artifact, FakeScoringEndpoint(scores=[0.1]), "skip").detect(readings(4))
     assert all(v.severity == "none" for v in verdicts)
 
 
@@ -118,15 +108,9 @@ def test_get_detector_chooses_backend_by_settings(monkeypatch):
 
 def test_a_batch_over_the_request_size_limit_is_sent_in_several_calls_in_order(artifact) -> None:
     # GIVEN an endpoint that scores each row by its position in the whole batch (its first feature here)
-    class Positional(FakeRuntime):
-        def invoke_endpoint(self, **kwargs):
-            self.calls.append(kwargs)
-            rows = json.loads(kwargs["Body"])["features"]
-            return {"Body": io.BytesIO(json.dumps({"scores": [r[0] for r in rows]}).encode())}
-
     from functions.detector.anomaly_detector import JSON_BYTES_PER_VALUE, MAX_REQUEST_BYTES
 
-    fake = Positional()
+    fake = FakeScoringEndpoint(score_of=lambda row: row[0])
     detector = make(artifact, fake, policy="fail", timeout=30)
     width = len(detector.embedded.model.spec.feature_names)
     n = 3 * MAX_REQUEST_BYTES // (JSON_BYTES_PER_VALUE * width) + 7
@@ -135,8 +119,8 @@ def test_a_batch_over_the_request_size_limit_is_sent_in_several_calls_in_order(a
     # WHEN the detector asks for the scores of a batch larger than one request may carry
     scores = detector._invoke(feats)
     # THEN it made several calls, each under the limit, and the scores come back in the batch's order
-    assert len(fake.calls) == 4
-    assert all(len(c["Body"]) < MAX_REQUEST_BYTES for c in fake.calls)
+    assert len(fake.bodies) == 4
+    assert all(len(body) < MAX_REQUEST_BYTES for body in fake.bodies)
     assert scores.tolist() == list(range(n))
 
 
@@ -147,7 +131,7 @@ def test_the_processor_counts_endpoint_failures_by_policy_and_loses_nothing(arti
     from testkit.processor import fake_ports
 
     # GIVEN the processor with the SageMaker backend behind the per-device detector, the endpoint failing
-    broken = FakeRuntime(error=ConnectionError("endpoint down"))
+    broken = FakeScoringEndpoint(error=ConnectionError("endpoint down"))
     detector = CalibratedDetector(make(artifact, broken, policy=policy))
     ports = fake_ports(("dev-1", "dev-2"), detector=detector)
     now = 1_795_000_100.0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from functions.adapters import codec
 from functions.adapters.alerts import Alerter, should_alert
 from functions.adapters.codec import to_dynamo
 from functions.core.readings import DeviceInfo, Reading
 from functions.core.timestamps import format_ms as iso_ms
 from functions.detector.interface import Verdict
 from functions.detector.pipeline_stage import handle_verdicts
+from testkit.aws_stubs import StubbedClient
 from testkit.fakes import InMemoryAnomalyStore, InMemoryCooldownStore, InMemoryPublisher
 
 HOT = Verdict(
@@ -92,51 +94,35 @@ def test_no_topic_means_no_alerts():
     assert len(result.anomalies) == 1
 
 
-class FakeDynamo:
-    """Records BatchWriteItem calls; returns the first request as unprocessed once (throttling)."""
-
-    def __init__(self):
-        self.calls, self.throttled = [], False
-
-    def batch_write_item(self, RequestItems):
-        self.calls.append(RequestItems)
-        if not self.throttled:
-            self.throttled = True
-            table, requests = next(iter(RequestItems.items()))
-            return {"UnprocessedItems": {table: requests[:1]}}
-        return {"UnprocessedItems": {}}
-
-
 def test_dynamo_store_batches_dedupes_and_retries_unprocessed():
     from functions.adapters.anomalies import DynamoAnomalyStore
     from functions.detector.pipeline_stage import anomaly_item
 
-    fake = FakeDynamo()
     items = [anomaly_item(reading(i), HOT, 30) for i in range(30)]
-    written = DynamoAnomalyStore("tbl", dynamodb=fake).put_many([*items, items[0]])
+    store_items = [codec.to_item(i) for i in items]
+    # GIVEN a table that throttles the first request of the first batch once (UnprocessedItems)
+    stub = StubbedClient("dynamodb")
+    stub.answer("batch_write_item", {"UnprocessedItems": {"tbl": [{"PutRequest": {"Item": store_items[0]}}]}})
+    stub.answer("batch_write_item", {"UnprocessedItems": {}}, times=2)
+    with stub:
+        written = DynamoAnomalyStore("tbl", dynamodb=stub.client).put_many([*items, items[0]])
     assert written == 30
-    sizes = [len(c["tbl"]) for c in fake.calls]
-    assert sizes == [25, 1, 5]
-    assert fake.calls[0]["tbl"][0]["PutRequest"]["Item"]["ts_seq"]["S"].endswith("#49600000")
+    calls = [p["RequestItems"] for p in stub.params("batch_write_item")]
+    assert [len(c["tbl"]) for c in calls] == [25, 1, 5]
+    assert calls[0]["tbl"][0]["PutRequest"]["Item"]["ts_seq"]["S"].endswith("#49600000")
 
 
 def test_dynamo_store_gives_up_after_eight_attempts_of_unprocessed_items():
     from functions.adapters.anomalies import AnomalyStoreError, DynamoAnomalyStore
     from functions.detector.pipeline_stage import anomaly_item
 
-    class AlwaysThrottled:
-        def __init__(self):
-            self.calls = 0
-
-        def batch_write_item(self, RequestItems):
-            self.calls += 1
-            return {"UnprocessedItems": RequestItems}
-
-    fake, sleeps = AlwaysThrottled(), []
-    store = DynamoAnomalyStore("tbl", dynamodb=fake, sleep=sleeps.append)
-    with pytest.raises(AnomalyStoreError):
-        store.put_many([anomaly_item(reading(0), HOT, 30)])
+    item = anomaly_item(reading(0), HOT, 30)
+    throttled = {"UnprocessedItems": {"tbl": [{"PutRequest": {"Item": codec.to_item(item)}}]}}
+    stub, sleeps = StubbedClient("dynamodb").answer("batch_write_item", throttled, times=8), []
+    store = DynamoAnomalyStore("tbl", dynamodb=stub.client, sleep=sleeps.append)
+    with stub, pytest.raises(AnomalyStoreError):
+        store.put_many([item])
     # 8 attempts; full jitter up to 0.05 * 2**(n-1) s (capped at 1 s) before retry n, none after the last.
-    assert fake.calls == 8
+    assert len(stub.calls) == 8
     assert len(sleeps) == 7
     assert all(0 <= s <= min(1.0, 0.05 * 2 ** (n - 1)) for n, s in enumerate(sleeps, start=1))

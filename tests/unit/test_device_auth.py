@@ -15,8 +15,9 @@ import pytest
 from functions.adapters.kinesis import KinesisPublisher
 from functions.auth import device_credentials as dc
 from functions.authorizer import handler as authorizer
+from functions.core.errors import StoreError
 from functions.ingest import handler as ingest_handler
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 from simulator import credentials as sim_credentials
 from simulator.clock import FakeClock
 from simulator.config import SimulatorConfig
@@ -24,7 +25,7 @@ from simulator.fleet import generate_fleet, register_fleet
 from simulator.sinks import HttpSink
 from simulator.stream import generate_readings
 from testkit.events import FakeLambdaContext, api_gateway_event, reading_doc
-from testkit.fakes import FakeKinesisClient
+from testkit.fakes import FakeDynamoDBClient, FakeKinesisClient, InMemoryDeviceRegistry
 
 FLEET_SECRET = "unit-test-fleet-secret"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:000000000000:api123/prod/POST/ingest"
@@ -34,19 +35,13 @@ def token(device_id: str, fleet_secret: str = FLEET_SECRET) -> str:
     return sim_credentials.authorization(fleet_secret, device_id)
 
 
-class Registry:
-    """The devices table's credential hashes, as register writes them; counts lookups."""
-
-    def __init__(self, *device_ids: str) -> None:
-        self.hashes = {
-            d: sim_credentials.hash_secret(d, sim_credentials.device_secret(FLEET_SECRET, d))
-            for d in device_ids
-        }
-        self.lookups: list[str] = []
-
-    def __call__(self, device_id: str) -> str | None:
-        self.lookups.append(device_id)
-        return self.hashes.get(device_id)
+def registry_of(*device_ids: str) -> InMemoryDeviceRegistry:
+    """The devices table with each device's credential hash, as register writes it."""
+    secret = sim_credentials.device_secret
+    return InMemoryDeviceRegistry(
+        {"device_id": d, "credential_hash": sim_credentials.hash_secret(d, secret(FLEET_SECRET, d))}
+        for d in device_ids
+    )
 
 
 # ---------------------------------------------------------------- credential format
@@ -104,7 +99,7 @@ def test_malformed_headers_do_not_parse(header: str | None) -> None:
 def test_authorizer_allows_a_registered_device_as_itself() -> None:
     # GIVEN dev-1 registered WHEN it presents its own credential
     answer = authorizer.authorize(
-        {"authorizationToken": token("dev-1"), "methodArn": METHOD_ARN}, Registry("dev-1")
+        {"authorizationToken": token("dev-1"), "methodArn": METHOD_ARN}, registry_of("dev-1")
     )
     # THEN Allow on exactly this method, with the device as principal and in the context
     assert answer["principalId"] == "dev-1"
@@ -125,7 +120,7 @@ def test_authorizer_allows_a_registered_device_as_itself() -> None:
 )
 def test_authorizer_denies_everything_else(presented: Any, why: str) -> None:
     answer = authorizer.authorize(
-        {"authorizationToken": presented(), "methodArn": METHOD_ARN}, Registry("dev-1", "dev-2")
+        {"authorizationToken": presented(), "methodArn": METHOD_ARN}, registry_of("dev-1", "dev-2")
     )
     assert answer["policyDocument"]["Statement"][0]["Effect"] == "Deny", why
     assert answer["principalId"] == "anonymous"
@@ -134,39 +129,16 @@ def test_authorizer_denies_everything_else(presented: Any, why: str) -> None:
 
 def test_authorizer_store_errors_are_not_a_deny() -> None:
     # A registry outage must surface as an authorizer failure (500, not cached), not as 403.
-    def broken(_: str) -> str | None:
-        raise RuntimeError("DynamoDB unavailable")
-
-    with pytest.raises(RuntimeError):
-        authorizer.authorize({"authorizationToken": token("dev-1"), "methodArn": METHOD_ARN}, broken)
+    registry = registry_of("dev-1")
+    registry.throttle = True
+    with pytest.raises(StoreError):
+        authorizer.authorize({"authorizationToken": token("dev-1"), "methodArn": METHOD_ARN}, registry)
 
 
 def test_authorizer_lambda_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(authorizer, "_store", Registry("dev-1"))
+    monkeypatch.setattr(authorizer, "_store", registry_of("dev-1"))
     event = {"type": "TOKEN", "authorizationToken": token("dev-1"), "methodArn": METHOD_ARN}
     assert authorizer.handler(event, FakeLambdaContext())["principalId"] == "dev-1"
-
-
-def test_credential_store_reads_only_the_hash() -> None:
-    class FakeDynamo:
-        def __init__(self) -> None:
-            self.calls: list[dict[str, Any]] = []
-
-        def get_item(self, **kwargs: Any) -> dict[str, Any]:
-            self.calls.append(kwargs)
-            if kwargs["Key"]["device_id"]["S"] == "dev-1":
-                return {"Item": {"credential_hash": {"S": "sha256:" + "ab" * 32}}}
-            if kwargs["Key"]["device_id"]["S"] == "dev-legacy":  # registered before credentials existed
-                return {"Item": {}}
-            return {}
-
-    fake = FakeDynamo()
-    store = dc.CredentialStore("devices", fake)
-    assert store("dev-1") == "sha256:" + "ab" * 32
-    assert store("dev-legacy") is None
-    assert store("dev-none") is None
-    assert {c["ProjectionExpression"] for c in fake.calls} == {"credential_hash"}
-    assert {c["TableName"] for c in fake.calls} == {"devices"}
 
 
 # ---------------------------------------------------------------- ingest: readings bound to the principal
@@ -212,15 +184,17 @@ def _event(headers: dict[str, str] | None = None, context: dict[str, str] | None
 
 
 @pytest.fixture
-def wired(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeKinesisClient, Registry]:
+def wired(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeKinesisClient, InMemoryDeviceRegistry]:
     pub, fake = _publisher()
-    registry = Registry("dev-1", "dev-2")
+    registry = registry_of("dev-1", "dev-2")
     monkeypatch.setattr(ingest_handler, "_publisher", pub)
     monkeypatch.setattr(ingest_handler, "_credentials", registry)
     return fake, registry
 
 
-def test_handler_takes_the_principal_from_the_authorizer(wired: tuple[FakeKinesisClient, Registry]) -> None:
+def test_handler_takes_the_principal_from_the_authorizer(
+    wired: tuple[FakeKinesisClient, InMemoryDeviceRegistry],
+) -> None:
     fake, registry = wired
     # GIVEN the gateway's authorizer context for dev-1 (AWS, ministack)
     ok = ingest_handler.handler(
@@ -235,7 +209,7 @@ def test_handler_takes_the_principal_from_the_authorizer(wired: tuple[FakeKinesi
     assert foreign["statusCode"] == 403
     assert orjson.loads(foreign["body"])["error"]["code"] == "device_mismatch"
     assert len(fake.stored) == 1
-    assert registry.lookups == []
+    assert registry.credential_lookups == []
 
 
 @pytest.mark.parametrize(
@@ -250,7 +224,10 @@ def test_handler_takes_the_principal_from_the_authorizer(wired: tuple[FakeKinesi
     ],
 )
 def test_handler_checks_the_credential_itself_without_an_authorizer(
-    wired: tuple[FakeKinesisClient, Registry], headers: dict[str, str], status: int, code: str | None
+    wired: tuple[FakeKinesisClient, InMemoryDeviceRegistry],
+    headers: dict[str, str],
+    status: int,
+    code: str | None,
 ) -> None:
     # LocalStack 4.14 community runs no Lambda authorizer: the request arrives without a context.
     fake, _ = wired
@@ -268,25 +245,17 @@ def test_handler_checks_the_credential_itself_without_an_authorizer(
 
 
 def test_register_writes_a_credential_hash_and_never_the_secret() -> None:
-    class FakeDynamo:
-        def __init__(self) -> None:
-            self.items: list[dict[str, Any]] = []
-
-        def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-            for request in RequestItems["devices"]:
-                self.items.append(request["PutRequest"]["Item"])
-            return {}
-
     fleet = generate_fleet(3, 42)
-    fake = FakeDynamo()
+    fake = FakeDynamoDBClient(("device_id",))
     register_fleet(fleet, "devices", fake, fleet_secret=FLEET_SECRET)
-    registry = Registry(*(d.device_id for d in fleet))
-    for item in fake.items:
+    registry = registry_of(*(d.device_id for d in fleet))
+    assert len(fake.items) == 3
+    for item in fake.items.values():
         device_id = item["device_id"]["S"]
-        assert item["credential_hash"]["S"] == registry.hashes[device_id]
+        assert item["credential_hash"]["S"] == registry.credential_hash(device_id)
         assert sim_credentials.device_secret(FLEET_SECRET, device_id) not in orjson.dumps(item).decode()
         # what the authorizer would then accept
-        assert dc.verify(token(device_id), registry) == device_id
+        assert dc.verify(token(device_id), registry.credential_hash) == device_id
 
 
 def test_fleet_secret_file_is_created_private_and_reused(tmp_path: Any) -> None:

@@ -8,18 +8,20 @@ from typing import Any
 
 import pytest
 
-from iotpipe import cli
+from iotpipe import cli, console
+from iotpipe.cli import ops, run
+from iotpipe.local import emulator, supervisor
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The commands' implementations replaced by recorders (nothing is started or deployed)."""
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(cli, "cmd_up", lambda opts: seen.setdefault("up", opts) and 0)
-    monkeypatch.setattr(cli, "cmd_down", lambda: seen.setdefault("down", True) and 0)
-    monkeypatch.setattr(cli, "cmd_deploy", lambda *a: seen.setdefault("deploy", a) and 0)
-    monkeypatch.setattr(cli, "cmd_status", lambda *a: seen.setdefault("status", a) and 7)
-    monkeypatch.setattr(cli, "cmd_rebuild", lambda *a: seen.setdefault("rebuild", a) and 0)
+    monkeypatch.setattr(supervisor, "up", lambda opts: seen.setdefault("up", opts) and 0)
+    monkeypatch.setattr(supervisor, "down", lambda: seen.setdefault("down", True) and 0)
+    monkeypatch.setattr(run, "cmd_deploy", lambda *a: seen.setdefault("deploy", a) and 0)
+    monkeypatch.setattr(ops, "cmd_status", lambda *a: seen.setdefault("status", a) and 7)
+    monkeypatch.setattr(ops, "cmd_rebuild", lambda *a: seen.setdefault("rebuild", a) and 0)
     return seen
 
 
@@ -111,21 +113,19 @@ def test_a_stale_endpoint_in_the_shell_gives_way_to_the_running_emulator(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN AWS_ENDPOINT_URL left on 4566 from an earlier run, and `up`'s emulator now on 53889
-    from iotpipe.emulator import Emulator
-
-    live = Emulator(port=53889, state_dir=__import__("pathlib").Path("/nonexistent"), pid=1)
-    monkeypatch.setattr(cli.Emulator, "from_pidfile", classmethod(lambda cls: live))
-    monkeypatch.setattr(cli, "healthy", lambda endpoint, timeout=1.0: endpoint == live.endpoint)
-    monkeypatch.setattr(cli, "_answers", lambda url: False)
+    live = emulator.Emulator(port=53889, state_dir=__import__("pathlib").Path("/nonexistent"), pid=1)
+    monkeypatch.setattr(emulator.Emulator, "from_pidfile", classmethod(lambda cls: live))
+    monkeypatch.setattr(emulator, "healthy", lambda endpoint, timeout=1.0: endpoint == live.endpoint)
+    monkeypatch.setattr(emulator, "answers", lambda url: False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     # WHEN a command looks for its endpoint THEN it uses the live one and says why
-    cli._use_running_emulator()
+    assert emulator.use_running_emulator(console.say) is live
     assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:53889"
     assert "AWS_ENDPOINT_URL=http://127.0.0.1:4566 does not answer" in capsys.readouterr().err
     # AND an endpoint that answers (LocalStack, say) is kept
-    monkeypatch.setattr(cli, "_answers", lambda url: True)
+    monkeypatch.setattr(emulator, "answers", lambda url: True)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:4599")
-    cli._use_running_emulator()
+    assert emulator.use_running_emulator(console.say) is None
     assert os.environ["AWS_ENDPOINT_URL"] == "http://localhost:4599"
 
 
@@ -139,8 +139,8 @@ def test_progress_to_a_hung_up_terminal_does_not_stop_the_clean_up(monkeypatch: 
             raise OSError(5, "Input/output error")
 
     monkeypatch.setattr("sys.stderr", HungUp())
-    monkeypatch.setattr(cli._Terminal, "gone", False)
+    monkeypatch.setattr(console._Terminal, "gone", False)
     # THEN a progress line is dropped instead of raising out of `up`'s clean-up (which then never
     # stopped the emulator: it was left running, orphaned), and `up` knows to stop
-    cli._say("stopping simulator, API and emulator ...")
-    assert cli._Terminal.gone
+    console.say("stopping simulator, API and emulator ...")
+    assert console.terminal_gone()

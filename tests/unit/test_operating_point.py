@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
-import orjson
 import pytest
 
+from functions.core.archive_lines import ProcessedLine
 from functions.detector import pca_tq
 from model import device_calibration as dc
 from model import operating_point
 from model.generalization import Sources
 from model.pca_tq import calibrate
 from model.skab import load_file
-from testkit.fakes import InMemoryDeviceRegistry
+from testkit.fakes import InMemoryArchive, InMemoryDeviceRegistry
 from testkit.shared_data import SKAB_DIR, TEP_DIR
 
 SKAB = SKAB_DIR
@@ -75,49 +73,30 @@ def test_a_csv_calibration_scores_as_the_offline_evaluation_on_the_same_mapped_c
 def test_archive_and_csv_calibrations_of_the_same_readings_are_equal():
     path = SKAB / "valve2" / "3.csv"
     rows = dc.csv_rows(path)[:450]
-    lines = [
-        orjson.dumps({"device_id": "pump-1", "epoch_ms": ms, "channels": ch, "status": "aggregated"})
-        for ms, ch in reversed(rows)  # out of order, as objects of several shards can be
-    ]
-    lines.append(orjson.dumps({"device_id": "other", "epoch_ms": 1, "channels": {}, "status": "aggregated"}))
-
-    class S3:
-        def get_paginator(self, _name):
-            return self
-
-        def paginate(self, **_kw):
-            return [{"Contents": [{"Key": "processed/dt=x/hour=00/a.jsonl.gz"}]}]
-
-        def get_object(self, **_kw):
-            return {"Body": type("B", (), {"read": lambda _s: gzip.compress(b"\n".join(lines))})()}
-
+    # out of order, as objects of several shards can be
+    lines = [_line("pump-1", ms, ch) for ms, ch in reversed(rows)]
+    lines.append(_line("other", 1, {}))
     names = dc.pipeline_names(operating_point.load()["channels"])
-    from_archive = dc.fit(dc.archive_rows(S3(), "bucket", "pump-1"), names, 400)
+    from_archive = dc.fit(dc.archive_rows(_archive(lines), "pump-1"), names, 400)
     from_csv = dc.fit(rows, names, 400)
     assert from_archive == from_csv
 
 
-class _S3:
-    """One processed object holding ``lines``."""
+def _line(device_id, ms, channels):
+    return ProcessedLine(device_id, ms, channels, "", "", "shardId-0", str(ms), "aggregated").encode()
 
-    def __init__(self, lines):
-        self.body = gzip.compress(b"\n".join(lines))
 
-    def get_paginator(self, _name):
-        return self
-
-    def paginate(self, Bucket, Prefix):
-        return [{"Contents": [{"Key": f"{Prefix}dt=x/hour=00/a.jsonl.gz"}]}] if Prefix == "processed/" else []
-
-    def get_object(self, **_kw):
-        return {"Body": type("B", (), {"read": lambda _s: self.body})()}
+def _archive(lines):
+    """An archive holding one processed object with ``lines``."""
+    archive = InMemoryArchive()
+    archive.put_jsonl_gz("processed/dt=2026-01-01/hour=00/a.jsonl.gz", lines)
+    return archive
 
 
 @needs_skab
 def test_pending_devices_are_calibrated_once_their_first_n_readings_are_archived():
     rows = dc.csv_rows(SKAB / "valve1" / "1.csv")
-    line = lambda d, ms, ch: orjson.dumps(  # noqa: E731
-        {"device_id": d, "epoch_ms": ms, "channels": ch, "status": "aggregated"})
+    line = _line
     lines = [line("ready", ms, ch) for ms, ch in rows[:400]]
     lines += [line("early", ms, ch) for ms, ch in rows[:399]]
     lines += [line("plain", ms, ch) for ms, ch in rows[:400]]
@@ -126,7 +105,7 @@ def test_pending_devices_are_calibrated_once_their_first_n_readings_are_archived
         {"device_id": "early", "calibration_request": {"rows": 400}},
         {"device_id": "plain"},  # never asked: stays on the fleet forest
     ])
-    result = dc.calibrate_pending(list(registry.items.values()), _S3(lines), "bucket", registry)
+    result = dc.calibrate_pending(list(registry.items.values()), _archive(lines), registry)
     assert result == {"ready": {"status": "calibrated", "archived": 400, "rows": 400},
                       "early": {"status": "waiting", "archived": 399, "rows": 400}}
     assert "calibration" in registry.items["ready"]

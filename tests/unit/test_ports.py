@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iotpipe.ports import live_url, port_free, port_holder
+from iotpipe.local.ports import live_url, port_free, port_holder
 
 
 @pytest.mark.enable_socket  # reason: the behaviour under test is the kernel's bind on 127.0.0.1

@@ -1,4 +1,4 @@
-"""Adapters behind the processor's ports, with stub boto3 clients (no network)."""
+"""Adapters behind the processor's ports, with botocore's Stubber on real clients (no network)."""
 
 from __future__ import annotations
 
@@ -8,45 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError
 
 from functions.adapters.aggregates import DynamoAggregateStore, item_from_dynamo, item_to_dynamo
 from functions.adapters.archive import S3Archive
 from functions.adapters.devices import DynamoDeviceRegistry
 from functions.adapters.metrics import CloudWatchMetrics, EmfMetrics, NullMetrics
 from functions.core.errors import StoreError, VersionConflict, is_transient
-
-
-def client_error(code: str, status: int = 400) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
-    )
-
-
-class StubDynamo:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.responses: list[Any] = []
-
-    def _next(self, name: str, kwargs: dict[str, Any]) -> Any:
-        self.calls.append((name, kwargs))
-        response = self.responses.pop(0) if self.responses else {}
-        if isinstance(response, BaseException):
-            raise response
-        return response
-
-    def batch_get_item(self, **kwargs: Any) -> Any:
-        return self._next("batch_get_item", kwargs)
-
-    def get_item(self, **kwargs: Any) -> Any:
-        return self._next("get_item", kwargs)
-
-    def put_item(self, **kwargs: Any) -> Any:
-        return self._next("put_item", kwargs)
-
-    def scan(self, **kwargs: Any) -> Any:
-        return self._next("scan", kwargs)
-
+from testkit.aws_stubs import StubbedClient, client_error
 
 ITEM = {
     "device_id": "dev-1",
@@ -87,43 +55,41 @@ def test_item_round_trips_through_dynamodb_types_exactly() -> None:
 
 
 def test_put_is_conditional_on_version_or_absence() -> None:
-    stub = StubDynamo()
-    store = DynamoAggregateStore("aggs", stub)
-    store.put(ITEM, expected_version=None)
-    store.put(ITEM, expected_version=3)
-    first, second = (kwargs for _, kwargs in stub.calls)
+    with StubbedClient("dynamodb").answer("put_item", times=2) as stub:
+        store = DynamoAggregateStore("aggs", stub.client)
+        store.put(ITEM, expected_version=None)
+        store.put(ITEM, expected_version=3)
+    first, second = stub.params("put_item")
     assert first["ConditionExpression"] == "attribute_not_exists(device_id)"
     assert second["ConditionExpression"] == "#v = :v"
     assert second["ExpressionAttributeValues"] == {":v": {"N": "3"}}
 
 
 def test_conditional_check_failure_is_a_version_conflict_and_throttling_is_transient() -> None:
-    stub = StubDynamo()
-    stub.responses = [
-        client_error("ConditionalCheckFailedException"),
-        client_error("ProvisionedThroughputExceededException"),
-    ]
-    store = DynamoAggregateStore("aggs", stub)
-    with pytest.raises(VersionConflict):
-        store.put(ITEM, 3)
-    with pytest.raises(StoreError) as info:
-        store.put(ITEM, 3)
+    stub = StubbedClient("dynamodb")
+    stub.fail("put_item", "ConditionalCheckFailedException")
+    stub.fail("put_item", "ProvisionedThroughputExceededException")
+    store = DynamoAggregateStore("aggs", stub.client)
+    with stub:
+        with pytest.raises(VersionConflict):
+            store.put(ITEM, 3)
+        with pytest.raises(StoreError) as info:
+            store.put(ITEM, 3)
     assert info.value.transient
     assert info.value.code == "ProvisionedThroughputExceededException"
 
 
 def test_get_many_follows_unprocessed_keys_with_consistent_reads() -> None:
-    stub = StubDynamo()
     attrs = item_to_dynamo(ITEM)
-    stub.responses = [
-        {
-            "Responses": {"aggs": []},
-            "UnprocessedKeys": {"aggs": {"Keys": [{"device_id": {"S": "dev-1"}}], "ConsistentRead": True}},
-        },
-        {"Responses": {"aggs": [attrs]}},
-    ]
-    store = DynamoAggregateStore("aggs", stub, sleep=lambda _: None)
-    found = store.get_many([("dev-1", 1795302300), ("dev-2", 1795302300)])
+    stub = StubbedClient("dynamodb")
+    stub.answer("batch_get_item", {
+        "Responses": {"aggs": []},
+        "UnprocessedKeys": {"aggs": {"Keys": [{"device_id": {"S": "dev-1"}}], "ConsistentRead": True}},
+    })
+    stub.answer("batch_get_item", {"Responses": {"aggs": [attrs]}})
+    store = DynamoAggregateStore("aggs", stub.client, sleep=lambda _: None)
+    with stub:
+        found = store.get_many([("dev-1", 1795302300), ("dev-2", 1795302300)])
     assert found == {("dev-1", 1795302300): ITEM}
     assert stub.calls[0][1]["RequestItems"]["aggs"]["ConsistentRead"] is True
     assert len(stub.calls) == 2
@@ -142,21 +108,21 @@ def test_get_many_follows_unprocessed_keys_with_consistent_reads() -> None:
 def test_get_many_gives_up_after_six_rounds_of_unprocessed_keys(make_store: Any, keys: list[Any]) -> None:
     # Throttled every round: 6 BatchGetItem calls, a full-jitter delay up to 0.05 * 2**(n-1) s before
     # each retry n (none after the last round), then a transient error for the processor to hand back.
-    stub = StubDynamo()
     unprocessed = {"tbl": {"Keys": [{"device_id": {"S": "dev-1"}}]}}
-    stub.responses = [{"Responses": {"tbl": []}, "UnprocessedKeys": unprocessed} for _ in range(10)]
+    stub = StubbedClient("dynamodb")
+    stub.answer("batch_get_item", {"Responses": {"tbl": []}, "UnprocessedKeys": unprocessed}, times=6)
     sleeps: list[float] = []
-    with pytest.raises(StoreError) as info:
-        make_store(stub, sleeps.append).get_many(keys)
+    with stub, pytest.raises(StoreError) as info:
+        make_store(stub.client, sleeps.append).get_many(keys)
     assert info.value.transient
     assert len(stub.calls) == 6
     assert len(sleeps) == 5
     assert all(0 <= s <= min(1.0, 0.05 * 2 ** (n - 1)) for n, s in enumerate(sleeps, start=1))
 
 def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
-    stub = StubDynamo()
+    stub = StubbedClient("dynamodb")
     ids = [f"d{i:03d}" for i in range(150)]
-    stub.responses = [
+    for response in [
         {
             "Responses": {
                 "devs": [
@@ -171,8 +137,10 @@ def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
             }
         },
         {"Responses": {"devs": []}},
-    ]
-    found = DynamoDeviceRegistry("devs", stub).get_many(ids)
+    ]:
+        stub.answer("batch_get_item", response)
+    with stub:
+        found = DynamoDeviceRegistry("devs", stub.client).get_many(ids)
     assert [len(kwargs["RequestItems"]["devs"]["Keys"]) for _, kwargs in stub.calls] == [100, 50]
     info = found["d000"]
     assert (info.site, info.location, info.latitude, info.baseline) == (
@@ -183,23 +151,10 @@ def test_device_registry_reads_in_chunks_of_100_and_maps_items() -> None:
     )
 
 
-class StubS3:
-    """put_object records its arguments, then raises ``error`` if one is set."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.puts: list[dict[str, Any]] = []
-        self.error = error
-
-    def put_object(self, **kwargs: Any) -> None:
-        self.puts.append(kwargs)
-        if self.error is not None:
-            raise self.error
-
-
 def test_s3_archive_writes_gzip_json_lines() -> None:
-    s3 = StubS3()
-    assert S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}']) is True
-    (put,) = s3.puts
+    with StubbedClient("s3").answer("put_object") as s3:
+        assert S3Archive("bucket", s3.client).put_jsonl_gz("processed/x.jsonl.gz", [b'{"a":1}', b'{"a":2}'])
+    (put,) = s3.params("put_object")
     assert put["Bucket"] == "bucket"
     assert gzip.decompress(put["Body"]) == b'{"a":1}\n{"a":2}\n'
 
@@ -214,10 +169,10 @@ def test_an_item_written_with_a_number_set_of_offsets_still_reads() -> None:
 
 def test_archive_put_is_first_write_wins() -> None:
     # GIVEN S3 that already holds the key (If-None-Match: "*" answers 412 PreconditionFailed)
-    s3 = StubS3(error=client_error("PreconditionFailed", status=412))
     # WHEN the processor archives under it / THEN the put was conditional and reports the object kept
-    assert S3Archive("bucket", s3).put_jsonl_gz("processed/x.jsonl.gz", [b"{}"]) is False
-    assert s3.puts[0]["IfNoneMatch"] == "*"
+    with StubbedClient("s3").fail("put_object", "PreconditionFailed", status=412) as s3:
+        assert S3Archive("bucket", s3.client).put_jsonl_gz("processed/x.jsonl.gz", [b"{}"]) is False
+    assert s3.params("put_object")[0]["IfNoneMatch"] == "*"
 
 
 def test_is_transient_classification() -> None:
@@ -255,29 +210,20 @@ def test_emf_sink_writes_one_document_per_dimension_set() -> None:
 
 
 def test_cloudwatch_sink_puts_metric_data_and_swallows_errors() -> None:
-    class StubCloudWatch:
-        def __init__(self, fail: bool = False) -> None:
-            self.calls: list[dict[str, Any]] = []
-            self.fail = fail
-
-        def put_metric_data(self, **kwargs: Any) -> None:
-            if self.fail:
-                raise client_error("Throttling", 400)
-            self.calls.append(kwargs)
-
-    cw = StubCloudWatch()
-    sink = CloudWatchMetrics("IoTPipeline", cw)
-    sink.add("RecordsRejected", 3, dimensions={"Reason": "late"})
-    sink.add("WindowLagSeconds", 1.0, unit="Seconds")
-    sink.add("WindowLagSeconds", 3.0, unit="Seconds")
-    sink.flush()
-    (call,) = cw.calls
+    with StubbedClient("cloudwatch").answer("put_metric_data") as cw:
+        sink = CloudWatchMetrics("IoTPipeline", cw.client)
+        sink.add("RecordsRejected", 3, dimensions={"Reason": "late"})
+        sink.add("WindowLagSeconds", 1.0, unit="Seconds")
+        sink.add("WindowLagSeconds", 3.0, unit="Seconds")
+        sink.flush()
+    (call,) = cw.params("put_metric_data")
     data = {d["MetricName"]: d for d in call["MetricData"]}
     assert data["RecordsRejected"]["Dimensions"] == [{"Name": "Reason", "Value": "late"}]
     assert data["WindowLagSeconds"]["Values"] == [1.0, 3.0]
-    failing = CloudWatchMetrics("IoTPipeline", StubCloudWatch(fail=True))
-    failing.add("RecordsIn", 1)
-    failing.flush()  # does not raise
+    with StubbedClient("cloudwatch").fail("put_metric_data", "Throttling") as failing_cw:
+        failing = CloudWatchMetrics("IoTPipeline", failing_cw.client)
+        failing.add("RecordsIn", 1)
+        failing.flush()  # does not raise
     NullMetrics().flush()
 
 
@@ -285,16 +231,16 @@ def test_an_item_part_that_does_not_decode_costs_that_part_only() -> None:
     # GIVEN a batch answer in which one device's calibration holds a number as ministack writes 1e40
     # (41 digits, which boto3's deserialiser refuses: decimal.Rounded) and another's detector state is
     # not a map
-    stub = StubDynamo()
     big = {"N": "1" + "0" * 40}
-    stub.responses = [{"Responses": {"devs": [
+    stub = StubbedClient("dynamodb").answer("batch_get_item", {"Responses": {"devs": [
         {"device_id": {"S": "bad-cal"}, "site": {"S": "s"}, "calibration": {"M": {"instant_factor": big}},
          "baseline": {"M": {"temperature": {"N": "1e20"}, "humidity": {"N": "40"}}}},
         {"device_id": {"S": "bad-state"}, "detector_state": {"S": "garbage"}},
         {"device_id": {"S": "fine"}, "site": {"S": "plant"}},
-    ]}}]
+    ]}})
     # WHEN the registry reads them
-    found = DynamoDeviceRegistry("devs", stub).get_many(["bad-cal", "bad-state", "fine"])
+    with stub:
+        found = DynamoDeviceRegistry("devs", stub.client).get_many(["bad-cal", "bad-state", "fine"])
     # THEN each keeps what decoded and names what did not
     assert (found["bad-cal"].site, found["bad-cal"].calibration) == ("s", None)
     assert found["bad-cal"].faults == ("baseline", "calibration")
@@ -304,14 +250,13 @@ def test_an_item_part_that_does_not_decode_costs_that_part_only() -> None:
 
 
 def test_a_batch_the_service_refuses_for_an_item_is_read_key_by_key() -> None:
-    stub = StubDynamo()
-    stub.responses = [
-        client_error("ValidationException"),  # the whole BatchGetItem
-        {"Item": {"device_id": {"S": "a"}, "site": {"S": "x"}}},
-        client_error("ValidationException"),  # "b" alone: unreadable, but registered
-        {},  # "c": not registered
-    ]
-    found = DynamoDeviceRegistry("devs", stub).get_many(["a", "b", "c"])
+    stub = StubbedClient("dynamodb")
+    stub.fail("batch_get_item", "ValidationException")  # the whole BatchGetItem
+    stub.answer("get_item", {"Item": {"device_id": {"S": "a"}, "site": {"S": "x"}}})
+    stub.fail("get_item", "ValidationException")  # "b" alone: unreadable, but registered
+    stub.answer("get_item", {})  # "c": not registered
+    with stub:
+        found = DynamoDeviceRegistry("devs", stub.client).get_many(["a", "b", "c"])
     assert [name for name, _ in stub.calls] == ["batch_get_item", "get_item", "get_item", "get_item"]
     assert found["a"].site == "x"
     assert found["a"].faults == ()
@@ -323,20 +268,21 @@ def test_a_batch_the_service_refuses_for_an_item_is_read_key_by_key() -> None:
     "code", ["ResourceNotFoundException", "AccessDeniedException", "InternalServerError"]
 )
 def test_a_registry_outage_still_raises(code: str) -> None:
-    stub = StubDynamo()
-    stub.responses = [client_error(code, 500 if code == "InternalServerError" else 400)]
-    with pytest.raises(StoreError):
-        DynamoDeviceRegistry("devs", stub).get_many(["a", "b"])
+    status = 500 if code == "InternalServerError" else 400
+    stub = StubbedClient("dynamodb").fail("batch_get_item", code, status)
+    with stub, pytest.raises(StoreError):
+        DynamoDeviceRegistry("devs", stub.client).get_many(["a", "b"])
     assert len(stub.calls) == 1
 
 
 def test_the_api_reads_of_the_registry_leave_out_what_does_not_decode() -> None:
     # GIVEN a device listing with one item whose calibration boto3 cannot decode (the 41-digit 1e40)
-    stub = StubDynamo()
     broken = {"device_id": {"S": "b"}, "site": {"S": "x"},
               "calibration": {"M": {"instant_factor": {"N": "1" + "0" * 40}}}}
-    stub.responses = [{"Items": [broken, {"device_id": {"S": "a"}}]}, {"Item": broken}]
-    registry = DynamoDeviceRegistry("devs", stub)
+    stub = StubbedClient("dynamodb")
+    stub.answer("scan", {"Items": [broken, {"device_id": {"S": "a"}}]}).answer("get_item", {"Item": broken})
+    registry = DynamoDeviceRegistry("devs", stub.client)
     # WHEN the API lists and gets devices, THEN the broken part is left out, the rest is served
-    assert registry.scan(10, None).items == [{"device_id": "b", "site": "x"}, {"device_id": "a"}]
-    assert registry.get("b") == {"device_id": "b", "site": "x"}
+    with stub:
+        assert registry.scan(10, None).items == [{"device_id": "b", "site": "x"}, {"device_id": "a"}]
+        assert registry.get("b") == {"device_id": "b", "site": "x"}

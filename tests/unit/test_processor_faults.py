@@ -4,7 +4,6 @@ handler (testkit/fault_handler.py)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -20,48 +19,13 @@ from functions.processor.ingestion_processor import ProcessorConfig, ProcessorPo
 from testkit import fault_handler as processor_handler
 from testkit import faults
 from testkit.events import FakeLambdaContext, devices, kinesis_event, make_records, reading_doc
-from testkit.fakes import InMemoryArchive, InMemoryDeviceRegistry, InMemoryMetrics
+from testkit.fakes import FakeDynamoDBClient, InMemoryArchive, InMemoryDeviceRegistry, InMemoryMetrics
 from testkit.faults import FaultInjectingDynamoDB, FaultPlan, FaultSpecError, InjectedFault
 
 NOW_S = 1_795_000_300.0
 NOW_MS = int(NOW_S * 1000)
 DEVICES = tuple(f"dev-{i}" for i in range(6))
 TABLE = "aggregates"
-
-
-class FakeDynamoDB:
-    """Just enough of a DynamoDB client for DynamoAggregateStore: conditional put, get, batch get."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-        self.puts = 0
-
-    @staticmethod
-    def _key(attrs: dict[str, Any]) -> tuple[str, str]:
-        return attrs["device_id"]["S"], attrs["window_start"]["N"]
-
-    def put_item(self, TableName: str, Item: dict[str, Any], ConditionExpression: str,
-                 ExpressionAttributeNames: Any = None, ExpressionAttributeValues: Any = None) -> dict:
-        stored = self.items.get(self._key(Item))
-        if ConditionExpression.startswith("attribute_not_exists"):
-            ok = stored is None
-        else:
-            ok = stored is not None and stored["version"]["N"] == ExpressionAttributeValues[":v"]["N"]
-        if not ok:
-            error = {"Error": {"Code": "ConditionalCheckFailedException", "Message": "version differs"}}
-            raise ClientError(error, "PutItem")
-        self.items[self._key(Item)] = copy.deepcopy(Item)
-        self.puts += 1
-        return {}
-
-    def get_item(self, TableName: str, Key: dict[str, Any], ConsistentRead: bool) -> dict:
-        item = self.items.get(self._key(Key))
-        return {"Item": copy.deepcopy(item)} if item else {}
-
-    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict:
-        ((table, request),) = RequestItems.items()
-        keys = [self._key(k) for k in request["Keys"]]
-        return {"Responses": {table: [copy.deepcopy(self.items[k]) for k in keys if k in self.items]}}
 
 
 def put(client: Any, device_id: str = "dev-1", window_start: int = 60, version: int = 1) -> Any:
@@ -129,7 +93,7 @@ def test_plan_is_read_once_and_only_honoured_on_an_emulator(monkeypatch: pytest.
 # --- the wrapper -----------------------------------------------------------------------------------------
 
 def test_crash_after_n_committed_writes_then_every_write_of_the_invocation_fails() -> None:
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, FaultPlan(crash_after_writes=2))
     put(client, "dev-1")
     put(client, "dev-2")
@@ -148,7 +112,7 @@ def test_crash_after_n_committed_writes_then_every_write_of_the_invocation_fails
 
 
 def test_a_failed_conditional_put_is_not_a_committed_write() -> None:
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, FaultPlan(crash_after_writes=1))
     put(client, "dev-1")
     client.begin_invocation()
@@ -162,14 +126,14 @@ def test_a_failed_conditional_put_is_not_a_committed_write() -> None:
 
 def test_once_key_fires_in_one_invocation_across_processes(tmp_path: Path) -> None:
     plan = FaultPlan(crash_after_writes=1, once_key="tok-1", marker_dir=str(tmp_path))
-    first_inner = FakeDynamoDB()
+    first_inner = FakeDynamoDBClient()
     first = FaultInjectingDynamoDB(first_inner, plan)  # the worker that crashes
     put(first, "dev-1")
     with pytest.raises(InjectedFault):
         put(first, "dev-2")
     # A fresh worker process (new wrapper, same marker directory) and later invocations of the first one
     # write freely.
-    second = FaultInjectingDynamoDB(FakeDynamoDB(), plan)
+    second = FaultInjectingDynamoDB(FakeDynamoDBClient(), plan)
     for name in ("dev-1", "dev-2", "dev-3"):
         put(second, name)
     first.begin_invocation()
@@ -183,7 +147,7 @@ def test_once_key_fires_in_one_invocation_across_processes(tmp_path: Path) -> No
 
 def test_throttle_the_first_n_writes_with_a_throttling_client_error(tmp_path: Path) -> None:
     plan = FaultPlan(throttle_writes=3, once_key="tok-2", marker_dir=str(tmp_path))
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, plan)
     for _ in range(3):
         with pytest.raises(ClientError) as info:
@@ -203,7 +167,7 @@ def test_throttle_the_first_n_writes_with_a_throttling_client_error(tmp_path: Pa
 
 
 def test_device_prefix_limits_the_faults_to_matching_windows() -> None:
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, FaultPlan(crash_after_writes=1, throttle_writes=1,
                                                      device_prefix="fx-"))
     put(client, "dev-1")  # not counted, not throttled
@@ -218,7 +182,7 @@ def test_device_prefix_limits_the_faults_to_matching_windows() -> None:
 
 
 def test_other_calls_pass_through_untouched() -> None:
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, FaultPlan(crash_after_writes=0))
     assert client.get_item(TableName=TABLE, Key={"device_id": {"S": "x"}, "window_start": {"N": "0"}},
                            ConsistentRead=True) == {}
@@ -246,7 +210,7 @@ def ports(client: Any) -> ProcessorPorts:
 CONFIG = ProcessorConfig(sleep=lambda _: None, write_concurrency=4)
 
 
-def stats(inner: FakeDynamoDB) -> dict[tuple[str, str], tuple[int, float, float, float]]:
+def stats(inner: FakeDynamoDBClient) -> dict[tuple[str, str], tuple[int, float, float, float]]:
     out = {}
     for key, attrs in inner.items.items():
         item = item_from_dynamo(attrs)
@@ -256,7 +220,7 @@ def stats(inner: FakeDynamoDB) -> dict[tuple[str, str], tuple[int, float, float,
 
 
 def single_pass() -> dict:
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     outcome = process_batch(readings(), ports(inner), CONFIG, now_s=NOW_S)
     assert outcome.aggregated == 180
     assert not outcome.failed_sequence_numbers
@@ -267,7 +231,7 @@ def test_crash_after_a_partial_write_through_the_adapter_then_retry_counts_every
     tmp_path: Path,
 ) -> None:
     plan = FaultPlan(crash_after_writes=5, once_key="crash", marker_dir=str(tmp_path))
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     # WHEN the first invocation crashes after 5 committed window writes (the exception is not absorbed
     # into batchItemFailures: it ends the invocation)
     with pytest.raises(InjectedFault):
@@ -287,7 +251,7 @@ def test_crash_after_a_partial_write_through_the_adapter_then_retry_counts_every
 
 def test_throttled_writes_are_retried_inside_the_invocation(tmp_path: Path) -> None:
     plan = FaultPlan(throttle_writes=5, once_key="thr", marker_dir=str(tmp_path))
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, plan)
     outcome = process_batch(readings(), ports(client), CONFIG, now_s=NOW_S)
     assert client.throttled == 5
@@ -335,7 +299,7 @@ def test_handler_wraps_the_aggregates_client_when_the_variable_is_set(
 
 
 def test_handler_reports_the_injected_crash_as_a_function_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    inner = FakeDynamoDB()
+    inner = FakeDynamoDBClient()
     client = FaultInjectingDynamoDB(inner, FaultPlan(crash_after_writes=1))
     monkeypatch.setattr(processor_handler, "_ports", ports(client))
     monkeypatch.setattr(processor_handler, "_config", CONFIG)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
-from boto3.dynamodb.types import DYNAMODB_CONTEXT, TypeSerializer
+from boto3.dynamodb.types import TypeSerializer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +31,13 @@ from functions.processor.exactly_once import WindowGroup
 from functions.processor.ingestion_processor import ProcessorConfig, process_batch
 from functions.processor.records import Rejection
 from testkit.events import SEQ_BASE, make_records, packed, reading_doc
-from testkit.fakes import InMemoryAggregateStore, InMemoryCooldownStore
+from testkit.fakes import (
+    FakeDynamoDBClient,
+    InMemoryAggregateStore,
+    InMemoryCooldownStore,
+    attribute_numbers,
+    dynamodb_accepts,
+)
 from testkit.processor import fake_ports
 
 NOW_S = 1_795_000_020.0
@@ -40,32 +45,10 @@ NOW_MS = int(NOW_S * 1000)
 WINDOW = (NOW_MS // 60_000) * 60
 CONFIG = ProcessorConfig(sleep=lambda _: None)
 RULES = DecodeRules()
+ANOMALY_KEY = ("device_id", "ts_seq")  # the anomalies table's key, for the boto-level table fake
 
 
 # --- DynamoDB's number rules, as the service applies them ------------------------------------------
-
-
-def dynamodb_accepts(text: str) -> bool:
-    """A number string DynamoDB stores: 0, or magnitude 1e-130 .. <1e126 with at most 38 digits."""
-    try:
-        DYNAMODB_CONTEXT.create_decimal(Decimal(text))  # traps Inexact, Rounded, Underflow, Overflow
-    except ArithmeticError:
-        return False
-    d = Decimal(text)
-    return d.is_finite() and (d == 0 or Decimal("1e-130") <= abs(d) < Decimal("1e126"))
-
-
-def numbers(attr: Any) -> list[str]:
-    """Every N (and NS element) inside an AttributeValue."""
-    if isinstance(attr, dict):
-        if "N" in attr:
-            return [attr["N"]]
-        if "NS" in attr:
-            return list(attr["NS"])
-        return [n for v in attr.values() for n in numbers(v)]
-    if isinstance(attr, list):
-        return [n for v in attr for n in numbers(v)]
-    return []
 
 
 class DynamoRulesAggregateStore(InMemoryAggregateStore):
@@ -73,29 +56,11 @@ class DynamoRulesAggregateStore(InMemoryAggregateStore):
     ``item_to_dynamo`` and is rejected like the service does (``ValidationException``)."""
 
     def put(self, item: dict[str, Any], expected_version: int | None) -> None:
-        bad = [n for n in numbers(item_to_dynamo(item)) if not dynamodb_accepts(n)]
+        bad = [n for n in attribute_numbers(item_to_dynamo(item)) if not dynamodb_accepts(n)]
         if bad:
             raise StoreError(f"aggregates.put_item: ClientError ValidationException {bad[:3]}",
                              transient=False, code="ValidationException")
         super().put(item, expected_version)
-
-
-class FakeDynamoClient:
-    """batch_write_item with DynamoDB's number check (boto3's serialiser already ran in the adapter)."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-        for requests in RequestItems.values():
-            for request in requests:
-                item = request["PutRequest"]["Item"]
-                if not all(dynamodb_accepts(n) for n in numbers(item)):
-                    from botocore.exceptions import ClientError
-
-                    raise ClientError({"Error": {"Code": "ValidationException"}}, "BatchWriteItem")
-                self.items.append(item)
-        return {}
 
 
 def archived(ports: Any, prefix: str) -> list[dict[str, Any]]:
@@ -115,8 +80,8 @@ class FlagAll:
         return [verdict(True) for _ in readings]
 
 
-def real_anomaly_ports(**kwargs: Any) -> tuple[Any, FakeDynamoClient]:
-    client = FakeDynamoClient()
+def real_anomaly_ports(**kwargs: Any) -> tuple[Any, FakeDynamoDBClient]:
+    client = FakeDynamoDBClient(ANOMALY_KEY)
     ports = fake_ports(("dev-1", "dev-2", "dev-3"), detector=kwargs.pop("detector", FlagAll()),
                        handle_verdicts=handle_verdicts)
     ports.anomaly_store = DynamoAnomalyStore("anomalies", dynamodb=client)
@@ -192,10 +157,10 @@ def test_every_accepted_number_is_storable_in_both_tables_with_its_window_statis
     for group in (readings, mixed):
         window = WindowGroup("dev-1", (item.epoch_ms // 60_000) * 60, group)
         stored = exactly_once.build_item(None, window, group, 0, NOW_S, 60, ttl_days=1)
-        assert all(dynamodb_accepts(n) for n in numbers(item_to_dynamo(stored)))
+        assert all(dynamodb_accepts(n) for n in attribute_numbers(item_to_dynamo(stored)))
     anomaly = anomaly_item(item, verdict(True), ttl_days=1)
     serialized = {k: TypeSerializer().serialize(to_dynamo(v)) for k, v in anomaly.items()}
-    assert all(dynamodb_accepts(n) for n in numbers(serialized))
+    assert all(dynamodb_accepts(n) for n in attribute_numbers(serialized))
 
 
 # --- containment: a later stage failing for one reading takes only that reading --------------------
@@ -235,21 +200,10 @@ def test_a_detector_failure_on_one_reading_leaves_it_aggregated_unscored_and_cou
     assert len(client.items) == 11  # the other readings were scored and stored
 
 
-class RejectingAnomalyClient(FakeDynamoClient):
-    """The anomalies table refuses items of one device (as DynamoDB does an item it cannot store)."""
-
-    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-        for requests in RequestItems.values():
-            if any(r["PutRequest"]["Item"]["device_id"]["S"] == "dev-3" for r in requests):
-                from botocore.exceptions import ClientError
-
-                raise ClientError({"Error": {"Code": "ValidationException"}}, "BatchWriteItem")
-        return super().batch_write_item(RequestItems)
-
-
 def test_an_anomaly_item_the_table_refuses_leaves_its_reading_aggregated_and_counted() -> None:
     ports, _ = real_anomaly_ports()
-    client = RejectingAnomalyClient()
+    # GIVEN an anomalies table that refuses dev-3's items (as DynamoDB does an item it cannot store)
+    client = FakeDynamoDBClient(ANOMALY_KEY, refuse=lambda item: item["device_id"]["S"] == "dev-3")
     ports.anomaly_store = DynamoAnomalyStore("anomalies", dynamodb=client)
     out = process_batch(make_records(batch_of(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == []
@@ -264,13 +218,8 @@ def test_an_anomaly_store_outage_still_hands_the_batch_back() -> None:
     # An outage (throttling past retries) is not about particular readings: redelivery, as before
     ports, _ = real_anomaly_ports()
 
-    class Throttled:
-        def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
-            from botocore.exceptions import ClientError
-
-            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "BatchWriteItem")
-
-    ports.anomaly_store = DynamoAnomalyStore("anomalies", dynamodb=Throttled())
+    throttled = FakeDynamoDBClient(ANOMALY_KEY, fail_code="ProvisionedThroughputExceededException")
+    ports.anomaly_store = DynamoAnomalyStore("anomalies", dynamodb=throttled)
     out = process_batch(make_records(batch_of(), arrival_s=NOW_S), ports, CONFIG, now_s=NOW_S)
     assert out.batch_item_failures() == [{"itemIdentifier": str(SEQ_BASE)}]
     assert (out.retry, out.quarantined) == (12, 0)

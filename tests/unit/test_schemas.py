@@ -60,7 +60,23 @@ QUARANTINED = {
     "approximate_arrival": "2026-11-21T23:05:16.500Z",
     "raw_b64": "bm90IGpzb24=",
 }
-SAMPLES = {"reading": READING, "aggregate": AGGREGATE, "anomaly": ANOMALY, "quarantined": QUARANTINED}
+PROCESSED = {
+    "device_id": "dev-000001",
+    "timestamp": "2026-11-21T23:05:16.000Z",
+    "epoch_ms": 1_795_302_316_000,
+    "channels": {"temperature": 21.5, "humidity": 45.0, "pressure": 1013.25, "co2": 400.0},
+    "site": "site-a",
+    "location": "Lisbon, PT",
+    "shard_id": "shardId-000000000000",
+    "sequence_number": "49650000000000000000000000000000000000000000",
+    "status": "aggregated",
+    "anomaly": False,
+    "anomaly_score": 0.25,
+    "severity": "none",
+    "index": 0,
+}
+SAMPLES = {"reading": READING, "aggregate": AGGREGATE, "anomaly": ANOMALY, "quarantined": QUARANTINED,
+           "processed": PROCESSED}
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
@@ -100,6 +116,10 @@ MUTATIONS = [
     ("anomaly", lambda d: d.pop("score")),
     ("quarantined", lambda d: d.update(reason="duplicate")),
     ("quarantined", lambda d: d.update(stage="somewhere")),
+    ("processed", lambda d: d.update(status="quarantined")),
+    ("processed", lambda d: d.pop("anomaly_score")),
+    ("processed", lambda d: d["channels"].update(co2="high")),
+    ("processed", lambda d: d.update(sequence_number="12a")),
 ]
 
 

@@ -1,4 +1,4 @@
-"""iotpipe query's guard (iotpipe/sql_guard.py): one read-only query over the stack's tables, no file,
+"""iotpipe query's guard (iotpipe/ops/sql_guard.py): one read-only query over the stack's tables, no file,
 network or catalog access, whatever the spelling. The emulator runs Athena on DuckDB with the
 emulator's own rights, so each of these once read or wrote host files or reached the network there."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from iotpipe import athena_query as aq
-from iotpipe.sql_guard import UnsafeQuery, check
+from iotpipe.ops import athena_query as aq
+from iotpipe.ops.sql_guard import UnsafeQuery, check
 
 TABLES = ["processed", "processed_compacted", "quarantine"]
 DB = "iotpipe_archive"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iotpipe.status import PipelineStatus, RateMeter, render, status_line
+from iotpipe.ops.status import PipelineStatus, RateMeter, render, status_line
 
 
 def _status(**fields: object) -> PipelineStatus:

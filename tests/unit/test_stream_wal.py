@@ -1,4 +1,4 @@
-"""The embedded emulator's stream write-ahead log (iotpipe/ministack_launcher.py) and the crash window
+"""The embedded emulator's stream write-ahead log (iotpipe/local/ministack_launcher.py) and the crash window
 ``iotpipe status`` shows: pure parts, no emulator (the kill -9 test is in tests/integration)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from iotpipe.ministack_launcher import (
+from iotpipe.local.ministack_launcher import (
     StreamLog,
     pause_stream_mappings,
     pause_stream_mappings_in,
@@ -15,7 +15,7 @@ from iotpipe.ministack_launcher import (
     replay,
     wal_lines,
 )
-from iotpipe.status import describe_crash_window
+from iotpipe.ops.status import describe_crash_window
 
 ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
 NOW = 1_800_000_000.0

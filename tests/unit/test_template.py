@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation" / "template.yaml"

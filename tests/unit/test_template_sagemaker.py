@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 ENDPOINT_RESOURCES = {"DetectorModelRole", "DetectorEndpointLogGroup", "DetectorModel",
                       "DetectorEndpointConfig", "DetectorEndpoint"}

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from iotpipe import cli
-from iotpipe.model_server import ModelServer
+from iotpipe.local import supervisor
+from iotpipe.local.model_server import ModelServer
 
 
 def _params(args: list[str]) -> dict[str, str]:
@@ -17,7 +18,7 @@ def _params(args: list[str]) -> dict[str, str]:
 
 def test_up_takes_the_detector_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    monkeypatch.setattr(cli, "cmd_up", lambda opts: seen.append(opts) or 0)
+    monkeypatch.setattr(supervisor, "up", lambda opts: seen.append(opts) or 0)
     assert cli.main(["up", "--detector", "sagemaker"]) == 0
     monkeypatch.setenv("DETECTOR_BACKEND", "sagemaker")
     assert cli.main(["up"]) == 0
@@ -29,7 +30,7 @@ def test_up_takes_the_detector_from_the_flag_or_the_environment(monkeypatch: pyt
 
 def test_the_sagemaker_deploy_points_the_processor_at_the_local_server() -> None:
     server = ModelServer(endpoint_name="iotpipe-detector-local", port=18080)
-    params = _params(cli.detector_params(server))
+    params = _params(supervisor.detector_params(server))
     assert params == {"DetectorBackend": "sagemaker", "SageMakerEndpointName": "iotpipe-detector-local",
                       "SageMakerRuntimeUrl": "http://127.0.0.1:18080"}
 
@@ -37,5 +38,5 @@ def test_the_sagemaker_deploy_points_the_processor_at_the_local_server() -> None
 def test_the_embedded_deploy_resets_what_a_sagemaker_deploy_left_on_the_stack() -> None:
     # CloudFormation keeps a parameter's previous value when an update does not name it: a plain `up`
     # after a SageMaker one must switch the processor back, and drop the local server's URL.
-    assert _params(cli.detector_params(None)) == {"DetectorBackend": "embedded", "SageMakerEndpointName": "",
-                                                  "SageMakerRuntimeUrl": ""}
+    assert _params(supervisor.detector_params(None)) == {
+        "DetectorBackend": "embedded", "SageMakerEndpointName": "", "SageMakerRuntimeUrl": ""}

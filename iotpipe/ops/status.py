@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iotpipe.stack import _client, stack_outputs
+from iotpipe import aws
+from iotpipe.ops.stack import stack_outputs
 
 NAMESPACE = "IoTPipeline"
 
@@ -49,7 +50,8 @@ class PipelineStatus:
     window_lag_s: float | None = None  # latest WindowLagSeconds (processing time - event time)
     outputs: dict[str, str] = field(default_factory=dict)
     # The embedded emulator's last start: what its stream's write-ahead log restored after an unclean
-    # stop and which acknowledged readings may be missing (iotpipe/ministack_launcher.py); None elsewhere.
+    # stop and which acknowledged readings may be missing (iotpipe/local/ministack_launcher.py); None
+    # elsewhere.
     crash_window: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def collect(stack: str, window_hours: float = 24.0, since: dt.datetime | None = 
     status.api_url = outputs.get("ApiUrl", "")
     status.api_key = outputs.get("ApiKey", "")
 
-    ddb = _client("dynamodb")
+    ddb = aws.client("dynamodb")
     windows = _scan(ddb, outputs["AggregatesTableName"], "device_id, #c", {"#c": "count"})
     status.windows = len(windows)
     status.aggregated = sum(int(float(w["count"]["N"])) for w in windows if "count" in w)
@@ -111,7 +113,7 @@ def collect(stack: str, window_hours: float = 24.0, since: dt.datetime | None = 
     status.anomalies = sum(1 for a in anomalies if not a["ts_seq"]["S"].startswith("~"))
     status.devices = len(_scan(ddb, outputs["DevicesTableName"], "device_id"))
 
-    cw = _client("cloudwatch")
+    cw = aws.client("cloudwatch")
     end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     start = end - dt.timedelta(hours=window_hours)
     status.readings_in = int(_metric_sum(cw, "RecordsIn", start, end))
@@ -150,7 +152,7 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
 
 
-RECOVERY_FILE = "iotpipe-recovery.json"  # written by iotpipe/ministack_launcher.py into STATE_DIR
+RECOVERY_FILE = "iotpipe-recovery.json"  # written by iotpipe/local/ministack_launcher.py into STATE_DIR
 
 
 def read_crash_window(state_dir: Path) -> dict[str, Any] | None:

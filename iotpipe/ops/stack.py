@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
-from iotpipe.ports import live_url
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _client(service: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-    )
+from iotpipe import aws
+from iotpipe.local.ports import live_url
+from iotpipe.settings import ROOT, tool_settings
 
 
 def api_base_url(rest_api_id: str, region: str, endpoint_url: str | None, stage: str = "prod") -> str:
@@ -31,23 +19,20 @@ def api_base_url(rest_api_id: str, region: str, endpoint_url: str | None, stage:
 
 def stack_outputs(stack_name: str) -> dict[str, str]:
     """Stack outputs by key, plus ``ApiKey`` (the key's value) and ``ApiUrl`` for this target."""
-    cfn = _client("cloudformation")
+    settings = tool_settings()
+    cfn = aws.client("cloudformation", settings)
     stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     # Local URLs among the outputs (queue URLs) carry the port the emulator had when it wrote them, which
     # after a restart from a snapshot on another port is dead: every caller gets the live one.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    endpoint = settings.endpoint_url
     outputs = {o["OutputKey"]: live_url(o["OutputValue"], endpoint) for o in stack.get("Outputs", [])}
     outputs["StackStatus"] = stack["StackStatus"]
     if "ApiKeyId" in outputs:
-        key = _client("apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)
+        key = aws.client("apigateway", settings).get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)
         outputs["ApiKey"] = key["value"]
     if "RestApiId" in outputs:
         outputs["AwsApiUrl"] = outputs.get("ApiUrl", "")
-        outputs["ApiUrl"] = api_base_url(
-            outputs["RestApiId"],
-            os.environ.get("AWS_REGION", "us-east-1"),
-            os.environ.get("AWS_ENDPOINT_URL") or None,
-        )
+        outputs["ApiUrl"] = api_base_url(outputs["RestApiId"], settings.region, endpoint)
     return outputs
 
 
@@ -60,13 +45,13 @@ def deploy(stack_name: str, target: str = "embedded", extra_args: list[str] | No
     deploy.sh: ``IOTPIPE_TEST_HOOKS`` if set (the integration tests set it), else none.
 
     On the emulators a stack lost with the emulator's state leaves its retained archive bucket behind;
-    it is adopted first (``iotpipe.recovery``), so the deploy does not fail on "already exists".
+    it is adopted first (``iotpipe.local.recovery``), so the deploy does not fail on "already exists".
     """
     if target != "aws":
-        from iotpipe.recovery import adopt_retained
+        from iotpipe.local.recovery import adopt_retained
 
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        adopt_retained(stack_name, _client, region, say=lambda m: print(f"[iotpipe] {m}", flush=True))
+        adopt_retained(stack_name, aws.client, tool_settings().region,
+                       say=lambda m: print(f"[iotpipe] {m}", flush=True))
     cmd = ["bash", str(ROOT / "scripts" / "deploy.sh"), "--target", target, "--stack", stack_name, "--yes",
            *(["--test-hooks", test_hooks] if test_hooks else []), *(extra_args or [])]
     kwargs: dict[str, Any] = {}

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from iotpipe.template import load_template
+from iotpipe.ops.template import load_template
 
 # Types whose physical name the template sets, and the property that holds it.
 NAME_PROPERTY = {"AWS::S3::Bucket": "BucketName", "AWS::DynamoDB::Table": "TableName"}

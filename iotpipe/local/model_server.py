@@ -18,9 +18,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iotpipe.emulator import free_port
+from iotpipe.local.emulator import free_port
+from iotpipe.settings import ROOT, child_env
 
-ROOT = Path(__file__).resolve().parent.parent
 LOCAL_ENDPOINT_NAME = "iotpipe-detector-local"
 
 
@@ -58,7 +58,7 @@ class ModelServer:
         if not self.port:
             self.port = free_port()
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - child's
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        env = child_env({**self.env, "PYTHONPATH": str(ROOT)})
         env.pop("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port),

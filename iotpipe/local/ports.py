@@ -78,3 +78,14 @@ def live_url(value: str, endpoint: str | None) -> str:
     if live.port is None or url.port == live.port:
         return value
     return urlunsplit(url._replace(netloc=f"{host}:{live.port}"))
+
+
+def answers(url: str) -> bool:
+    """Something accepts connections at the URL's host and port (any service: LocalStack, AWS, ...)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "localhost",
+                                       parts.port or (443 if parts.scheme == "https" else 80)), timeout=2):
+            return True
+    except OSError:
+        return False

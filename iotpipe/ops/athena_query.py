@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotpipe import sql_guard
-from iotpipe.template import TEMPLATE, load_template
+from iotpipe.ops import sql_guard
+from iotpipe.ops.template import TEMPLATE, load_template
 
 PLACEHOLDER = re.compile(r"\{\{([a-z_][a-z0-9_]*)\}\}")
 DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -17,14 +17,16 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from iotpipe.local.ports import answers
+from iotpipe.settings import ROOT, child_env, tool_settings, use_endpoint
+
 MINISTACK_VERSION = "1.5.33"  # keep in step with the Makefile's emulator environment
 DEFAULT_VENV = ROOT / ".venv-emulator"
-# IOTPIPE_RUN_DIR moves what `iotpipe up` keeps (pidfiles, logs, emulator state), e.g. for bench/soak.py.
-RUN_DIR = Path(os.environ.get("IOTPIPE_RUN_DIR") or ROOT / ".iotpipe")
+RUN_DIR = tool_settings().run_dir  # what `iotpipe up` keeps (pidfiles, logs, emulator state)
 PIDFILE = RUN_DIR / "emulator.json"
 # ministack extracts each Lambda worker's code (and layers) into TMPDIR/ministack-lambda-<function>-*.
 WORKER_DIR_PREFIX = "ministack-lambda-"
@@ -46,8 +48,7 @@ def free_port() -> int:
 
 
 def ministack_executable() -> Path:
-    override = os.environ.get("EMULATOR_BIN")
-    exe = Path(override) if override else DEFAULT_VENV / "bin" / "ministack"
+    exe = tool_settings().emulator_bin or DEFAULT_VENV / "bin" / "ministack"
     if not exe.exists():
         raise EmulatorError(
             f"ministack not found at {exe}; run 'make emulator-env' (creates .venv-emulator with "
@@ -71,7 +72,7 @@ class Emulator:
     port: int
     state_dir: Path
     persist: bool = False
-    # With persist: seconds between state snapshots (iotpipe/ministack_launcher.py); 0 = only on a clean
+    # With persist: seconds between state snapshots (iotpipe/local/ministack_launcher.py); 0 = only on a clean
     # stop, which is all ministack itself does.
     snapshot_s: float = 0.0
     janitor_s: float = JANITOR_INTERVAL_S  # seconds between sweeps of dead workers' folders; 0 = off
@@ -92,30 +93,27 @@ class Emulator:
 
     def client_env(self) -> dict[str, str]:
         """Environment for AWS clients (boto3, the AWS CLI) that talk to this emulator."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
-            "AWS_DEFAULT_REGION": os.environ.get("AWS_REGION", "us-east-1"),
-            **TEST_CREDENTIALS,
-            # Where devices dial IoT Core over MQTT with mTLS (iotpipe devices, the simulator's mqtt sink).
-            "IOTPIPE_MQTT_ENDPOINT": f"127.0.0.1:{self.mqtt_port or MQTT_TLS_PORT}",
-        }
+        region = tool_settings().region
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
+                **TEST_CREDENTIALS,
+                # Where devices dial IoT Core over MQTT with mTLS (iotpipe devices, the mqtt sink).
+                "IOTPIPE_MQTT_ENDPOINT": f"127.0.0.1:{self.mqtt_port or MQTT_TLS_PORT}"}
 
     def start(self, wait_s: float = 60.0) -> Emulator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.mqtt_port = self.mqtt_port or free_port()
-        env = {
-            **os.environ,
+        settings = tool_settings()
+        env = child_env({
             **TEST_CREDENTIALS,
             "BIND_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.port),
-            "MINISTACK_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+            "MINISTACK_REGION": settings.region,
             "STATE_DIR": str(self.state_dir / "state"),
             # ministack keeps S3 objects under /tmp/ministack-data by default, shared by every
             # emulator on the machine; each emulator gets its own.
             "S3_DATA_DIR": str(self.state_dir / "s3"),
             "TMPDIR": str(self.state_dir / "tmp"),
-            "LOG_LEVEL": os.environ.get("EMULATOR_LOG_LEVEL", "WARNING"),
+            "LOG_LEVEL": settings.emulator_log_level,
             # Functions inherit this environment: the processor's PARTIAL_BATCH_RESPONSE=auto reads it
             # (ministack drops records reported in batchItemFailures; functions/settings.py).
             "IOTPIPE_EMULATOR": "ministack",
@@ -125,7 +123,7 @@ class Emulator:
             "ATHENA_ENGINE": "duckdb",
             "IOT_MTLS_PORT": str(self.mqtt_port),
             "AUTH": "true" if self.auth else "false",
-        }
+        })
         # Functions inherit the server's environment: do not leak the developer's endpoint or
         # virtualenv into them.
         for name in ("AWS_ENDPOINT_URL", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
@@ -311,3 +309,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def use_running_emulator(say: Callable[[str], None]) -> Emulator | None:
+    """Point this process's AWS clients (and its children) at the emulator `iotpipe up` runs, unless
+    AWS_ENDPOINT_URL names another endpoint that answers: one left in the shell from an earlier run (an
+    emulator since restarted on another port) would make every command, and every URL it prints, point
+    at a dead port. Returns the running emulator when the process now talks to it."""
+    emulator = Emulator.from_pidfile()
+    if emulator is None or not healthy(emulator.endpoint):
+        return None
+    current = tool_settings().endpoint_url
+    if current and current.rstrip("/") != emulator.endpoint and not answers(current):
+        say(f"AWS_ENDPOINT_URL={current} does not answer: using the emulator 'iotpipe up' runs, "
+            f"{emulator.endpoint}")
+        current = None
+    if not current or current.rstrip("/") == emulator.endpoint:
+        use_endpoint(emulator.client_env())
+        return emulator
+    return None

@@ -206,7 +206,7 @@ def _arrivals(stream: dict[str, Any], accepted: list[tuple[str, dict]]) -> None:
                 break
 
 
-def install_wal(kinesis: ModuleType, log: StreamLog) -> None:
+def install_wal(kinesis: Any, log: StreamLog) -> None:  # ministack.services.kinesis, patched in place
     """Log every record ``PutRecord``/``PutRecords`` accepts before the answer leaves."""
     from ministack.core.responses import error_response_json
 

@@ -1,9 +1,9 @@
 """Benchmark: the whole pipeline end to end on the embedded emulator (ministack).
 
-    .venv/bin/python bench/e2e.py [--devices 200] [--rate 2] [--duration 30] [--malformed-rate 0.02]
+    .venv/bin/python bench/end_to_end.py [--devices 200] [--rate 2] [--duration 30] [--malformed-rate 0.02]
                                   [--burst-records 12000] [--samples 8] [--seed 7] [--shards 1,2,4]
                                   [--parallelization 1] [--calls-batch 0] [--pack 1] [--timeout 180]
-    .venv/bin/python bench/e2e.py --cold-start-only
+    .venv/bin/python bench/end_to_end.py --cold-start-only
 
 In one run, on one emulator process, per shard count (bench/e2e/point.py): capacity (the backlog drain
 rate against a no-op function's), latency (produce -> queryable through the API for sample devices) and
@@ -68,7 +68,7 @@ def e2e(
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_app(app, argv, prog_name="bench/e2e.py")
+    return run_app(app, argv, prog_name="bench/end_to_end.py")
 
 
 if __name__ == "__main__":

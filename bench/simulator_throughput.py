@@ -10,32 +10,27 @@ Last line: one JSON object with the figures.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
+from typing import Annotated
 
-# Run as ``python bench/simulator.py``, this file's folder comes first on sys.path and its name would
-# shadow the ``simulator`` package; drop that entry before importing the package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import orjson
+import typer
 
-import orjson  # noqa: E402
-
-from simulator.config import SimulatorConfig  # noqa: E402
-from simulator.fleet import generate_fleet  # noqa: E402
-from simulator.runner import run  # noqa: E402
-from simulator.sinks import NullSink  # noqa: E402
-from simulator.stream import generate_readings  # noqa: E402
+from iotpipe.console import run_app
+from simulator.config import SimulatorConfig
+from simulator.fleet import generate_fleet
+from simulator.runner import run
+from simulator.sinks import NullSink
+from simulator.stream import generate_readings
 
 DEVICES = 10_000
-GENERATE_COUNT = int(os.environ.get("BENCH_SIM_COUNT", "1000000"))
-PACED_SECONDS = float(os.environ.get("BENCH_SIM_SECONDS", "5"))
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 
 
-def bench_generate(fleet: list) -> tuple[float, float]:
+def bench_generate(fleet: list, count: int) -> tuple[float, float]:
     config = SimulatorConfig(
-        devices=DEVICES, rate_hz=1.0, anomaly_rate=0.01, malformed_rate=0.01, count=GENERATE_COUNT, seed=1
+        devices=DEVICES, rate_hz=1.0, anomaly_rate=0.01, malformed_rate=0.01, count=count, seed=1
     )
     sink = NullSink()
     sink.setup()
@@ -47,27 +42,31 @@ def bench_generate(fleet: list) -> tuple[float, float]:
     return sink.stats.sent / elapsed, sink.stats.bytes / sink.stats.sent
 
 
-def bench_paced(fleet: list) -> dict:
-    config = SimulatorConfig(devices=DEVICES, rate_hz=1.0, duration_s=PACED_SECONDS, anomaly_rate=0.01)
+def bench_paced(fleet: list, seconds: float) -> dict:
+    config = SimulatorConfig(devices=DEVICES, rate_hz=1.0, duration_s=seconds, anomaly_rate=0.01)
     stats = run(config, NullSink(), fleet=fleet)
     return stats.as_dict() | {"rate_ratio": stats.rate_ratio}
 
 
-def main() -> int:
+@app.command()
+def simulator_bench(
+    count: Annotated[int, typer.Option(envvar="BENCH_SIM_COUNT", help="readings generated")] = 1_000_000,
+    seconds: Annotated[float, typer.Option(envvar="BENCH_SIM_SECONDS", help="paced loop seconds")] = 5.0,
+) -> int:
     started = time.perf_counter()
     fleet = generate_fleet(DEVICES, 1)
     fleet_s = time.perf_counter() - started
     print(f"fleet: {DEVICES:,} devices generated in {fleet_s:.2f} s")
-    readings_per_s, mean_bytes = bench_generate(fleet)
+    readings_per_s, mean_bytes = bench_generate(fleet, count)
     target = 100_000
     print(
         f"generate+serialise: {readings_per_s:,.0f} readings/s on one core "
-        f"({GENERATE_COUNT:,} readings, mean {mean_bytes:.0f} B; target >= {target:,}: "
+        f"({count:,} readings, mean {mean_bytes:.0f} B; target >= {target:,}: "
         f"{'ok' if readings_per_s >= target else 'BELOW TARGET'})"
     )
-    paced = bench_paced(fleet)
+    paced = bench_paced(fleet, seconds)
     print(
-        f"paced loop: {DEVICES:,} devices x 1 Hz for {PACED_SECONDS:g} s -> produced {paced['produced']:,}, "
+        f"paced loop: {DEVICES:,} devices x 1 Hz for {seconds:g} s -> produced {paced['produced']:,}, "
         f"achieved {paced['achieved_rate_per_s']:,.1f}/s of {paced['target_rate_per_s']:,.0f}/s, "
         f"ratio {paced['rate_ratio']:.4f}, max lag {paced['max_lag_s']:.3f} s"
         + (" (could not keep up)" if paced["cannot_keep_up"] else "")
@@ -79,11 +78,15 @@ def main() -> int:
         "rate_ratio_10k_devices": round(paced["rate_ratio"], 5),
         "paced_achieved_rate_per_s": paced["achieved_rate_per_s"],
         "paced_max_lag_s": paced["max_lag_s"],
-        "paced_duration_s": PACED_SECONDS,
+        "paced_duration_s": seconds,
         "fleet_generation_s": round(fleet_s, 3),
     }
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_app(app, argv, prog_name="bench/simulator_throughput.py")
 
 
 if __name__ == "__main__":

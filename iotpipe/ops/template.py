@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "cloudformation" / "template.yaml"
+TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "template.yaml"
 
 
 class CfnLoader(yaml.SafeLoader):

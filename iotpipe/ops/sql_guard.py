@@ -69,7 +69,7 @@ def check(sql: str, tables: Collection[str], database: str) -> None:
         raise UnsafeQuery("not a query")
 
 
-def _check_tree(sql: str, statements: list[exp.Expression], allowed: Allowed) -> None:
+def _check_tree(sql: str, statements: list[exp.Expr], allowed: Allowed) -> None:
     if len(statements) != 1:
         raise UnsafeQuery(f"exactly one statement, please: this text holds {len(statements)}")
     root = statements[0]
@@ -111,7 +111,7 @@ def _check_table(sql: str, table: exp.Table, allowed: Allowed, defined: set[str]
                           f"({', '.join(sorted(allowed.tables))})")
 
 
-def _statement_name(root: exp.Expression, sql: str) -> str:
+def _statement_name(root: exp.Expr, sql: str) -> str:
     """The statement's first keyword as written (comments skipped), e.g. ``COPY ...``."""
     try:
         tokens = sqlglot.tokenize(sql)

@@ -27,7 +27,6 @@ The offline evaluation of the same files uses the same calibration record on the
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -38,7 +37,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from functions.processor.archive_keys import QUARANTINE_PREFIX
+from functions.adapters.archive import S3Archive
+from functions.core.archive_layout import PROCESSED_PREFIX, QUARANTINE_PREFIX
+from functions.core.archive_lines import AGGREGATED, ProcessedLine, QuarantinedLine
 from model import device_calibration as dc
 from model import operating_point
 from model.pca_tq import calibrate
@@ -77,18 +78,19 @@ def _send(sink: Any, items: Sequence[Any]) -> None:
 
 def _archived(s3: Any, bucket: str, ids: set[str]) -> tuple[dict[str, dict[int, Any]], dict[str, int]]:
     """(device -> epoch ms -> channels of its aggregated lines, device -> quarantined readings)."""
+    archive = S3Archive(bucket, s3)
     out: dict[str, dict[int, Any]] = {d: {} for d in ids}
     quarantined = dict.fromkeys(ids, 0)
-    for line in dc._processed_lines(s3, bucket):
-        if SITE.encode() not in line:
+    for line in archive.iter_lines(PROCESSED_PREFIX):
+        if SITE.encode() not in line:  # other devices' lines: skipped undecoded
             continue
-        doc = orjson.loads(line)
-        if doc.get("device_id") in ids and doc.get("status") == "aggregated":
-            out[doc["device_id"]].setdefault(int(doc["epoch_ms"]), doc["channels"])
-    for line in dc._processed_lines(s3, bucket, QUARANTINE_PREFIX):
+        processed = ProcessedLine.decode(line)
+        if processed.device_id in ids and processed.status == AGGREGATED:
+            out[processed.device_id].setdefault(processed.epoch_ms, dict(processed.channels))
+    for line in archive.iter_lines(QUARANTINE_PREFIX):
         if b"skab-" not in line:
             continue
-        device_id = orjson.loads(line).get("device_id")  # set when the reading got as far as its id
+        device_id = QuarantinedLine.decode(line).device_id  # set when the reading got as far as its id
         if device_id in quarantined:
             quarantined[device_id] += 1
     return out, quarantined
@@ -100,7 +102,7 @@ def _calibrate(
 ) -> dict[Path, dict[str, Any]]:
     """Each device's calibration as stored on its item by the deployed calibrator (invoked on the
     devices; its schedule may have been first). A stack without one: the same module, run here."""
-    from iotpipe.stack import _client
+    from iotpipe import aws
 
     function = outputs.get("CalibratorFunctionName")
     if not function:
@@ -110,7 +112,7 @@ def _calibrate(
     say(f"calibrating with {function} ...")
     deadline = time.monotonic() + timeout_s
     while True:
-        result = dc.invoke_calibrator(_client("lambda"), function, sorted(devices.values()))
+        result = dc.invoke_calibrator(aws.client("lambda"), function, sorted(devices.values()))
         items = {p: registry.get(d) or {} for p, d in devices.items()}
         waiting = [devices[p] for p, item in items.items() if not item.get("calibration")]
         if not waiting:
@@ -183,12 +185,14 @@ def replay_eval(
 ) -> dict[str, Any]:
     from functions.adapters.anomalies import DynamoAnomalyStore
     from functions.adapters.devices import DynamoDeviceRegistry
-    from iotpipe.stack import _client, stack_outputs
+    from iotpipe import aws
+    from iotpipe.ops.stack import stack_outputs
+    from iotpipe.settings import tool_settings
     from simulator.sinks import KinesisSink
 
     started = time.monotonic()
     outputs = stack_outputs(stack)
-    ddb, s3, bucket = _client("dynamodb"), _client("s3"), outputs["ArchiveBucketName"]
+    ddb, s3, bucket = aws.client("dynamodb"), aws.client("s3"), outputs["ArchiveBucketName"]
     registry = DynamoDeviceRegistry(outputs["DevicesTableName"], ddb)
     anomalies = DynamoAnomalyStore(outputs["AnomaliesTableName"], ddb)
     run_id = run_id or uuid.uuid4().hex[:6]
@@ -199,8 +203,9 @@ def replay_eval(
         for d, extra in ((f"{device_id}-cal", {}), (device_id, request)):
             ddb.put_item(TableName=outputs["DevicesTableName"],
                          Item={"device_id": {"S": d}, "name": {"S": d}, "site": {"S": SITE}, **extra})
-    sink = KinesisSink(outputs["StreamName"], endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                       region=os.environ.get("AWS_REGION", "us-east-1"), pack=pack)
+    target = tool_settings()
+    sink = KinesisSink(outputs["StreamName"], endpoint_url=target.endpoint_url, region=target.region,
+                       pack=pack)
     sink.setup()
     try:
         say(f"replay-eval {run_id}: {len(files)} files; calibration rows as <device>-cal ...")

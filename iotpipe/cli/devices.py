@@ -1,4 +1,5 @@
-"""``iotpipe devices``: provision device identities for the MQTT path, list them, revoke one."""
+"""``iotpipe devices``: provision device identities for the MQTT path, list them, revoke one
+(iotpipe/devices/)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,20 @@ from typing import Annotated
 
 import typer
 
+from iotpipe.cli.app import StackOption, app
 from iotpipe.devices import provision as prov
 from iotpipe.devices.registry import DeviceRegistryError, IotRegistry
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="device identities (IoT things and X.509 certificates) for the MQTT path")
+devices_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="device identities (IoT things and X.509 certificates) for the MQTT path")
+app.add_typer(devices_app, name="devices")
 
-StackOption = Annotated[str, typer.Option(envvar="STACK_NAME", help="CloudFormation stack name")]
 KeyDirOption = Annotated[Path | None, typer.Option(
     help="where key material is kept (default .iotpipe/devices/<stack>/, git-ignored)")]
 
 
 def _stack_iot(stack: str) -> tuple[str, str]:
-    from iotpipe.stack import stack_outputs
+    from iotpipe.ops.stack import stack_outputs
 
     outputs = stack_outputs(stack)
     if "IotDevicePolicyName" not in outputs:
@@ -28,7 +30,7 @@ def _stack_iot(stack: str) -> tuple[str, str]:
     return outputs["IotDevicePolicyName"], outputs["IotReadingsTopicPrefix"]
 
 
-@app.command("provision")
+@devices_app.command("provision")
 def provision_cmd(
     names: Annotated[list[str] | None, typer.Argument(help="thing names (= device ids)")] = None,
     count: Annotated[int, typer.Option(
@@ -54,7 +56,7 @@ def provision_cmd(
     typer.echo(f"key material in {directory}", err=True)
 
 
-@app.command("list")
+@devices_app.command("list")
 def list_cmd(stack: StackOption = "iotpipe", key_dir: KeyDirOption = None) -> None:
     """The identities stored locally, with their certificate's status in the registry."""
     registry = IotRegistry()
@@ -63,7 +65,7 @@ def list_cmd(stack: StackOption = "iotpipe", key_dir: KeyDirOption = None) -> No
                                "status": registry.certificate_status(identity.certificate_id)}))
 
 
-@app.command("revoke")
+@devices_app.command("revoke")
 def revoke_cmd(thing: str, stack: StackOption = "iotpipe", key_dir: KeyDirOption = None) -> None:
     """Set the device's certificate INACTIVE: the broker refuses it from then on."""
     try:

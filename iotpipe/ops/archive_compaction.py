@@ -14,7 +14,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from functions.compactor.compaction import PROCESSED_PREFIX, hours_due, parse_hour
+from functions.compactor.compaction import hours_due, parse_hour
+from functions.core.archive_layout import PROCESSED_PREFIX
 
 # One invocation compacts this many hours at most, so each stays well inside the function's 15 minutes.
 HOURS_PER_CALL = 6
