@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from iotpipe.devices.registry import IotRegistry
+from iotpipe.devices.registry import DeviceRegistryError, IotRegistry
 from iotpipe.settings import tool_settings
 
 CA_FILE = "ca.pem"
@@ -88,6 +88,37 @@ def provision(
         (device_dir / IDENTITY_FILE).write_text(json.dumps(asdict(identity), indent=2) + "\n")
         identities.append(identity)
     return identities
+
+
+def ensure(registry: IotRegistry, key_dir: Path, thing_names: list[str], policy_name: str,
+           topic_prefix: str) -> tuple[int, int]:
+    """Provision the things that have no identity the registry knows; keep the others, pointed at the
+    current broker (the embedded emulator's listener port changes between starts). A revoked (INACTIVE)
+    certificate is kept as it is: running again never undoes a revocation. Returns (kept, created)."""
+    endpoint = registry.data_endpoint()
+    ca = registry.broker_ca()
+    if ca is not None:
+        _private_dir(key_dir)
+        (key_dir / CA_FILE).write_text(ca)
+    missing = []
+    for thing in thing_names:
+        try:
+            identity = load_identity(key_dir, thing)
+            registry.certificate_status(identity.certificate_id)
+        except FileNotFoundError:
+            missing.append(thing)
+            continue
+        except DeviceRegistryError as exc:
+            if exc.code != "ResourceNotFoundException":
+                raise
+            missing.append(thing)  # stored here, unknown to this registry (an emulator started afresh)
+            continue
+        if identity.endpoint != endpoint:
+            moved = replace(identity, endpoint=endpoint)
+            (key_dir / thing / IDENTITY_FILE).write_text(json.dumps(asdict(moved), indent=2) + "\n")
+    if missing:
+        provision(registry, key_dir, missing, policy_name, topic_prefix)
+    return len(thing_names) - len(missing), len(missing)
 
 
 def load_identity(key_dir: Path, thing_name: str) -> DeviceIdentity:

@@ -240,6 +240,13 @@ def problems(status: PipelineStatus) -> list[str]:
     return found
 
 
+def _refused(status: PipelineStatus) -> str:
+    """MQTT messages the topic rules kept off the stream: sent, never `in` (only where there are some)."""
+    if not status.refused_by_reason:
+        return ""
+    return f" | refused {sum(status.refused_by_reason.values())} [{_reasons(status.refused_by_reason)}]"
+
+
 def status_line(status: PipelineStatus, sent: object, rate_per_s: float) -> str:
     """The line `iotpipe up` prints every few seconds: the counts, then what is wrong after `!!`."""
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(status.quarantined_by_reason.items(),
@@ -249,7 +256,7 @@ def status_line(status: PipelineStatus, sent: object, rate_per_s: float) -> str:
     line = (f"sent {sent} | in {status.readings_in} ({rate_per_s:.1f}/s{redeliveries}) | "
             f"aggregated {status.aggregated} "
             f"in {status.windows} windows | duplicates {status.duplicates} | quarantined {status.quarantined}"
-            f"{f' [{reasons}]' if reasons else ''} | held back {status.held_back_now} | "
+            f"{f' [{reasons}]' if reasons else ''}{_refused(status)} | held back {status.held_back_now} | "
             f"archive failures {status.archive_failures} | anomalies {status.anomalies}")
     wrong = problems(status)
     return line + (f"  !! {'; '.join(wrong)}" if wrong else "")

@@ -66,3 +66,34 @@ def test_revoke_sets_the_stored_certificate_inactive_and_errors_name_call_and_co
             prov.revoke(registry, tmp_path, "dev-1")
     with pytest.raises(FileNotFoundError, match="iotpipe devices provision"):
         prov.revoke(registry, tmp_path, "dev-2")
+
+
+def test_ensure_keeps_known_identities_repoints_them_and_never_undoes_a_revocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN dev-1 stored with an old broker address and known to the registry (revoked: INACTIVE),
+    # and dev-2 stored but unknown to this registry (an emulator started afresh)
+    monkeypatch.setenv("IOTPIPE_MQTT_ENDPOINT", "127.0.0.1:9999")
+    for thing, cert in (("dev-1", CERT_ID), ("dev-2", "d" * 64)):
+        (tmp_path / thing).mkdir()
+        (tmp_path / thing / prov.IDENTITY_FILE).write_text(json.dumps({
+            "thing_name": thing, "certificate_id": cert, "certificate_arn": ARN, "topic": "t",
+            "endpoint": "127.0.0.1:1111"}))
+    registry, stub = _registry()
+    stub.add_response("describe_certificate", {"certificateDescription": {"status": "INACTIVE"}},
+                      {"certificateId": CERT_ID})
+    stub.add_client_error("describe_certificate", "ResourceNotFoundException", "gone")
+    stub.add_response("create_thing", {})
+    new_id = "e" * 64
+    stub.add_response("create_keys_and_certificate", {
+        "certificateArn": ARN, "certificateId": new_id, "certificatePem": "CERT",
+        "keyPair": {"PublicKey": "PUB", "PrivateKey": "KEY"}})
+    stub.add_response("attach_thing_principal", {})
+    stub.add_response("attach_policy", {})
+    with stub:
+        assert prov.ensure(registry, tmp_path, ["dev-1", "dev-2"], "p", "s/devices") == (1, 1)
+    stub.assert_no_pending_responses()
+    # THEN dev-1 keeps its (revoked) certificate, pointed at the current broker; dev-2 has a new one
+    kept = prov.load_identity(tmp_path, "dev-1")
+    assert (kept.certificate_id, kept.endpoint) == (CERT_ID, "127.0.0.1:9999")
+    assert prov.load_identity(tmp_path, "dev-2").certificate_id == new_id
