@@ -152,9 +152,9 @@ class ProcessorSettings(CommonSettings):
     def _resolve(self) -> None:
         super()._resolve()
         # auto: the one template deploys unchanged everywhere, and the embedded emulator's launcher
-        # (iotpipe/local/emulator.py) marks the environment its functions inherit with IOTPIPE_EMULATOR=ministack,
-        # whose Kinesis mapping drops records reported in batchItemFailures: there, fail the invocation so
-        # the whole batch is retried instead.
+        # (iotpipe/local/emulator.py) marks the environment its functions inherit with
+        # IOTPIPE_EMULATOR=ministack, whose Kinesis mapping drops records reported in batchItemFailures:
+        # there, fail the invocation so the whole batch is retried instead.
         if self.partial_batch_response == "auto":
             ministack = os.environ.get("IOTPIPE_EMULATOR") == "ministack"
             object.__setattr__(self, "partial_batch_response", "raise" if ministack else "report")
