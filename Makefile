@@ -15,6 +15,9 @@ EMU_BOTO3 := 1.43.106
 # ministack runs Athena queries on DuckDB when it can import it (ATHENA_ENGINE, services/athena.py);
 # without it every query "succeeds" with mock rows. iotpipe/local/emulator.py sets ATHENA_ENGINE=duckdb.
 EMU_DUCKDB := 1.5.6
+# ministack's IoT Core needs it for its CA, the certificates CreateKeysAndCertificate signs and the
+# mTLS MQTT listener (without it the listener stays off and /_ministack/iot/ca.pem answers 503).
+EMU_CRYPTOGRAPHY := 51.0.1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHON := $(CURDIR)/$(PY)
 
@@ -32,7 +35,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 $(EMU_VENV)/.installed: Makefile
 	@test -n "$(PY312)" || { echo "Python 3.12 not found (set PY312=/path/to/python3.12)"; exit 1; }
 	@test -x $(EMU_VENV)/bin/python || $(PY312) -m venv $(EMU_VENV)
-	$(EMU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "ministack==$(MINISTACK_VERSION)" "boto3==$(EMU_BOTO3)" "duckdb==$(EMU_DUCKDB)"
+	$(EMU_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "ministack==$(MINISTACK_VERSION)" "boto3==$(EMU_BOTO3)" "duckdb==$(EMU_DUCKDB)" "cryptography==$(EMU_CRYPTOGRAPHY)"
 	@touch $@
 
 venv: $(VENV)/.installed ## create the development environment (.venv, Python 3.12)

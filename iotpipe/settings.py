@@ -32,6 +32,8 @@ class ToolSettings:
     run_dir: Path = ROOT / ".iotpipe"
     emulator_bin: Path | None = None  # EMULATOR_BIN: a ministack executable other than .venv-emulator's
     emulator_log_level: str = "WARNING"  # EMULATOR_LOG_LEVEL: the emulator process's log level
+    # IOTPIPE_MQTT_ENDPOINT: host:port of the emulator's mTLS MQTT listener (None: ask IoT, AWS)
+    mqtt_endpoint: str | None = None
 
 
 def tool_settings(environ: Mapping[str, str] | None = None) -> ToolSettings:
@@ -49,6 +51,7 @@ def tool_settings(environ: Mapping[str, str] | None = None) -> ToolSettings:
         run_dir=Path(first("IOTPIPE_RUN_DIR") or defaults.run_dir),
         emulator_bin=Path(bin_path) if bin_path else None,
         emulator_log_level=first("EMULATOR_LOG_LEVEL") or defaults.emulator_log_level,
+        mqtt_endpoint=first("IOTPIPE_MQTT_ENDPOINT"),
     )
 
 

@@ -69,7 +69,10 @@ case "$TARGET" in
     # only (iotpipe query --named reads the query texts from the template); a --param given wins.
     # Nor an AWS::ApplicationAutoScaling provider: the aggregates table keeps its fixed provisioned
     # capacity there (ministack does not throttle it anyway).
-    PARAMS=("ArchiveSql=catalog" "AggregatesCapacityScaling=disabled" ${PARAMS[@]+"${PARAMS[@]}"})
+    # Its IoT Core runs the broker and topic rules but has no kinesis rule action: the readings rule
+    # queues the readings for the IoT ingest function instead (IotRuleAction=sqs, docs/mqtt-devices.md).
+    PARAMS=("ArchiveSql=catalog" "AggregatesCapacityScaling=disabled" "IotCoreIngest=enabled"
+            "IotRuleAction=sqs" ${PARAMS[@]+"${PARAMS[@]}"})
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
   localstack)
     # No AWS::ApiGateway::Authorizer in LocalStack 4.14 community: the ingest function checks device

@@ -52,6 +52,8 @@ RUN_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--device-secret-file", "device_secret_file",
      "fleet secret the devices' /ingest credentials derive from (default .iotpipe/device-fleet.secret;"
      " SIM_DEVICE_SECRET overrides)"),
+    ("--mqtt-key-dir", "mqtt_key_dir",
+     "mqtt sink: device identities from `iotpipe devices provision` (default .iotpipe/devices/iotpipe)"),
     ("--endpoint-url", "endpoint_url", "AWS endpoint (emulator); also AWS_ENDPOINT_URL"),
     ("--region", "region", "AWS region (default us-east-1; also AWS_REGION)"),
     ("--shard-count", "shard_count", "shards, for rate limits (default: ask Kinesis)"),
@@ -286,7 +288,7 @@ def _register(config: SimulatorConfig, dry_run: bool, printer: ProgressPrinter) 
 
 
 # The sinks whose readings reach the pipeline, which checks each device against the devices table.
-PIPELINE_SINKS = ("kinesis", "http")
+PIPELINE_SINKS = ("kinesis", "http", "mqtt")
 
 
 def _dynamodb(config: SimulatorConfig) -> Any:

@@ -25,7 +25,7 @@ MALFORMED_KINDS: tuple[str, ...] = (
     "unknown_device",
     "oversized",
 )
-SINKS: tuple[str, ...] = ("kinesis", "http", "stdout", "file", "null")
+SINKS: tuple[str, ...] = ("kinesis", "http", "mqtt", "stdout", "file", "null")
 MAX_PACK = 500  # the processor's MAX_PACKED_READINGS default
 
 
@@ -64,6 +64,8 @@ class SimulatorConfig:
     # else the file (created by `register`).
     device_secret: str = field(default="", repr=False)
     device_secret_file: str = ".iotpipe/device-fleet.secret"  # noqa: S105 - a path, not a secret
+    # MQTT sink: the device identities `iotpipe devices provision` stored (certificates, keys, topics).
+    mqtt_key_dir: str = ".iotpipe/devices/iotpipe"
     endpoint_url: str | None = None
     region: str = "us-east-1"
     shard_count: int | None = None  # None = ask Kinesis (DescribeStreamSummary) at setup

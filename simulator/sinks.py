@@ -505,6 +505,10 @@ def make_sink(config: SimulatorConfig, clock: Clock | None = None) -> Sink:
 
         fleet_secret = load_fleet_secret(config.device_secret, config.device_secret_file)
         return HttpSink(config.ingest_url, lambda device: authorization(fleet_secret, device), clock=clock)
+    if config.sink == "mqtt":
+        from simulator.mqtt_sink import MqttSink
+
+        return MqttSink(config.mqtt_key_dir)
     if config.sink == "file":
         if not config.output_path:
             raise ValueError("the file sink needs SIM_OUTPUT_PATH / --output")

@@ -17,6 +17,8 @@
     iotpipe model calibrate --pending                            every requesting device, N readings archived
     iotpipe model operating-point [--write]                     re-derive model/artifacts/pca-tq-v2.json
     iotpipe model replay-eval FILE|DIR...                        SKAB through the deployed pipeline vs offline
+    iotpipe devices provision NAME... | --count N [--stack NAME]  IoT things + certificates, keys kept 0600
+    iotpipe devices list | revoke THING [--stack NAME]           stored identities; certificate INACTIVE
     iotpipe cost --devices N --rate R [--json]                   monthly AWS cost model
 
 The root app and its groups are in app.py; one module per command group registers its commands on
@@ -35,6 +37,7 @@ from iotpipe.console import run_app
 from iotpipe.cli import run  # noqa: F401 - up, down, deploy
 from iotpipe.cli import ops  # noqa: F401 - status, rebuild, query, archive compact
 from iotpipe.cli import model  # noqa: F401 - model ...
+from iotpipe.cli import devices  # noqa: F401 - devices provision, list, revoke
 # isort: on
 
 

@@ -30,6 +30,11 @@ class Detector(StrEnum):
     sagemaker = "sagemaker"
 
 
+class Sink(StrEnum):
+    kinesis = "kinesis"
+    mqtt = "mqtt"
+
+
 class Target(StrEnum):
     embedded = "embedded"
     localstack = "localstack"

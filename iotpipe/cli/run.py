@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from iotpipe.cli.app import Detector, StackOption, Target, app
+from iotpipe.cli.app import Detector, Sink, StackOption, Target, app
 from iotpipe.console import say
 from iotpipe.local import supervisor
 from iotpipe.local.emulator import use_running_emulator
@@ -42,13 +42,18 @@ def up(
         envvar="DETECTOR_BACKEND",
         help="embedded (in the processor) or sagemaker (through the local model server, serving/)")
     ] = Detector.embedded,
+    sink: Annotated[Sink, typer.Option(
+        envvar="SIM_SINK",
+        help="kinesis (PutRecords) or mqtt (each device over mTLS MQTT as its own IoT thing, "
+             "docs/mqtt-devices.md)")
+    ] = Sink.kinesis,
 ) -> int:
     with supervisor.own_terminal_foreground():
         return supervisor.up(supervisor.UpOptions(
             stack=stack, port=port, devices=devices, rate=rate, seed=seed, shards=shards,
             parallelization=parallelization, anomaly_rate=anomaly_rate, malformed_rate=malformed_rate,
             control_port=control_port, api_port=api_port, interval=interval, duration=duration, fresh=fresh,
-            snapshot=snapshot, verbose=verbose, detector=detector.value,
+            snapshot=snapshot, verbose=verbose, detector=detector.value, sink=sink.value,
         ))
 
 

@@ -67,6 +67,9 @@ def cost(
     ] = D.write_concurrency,
     ingest_via_api: Annotated[bool, typer.Option(
         "--ingest-via-api", help="devices POST /ingest instead of PutRecords")] = False,
+    mqtt: Annotated[str, typer.Option(
+        help="devices publish over MQTT to IoT Core: messaging (to their topic), basic-ingest (to the "
+             "rule's $aws/rules/ topic: no messaging charge) or none (PutRecords)")] = "none",
     ddb_write_ms: float = D.ddb_write_ms,
     athena_queries_per_day: Annotated[float, typer.Option(
         help="Athena queries a day over the archive (docs/querying.md; default 0: not costed)")
@@ -97,6 +100,9 @@ def cost(
     if sagemaker_memory_mb not in (1024, 2048, 3072, 4096, 5120, 6144):
         print("--sagemaker-memory-mb is one of 1024, 2048, ... 6144 (serverless sizes)", file=sys.stderr)
         return 2
+    if mqtt not in ("none", "messaging", "basic-ingest"):
+        print(f"--mqtt is none, messaging or basic-ingest, not {mqtt!r}", file=sys.stderr)
+        return 2
     if athena_table not in ("processed", "processed_compacted"):
         print(f"--athena-table is processed or processed_compacted, not {athena_table!r}", file=sys.stderr)
         return 2
@@ -107,7 +113,8 @@ def cost(
         batch_size=batch_size,
         batching_window_s=batching_window,
         record_bytes=record_bytes,
-        readings_per_record=max(1, readings_per_record),
+        # Over MQTT the readings rule stores each message (one reading) as one Kinesis record.
+        readings_per_record=1 if mqtt != "none" else max(1, readings_per_record),
         malformed_rate=malformed_rate,
         anomaly_rate=anomaly_rate,
         archive_bytes_per_reading=archive_bytes_per_reading,
@@ -115,6 +122,7 @@ def cost(
         aggregates_retention_days=aggregates_retention_days,
         archive_ia_min_object_filter=ia_small_object_filter,
         ingest_via_api=ingest_via_api,
+        mqtt_ingest=mqtt,
         aggregates_pitr=D.aggregates_pitr and not no_pitr,
         anomalies_pitr=D.anomalies_pitr and not no_pitr,
         write_concurrency=max(1, write_concurrency),

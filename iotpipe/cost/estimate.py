@@ -97,6 +97,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         *s3_lines(w, t, m, prices),
         *cloudwatch_lines(w, t, m, prices),
         *edge_lines(t, prices),
+        *iot_lines(w, t, prices),
         *athena_lines(w, t, prices),
         *compaction_lines(w, t, prices),
         *calibrator_lines(w, prices),
@@ -400,6 +401,26 @@ def cloudwatch_lines(w: Workload, t: Traffic, m: Measured, p: Prices) -> list[Li
         Line("cloudwatch", "alarms", w.alarms, "alarm-month", w.alarms * p.cw_alarm_month, fixed=True),
         Line("cloudwatch", "dashboard", w.dashboards, "dashboard-month", w.dashboards * p.cw_dashboard_month,
              fixed=True),
+    ]
+    return lines
+
+
+def iot_lines(w: Workload, t: Traffic, p: Prices) -> list[Line]:
+    """IoT Core when devices publish over MQTT: always-on connections, messages, the readings rule."""
+    if w.mqtt_ingest == "none":
+        return []
+    per_message = math.ceil(max(t.record_bytes, 1) / p.iot_message_bytes)  # 5 KB metering increments
+    messages = t.readings * per_message  # one reading per message
+    minutes = w.devices * HOURS_PER_MONTH * 60
+    lines = [Line("iot", "connection minutes", minutes, "minute",
+                  minutes / 1e6 * p.iot_connectivity_per_million_minutes)]
+    if w.mqtt_ingest == "messaging":
+        lines.append(Line("iot", "messages", messages, "message",
+                          messages / 1e6 * p.iot_messages_per_million))
+    lines += [
+        Line("iot", "rules triggered", messages, "rule", messages / 1e6 * p.iot_rules_triggered_per_million),
+        Line("iot", "actions executed (Kinesis)", messages, "action",
+             messages / 1e6 * p.iot_actions_executed_per_million),
     ]
     return lines
 

@@ -84,6 +84,15 @@ class Prices:
     sagemaker_data_in_per_gb: float = 0.016
     sagemaker_data_out_per_gb: float = 0.016
 
+    # AWS IoT Core (IotCoreIngest=enabled): aws.amazon.com/iot-core/pricing, us-east-1, transcribed 2026-12.
+    # Messages and rule evaluations are metered in 5 KB increments. Basic Ingest (publishing to
+    # $aws/rules/<rule>/...) skips the messaging charge; rules and actions are still billed.
+    iot_connectivity_per_million_minutes: float = 0.08
+    iot_messages_per_million: float = 1.00  # first billion messages a month
+    iot_message_bytes: int = 5 * KB
+    iot_rules_triggered_per_million: float = 0.15
+    iot_actions_executed_per_million: float = 0.15
+
     # KMS customer managed key (the template creates one) and its API requests.
     kms_key_month: float = 1.00
     kms_requests_per_10k: float = 0.03

@@ -141,6 +141,10 @@ class Workload:
     # Rows per call: the client splits a batch to stay under the 4 MB serverless request limit
     # (functions.detector.anomaly_detector.MAX_REQUEST_BYTES // (24 B x 10 features + 4)).
     sagemaker_rows_per_call: int = 14_344
+    # Optional: devices publish over MQTT to IoT Core, whose readings rule puts each message on the stream
+    # (Kinesis action, one record per message): "messaging" to the device topic, "basic-ingest" to the
+    # rule's $aws/rules/... topic (no messaging charge); "none": devices use PutRecords.
+    mqtt_ingest: str = "none"
     # Optional: devices POST /ingest through API Gateway instead of PutRecords.
     ingest_via_api: bool = False
     readings_per_ingest_request: int = 100

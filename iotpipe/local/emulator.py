@@ -38,6 +38,9 @@ class EmulatorError(RuntimeError):
     pass
 
 
+MQTT_TLS_PORT = 8883  # MQTT over TLS, on AWS IoT Core and ministack's default
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,6 +76,13 @@ class Emulator:
     # stop, which is all ministack itself does.
     snapshot_s: float = 0.0
     janitor_s: float = JANITOR_INTERVAL_S  # seconds between sweeps of dead workers' folders; 0 = off
+    # IoT Core's mTLS MQTT listener (devices connect here with their certificates). 0: a free port,
+    # since ministack's default (8883) would be shared by every emulator on the machine.
+    mqtt_port: int = 0
+    # AUTH=true: ministack verifies SigV4 (the root key is test/test), runs each function's calls as its
+    # execution role against the role's IAM policies, and holds certificate MQTT sessions to their IoT
+    # policies. Off by default; tests/integration/test_iot_policy.py starts one of its own.
+    auth: bool = False
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     _janitor: Janitor | None = None
@@ -85,10 +95,13 @@ class Emulator:
         """Environment for AWS clients (boto3, the AWS CLI) that talk to this emulator."""
         region = tool_settings().region
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-                **TEST_CREDENTIALS}
+                **TEST_CREDENTIALS,
+                # Where devices dial IoT Core over MQTT with mTLS (iotpipe devices, the mqtt sink).
+                "IOTPIPE_MQTT_ENDPOINT": f"127.0.0.1:{self.mqtt_port or MQTT_TLS_PORT}"}
 
     def start(self, wait_s: float = 60.0) -> Emulator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.mqtt_port = self.mqtt_port or free_port()
         settings = tool_settings()
         env = child_env({
             **TEST_CREDENTIALS,
@@ -108,6 +121,8 @@ class Emulator:
             # "auto" would fall back to mock rows if it were missing, which no test could tell from
             # an empty answer, so the engine is named and a missing duckdb fails the query.
             "ATHENA_ENGINE": "duckdb",
+            "IOT_MTLS_PORT": str(self.mqtt_port),
+            "AUTH": "true" if self.auth else "false",
         })
         # Functions inherit the server's environment: do not leak the developer's endpoint or
         # virtualenv into them.
@@ -191,14 +206,16 @@ class Emulator:
     # The pidfile lets `iotpipe down` (another process) stop the emulator `iotpipe up` started.
     def write_pidfile(self) -> None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        PIDFILE.write_text(json.dumps({"pid": self.pid, "port": self.port, "state_dir": str(self.state_dir)}))
+        PIDFILE.write_text(json.dumps({"pid": self.pid, "port": self.port, "state_dir": str(self.state_dir),
+                                       "mqtt_port": self.mqtt_port}))
 
     @classmethod
     def from_pidfile(cls) -> Emulator | None:
         if not PIDFILE.exists():
             return None
         data = json.loads(PIDFILE.read_text())
-        return cls(port=int(data["port"]), state_dir=Path(data["state_dir"]), pid=int(data["pid"]))
+        return cls(port=int(data["port"]), state_dir=Path(data["state_dir"]), pid=int(data["pid"]),
+                   mqtt_port=int(data.get("mqtt_port", 0)))
 
 
 def emulator_python() -> Path:

@@ -72,6 +72,7 @@ class UpOptions:
     snapshot: float
     verbose: bool
     detector: str = "embedded"  # "sagemaker": the processor scores through the local model server
+    sink: str = "kinesis"  # "mqtt": each simulated device publishes over mTLS MQTT as its own IoT thing
 
 
 def detector_params(server: ModelServer | None) -> list[str]:
@@ -162,10 +163,13 @@ def up(args: UpOptions) -> int:
         sim_env = _simulator_env(args, outputs)
         say(f"[3/5] registering {args.devices} simulated devices ...")
         subprocess.run([sys.executable, "-m", "simulator", "register"], env=sim_env, check=True)
+        if args.sink == "mqtt":
+            _provision_devices(args, outputs)
         if recovering:
             _rebuild_after_crash(args.stack)
 
-        say(f"[4/5] simulator: {args.devices} devices x {args.rate} Hz -> Kinesis "
+        target = "MQTT (IoT Core, mTLS)" if args.sink == "mqtt" else "Kinesis"
+        say(f"[4/5] simulator: {args.devices} devices x {args.rate} Hz -> {target} "
              f"(tune live: curl -X POST 127.0.0.1:{args.control_port}/config -d '{{\"rate_hz\": 2}}')")
         sim_log = open(RUN_DIR / "simulator.log", "ab")  # noqa: SIM115 - owned by the child
         started.append(subprocess.Popen([sys.executable, "-m", "simulator", "run"], env=sim_env,
@@ -191,12 +195,28 @@ def up(args: UpOptions) -> int:
         say("stopped")
 
 
+def _provision_devices(args: UpOptions, outputs: dict[str, str]) -> None:
+    """An IoT thing and certificate for each simulated device that has none yet (iotpipe devices)."""
+    from iotpipe.devices import provision
+    from iotpipe.devices.registry import IotRegistry
+    from simulator.fleet import device_id_for
+
+    things = [device_id_for(i) for i in range(args.devices)]
+    kept, created = provision.ensure(IotRegistry(), provision.default_key_dir(args.stack), things,
+                                     outputs["IotDevicePolicyName"], outputs["IotReadingsTopicPrefix"])
+    say(f"      MQTT identities: {created} provisioned, {kept} kept "
+        f"({provision.default_key_dir(args.stack)})")
+
+
 def _simulator_env(args: UpOptions, outputs: dict[str, str]) -> dict[str, str]:
+    from iotpipe.devices.provision import default_key_dir
+
     return child_env({
         "SIM_DEVICES": str(args.devices),
         "SIM_RATE_HZ": str(args.rate),
         "SIM_SEED": str(args.seed),
-        "SIM_SINK": "kinesis",
+        "SIM_SINK": args.sink,
+        "SIM_MQTT_KEY_DIR": str(default_key_dir(args.stack)),
         "SIM_STREAM_NAME": outputs["StreamName"],
         "SIM_DEVICES_TABLE": outputs["DevicesTableName"],
         "SIM_CONTROL_PORT": str(args.control_port),

@@ -24,6 +24,9 @@ class PipelineStatus:
     aggregated: int = 0  # sum of window counts in the aggregates table (exact)
     quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    # MQTT messages the topic rules kept off the stream (not of the publishing thing), by reason:
+    # counted apart from the pipeline's readings (functions/ingest/mqtt.py)
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     # Failures (metric sums): readings handed back for redelivery (ministack drops them), readings that
     # came back after being put in the table, archive puts and alerts that failed.
@@ -128,6 +131,7 @@ def collect(stack: str, window_hours: float = 24.0, since: dt.datetime | None = 
     status.alerts_failed = int(_metric_sum(cw, "AlertsFailed", start, end))
     status.aggregated_metric = int(_metric_sum(cw, "RecordsAggregated", start, end))
     status.quarantined_by_reason = _by_reason(cw, "RecordsRejected", start, end)
+    status.refused_by_reason = _by_reason(cw, "ReadingsRefused", start, end)
     status.calibration_fallbacks = _by_reason(cw, "CalibrationFallbacks", start, end)
     status.detection_failures = _by_reason(cw, "DetectionFailures", start, end)
     # Summed from the per-reason series: ministack answers a dimensionless query with every series
@@ -201,6 +205,8 @@ def render(status: PipelineStatus) -> str:
         f"aggregated   {status.aggregated} in {status.windows} windows   (window lag {lag})",
         f"quarantined  {status.quarantined}   [{reasons}]",
         f"duplicates   {status.duplicates}",
+        *([f"refused      {sum(status.refused_by_reason.values())} MQTT messages kept off the stream   "
+           f"[{_reasons(status.refused_by_reason)}]"] if status.refused_by_reason else []),
         f"failures     held back now {status.held_back_now} (hand-backs {status.retried}, every retry "
         f"counted)   archive writes {status.archive_failures}   alerts {status.alerts_failed}   "
         f"(redelivered {status.redelivered})",
@@ -234,6 +240,13 @@ def problems(status: PipelineStatus) -> list[str]:
     return found
 
 
+def _refused(status: PipelineStatus) -> str:
+    """MQTT messages the topic rules kept off the stream: sent, never `in` (only where there are some)."""
+    if not status.refused_by_reason:
+        return ""
+    return f" | refused {sum(status.refused_by_reason.values())} [{_reasons(status.refused_by_reason)}]"
+
+
 def status_line(status: PipelineStatus, sent: object, rate_per_s: float) -> str:
     """The line `iotpipe up` prints every few seconds: the counts, then what is wrong after `!!`."""
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(status.quarantined_by_reason.items(),
@@ -243,7 +256,7 @@ def status_line(status: PipelineStatus, sent: object, rate_per_s: float) -> str:
     line = (f"sent {sent} | in {status.readings_in} ({rate_per_s:.1f}/s{redeliveries}) | "
             f"aggregated {status.aggregated} "
             f"in {status.windows} windows | duplicates {status.duplicates} | quarantined {status.quarantined}"
-            f"{f' [{reasons}]' if reasons else ''} | held back {status.held_back_now} | "
+            f"{f' [{reasons}]' if reasons else ''}{_refused(status)} | held back {status.held_back_now} | "
             f"archive failures {status.archive_failures} | anomalies {status.anomalies}")
     wrong = problems(status)
     return line + (f"  !! {'; '.join(wrong)}" if wrong else "")

@@ -39,6 +39,10 @@ class TargetFacts:
     # community has no provider either and marks them complete without creating anything (its
     # CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES default); neither emulator throttles a provisioned table.
     capacity_scaling_in_stack: bool = True
+    # IoT Core's data plane: an MQTT broker with mTLS and topic rules (IotCoreIngest=enabled; ministack
+    # 1.5.33: rules have no kinesis action, so IotRuleAction=sqs). False: the stack deploys without
+    # the IoT path (LocalStack 4.14 community has IoT only in Pro), test_mqtt_ingest.py skips.
+    iot_data_plane: bool = True
 
 
 FACTS = {
@@ -56,7 +60,7 @@ FACTS = {
     "localstack": TargetFacts(gateway_response_templates=False, dashboard_created=False,
                               stream_encryption=False, logging_config_kept=True,
                               parallelization_honoured=False, reshard_keeps_parent=True,
-                              archive_sql=False),
+                              archive_sql=False, iot_data_plane=False),
     "aws": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=True,
                        logging_config_kept=True, parallelization_honoured=True, reshard_keeps_parent=True),
 }

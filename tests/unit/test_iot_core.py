@@ -1,6 +1,7 @@
-"""The AWS IoT Core device path (template: IotDevicePolicy, IotReadingsRule, IotReadingsRuleRole): the
+"""The IoT Core device path (template: IotDevicePolicy, IotReadingsRule, IotReadingsRuleRole, ...): the
 template's policy confines a device to its own topic, its rule binds the reading's device id to the
-publishing thing, and the path is off by default. The template is the one source of these documents."""
+publishing thing, and the path is off by default. The template is the one source of these documents;
+tests/integration/test_iot_policy.py has a broker enforce the same policy."""
 
 from __future__ import annotations
 
@@ -76,9 +77,16 @@ def test_a_device_may_publish_only_to_its_own_topic(policy: dict[str, Any]) -> N
 
 def test_rule_accepts_only_readings_of_the_publishing_thing(resources: dict[str, Any]) -> None:
     payload = resources["IotReadingsRule"]["Properties"]["TopicRulePayload"]
+    # IotRuleAction=kinesis (AWS) is the first branch of each !If; sqs (the embedded emulator) the second
+    condition, kinesis_sql, queue_sql = payload["Sql"]["If"]
+    assert condition == "UseIotKinesisAction"
     # topic(3) is the thing name: <stack>/devices/<thing>/readings
-    assert _resolve(payload["Sql"]) == "SELECT * FROM 'iotpipe/devices/+/readings' WHERE device_id = topic(3)"
-    (action,) = payload["Actions"]
+    assert _resolve(kinesis_sql) == "SELECT * FROM 'iotpipe/devices/+/readings' WHERE device_id = topic(3)"
+    assert _resolve(queue_sql) == ("SELECT *, topic(3) AS iot_thing_name FROM 'iotpipe/devices/+/readings' "
+                                   "WHERE device_id = topic(3)")
+    (choice,) = payload["Actions"]
+    _, action, queued = choice["If"]
+    assert queued["Sqs"]["QueueUrl"] == {"Ref": "IotReadingsQueue"}
     assert action["Kinesis"]["StreamName"] == {"Ref": "ReadingsStream"}
     # the thing name, as the other producers use the device id
     assert _resolve(action["Kinesis"]["PartitionKey"]) == "${topic(3)}"
@@ -87,10 +95,20 @@ def test_rule_accepts_only_readings_of_the_publishing_thing(resources: dict[str,
 def test_the_iot_path_is_off_by_default_and_its_role_only_writes_the_stream(
     resources: dict[str, Any],
 ) -> None:
-    assert load_template()["Parameters"]["IotCoreIngest"]["Default"] == "disabled"
+    parameters = load_template()["Parameters"]
+    assert parameters["IotCoreIngest"]["Default"] == "disabled"
+    assert parameters["IotRuleAction"]["Default"] == "kinesis"
     iot = {k: v for k, v in resources.items() if v["Type"].startswith("AWS::IoT::") or k.startswith("Iot")}
-    assert set(iot) == {"IotDevicePolicy", "IotReadingsRuleRole", "IotReadingsRule"}
-    assert all(v.get("Condition") == "UseIotCore" for v in iot.values())
+    # each rule action's resources exist with it only; everything else with IotCoreIngest=enabled
+    kinesis = {"IotReadingsRuleRole"}
+    queue = {"IotReadingsQueue", "IotReadingsQueueMapping", "IotQueueRuleRole"}
+    assert set(iot) == {
+        "IotDevicePolicy", "IotReadingsRule", "IotRefusedReadingsRule", "IotRefusedRuleInvokePermission",
+        "IotIngestRole", "IotIngestLogGroup", "IotIngestFunction", *kinesis, *queue,
+    }
+    assert all(v.get("Condition") == "UseIotCore" for k, v in iot.items() if k not in queue | kinesis)
+    assert all(resources[k]["Condition"] == "UseIotQueue" for k in queue)
+    assert resources["IotReadingsRuleRole"]["Condition"] == "UseIotKinesisAction"
     role = resources["IotReadingsRuleRole"]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "iot.amazonaws.com"}
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]

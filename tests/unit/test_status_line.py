@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iotpipe.ops.status import PipelineStatus, RateMeter, status_line
+from iotpipe.ops.status import PipelineStatus, RateMeter, render, status_line
 
 
 def _status(**fields: object) -> PipelineStatus:
@@ -50,3 +50,16 @@ def test_the_rate_is_right_from_the_first_line() -> None:
     for i in range(1, 13):  # 60 s at 2/s
         rate = meter.add(250.0 + 5 * i, count + 10 * i)
     assert abs(rate - 2.0) < 1e-9
+
+
+def test_refused_mqtt_messages_are_shown_apart_from_the_pipelines_readings_only_when_there_are_some() -> None:
+    status = _status(refused_by_reason={"device_mismatch": 3, "no_device_id": 1})
+    expected = "refused      4 MQTT messages kept off the stream   [device_mismatch=3, no_device_id=1]"
+    assert expected in render(status)
+    assert "refused" not in render(_status())
+
+
+def test_the_line_counts_refused_mqtt_messages_apart_so_sent_is_accounted_for() -> None:
+    line = status_line(_status(refused_by_reason={"device_mismatch": 2}), 2400, 20.0)
+    assert "| quarantined 0 | refused 2 [device_mismatch=2] | held back 0 |" in line
+    assert "refused" not in status_line(_status(), 2400, 20.0)

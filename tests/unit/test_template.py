@@ -17,12 +17,13 @@ TEMPLATE = ROOT / "cloudformation" / "template.yaml"
 # The resources the checks below loop over, by logical id: each loop first asserts it runs over exactly
 # these, so a renamed type or an emptied section fails instead of passing over nothing.
 FUNCTIONS = {"ProcessorFunction", "IngestFunction", "IngestAuthorizerFunction", "QueryApiFunction",
-             "CompactorFunction", "CalibratorFunction"}
+             "CompactorFunction", "CalibratorFunction", "IotIngestFunction"}
 LOG_GROUPS = {"ProcessorLogGroup", "IngestLogGroup", "IngestAuthorizerLogGroup", "QueryApiLogGroup",
-              "CompactorLogGroup", "CalibratorLogGroup", "DetectorEndpointLogGroup"}
+              "CompactorLogGroup", "CalibratorLogGroup", "DetectorEndpointLogGroup", "IotIngestLogGroup"}
 ROLES = {"ProcessorRole", "IngestRole", "IngestAuthorizerRole", "QueryApiRole", "IotReadingsRuleRole",
-         "CompactorRole", "CalibratorRole", "DetectorModelRole"}
-QUEUES = {"ProcessorDeadLetterQueue"}
+         "CompactorRole", "CalibratorRole", "DetectorModelRole", "IotIngestRole",
+         "IotQueueRuleRole"}
+QUEUES = {"ProcessorDeadLetterQueue", "IotReadingsQueue"}
 TOPICS = {"AlertsTopic"}
 METHODS = {"IngestMethod", "HealthMethod", "DocsMethod", "OpenApiMethod", "DashboardPageMethod",
            "ProxyMethod"}
