@@ -27,14 +27,14 @@ queue.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger
 
-from functions.adapters.kinesis import KinesisPublisher, PutResult
+from functions.adapters.kinesis import KinesisPublisher
 from functions.adapters.metrics import get_metrics_sink
-from functions.core.ports import MetricsSink
+from functions.core.ports import MetricsSink, Publisher
 from functions.settings import get_settings
 
 logger = Logger(service="iot-ingest")
@@ -43,10 +43,6 @@ THING_FIELD = "iot_thing_name"  # the rules' `topic(3) AS iot_thing_name`
 REFUSED_METRIC = "ReadingsRefused"
 
 _publisher: KinesisPublisher | None = None
-
-
-class RecordPublisher(Protocol):
-    def put_records(self, entries: list[tuple[bytes, str]]) -> list[PutResult]: ...
 
 
 class StreamUnavailable(RuntimeError):
@@ -78,14 +74,8 @@ def refusal(reading: dict[str, Any], thing: str) -> str | None:
     return None
 
 
-def ingest_message(event: dict[str, Any], publisher: RecordPublisher, metrics: MetricsSink) -> Outcome:
-    """One rule invocation: the message's fields plus ``iot_thing_name``."""
-    thing = event.get(THING_FIELD)
-    if not isinstance(thing, str) or not thing:
-        # Not a device's doing: a rule without `topic(3) AS iot_thing_name`. Raising keeps the event
-        # (Lambda retries, then the dead-letter queue) instead of guessing who sent it.
-        raise ValueError(f"the rule event carries no {THING_FIELD}: the topic rule's SELECT must add it")
-    reading = {key: value for key, value in event.items() if key != THING_FIELD}
+def _refused(reading: dict[str, Any], thing: str, metrics: MetricsSink) -> str | None:
+    """The refusal reason, counted and logged (None: the reading is the thing's own)."""
     reason = refusal(reading, thing)
     if reason is not None:
         metrics.add(REFUSED_METRIC, 1, dimensions={"Reason": reason})
@@ -94,6 +84,19 @@ def ingest_message(event: dict[str, Any], publisher: RecordPublisher, metrics: M
             "MQTT message refused",
             extra={"thing": thing, "reason": reason, "claimed": str(claimed)[:64] if claimed else None},
         )
+    return reason
+
+
+def ingest_message(event: dict[str, Any], publisher: Publisher, metrics: MetricsSink) -> Outcome:
+    """One rule invocation: the message's fields plus ``iot_thing_name``."""
+    thing = event.get(THING_FIELD)
+    if not isinstance(thing, str) or not thing:
+        # Not a device's doing: a rule without `topic(3) AS iot_thing_name`. Raising keeps the event
+        # (Lambda retries, then the dead-letter queue) instead of guessing who sent it.
+        raise ValueError(f"the rule event carries no {THING_FIELD}: the topic rule's SELECT must add it")
+    reading = {key: value for key, value in event.items() if key != THING_FIELD}
+    reason = _refused(reading, thing, metrics)
+    if reason is not None:
         return Outcome(thing, refused=reason)
     (put,) = publisher.put_records([(orjson.dumps(reading), thing)])
     if not put.ok:
@@ -101,7 +104,7 @@ def ingest_message(event: dict[str, Any], publisher: RecordPublisher, metrics: M
     return Outcome(thing, sequence_number=put.sequence_number)
 
 
-def ingest_queued(records: list[dict[str, Any]], publisher: RecordPublisher,
+def ingest_queued(records: list[dict[str, Any]], publisher: Publisher,
                   metrics: MetricsSink) -> dict[str, Any]:
     """A batch from the readings queue: each body is one rule event. Returns the partial-batch response
     (the message ids to deliver again)."""
@@ -122,10 +125,7 @@ def ingest_queued(records: list[dict[str, Any]], publisher: RecordPublisher,
             failures.append(message_id)
             continue
         reading = {key: value for key, value in event.items() if key != THING_FIELD}
-        reason = refusal(reading, thing)
-        if reason is not None:
-            metrics.add(REFUSED_METRIC, 1, dimensions={"Reason": reason})
-            logger.warning("MQTT message refused", extra={"thing": thing, "reason": reason})
+        if _refused(reading, thing, metrics) is not None:
             continue
         stored.append((message_id, orjson.dumps(reading), thing))
     if stored:
