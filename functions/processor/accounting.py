@@ -52,6 +52,27 @@ def account(prepared: Prepared, failed_at: FailPoints, writes: Writes) -> Accoun
     when its record is handed back (an archive failure, a later window's failure): the table holds it
     from now on, so counting it here is what keeps RecordsAggregated equal to the table. When that
     record comes back, the watermark marks the reading ``redelivered``, which no total counts."""
+    dispositions = _dispositions(prepared, failed_at, writes)
+    accounted = {(shard, seq) for shard, seq, _ in dispositions}
+    # A record with no item classified above cannot happen; belt and braces: it is handed back.
+    unaccounted = [r for r in prepared.records if (r.shard_id, r.sequence_number) not in accounted]
+    for record in unaccounted:
+        dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
+    failed_at = fail_points(unaccounted, into=failed_at)
+
+    out = _tally(dispositions)
+    # Kinesis semantics: Lambda resumes a shard from the lowest sequence number reported for it.
+    by_shard_seq: dict[str, dict[int, str]] = {r.shard_id: {} for r in prepared.records}
+    for record in prepared.records:
+        by_shard_seq[record.shard_id][record.seq] = record.sequence_number
+    out.failed_sequence_numbers = [by_shard_seq[s][seq] for s, seq in sorted(failed_at.items())]
+    return out
+
+
+def _dispositions(prepared: Prepared, failed_at: FailPoints, writes: Writes) -> dict[ItemKey, str]:
+    """The disposition of every item ``prepared`` classified: rejections, duplicates, the readings of the
+    window groups (by what the writes did with them) and the items of failed groups. Anything at or
+    after its shard's failure point is ``retry``, except a reading the table now holds."""
     applied, dups, redelivered = writes.applied, writes.duplicates, writes.redelivered
     dispositions: dict[ItemKey, str] = {}
 
@@ -73,13 +94,11 @@ def account(prepared: Prepared, failed_at: FailPoints, writes: Writes) -> Accoun
     for item, _ in prepared.failed:
         index = item.index if isinstance(item, Reading) else None
         dispositions[(item.shard_id, item.sequence_number, index)] = RETRY
-    accounted = {(shard, seq) for shard, seq, _ in dispositions}
-    # A record with no item classified above cannot happen; belt and braces: it is handed back.
-    unaccounted = [r for r in prepared.records if (r.shard_id, r.sequence_number) not in accounted]
-    for record in unaccounted:
-        dispositions[(record.shard_id, record.sequence_number, None)] = RETRY
-    failed_at = fail_points(unaccounted, into=failed_at)
+    return dispositions
 
+
+def _tally(dispositions: dict[ItemKey, str]) -> Accounting:
+    """The counts of ``dispositions`` (a quarantined one counted under its reason)."""
     out = Accounting(dispositions, records_in=len(dispositions))
     for what in dispositions.values():
         if what == AGGREGATED:
@@ -92,9 +111,4 @@ def account(prepared: Prepared, failed_at: FailPoints, writes: Writes) -> Accoun
             out.redelivered += 1
         else:
             out.rejected[what.split(":", 1)[1]] += 1
-    # Kinesis semantics: Lambda resumes a shard from the lowest sequence number reported for it.
-    by_shard_seq: dict[str, dict[int, str]] = {r.shard_id: {} for r in prepared.records}
-    for record in prepared.records:
-        by_shard_seq[record.shard_id][record.seq] = record.sequence_number
-    out.failed_sequence_numbers = [by_shard_seq[s][seq] for s, seq in sorted(failed_at.items())]
     return out

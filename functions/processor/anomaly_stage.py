@@ -192,15 +192,8 @@ def _detect(
 
 def _verdicts(detector: Detector, readings: list[Reading]) -> tuple[list[Reading], list[Verdict]]:
     """(readings that were scored, their verdicts): the whole batch, else per device, else per reading."""
-
-    def detect(rs: list[Reading]) -> list[Verdict]:
-        verdicts = detector.detect(rs)
-        if len(verdicts) != len(rs):
-            raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(rs)} readings")
-        return list(verdicts)
-
     try:
-        return readings, detect(readings)
+        return readings, _checked_verdicts(detector, readings)
     except Exception as exc:
         if _is_outage(exc):
             raise
@@ -211,22 +204,38 @@ def _verdicts(detector: Detector, readings: list[Reading]) -> tuple[list[Reading
     for r in readings:  # sorted by (device, time), so each device's list is in time order
         by_device.setdefault(r.device_id, []).append(r)
     for device_readings in by_device.values():
+        _score_device(detector, device_readings, scored, verdicts)
+    return scored, verdicts
+
+
+def _score_device(
+    detector: Detector, device_readings: list[Reading], scored: list[Reading], verdicts: list[Verdict]
+) -> None:
+    """One device's readings scored together, else one by one; appends to ``scored`` and ``verdicts``
+    the readings scored and their verdicts (a reading the detector fails on is left out, logged)."""
+    try:
+        verdicts.extend(_checked_verdicts(detector, device_readings))
+        scored.extend(device_readings)
+        return
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+    for r in device_readings:
         try:
-            verdicts.extend(detect(device_readings))
-            scored.extend(device_readings)
-            continue
+            verdicts.extend(_checked_verdicts(detector, [r]))
+            scored.append(r)
         except Exception as exc:
             if _is_outage(exc):
                 raise
-        for r in device_readings:
-            try:
-                verdicts.extend(detect([r]))
-                scored.append(r)
-            except Exception as exc:
-                if _is_outage(exc):
-                    raise
-                logger.warning("reading of %s not scored: %s", r.device_id, _why(exc))
-    return scored, verdicts
+            logger.warning("reading of %s not scored: %s", r.device_id, _why(exc))
+
+
+def _checked_verdicts(detector: Detector, rs: list[Reading]) -> list[Verdict]:
+    """The detector's verdicts for ``rs``, one per reading (a detector answering otherwise fails)."""
+    verdicts = detector.detect(rs)
+    if len(verdicts) != len(rs):
+        raise ValueError(f"detector returned {len(verdicts)} verdicts for {len(rs)} readings")
+    return list(verdicts)
 
 
 def _is_outage(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -34,7 +35,6 @@ def decode_batch(
     max_b64 = min(rules.max_record_bytes, rules.max_packed_bytes) * 4 // 3
     for record in records:
         data_b64 = record.data_b64
-        out: Reading | Rejection | None = None
         if len(data_b64) <= max_b64:
             try:
                 doc = loads(b64decode(data_b64, strict_mode=True))
@@ -51,25 +51,45 @@ def decode_batch(
                         rejections.append(out)  # type: ignore[arg-type]
                     continue
                 if 0 < len(doc) <= rules.max_packed_readings:
-                    # A packed record: the same per-element checks as check_packed, inline.
-                    for i, element in enumerate(doc):
-                        out = common_reading(element, record, rules, now_ms, i)
-                        if out is not None:
-                            add_reading(out)
-                            continue
-                        out = check_document(element, record, rules, now_ms)
-                        if type(out) is Reading:
-                            out.index = i
-                            add_reading(out)
-                        else:
-                            rejections.append(element_rejection(out, element, i))  # type: ignore[arg-type]
+                    _decode_packed(doc, record, rules, now_ms, readings, rejections)
                     continue
                 items = check_packed(doc, record, rules, now_ms)
         else:
             items = decode_items(record, rules, now_ms)
-        for item in items:
-            if type(item) is Reading:
-                add_reading(item)
-            else:
-                rejections.append(item)  # type: ignore[arg-type]
+        _sort_items(items, readings, rejections)
     return readings, rejections
+
+
+def _decode_packed(
+    doc: list[Any],
+    record: KinesisRecord,
+    rules: DecodeRules,
+    now_ms: int,
+    readings: list[Reading],
+    rejections: list[Rejection],
+) -> None:
+    """The elements of a packed record (a JSON array within size), appended in array order: the same
+    per-element checks as ``check_packed``, inline. One call per record, not per reading."""
+    add_reading = readings.append
+    for i, element in enumerate(doc):
+        out = common_reading(element, record, rules, now_ms, i)
+        if out is not None:
+            add_reading(out)
+            continue
+        checked = check_document(element, record, rules, now_ms)
+        if type(checked) is Reading:
+            checked.index = i
+            add_reading(checked)
+        else:
+            rejections.append(element_rejection(checked, element, i))  # type: ignore[arg-type]
+
+
+def _sort_items(
+    items: list[Reading | Rejection], readings: list[Reading], rejections: list[Rejection]
+) -> None:
+    """``decode_items``' or ``check_packed``'s results appended to readings or rejections, in order."""
+    for item in items:
+        if type(item) is Reading:
+            readings.append(item)
+        else:
+            rejections.append(item)  # type: ignore[arg-type]

@@ -36,47 +36,44 @@ def common_reading(
     five required keys (plus ``ground_truth``), float channels within bounds, a device id matching the
     schema, a 'YYYY-MM-DDTHH:MM:SS.mmmZ' timestamp within lateness and skew. Every condition is
     narrower than ``certainly_valid_shape``'s, and the compiled schema stays the authority for the rest.
+
+    One call per reading: each check is inline (a helper runs only on a cache miss), so a declined
+    document costs no more than the conditions it failed.
     """
     if type(doc) is not dict:
         return None
     # With len(doc) equal to the number of keys read below and every value of the right type (a
     # missing key reads as None), the key set is exact without comparing sets.
+    # ground_truth reads as None when absent (n == 5); present with n == 5, a required key is missing,
+    # which the type checks below decline.
     n = len(doc)
-    if n == 6:
-        ground_truth = doc.get("ground_truth")
-        if type(ground_truth) is not str or len(ground_truth) > 32:
-            return None
-    elif n == 5:
-        ground_truth = None
-    else:
+    ground_truth = doc.get("ground_truth")
+    if n != 5 and (n != 6 or type(ground_truth) is not str or len(ground_truth) > 32):
         return None
     device_id = doc.get("device_id")
-    if type(device_id) is not str:
+    if type(device_id) is not str or (device_id not in _GOOD_DEVICE_IDS and not _admit_device_id(device_id)):
         return None
-    if device_id not in _GOOD_DEVICE_IDS:
-        if DEVICE_ID_OK(device_id) is None:
-            return None
-        if len(_GOOD_DEVICE_IDS) >= _GOOD_DEVICE_IDS_MAX:
-            _GOOD_DEVICE_IDS.clear()
-        _GOOD_DEVICE_IDS.add(device_id)
     # parse_timestamp_ms's first fast path, with the millisecond digits looked up instead of checked.
     ts = doc.get("timestamp")
-    if type(ts) is not str or len(ts) != 24 or ts[23] != "Z" or ts[19] != ".":
-        return None
-    frac = _FRAC_MS.get(ts[20:23])
-    if frac is None:
+    if (
+        type(ts) is not str
+        or len(ts) != 24
+        or ts[23] != "Z"
+        or ts[19] != "."
+        or (frac := _FRAC_MS.get(ts[20:23])) is None
+    ):
         return None
     prefix = ts[:19]
     second = cached_second_ms(prefix)
-    if second is None:
-        try:
-            second = second_ms(prefix)  # validates and caches a second not seen yet
-        except TimestampError:
-            return None
+    if second is None and (second := _new_second_ms(prefix)) is None:
+        return None
     epoch_ms = second + frac
     temperature = doc.get("temperature")
     humidity = doc.get("humidity")
     pressure = doc.get("pressure")
+    # Tiny magnitudes (representable.py): only temperature and humidity can be near 0 within their
+    # bounds (pressure >= 300); anything in doubt goes to check_document, which quarantines it. Exact
+    # zeros too: a literal like 1e-400 parses to 0.0, and check_document tells it from a real zero.
     if not (
         type(temperature) is float
         and type(humidity) is float
@@ -84,12 +81,9 @@ def common_reading(
         and TEMP_LO <= temperature <= TEMP_HI
         and HUM_LO <= humidity <= HUM_HI
         and PRES_LO <= pressure <= PRES_HI
+        and not -TINY < temperature < TINY
+        and humidity >= TINY
     ):
-        return None
-    # Tiny magnitudes (representable.py): only temperature and humidity can be near 0 within their
-    # bounds (pressure >= 300); anything in doubt goes to check_document, which quarantines it. Exact
-    # zeros too: a literal like 1e-400 parses to 0.0, and check_document tells it from a real zero.
-    if -TINY < temperature < TINY or humidity < TINY:
         return None
     ref_ms = record.approximate_arrival_ms or now_ms
     if not ref_ms - rules.allowed_lateness_ms <= epoch_ms <= ref_ms + rules.max_future_skew_ms:
@@ -104,3 +98,21 @@ def common_reading(
         ground_truth,
         index,
     )
+
+
+def _admit_device_id(device_id: str) -> bool:
+    """True if ``device_id`` matches the schema; remembers it (a cache miss of ``common_reading``)."""
+    if DEVICE_ID_OK(device_id) is None:
+        return False
+    if len(_GOOD_DEVICE_IDS) >= _GOOD_DEVICE_IDS_MAX:
+        _GOOD_DEVICE_IDS.clear()
+    _GOOD_DEVICE_IDS.add(device_id)
+    return True
+
+
+def _new_second_ms(prefix: str) -> int | None:
+    """Epoch ms of a 'YYYY-MM-DDTHH:MM:SS' second not cached yet (validated, then cached), or None."""
+    try:
+        return second_ms(prefix)
+    except TimestampError:
+        return None

@@ -49,8 +49,12 @@ def certainly_valid_shape(doc: Any) -> bool:
         or (p is not float and p is not int)
     ):
         return False
-    if n == 5:
-        return True
+    return n == 5 or _optional_keys_ok(doc, n)
+
+
+def _optional_keys_ok(doc: dict[str, Any], n: int) -> bool:
+    """True only if the keys beyond the five required ones are ``extra`` and/or ``ground_truth``, each
+    certainly valid, and nothing else (``n``: the document's key count)."""
     extra_count = 0
     if "extra" in doc:
         extra_count = 1
