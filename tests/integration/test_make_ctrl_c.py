@@ -13,6 +13,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,10 @@ def test_ctrl_c_of_a_make_target_exits_0(tmp_path: Path, take_terminal: bool) ->
     # GIVEN `make up` running in a terminal (a pty: make and its child in the terminal's foreground)
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session of its own on the pty, like a shell's foreground job
+        # An interactive shell starts a foreground job with SIGINT at its default; a runner that started
+        # this test in the background may have left it ignored (inherited through exec), which would
+        # make the Ctrl-C below reach nobody.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(tmp_path)
         os.environ["PYTHONPATH"] = str(ROOT)
         os.execv(make, [make, "-s", "up"])  # noqa: S606 - make, found on PATH above, no shell needed
