@@ -81,8 +81,9 @@ class Emulator:
     mqtt_port: int = 0
     # AUTH=true: ministack verifies SigV4 (the root key is test/test), runs each function's calls as its
     # execution role against the role's IAM policies, and holds certificate MQTT sessions to their IoT
-    # policies. Off by default; tests/integration/test_iot_policy.py starts one of its own.
-    auth: bool = False
+    # policies. On for every emulator this project starts (make up, the tests, the benches), so each
+    # function runs with exactly its role's permissions, as on AWS (docs/security.md).
+    auth: bool = True
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     _janitor: Janitor | None = None

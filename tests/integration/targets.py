@@ -43,6 +43,13 @@ class TargetFacts:
     # 1.5.33: rules have no kinesis action, so IotRuleAction=sqs). False: the stack deploys without
     # the IoT path (LocalStack 4.14 community has IoT only in Pro), test_mqtt_ingest.py skips.
     iot_data_plane: bool = True
+    # Each function's calls are evaluated against its execution role's policies (ministack: AUTH=true,
+    # iotpipe/local/emulator.py). False: any call is allowed, test_iam_denials.py skips.
+    iam_enforced: bool = True
+    # dynamodb:Attributes is resolved for writes (the attributes an UpdateExpression names), so a role
+    # limited to some attributes of an item cannot write others. False (ministack 1.5.33): resolved from
+    # projections only; on a write the key is absent and a ForAllValues condition holds.
+    write_attributes_evaluated: bool = True
 
 
 FACTS = {
@@ -52,7 +59,8 @@ FACTS = {
     # then point past the new shards' records), so the tests reshard with SplitShard/MergeShards.
     "embedded": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=False,
                             logging_config_kept=True, parallelization_honoured=False,
-                            reshard_keeps_parent=False, capacity_scaling_in_stack=False),
+                            reshard_keeps_parent=False, capacity_scaling_in_stack=False,
+                            write_attributes_evaluated=False),
     # LocalStack 4.14.0 community (localstack-core; the compose file's default image): one poller per
     # mapping, shards round-robin, one batch at a time; kinesis-mock keeps closed parents; the poller finds
     # children only when a closed parent's iterator ends, and then re-reads every shard from its
@@ -60,7 +68,7 @@ FACTS = {
     "localstack": TargetFacts(gateway_response_templates=False, dashboard_created=False,
                               stream_encryption=False, logging_config_kept=True,
                               parallelization_honoured=False, reshard_keeps_parent=True,
-                              archive_sql=False, iot_data_plane=False),
+                              archive_sql=False, iot_data_plane=False, iam_enforced=False),
     "aws": TargetFacts(gateway_response_templates=True, dashboard_created=True, stream_encryption=True,
                        logging_config_kept=True, parallelization_honoured=True, reshard_keeps_parent=True),
 }

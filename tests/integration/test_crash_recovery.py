@@ -286,6 +286,14 @@ def test_iotpipe_up_notices_the_emulator_died_and_the_next_up_brings_the_pipelin
     assert after[-1] > before, (before, after)
 
 
+def _lambda_role() -> str:
+    """A role a function may run as (with AUTH=true, CreateFunction refuses a role that does not exist)."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    role = boto3.client("iam").create_role(RoleName="slow", AssumeRolePolicyDocument=json.dumps(trust))
+    return str(role["Role"]["Arn"])
+
+
 def test_worker_folders_of_a_stopped_or_killed_emulator_are_removed(own_env: None, tmp_path: Path) -> None:
     # GIVEN a function whose concurrent invocations give it several warm workers, each with a folder
     state, port = tmp_path / "emulator", free_port()
@@ -303,8 +311,7 @@ def test_worker_folders_of_a_stopped_or_killed_emulator_are_removed(own_env: Non
             zf.writestr("f.py", "import time\ndef handler(event, context):\n    time.sleep(1)\n")
         lam = boto3.client("lambda")
         lam.create_function(FunctionName="slow", Runtime="python3.12", Handler="f.handler",
-                            Role="arn:aws:iam::000000000000:role/x", Code={"ZipFile": code.getvalue()},
-                            Timeout=10)
+                            Role=_lambda_role(), Code={"ZipFile": code.getvalue()}, Timeout=10)
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda _: lam.invoke(FunctionName="slow", Payload=b"{}"), range(4)))
         assert len(folders()) >= 2
@@ -325,7 +332,7 @@ def test_worker_folders_of_a_stopped_or_killed_emulator_are_removed(own_env: Non
         _use(second)
         boto3.client("lambda").create_function(
             FunctionName="slow", Runtime="python3.12", Handler="f.handler",
-            Role="arn:aws:iam::000000000000:role/x", Code={"ZipFile": code.getvalue()}, Timeout=10)
+            Role=_lambda_role(), Code={"ZipFile": code.getvalue()}, Timeout=10)
         boto3.client("lambda").invoke(FunctionName="slow", Payload=b"{}")
         from iotpipe.local.emulator import sweep_worker_dirs
 

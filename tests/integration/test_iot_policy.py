@@ -1,8 +1,8 @@
 """The template's IoT device policy, enforced by a broker: a certificate acts only as its own thing.
 
 ministack holds mTLS MQTT sessions to the IoT policies attached to their certificate only with
-``AUTH=true`` (without it, any ACTIVE certificate may publish anywhere), so this module starts an
-emulator of its own with AUTH=true (the session's emulator stays as it is). Only IoT is needed here:
+``AUTH=true`` (without it, any ACTIVE certificate may publish anywhere), which every emulator this
+project starts has; this module starts one of its own, without a stack. Only IoT is needed here:
 the policy document is the template's ``IotDevicePolicy`` resolved for this emulator, devices are
 provisioned with `iotpipe devices`' code, and each check is what the broker answers a device.
 """

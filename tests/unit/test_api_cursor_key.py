@@ -138,4 +138,8 @@ def test_template_generates_the_secret_and_grants_only_the_query_api() -> None:
                 )
                 if any(a.startswith("secretsmanager:") for a in actions):
                     readers.append((name, actions, statement["Resource"]))
-    assert readers == [("QueryApiRole", ["secretsmanager:GetSecretValue"], {"Ref": "CursorSigningSecret"})]
+    # The secret's own name (Name above) plus Secrets Manager's 6-character suffix: that one secret only.
+    assert secret["Properties"]["Name"] == {"Sub": "${AWS::StackName}/cursor-signing-key"}
+    assert readers == [("QueryApiRole", ["secretsmanager:GetSecretValue"], {"Sub": (
+        "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+        "${AWS::StackName}/cursor-signing-key-??????")})]
