@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -336,6 +337,8 @@ def grow_hook(config: SimulatorConfig, printer: ProgressPrinter, client: Any = N
         first = max(old.devices, registered)
         if first >= new.devices:
             return
+        if new.sink == "mqtt":
+            _require_mqtt_identities(new, first)
         try:
             client = client or _dynamodb(new)
             fleet = [generate_device(i, new.seed) for i in range(first, new.devices)]
@@ -350,6 +353,24 @@ def grow_hook(config: SimulatorConfig, printer: ProgressPrinter, client: Any = N
                      "each with an /ingest credential")
 
     return on_grow
+
+
+def _require_mqtt_identities(config: SimulatorConfig, first: int) -> None:
+    """Devices ``first`` .. of ``config`` each need a certificate before they can publish; the simulator
+    does not create identities (that is the registry's job: ``iotpipe devices provision``), so a grow
+    without them is refused with the command that provisions them, instead of devices that only fail."""
+    from simulator.fleet import device_id_for
+    from simulator.mqtt_sink import IDENTITY_FILE
+
+    key_dir = Path(config.mqtt_key_dir)
+    missing = [device_id_for(i) for i in range(first, config.devices)
+               if not (key_dir / device_id_for(i) / IDENTITY_FILE).exists()]
+    if missing:
+        raise RegistrationError(
+            f"{len(missing)} new devices ({missing[0]}..) have no MQTT identity in {key_dir}; nothing "
+            "changed: provision them with the command below, then POST again",
+            f".venv/bin/iotpipe devices provision --stack {key_dir.name} --key-dir {key_dir} "
+            f"--count {config.devices}")
 
 
 def _replay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,24 @@ def test_devices_that_cannot_be_registered_are_refused_with_the_command() -> Non
     assert (live.config.devices, live.version) == (20, 0)
     # AND a run that does not feed the pipeline (stdout, file, null) registers nothing
     assert grow_hook(SimulatorConfig(devices=2, sink="null"), ProgressPrinter()) is None
+
+
+def test_mqtt_devices_added_live_need_an_identity_first(tmp_path: Path) -> None:
+    # GIVEN a run over MQTT whose first 2 devices have identities, and dev-000002 has one too
+    for i in range(3):
+        (tmp_path / f"dev-{i:06d}").mkdir()
+        (tmp_path / f"dev-{i:06d}" / "identity.json").write_text("{}")
+    config = replace(_kinesis_run(2), sink="mqtt", mqtt_key_dir=str(tmp_path))
+    table = FakeDevicesTable()
+    live = LiveConfig(config, on_grow=grow_hook(config, ProgressPrinter(), client=table))
+    # WHEN tuning adds devices that have no certificate THEN nothing changes, and the answer names the
+    # provisioning command (devices without identities would only fail to connect)
+    status, body = handle(live, dict, "POST", "/config", b'{"devices": 5}')
+    assert status == HTTPStatus.SERVICE_UNAVAILABLE
+    assert "2 new devices (dev-000003..) have no MQTT identity" in body["error"]
+    provision = f"devices provision --stack {tmp_path.name} --key-dir {tmp_path} --count 5"
+    assert body["command"].endswith(provision)
+    assert (live.config.devices, table.items) == (2, {})
+    # AND a device that has one is added (and registered in the devices table) as over Kinesis
+    assert handle(live, dict, "POST", "/config", b'{"devices": 3}')[0] == HTTPStatus.OK
+    assert sorted(table.items) == ["dev-000002"]
