@@ -30,9 +30,10 @@ def _without_embedded_parameters(call: str) -> str:
     # The parameters the embedded target sets: ministack's CloudFormation has no
     # AWS::Athena::NamedQuery provider (ArchiveSql=catalog, docs/querying.md) and no
     # AWS::ApplicationAutoScaling one (AggregatesCapacityScaling=disabled, docs/scalability-and-cost.md);
-    # its IoT rules have no kinesis action (IotRuleAction=sqs, docs/mqtt-devices.md).
+    # its IoT rules have no kinesis action (IotRuleAction=sqs, docs/mqtt-devices.md); its IAM evaluator
+    # resolves no cloudwatch: condition key and it serves no TLS (IamEnforcer=ministack, docs/security.md).
     return call.replace("--parameter-overrides ArchiveSql=catalog AggregatesCapacityScaling=disabled "
-                        "IotCoreIngest=enabled IotRuleAction=sqs ", "")
+                        "IotCoreIngest=enabled IotRuleAction=sqs IamEnforcer=ministack ", "")
 
 
 def test_aws_dry_run_makes_the_same_calls_as_the_emulator_with_only_the_endpoint_different() -> None:
@@ -57,6 +58,9 @@ def test_aws_dry_run_makes_the_same_calls_as_the_emulator_with_only_the_endpoint
     # AND only the embedded deploy turns the MQTT path on, with the queue instead of the Kinesis action
     assert any("IotCoreIngest=enabled IotRuleAction=sqs" in c for c in embedded)
     assert not any("IotCoreIngest" in c or "IotRuleAction" in c for c in aws)
+    # AND only the embedded deploy drops the two IAM statements ministack cannot evaluate
+    assert any("IamEnforcer=ministack" in c for c in embedded)
+    assert not any("IamEnforcer" in c for c in aws)
 
 
 def test_localstack_deploys_without_sql_over_the_archive() -> None:
