@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -73,10 +74,18 @@ def test_handler_imports_from_its_own_zip(name: str, bundles: dict[str, build.Bu
     # GIVEN the function's zip unpacked as the task root
     with zipfile.ZipFile(bundles[name].zip_path) as zf:
         zf.extractall(tmp_path / "task")
-    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in HANDLERS[name])
+    # Every module compiled from source on the way is recorded: on Lambda that is init time billed.
+    code = ("import importlib, importlib.machinery as m\ncompiled = []\n"
+            "_compile = m.SourceFileLoader.source_to_code\n"
+            "def record(self, data, path, *a, **k):\n"
+            "    compiled.append(str(path))\n"
+            "    return _compile(self, data, path, *a, **k)\n"
+            "m.SourceFileLoader.source_to_code = record\n")
+    code += "".join(f"importlib.import_module({m!r})\n" for m in HANDLERS[name])
     if name == "processor":
         # the detector's model and numpy load lazily at the first batch: load them here too
         code += "from functions.detector.anomaly_detector import get_detector; get_detector()\n"
+    code += f"print('\\n'.join(c for c in compiled if c.startswith({str(tmp_path / 'task')!r})))\n"
     # WHEN a bare interpreter with only the runtime's packages imports the handler
     paths = [str(tmp_path / "task"), str(runtime_site)]
     result = subprocess.run(
@@ -86,6 +95,8 @@ def test_handler_imports_from_its_own_zip(name: str, bundles: dict[str, build.Bu
     )
     # THEN it imports (a package missing from the zip would be Runtime.ImportModuleError on LocalStack)
     assert result.returncode == 0, result.stderr[-2000:]
+    # AND from the bytecode shipped in the zip: not one module of the package compiled at import
+    assert result.stdout.split() == []
 
 
 def test_bundles_fit_lambda_limits_and_leave_out_what_a_function_does_not_use(
@@ -113,6 +124,40 @@ def test_zips_are_reproducible(tmp_path: Path) -> None:
     build.write_zip(tmp_path / "b.zip", entries)
     digest = [hashlib.sha256((tmp_path / f).read_bytes()).hexdigest() for f in ("a.zip", "b.zip")]
     assert digest[0] == digest[1]
+
+
+def test_bundles_build_byte_for_byte_the_same_twice_from_clean(tmp_path: Path) -> None:
+    # GIVEN the api bundle's installed packages (the most third-party Python of any bundle), without
+    # bytecode, copied into two empty build folders (no network: the install is not what is tested)
+    installed = ROOT / "build" / "deps" / "api"
+    build.build(ROOT / "build")
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        shutil.copytree(installed, out / "deps" / "api", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "build" / "deps" / "api.sha256", out / "deps" / "api.sha256")
+        # WHEN each builds the bundle: its own staging, compile and zip
+        bundle = build.build_bundle(out, "api", build.bundle_requirements()["api"], force=False)
+        digests.append(hashlib.sha256(bundle.zip_path.read_bytes()).hexdigest())
+    # THEN the zips are identical, bytecode included
+    listing = zipfile.ZipFile(tmp_path / "a" / "api.zip").namelist()
+    assert "functions/api/__pycache__/main.cpython-312.pyc" in listing
+    assert "fastapi/__pycache__/applications.cpython-312.pyc" in listing
+    assert digests[0] == digests[1]
+
+
+def _bytecode_of(source: str) -> str:
+    """``a/b.py`` -> ``a/__pycache__/b.cpython-312.pyc``: where Python 3.12 looks for its bytecode."""
+    folder, _, file = source.rpartition("/")
+    return f"{folder + '/' if folder else ''}__pycache__/{file.removesuffix('.py')}.cpython-312.pyc"
+
+
+def test_every_python_file_ships_with_its_bytecode(bundles: dict[str, build.Bundle]) -> None:
+    for name, bundle in bundles.items():
+        listing = set(zipfile.ZipFile(bundle.zip_path).namelist())
+        # GIVEN every .py in the zip THEN beside it __pycache__/X.cpython-312.pyc (the source stays too)
+        missing = [n for n in listing if n.endswith(".py") and _bytecode_of(n) not in listing]
+        assert missing == [], f"{name}.zip: {missing[:10]}"
 
 
 def test_no_bundle_contains_test_only_code(bundles: dict[str, build.Bundle]) -> None:
