@@ -19,9 +19,10 @@ them in the same run, interleaved with the current ones: the before/after table.
 without bytecode gets its ``pyc`` variant from the same compile step the build uses, so its columns
 measure the code change apart from the bytecode.
 
-Median and p90 over ``--repeat`` runs, in ms; a table, one JSON line, and the same JSON saved to
-``bench/results/import-times-<date>.json``. ``--profile FUNCTION`` prints the 25 slowest imports
-(cumulative, ``-X importtime``) of that function's shipped package.
+Median and p90 over ``--repeat`` runs, in ms of wall time (what Lambda bills), and the median CPU time of
+the importing process (steadier when other work shares the machine); a table, one JSON line, and the
+same JSON saved to ``bench/results/import-times-<date>.json``. ``--profile FUNCTION`` prints the 25
+slowest imports (cumulative, ``-X importtime``) of that function's shipped package.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def unpack(zip_path: Path, task: Path) -> dict[str, Path]:
 def _child(task: Path, site: Path, module: str,
            flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     code = (f"import sys, time, importlib; sys.path[:0] = {[str(task), str(site)]!r}\n"
-            f"t = time.perf_counter(); importlib.import_module({module!r}); print(time.perf_counter() - t)")
+            "t, c = time.perf_counter(), time.process_time()\n"
+            f"importlib.import_module({module!r})\n"
+            "print(time.perf_counter() - t, time.process_time() - c)")
     return subprocess.run(
         [str(runtime_python()), "-S", *flags, "-c", code], capture_output=True, text=True, timeout=120,
         cwd=task, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "AWS_REGION": REGION_DEFAULT,
@@ -119,11 +122,18 @@ def _child(task: Path, site: Path, module: str,
 
 
 def import_seconds(task: Path, site: Path, module: str) -> float:
-    """One import of ``module`` in a fresh interpreter whose task root is ``task``."""
+    """One import of ``module`` in a fresh interpreter whose task root is ``task``: wall seconds."""
+    return import_times(task, site, module)[0]
+
+
+def import_times(task: Path, site: Path, module: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one import. Wall time is what Lambda bills; the process's CPU time is the
+    steadier figure on a shared machine (other processes' load lengthens wall time, not CPU time)."""
     result = _child(task, site, module)
     if result.returncode != 0:
         raise RuntimeError(f"importing {module} from {task} failed: {result.stderr.strip()[-1000:]}")
-    return float(result.stdout.strip().splitlines()[-1])
+    wall, cpu = result.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
 
 
 def import_profile(task: Path, site: Path, module: str, top: int = 25) -> list[tuple[float, float, str]]:
@@ -171,14 +181,18 @@ def measure(builds: dict[str, Path], repeat: int, work: Path) -> dict[str, Any]:
                 sizes.setdefault(bundle, {})[f"{label}_zip_bytes"] = zip_path.stat().st_size
                 sizes[bundle][f"{label}_unzipped_bytes"] = sum(i.file_size for i in zf.infolist())
     times: dict[tuple[str, str, str], list[float]] = {}
+    cpu: dict[tuple[str, str, str], list[float]] = {}
     for _ in range(repeat):
         for name, (bundle, module) in FUNCTIONS.items():
             for label in builds:
                 for variant in VARIANTS:
-                    seconds = import_seconds(tasks[label, bundle][variant], site, module)
-                    times.setdefault((label, name, variant), []).append(seconds)
+                    wall, used = import_times(tasks[label, bundle][variant], site, module)
+                    times.setdefault((label, name, variant), []).append(wall)
+                    cpu.setdefault((label, name, variant), []).append(used)
     functions = {name: {"bundle": bundle, "module": module,
                         **{f"{label}_{variant}_ms": summary(times[label, name, variant])
+                           for label in builds for variant in VARIANTS},
+                        **{f"{label}_{variant}_cpu_ms": summary(cpu[label, name, variant])
                            for label in builds for variant in VARIANTS}}
                  for name, (bundle, module) in FUNCTIONS.items()}
     return {"functions": functions, "bundles": sizes}
@@ -192,6 +206,11 @@ def table(result: dict[str, Any], labels: list[str]) -> list[str]:
         cells = [row[f"{label}_{variant}_ms"] for label in labels for variant in VARIANTS]
         lines.append(f"{name:11s} {row['bundle']:10s} "
                      + " ".join(f"{c['median']:>7.0f} / {c['p90']:>6.0f}" for c in cells))
+    lines.append("CPU time of the importing process, median ms (steadier on a shared machine):")
+    for name, row in result["functions"].items():
+        lines.append(f"{name:11s} {row['bundle']:10s} " + " ".join(
+            f"{row[f'{label}_{variant}_cpu_ms']['median']:>16.0f}"
+            for label in labels for variant in VARIANTS))
     lines.append("")
     for bundle, size in result["bundles"].items():
         lines.append(f"{bundle + '.zip':14s} " + ", ".join(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from iotpipe.cost.init_time import init_lines
 from iotpipe.cost.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
 from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes
 from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic, sagemaker_call_ms
@@ -102,6 +103,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         *compaction_lines(w, t, prices),
         *calibrator_lines(w, prices),
         *sagemaker_lines(w, t, prices),
+        *init_lines(w, t.shards, prices),  # cold starts, billed since 2025-08-01 (init_time.py)
     ]
     return Estimate(
         workload=w,

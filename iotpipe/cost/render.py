@@ -12,6 +12,7 @@ from iotpipe.cost.estimate import (
     Estimate,
     athena_bytes_per_query,
 )
+from iotpipe.cost.init_time import init_facts
 from iotpipe.cost.prices import DEFAULT_PRICES, PRICES_AS_OF, REGION
 from iotpipe.cost.sizing import payload_cap
 from iotpipe.cost.template_facts import DEFAULTS_FROM
@@ -70,6 +71,7 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "defaults_from": DEFAULTS_FROM,
         "what_if": what_if or [],
         "athena": athena_facts(est),
+        "init": init_facts(w, est.shards),  # cold starts per function (iotpipe/cost/init_time.py)
     }
 
 
