@@ -20,9 +20,10 @@ without bytecode gets its ``pyc`` variant from the same compile step the build u
 measure the code change apart from the bytecode.
 
 Median and p90 over ``--repeat`` runs, in ms of wall time (what Lambda bills), and the median CPU time of
-the importing process (steadier when other work shares the machine); a table, one JSON line, and the
-same JSON saved to ``bench/results/import-times-<date>.json``. ``--profile FUNCTION`` prints the 25
-slowest imports (cumulative, ``-X importtime``) of that function's shipped package.
+the importing process (steadier when other work shares the machine); a table, one JSON line, and (with a
+baseline, or ``--save``) the same JSON saved to ``bench/results/import-times-<date>.json``.
+``--profile FUNCTION`` prints the 25 slowest imports (cumulative, ``-X importtime``) of that function's
+shipped package.
 """
 
 from __future__ import annotations
@@ -262,7 +263,9 @@ def main(
               **result}
     line = json.dumps(record)
     print(line)
-    if not no_save:
+    # A run without a baseline (`make bench`) prints only: it must not overwrite the recorded comparison
+    # that iotpipe/cost/init_time.py cites.
+    if not no_save and (save is not None or len(labels) > 1):
         path = save or ROOT / "bench" / "results" / f"import-times-{record['date']}.json"
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"saved {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", file=sys.stderr)
