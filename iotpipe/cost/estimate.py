@@ -12,13 +12,14 @@ import math
 from dataclasses import dataclass, field, replace
 
 from iotpipe.cost.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
-from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes
+from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes, shards_for, span_shards
 from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic, sagemaker_call_ms
 from iotpipe.cost.workload import Measured, Workload
 
 TARGET_USD_PER_MILLION = 0.10
 # Issue 14's target: half of the 0.097 USD per million readings measured at 1,000 devices x 1 Hz.
 HALVING_TARGET_USD_PER_MILLION = 0.05
+UNCAPPED_UNITS = 10**9  # AggregatesMaxCapacity while finding what a fleet needs beyond the template's
 
 
 @dataclass
@@ -61,6 +62,9 @@ class Estimate:
     batch_limit: str = ""
     aggregates: AggregatesThroughput | None = None
     counted: dict[str, float] | None = None  # bench/calls.py's calls per 1,000 readings, when given
+    # The shard counts the choice was between (``choose_shards``): what the write limits need and what
+    # a batch spanning the batching window needs; empty when the shard count was given.
+    shard_choice: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -87,7 +91,52 @@ class Estimate:
         return max(parts, key=lambda k: parts[k]) if parts else ""
 
 
+def shard_candidates(w: Workload) -> tuple[int, int, list[int]]:
+    """(the write limits' shard count, the batching window's, the counts tried between them: both ends
+    and geometric steps of ~10 %)."""
+    rps = w.devices * w.rate_hz
+    low = shards_for(rps, w.record_bytes, w.readings_per_record, w.compression)
+    high = max(low, span_shards(w))
+    counts = {low, high}
+    n = float(low)
+    while n < high:
+        counts.add(min(high, math.ceil(n)))
+        n *= 1.1
+    return low, high, sorted(counts)
+
+
 def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | None = None) -> Estimate:
+    """The month's bill. Without a given shard count, the cheapest count (formula) between what the write
+    limits need and what lets a batch span the batching window: more shards cost shard-hours and spread
+    each batch over fewer readings per shard, so the 6 MB payload stops closing batches early and each
+    covers more seconds of every device (fewer window writes per reading). Bench figures (``measured``)
+    are applied at the count the formula chose (they were counted at that plan)."""
+    if w.shards is not None or w.shard_sizing == "write_limits":
+        return _estimate(w, prices, measured)
+    low, high, counts = shard_candidates(w)
+
+    def rank(n: int) -> tuple[bool, float]:
+        # A count at which the aggregates table would throttle (its capacity capped below the load) is
+        # never cheaper: it only looks so because the capacity it needs is not bought.
+        est = _estimate(replace(w, shards=n), prices)
+        return (bool(est.aggregates and est.aggregates.short), est.total)
+
+    best = min(counts, key=rank)
+    if rank(best)[0]:
+        # Short at every count: the fleet needs more than AggregatesMaxCapacity (the per-table quota by
+        # default). Price the capacity it needs; the capacity plan names the increase.
+        w = replace(w, aggregates_max_units=UNCAPPED_UNITS)
+        best = min(counts, key=rank)
+        need = _estimate(replace(w, shards=best), prices).aggregates
+        units = [u for u in (need.wcu, need.rcu) if u is not None] if need else []
+        w = replace(w, aggregates_max_units=math.ceil(max(units, default=float(w.aggregates_max_units))))
+    est = _estimate(replace(w, shards=best), prices, measured)
+    est.workload = w
+    est.shard_choice = {"write_limits": low, "batching_window": high, "chosen": best}
+    return est
+
+
+def _estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | None = None) -> Estimate:
     m = measured or Measured(source="formula")
     t = monthly_traffic(w, m)
     lines = [
@@ -117,7 +166,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         lines=lines,
         source=m.source,
         batch_limit="measured" if m.invocations_per_reading else batch_limit(
-            replace(w, record_bytes=int(t.record_bytes)), t.shards),
+            replace(w, record_bytes=int(t.record_bytes), compression=t.compression), t.shards),
         aggregates=aggregates_throughput(w, t),
         counted=m.counted,
     )
@@ -128,7 +177,7 @@ def kinesis_lines(t: Traffic, p: Prices) -> list[Line]:
     # Billed per Kinesis record, in 25 KB units: a packed record of 25 readings (~5 KB) is one unit.
     kinesis_records = t.readings / t.per_record
     units = kinesis_records * math.ceil(
-        kinesis_record_bytes(t.record_bytes, t.per_record) / p.kinesis_put_payload_unit_bytes
+        kinesis_record_bytes(t.record_bytes, t.per_record, t.compression) / p.kinesis_put_payload_unit_bytes
     )
     return [
         Line("kinesis", "shard-hours", shard_hours, "shard-hour",
