@@ -86,6 +86,13 @@ class Estimate:
         variable = sum(line.usd for line in self.lines if not line.fixed)
         return variable / (self.readings_per_month / 1e6) if self.readings_per_month else 0.0
 
+    @property
+    def busy_per_shard(self) -> float:
+        """Share of the time each shard's processor is running (one invocation at a time per shard):
+        above 1 the shard fills faster than it is processed."""
+        per_s = self.invocations_per_month / SECONDS_PER_MONTH
+        return per_s * self.processor_ms_per_invocation / 1000 / max(1, self.shards)
+
     def dominant(self) -> str:
         parts = self.by_component()
         return max(parts, key=lambda k: parts[k]) if parts else ""
@@ -105,29 +112,51 @@ def shard_candidates(w: Workload) -> tuple[int, int, list[int]]:
     return low, high, sorted(counts)
 
 
+def _short(est: Estimate) -> bool:
+    """The plan does not keep up: the aggregates table would throttle (its capacity capped below the
+    load), or a shard's invocations take longer than the shard takes to fill (the stream falls behind)."""
+    return bool(est.aggregates and est.aggregates.short) or est.busy_per_shard > 1.0
+
+
+def cheapest_shards(w: Workload, counts: list[int], prices: Prices) -> int:
+    """The cheapest of ``counts`` that keeps up; when none does, more shards (smaller batches, each
+    finishing sooner) up to 100 times the most tried, and the cheapest count if even those fall short.
+    A count that falls short is never chosen for its price: it is cheap only because what the load
+    needs is not bought."""
+    def rank(n: int) -> tuple[bool, float]:
+        est = _estimate(replace(w, shards=n), prices)
+        return (_short(est), est.total)
+
+    best = min(counts, key=rank)
+    n = float(max(counts))
+    limit = 100 * n
+    while rank(best)[0] and n < limit:
+        n *= 1.1
+        if not rank(math.ceil(n))[0]:
+            best = math.ceil(n)
+    return best
+
+
 def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | None = None) -> Estimate:
     """The month's bill. Without a given shard count, the cheapest count (formula) between what the write
     limits need and what lets a batch span the batching window: more shards cost shard-hours and spread
     each batch over fewer readings per shard, so the 6 MB payload stops closing batches early and each
     covers more seconds of every device (fewer window writes per reading). Bench figures (``measured``)
     are applied at the count the formula chose (they were counted at that plan)."""
-    if w.shards is not None or w.shard_sizing == "write_limits":
+    if w.shards is not None:
         return _estimate(w, prices, measured)
     low, high, counts = shard_candidates(w)
-
-    def rank(n: int) -> tuple[bool, float]:
-        # A count at which the aggregates table would throttle (its capacity capped below the load) is
-        # never cheaper: it only looks so because the capacity it needs is not bought.
-        est = _estimate(replace(w, shards=n), prices)
-        return (bool(est.aggregates and est.aggregates.short), est.total)
-
-    best = min(counts, key=rank)
-    if rank(best)[0]:
+    if w.shard_sizing == "write_limits":
+        best = low
+    else:
+        best = cheapest_shards(w, counts, prices)
+    if _short(_estimate(replace(w, shards=best), prices)):
         # Short at every count: the fleet needs more than AggregatesMaxCapacity (the per-table quota by
         # default). Price the capacity it needs; the capacity plan names the increase.
-        w = replace(w, aggregates_max_units=UNCAPPED_UNITS)
-        best = min(counts, key=rank)
-        need = _estimate(replace(w, shards=best), prices).aggregates
+        lifted = replace(w, aggregates_max_units=UNCAPPED_UNITS)
+        if w.shard_sizing != "write_limits":
+            best = cheapest_shards(lifted, counts, prices)
+        need = _estimate(replace(lifted, shards=best), prices).aggregates
         units = [u for u in (need.wcu, need.rcu) if u is not None] if need else []
         w = replace(w, aggregates_max_units=math.ceil(max(units, default=float(w.aggregates_max_units))))
     est = _estimate(replace(w, shards=best), prices, measured)

@@ -301,9 +301,9 @@ def test_main_prints_one_json_object_last(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out.strip().splitlines()
     doc = json.loads(out[-1])
     assert doc["usd_per_million_readings"] > 0
-    assert doc["target_met"] is True  # packed 25 readings per record (0.097 USD/M; unpacked 0.132)
+    assert doc["target_met"] is True  # gzip packed 25 readings per record: 0.044 USD/M
     assert doc["readings_per_record"] == 25
-    assert doc["payload_cap_readings"] == 21_625
+    assert doc["payload_cap_readings"] == 93_050  # gzip packed: 3,722 records of 25
     assert doc["prices_as_of"] == "2026-11"
     assert doc["defaults_from"] == "cloudformation/template.yaml"
     assert doc["write_concurrency"] == cost.WRITE_CONCURRENCY
