@@ -29,11 +29,12 @@ from iotpipe.cost.limits import (
 )
 from iotpipe.cost.workload import Workload
 
-# gzip (level 6, as the simulator's sink writes it) of a packed record of simulator readings (~144 bytes
+# gzip (level 6, as the simulator's sink writes it) of a packed record of simulator readings (~145 bytes
 # of JSON each, one pack group per record): compressed / JSON bytes by readings per record. Measured on
-# 60,000 readings of a 1,000-device fleet (bench/record_encoding.py); a single reading gains nothing.
+# 60,000 readings of a 1,000-device fleet with full packs (bench/record_encoding.py,
+# bench/results/record-encoding-2026-12-07.json); a single reading gains ~2 % and is sent as it is.
 GZIP_RATIO_BY_PACK: tuple[tuple[int, float], ...] = (
-    (1, 0.97), (10, 0.229), (25, 0.167), (50, 0.142), (100, 0.127), (200, 0.117))
+    (1, 0.978), (10, 0.229), (25, 0.169), (50, 0.143), (100, 0.128), (200, 0.118))
 
 
 def gzip_ratio(readings_per_record: int) -> float:

@@ -242,8 +242,8 @@ def test_template_defaults_at_1000_devices_unpacked() -> None:
 
 def test_template_defaults_at_1000_devices_packed() -> None:
     # The default workload packs 25 readings per record (the simulator's default SIM_PACK) and gzips it:
-    # 25 x 201 + 1 = 5,026 JSON bytes x 0.167 = 839 bytes; an event record is 1,119 base64 + 570 bytes, so
-    # 6 MB holds 3,725 records = 93,125 readings; one shard carries 1,000 readings/s, so the 60 s window
+    # 25 x 201 + 1 = 5,026 JSON bytes x 0.169 = 849 bytes; an event record is 1,133 base64 + 570 bytes, so
+    # 6 MB holds 3,694 records = 92,350 readings; one shard carries 1,000 readings/s, so the 60 s window
     # (60,000 readings) closes each batch: a batch spans a minute of every device, ~2 writes per window
     w = Workload(devices=1000, rate_hz=1.0)
     assert (w.readings_per_record, w.compression, w.batching_window_s) == (25, "gzip", 60.0)
@@ -303,7 +303,7 @@ def test_main_prints_one_json_object_last(capsys: pytest.CaptureFixture[str]) ->
     assert doc["usd_per_million_readings"] > 0
     assert doc["target_met"] is True  # gzip packed 25 readings per record: 0.044 USD/M
     assert doc["readings_per_record"] == 25
-    assert doc["payload_cap_readings"] == 93_050  # gzip packed: 3,722 records of 25
+    assert doc["payload_cap_readings"] == 92_350  # gzip packed: 3,694 records of 25
     assert doc["prices_as_of"] == "2026-11"
     assert doc["defaults_from"] == "cloudformation/template.yaml"
     assert doc["write_concurrency"] == cost.WRITE_CONCURRENCY
