@@ -146,10 +146,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
     if w.shards is not None:
         return _estimate(w, prices, measured)
     low, high, counts = shard_candidates(w)
-    if w.shard_sizing == "write_limits":
-        best = low
-    else:
-        best = cheapest_shards(w, counts, prices)
+    best = low if w.shard_sizing == "write_limits" else cheapest_shards(w, counts, prices)
     if _short(_estimate(replace(w, shards=best), prices)):
         # Short at every count: the fleet needs more than AggregatesMaxCapacity (the per-table quota by
         # default). Price the capacity it needs; the capacity plan names the increase.
