@@ -82,8 +82,8 @@ test: install ## every test: lint, layering contracts, types, security checks, u
 	scripts/security-checks.sh
 	$(VENV)/bin/pytest -q
 
-cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz
-	$(VENV)/bin/iotpipe cost --devices 1000 --rate 1
+cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz, the capacity plan, and 1k-1M devices (out/cost-vs-fleet.png)
+	$(VENV)/bin/iotpipe cost --devices 1000 --rate 1 --sweep
 
 bench-e2e: install ## end-to-end benchmark on the embedded emulator (a few minutes)
 	@set -o pipefail; mkdir -p out; $(PY) bench/end_to_end.py | tee out/e2e.out

@@ -2,8 +2,9 @@
 
 Runs the same code path as ``process_batch`` up to the storage boundary (``prepare_batch`` + the window
 fold of every (device, window) group), in ESM-sized batches, over 100,000 simulator-like readings sent
-one per Kinesis record and packed ``--pack`` per record (JSON arrays, the simulator's default), and
-compares both, in readings/s, with bare ``orjson.loads`` of each reading's JSON bytes in the same run.
+one per Kinesis record, packed ``--pack`` per record (JSON arrays) and packed and gzip-compressed (the
+simulator's default, ``simulator.sinks.encode_pack``), and compares the three, in readings/s, with bare
+``orjson.loads`` of each reading's JSON bytes in the same run.
 
     .venv/bin/python bench/processor.py [--records 100000] [--devices 1000] [--batch 5000] [--pack 25]
 
@@ -102,16 +103,19 @@ def processor(
             for i, d in enumerate(datas)
         ]
 
-    # The same readings twice: one per Kinesis record, and packed ``--pack`` per record (JSON arrays).
-    # Batches hold the same readings either way (``--batch`` readings), so the fold sees the same groups.
+    # The same readings three times: one per Kinesis record, packed ``--pack`` per record (JSON arrays),
+    # and packed and gzip-compressed as the simulator sends them. Batches hold the same readings either
+    # way (``--batch`` readings), so the fold sees the same groups.
+    from simulator.sinks import encode_pack
+
     single = kinesis(payloads)
-    packed_datas = [
-        b"[" + b",".join(payloads[i : i + pack]) + b"]" for i in range(0, len(payloads), pack)
-    ]
-    packed = kinesis(packed_datas)
+    groups = [payloads[i : i + pack] for i in range(0, len(payloads), pack)]
+    packed = kinesis([encode_pack(g) for g in groups])
+    gzipped = kinesis([encode_pack(g, compress=True) for g in groups])
     per_batch = max(1, batch // pack)
     single_batches = [single[i : i + batch] for i in range(0, len(single), batch)]
     packed_batches = [packed[i : i + per_batch] for i in range(0, len(packed), per_batch)]
+    gzip_batches = [gzipped[i : i + per_batch] for i in range(0, len(gzipped), per_batch)]
     rules = DecodeRules()
     cache = DeviceCache(_WarmRegistry(ids), ttl_s=3600, clock=lambda: 0.0)
     cache.resolve(ids)  # warm: enrichment is a dict lookup, as in a warm Lambda container
@@ -136,6 +140,7 @@ def processor(
 
     core_single = core_of("single", single_batches)
     core_packed = core_of("packed", packed_batches)
+    core_gzip = core_of("gzip", gzip_batches)
 
     def bare_orjson() -> None:
         loads = orjson.loads
@@ -144,10 +149,12 @@ def processor(
 
     core_single()  # warm-up (compiles regexes, fills the day cache)
     core_packed()
-    t_single, t_packed, t_json = best_of(repeat, core_single, core_packed, bare_orjson)
+    core_gzip()
+    t_single, t_packed, t_gzip, t_json = best_of(repeat, core_single, core_packed, core_gzip, bare_orjson)
     n = len(payloads)
     rps = n / t_single
     packed_rps = n / t_packed
+    gzip_rps = n / t_gzip
     json_rps = n / t_json
     print(
         f"python {platform.python_version()} on {platform.machine()}, {n} readings, {devices} devices, "
@@ -162,15 +169,21 @@ def processor(
         f"({t_packed / n * 1e6:.2f} us/reading, {len(packed):,} records)"
     )
     print(
+        f"core, {pack}/record, gzip:      {t_gzip * 1000:8.1f} ms  {gzip_rps:12,.0f} readings/s  "
+        f"({t_gzip / n * 1e6:.2f} us/reading, {len(gzipped):,} records)"
+    )
+    print(
         f"bare orjson (per reading):   {t_json * 1000:8.1f} ms  {json_rps:12,.0f} readings/s  "
         f"({t_json / n * 1e6:.2f} us/reading)"
     )
     c = counts["single"]
-    if counts["packed"] != c:
-        print(f"WARNING: packed and single results differ: {counts}")
+    same = counts["packed"] == c == counts["gzip"]
+    if not same:
+        print(f"WARNING: packed, gzip and single results differ: {counts}")
     print(
-        f"ratio core/orjson: {rps / json_rps:.3f} (single), {packed_rps / json_rps:.3f} (packed); "
-        f"packed/single {packed_rps / rps:.2f}x; aggregated {c['aggregated']}, rejected {c['rejected']}, "
+        f"ratio core/orjson: {rps / json_rps:.3f} (single), {packed_rps / json_rps:.3f} (packed), "
+        f"{gzip_rps / json_rps:.3f} (packed gzip); packed/single {packed_rps / rps:.2f}x, "
+        f"gzip/packed {gzip_rps / packed_rps:.2f}x; aggregated {c['aggregated']}, rejected {c['rejected']}, "
         f"windows {c['windows']}"
     )
     target = 100_000
@@ -192,8 +205,12 @@ def processor(
                 "orjson_decode_readings_per_s": round(json_rps),
                 "ratio_to_orjson": round(rps / json_rps, 4),
                 "packed_ratio_to_orjson": round(packed_rps / json_rps, 4),
+                "gzip_packed_readings_per_s": round(gzip_rps),
+                "gzip_packed_us_per_reading": round(t_gzip / n * 1e6, 3),
+                "gzip_packed_ratio_to_orjson": round(gzip_rps / json_rps, 4),
+                "gzip_over_packed": round(gzip_rps / packed_rps, 3),
                 "target_readings_per_s": target,
-                "target_met": rps >= target and packed_rps >= target,
+                "target_met": rps >= target and packed_rps >= target and gzip_rps >= target,
                 "aggregated": c["aggregated"],
                 "rejected": c["rejected"],
                 "windows": c["windows"],
@@ -201,7 +218,7 @@ def processor(
             }
         ).decode()
     )
-    return 0 if counts["packed"] == c else 1
+    return 0 if same else 1
 
 
 

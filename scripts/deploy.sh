@@ -73,14 +73,17 @@ case "$TARGET" in
     # queues the readings for the IoT ingest function instead (IotRuleAction=sqs, docs/mqtt-devices.md).
     # It enforces IAM (AUTH=true) but cannot evaluate the namespace condition of PutMetricData nor
     # serve TLS to the functions: IamEnforcer=ministack drops those two (docs/security.md).
+    # ministack invokes as soon as records exist; BatchingWindowSeconds=1 says so (as on LocalStack).
     PARAMS=("ArchiveSql=catalog" "AggregatesCapacityScaling=disabled" "IotCoreIngest=enabled"
-            "IotRuleAction=sqs" "IamEnforcer=ministack" ${PARAMS[@]+"${PARAMS[@]}"})
+            "IotRuleAction=sqs" "IamEnforcer=ministack" "BatchingWindowSeconds=1" ${PARAMS[@]+"${PARAMS[@]}"})
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
   localstack)
     # No AWS::ApiGateway::Authorizer in LocalStack 4.14 community: the ingest function checks device
     # credentials itself (docs/security.md); a --param DeviceAuthMode=... given above wins.
     # Nor Glue nor Athena in LocalStack 4.14 community: no SQL over the archive there (docs/querying.md).
-    PARAMS=("DeviceAuthMode=function" "ArchiveSql=disabled" ${PARAMS[@]+"${PARAMS[@]}"})
+    # A laptop wants readings queryable in seconds (the live view, the tests), and its batches cost no
+    # bill: BatchingWindowSeconds=1 instead of the AWS default of 60 (LocalStack honours the window).
+    PARAMS=("DeviceAuthMode=function" "ArchiveSql=disabled" "BatchingWindowSeconds=1" ${PARAMS[@]+"${PARAMS[@]}"})
     export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://localhost:4566}"
     export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" ;;
   aws)

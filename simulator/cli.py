@@ -59,6 +59,7 @@ RUN_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--region", "region", "AWS region (default us-east-1; also AWS_REGION)"),
     ("--shard-count", "shard_count", "shards, for rate limits (default: ask Kinesis)"),
     ("--pack", "pack", "kinesis sink: good readings packed per Kinesis record (default 25; 1 = unpacked)"),
+    ("--compress", "compress", "kinesis sink: gzip packed records, true or false (default true)"),
     ("--output", "output_path", "file for the file sink (JSON lines)"),
     ("--labels", "labels_path", "write ground-truth labels here (.csv or .jsonl)"),
     ("--control-port", "control_port", "serve the control endpoint on 127.0.0.1:PORT (0 = any)"),

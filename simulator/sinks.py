@@ -6,12 +6,13 @@ injected directly (tests pass in-memory fakes).
 
 from __future__ import annotations
 
+import gzip
 import io
 import random
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -24,8 +25,14 @@ from simulator.stream import Produced
 
 KINESIS_MAX_RECORDS = 500
 KINESIS_MAX_BATCH_BYTES = 5 * 1024 * 1024
-# A packed record (docs/data-model.md) stays at or under the processor's MAX_PACKED_BYTES default.
+# A packed record (docs/data-model.md), as JSON before compression, stays at or under the processor's
+# MAX_PACKED_BYTES default (1 MiB; the processor caps what a compressed record inflates to at that).
 MAX_PACK_BYTES = 64 * 1024
+MAX_PACKED_BYTES = 1024 * 1024
+# Kinesis's record limit: data (compressed, as sent) plus partition key.
+KINESIS_MAX_RECORD_BYTES = 1024 * 1024
+# gzip level of compressed packs, chosen by bench/record_encoding.py (docs/data-model.md#compressed-records).
+GZIP_LEVEL = 6
 SHARD_RECORDS_PER_S = 1000
 SHARD_BYTES_PER_S = 1024 * 1024
 # Kinesis answers these (whole call or per entry) when it is busy; anything else is not worth retrying.
@@ -192,11 +199,24 @@ def group_entry(data: bytes, group: int) -> dict[str, Any]:
             "ExplicitHashKey": str((2 * group + 1) * _HASH_SPACE // (2 * PACK_GROUPS))}
 
 
+def encode_pack(payloads: Sequence[bytes], compress: bool = False, level: int = GZIP_LEVEL) -> bytes:
+    """A pack's record data: the lone payload as it is, else the JSON array of the payloads, gzip-compressed
+    when ``compress`` (mtime 0, so the same readings give the same bytes). A lone reading is never
+    compressed: gzip's 18-byte frame takes back most of what deflate saves on ~150 bytes."""
+    if len(payloads) == 1:
+        return payloads[0]
+    data = b"[" + b",".join(payloads) + b"]"
+    return gzip.compress(data, compresslevel=level, mtime=0) if compress else data
+
+
 class KinesisSink(Sink):
     """PutRecords in batches of <= 500 records and <= 5 MiB; optionally packs readings into records.
 
     With ``pack`` > 1, up to ``pack`` good readings are packed into one Kinesis record per flush: a JSON
-    array of the readings' payloads (docs/data-model.md), at most ``max_pack_bytes`` (64 KiB). A pack
+    array of the readings' payloads (docs/data-model.md), at most ``max_pack_bytes`` (64 KiB) of JSON,
+    and with ``compress`` the gzip of that array (``encode_pack``): the processor caps what a record
+    inflates to, so the pack size limit is the JSON's; Kinesis's 1 MiB record limit is the compressed
+    record's (a pack over it, which only incompressible readings can make, is split in two). A pack
     holds readings of one *pack group* only (``PACK_GROUPS`` groups, a device's group fixed by a hash of
     its id), and every record of a group carries the group's partition key and an explicit hash key in
     the middle of the group's slice of the hash space. So a device's records always land on one shard
@@ -234,10 +254,15 @@ class KinesisSink(Sink):
         rng: random.Random | None = None,
         pack: int = 1,
         max_pack_bytes: int = MAX_PACK_BYTES,
+        compress: bool = False,
+        gzip_level: int = GZIP_LEVEL,
+        max_record_bytes: int = KINESIS_MAX_RECORD_BYTES,
     ) -> None:
         super().__init__()
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
+        if not 1 <= max_pack_bytes <= MAX_PACKED_BYTES:
+            raise ValueError(f"max_pack_bytes must be in [1, {MAX_PACKED_BYTES}], got {max_pack_bytes}")
         self.stream_name = stream_name
         self.endpoint_url = endpoint_url
         self.region = region
@@ -249,6 +274,9 @@ class KinesisSink(Sink):
         self.headroom = headroom
         self.pack = pack
         self.max_pack_bytes = max_pack_bytes
+        self.compress = compress
+        self.gzip_level = gzip_level
+        self.max_record_bytes = max_record_bytes
         # Entries waiting for PutRecords, each with the number of readings it carries.
         self._batch: list[tuple[dict[str, Any], int]] = []
         self._batch_bytes = 0
@@ -305,10 +333,18 @@ class KinesisSink(Sink):
 
     def _close_pack(self, group: int) -> None:
         pack = self._packs.pop(group, ([], 1))[0]
-        if not pack:
+        if pack:
+            self._put_pack(pack, group)
+
+    def _put_pack(self, pack: list[bytes], group: int) -> None:
+        entry = group_entry(encode_pack(pack, self.compress, self.gzip_level), group)
+        if len(pack) > 1 and len(entry["Data"]) + len(entry["PartitionKey"]) > self.max_record_bytes:
+            # Over Kinesis's record limit: two packs, in order (so the group's send order holds).
+            half = len(pack) // 2
+            self._put_pack(pack[:half], group)
+            self._put_pack(pack[half:], group)
             return
-        data = pack[0] if len(pack) == 1 else b"[" + b",".join(pack) + b"]"
-        self._add_entry(group_entry(data, group), len(pack))
+        self._add_entry(entry, len(pack))
 
     def _add_entry(self, entry: dict[str, Any], readings: int) -> None:
         size = len(entry["Data"]) + len(entry["PartitionKey"].encode())
@@ -497,6 +533,7 @@ def make_sink(config: SimulatorConfig, clock: Clock | None = None) -> Sink:
             shard_count=config.shard_count,
             clock=clock,
             pack=config.pack,
+            compress=config.compress,
         )
     if config.sink == "http":
         if not config.ingest_url:

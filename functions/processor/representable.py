@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from functions.processor.gzipped import inflate, is_gzip
+
 # DynamoDB's number type (developer guide, "Data types").
 DYNAMODB_MIN_MAGNITUDE = 1e-130
 DYNAMODB_MAX_MAGNITUDE = 9.9999999999999999999999999999999999999e125
@@ -43,6 +45,7 @@ DYNAMODB_DIGITS = 38
 
 SMALLEST_MAGNITUDE = 1e-60
 LARGEST_MAGNITUDE = 1e60
+_INFLATE_CAP = 1_048_576  # MAX_PACKED_BYTES's upper bound (functions/settings.py)
 
 
 def is_representable(value: float) -> bool:
@@ -80,7 +83,10 @@ def underflowed_channels(data_b64: str, doc: Mapping[str, Any]) -> list[str]:
     """
     try:
         raw = binascii.a2b_base64(data_b64)
-    except (binascii.Error, ValueError):
+        if is_gzip(raw):
+            # A decoded document came from this data, so it inflates within the decoder's largest cap.
+            raw = inflate(raw, _INFLATE_CAP)
+    except (binascii.Error, ValueError):  # GzipRefused is a ValueError
         return []
     if b"e-" not in raw and b"E-" not in raw and _LONG_ZEROS not in raw:
         return []

@@ -9,8 +9,11 @@ One module per step, in the order an estimate runs:
 - ``workload``: what is being costed (``Workload``) and bench-measured replacements (``Measured``);
 - ``limits`` and ``sizing``: the AWS limits, record and item sizes, shards, and the batch shape;
 - ``traffic``: a month of the workload as the calls and bytes the services bill;
-- ``estimate``: one function per service turning the traffic into priced ``Line``s;
-- ``capacity``, ``render``, ``scenarios``: the capacity plan, the JSON and table, the what-ifs;
+- ``estimate``: one function per service turning the traffic into priced ``Line``s, and the shard count
+  (the cheapest between the write limits' and what lets a batch span the batching window);
+- ``capacity``, ``quotas``: the capacity plan, and the plan against AWS's default quotas;
+- ``scale``: the batching window's latency/cost trade-off, the sweep over fleet sizes and its plot;
+- ``render``, ``scenarios``: the JSON and table, the what-ifs;
 - ``bench_input``: ``--from-bench`` (bench/end_to_end.py's ``cost_inputs``); ``cli``: ``iotpipe cost``.
 
 The names below are the package's public API (``from iotpipe.cost import Workload, estimate``).

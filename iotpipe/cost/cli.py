@@ -6,6 +6,7 @@
     iotpipe cost --devices 1000 --rate 1 --aggregates-billing-mode PAY_PER_REQUEST
     iotpipe cost --devices 1000 --rate 1 --athena-queries-per-day 50 --athena-days-per-query 1
     iotpipe cost --devices 1000 --rate 1 --detector sagemaker [--sagemaker-memory-mb 2048]
+    iotpipe cost --devices 1000 --rate 1 --sweep [--plot out/cost-vs-fleet.png]   # 1k to 1M devices
 
 Everything is a flag with the default documented beside it. The output ends with one JSON object
 (``--json``: only that line).
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +25,7 @@ from iotpipe.console import run_app
 from iotpipe.cost.bench_input import measured_from_bench, measured_from_calls
 from iotpipe.cost.estimate import estimate
 from iotpipe.cost.render import render, to_json
+from iotpipe.cost.scale import FLEETS, fleet_sweep, plot_sweep
 from iotpipe.cost.scenarios import what_if
 from iotpipe.cost.workload import Workload
 
@@ -84,6 +86,14 @@ def cost(
     sagemaker_memory_mb: Annotated[int, typer.Option(
         help="the endpoint's memory (default: the template's SageMakerServerlessMemoryMB)")
     ] = D.sagemaker_memory_mb,
+    compression: Annotated[str, typer.Option(
+        help="gzip (packed records gzipped by the producer, the simulator's default) or none")
+    ] = D.compression,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep", help="also cost the same settings at 1k, 10k, 100k and 1M devices, and plot them")
+    ] = False,
+    plot: Annotated[Path, typer.Option(metavar="FILE", help="where --sweep writes its plot")
+    ] = Path("out/cost-vs-fleet.png"),
 ) -> int:
     if devices <= 0 or rate <= 0:
         print("--devices and --rate must be positive", file=sys.stderr)
@@ -103,6 +113,9 @@ def cost(
     if mqtt not in ("none", "messaging", "basic-ingest"):
         print(f"--mqtt is none, messaging or basic-ingest, not {mqtt!r}", file=sys.stderr)
         return 2
+    if compression not in ("gzip", "none"):
+        print(f"--compression is gzip or none, not {compression!r}", file=sys.stderr)
+        return 2
     if athena_table not in ("processed", "processed_compacted"):
         print(f"--athena-table is processed or processed_compacted, not {athena_table!r}", file=sys.stderr)
         return 2
@@ -115,6 +128,7 @@ def cost(
         record_bytes=record_bytes,
         # Over MQTT the readings rule stores each message (one reading) as one Kinesis record.
         readings_per_record=1 if mqtt != "none" else max(1, readings_per_record),
+        compression=compression,
         malformed_rate=malformed_rate,
         anomaly_rate=anomaly_rate,
         archive_bytes_per_reading=archive_bytes_per_reading,
@@ -145,14 +159,35 @@ def cost(
         return 2
     est = estimate(workload, measured=measured)
     doc = to_json(est, what_if(workload))
+    if sweep:
+        doc["fleet_sweep"] = fleet_sweep(workload, sorted({*FLEETS, devices}))
+        doc["fleet_sweep_plot"] = str(plot_sweep(doc["fleet_sweep"], plot, rate))
     if not json_only:
         print(render(est))
         for row in doc["what_if"]:
             print(f"  what if {row['scenario']:<50} {row['usd_per_million_readings']:.4f} USD/M readings "
                   f"({row['ddb_writes_per_reading']:.3f} writes/reading, "
                   f"{row['total_usd_per_month']:,.0f} USD/month)")
+        if sweep:
+            print(render_sweep(doc["fleet_sweep"], doc["fleet_sweep_plot"]))
     print(json.dumps(doc, sort_keys=True))
     return 0
+
+
+def render_sweep(rows: list[dict[str, Any]], plot_path: str) -> str:
+    out = ["", "  the same settings across fleet sizes (modelled; increases: default quotas to raise)",
+           f"    {'devices':>9} {'shards':>6} {'USD/M':>7} {'USD/month':>11} {'writes/reading':>15} "
+           f"{'latency mean/max s':>19}  increases"]
+    for r in rows:
+        lat = r["latency_s"]
+        raise_ = "; ".join(f"{i['quota']} to {i['to']:,}" for i in r["increases"]) or "none"
+        measured = (f"  [measured {r['measured_usd_per_million_readings']:.4f}]"
+                    if "measured_usd_per_million_readings" in r else "")
+        out.append(f"    {r['devices']:>9,} {r['shards']:>6} {r['usd_per_million_readings']:>7.4f} "
+                   f"{r['total_usd_per_month']:>11,.0f} {r['ddb_writes_per_reading']:>15.4f} "
+                   f"{lat['mean']:>9.1f} / {lat['max']:<7.1f}  {raise_}{measured}")
+    out.append(f"  plot: {plot_path}")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:

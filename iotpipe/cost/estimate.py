@@ -13,13 +13,14 @@ from dataclasses import dataclass, field, replace
 
 from iotpipe.cost.init_time import init_lines
 from iotpipe.cost.prices import DEFAULT_PRICES, GB, HOURS_PER_MONTH, KB, SECONDS_PER_MONTH, Prices
-from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes
+from iotpipe.cost.sizing import batch_limit, kinesis_record_bytes, shards_for, span_shards
 from iotpipe.cost.traffic import DAYS_PER_MONTH, Traffic, monthly_traffic, sagemaker_call_ms
 from iotpipe.cost.workload import Measured, Workload
 
 TARGET_USD_PER_MILLION = 0.10
 # Issue 14's target: half of the 0.097 USD per million readings measured at 1,000 devices x 1 Hz.
 HALVING_TARGET_USD_PER_MILLION = 0.05
+UNCAPPED_UNITS = 10**9  # AggregatesMaxCapacity while finding what a fleet needs beyond the template's
 
 
 @dataclass
@@ -62,6 +63,9 @@ class Estimate:
     batch_limit: str = ""
     aggregates: AggregatesThroughput | None = None
     counted: dict[str, float] | None = None  # bench/calls.py's calls per 1,000 readings, when given
+    # The shard counts the choice was between (``choose_shards``): what the write limits need and what
+    # a batch spanning the batching window needs; empty when the shard count was given.
+    shard_choice: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -83,12 +87,83 @@ class Estimate:
         variable = sum(line.usd for line in self.lines if not line.fixed)
         return variable / (self.readings_per_month / 1e6) if self.readings_per_month else 0.0
 
+    @property
+    def busy_per_shard(self) -> float:
+        """Share of the time each shard's processor is running (one invocation at a time per shard):
+        above 1 the shard fills faster than it is processed."""
+        per_s = self.invocations_per_month / SECONDS_PER_MONTH
+        return per_s * self.processor_ms_per_invocation / 1000 / max(1, self.shards)
+
     def dominant(self) -> str:
         parts = self.by_component()
         return max(parts, key=lambda k: parts[k]) if parts else ""
 
 
+def shard_candidates(w: Workload) -> tuple[int, int, list[int]]:
+    """(the write limits' shard count, the batching window's, the counts tried between them: both ends
+    and geometric steps of ~10 %)."""
+    rps = w.devices * w.rate_hz
+    low = shards_for(rps, w.record_bytes, w.readings_per_record, w.compression)
+    high = max(low, span_shards(w))
+    counts = {low, high}
+    n = float(low)
+    while n < high:
+        counts.add(min(high, math.ceil(n)))
+        n *= 1.1
+    return low, high, sorted(counts)
+
+
+def _short(est: Estimate) -> bool:
+    """The plan does not keep up: the aggregates table would throttle (its capacity capped below the
+    load), or a shard's invocations take longer than the shard takes to fill (the stream falls behind)."""
+    return bool(est.aggregates and est.aggregates.short) or est.busy_per_shard > 1.0
+
+
+def cheapest_shards(w: Workload, counts: list[int], prices: Prices) -> int:
+    """The cheapest of ``counts`` that keeps up; when none does, more shards (smaller batches, each
+    finishing sooner) up to 100 times the most tried, and the cheapest count if even those fall short.
+    A count that falls short is never chosen for its price: it is cheap only because what the load
+    needs is not bought."""
+    def rank(n: int) -> tuple[bool, float]:
+        est = _estimate(replace(w, shards=n), prices)
+        return (_short(est), est.total)
+
+    best = min(counts, key=rank)
+    n = float(max(counts))
+    limit = 100 * n
+    while rank(best)[0] and n < limit:
+        n *= 1.1
+        if not rank(math.ceil(n))[0]:
+            best = math.ceil(n)
+    return best
+
+
 def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | None = None) -> Estimate:
+    """The month's bill. Without a given shard count, the cheapest count (formula) between what the write
+    limits need and what lets a batch span the batching window: more shards cost shard-hours and spread
+    each batch over fewer readings per shard, so the 6 MB payload stops closing batches early and each
+    covers more seconds of every device (fewer window writes per reading). Bench figures (``measured``)
+    are applied at the count the formula chose (they were counted at that plan)."""
+    if w.shards is not None:
+        return _estimate(w, prices, measured)
+    low, high, counts = shard_candidates(w)
+    best = low if w.shard_sizing == "write_limits" else cheapest_shards(w, counts, prices)
+    if _short(_estimate(replace(w, shards=best), prices)):
+        # Short at every count: the fleet needs more than AggregatesMaxCapacity (the per-table quota by
+        # default). Price the capacity it needs; the capacity plan names the increase.
+        lifted = replace(w, aggregates_max_units=UNCAPPED_UNITS)
+        if w.shard_sizing != "write_limits":
+            best = cheapest_shards(lifted, counts, prices)
+        need = _estimate(replace(lifted, shards=best), prices).aggregates
+        units = [u for u in (need.wcu, need.rcu) if u is not None] if need else []
+        w = replace(w, aggregates_max_units=math.ceil(max(units, default=float(w.aggregates_max_units))))
+    est = _estimate(replace(w, shards=best), prices, measured)
+    est.workload = w
+    est.shard_choice = {"write_limits": low, "batching_window": high, "chosen": best}
+    return est
+
+
+def _estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | None = None) -> Estimate:
     m = measured or Measured(source="formula")
     t = monthly_traffic(w, m)
     lines = [
@@ -119,7 +194,7 @@ def estimate(w: Workload, prices: Prices = DEFAULT_PRICES, measured: Measured | 
         lines=lines,
         source=m.source,
         batch_limit="measured" if m.invocations_per_reading else batch_limit(
-            replace(w, record_bytes=int(t.record_bytes)), t.shards),
+            replace(w, record_bytes=int(t.record_bytes), compression=t.compression), t.shards),
         aggregates=aggregates_throughput(w, t),
         counted=m.counted,
     )
@@ -130,7 +205,7 @@ def kinesis_lines(t: Traffic, p: Prices) -> list[Line]:
     # Billed per Kinesis record, in 25 KB units: a packed record of 25 readings (~5 KB) is one unit.
     kinesis_records = t.readings / t.per_record
     units = kinesis_records * math.ceil(
-        kinesis_record_bytes(t.record_bytes, t.per_record) / p.kinesis_put_payload_unit_bytes
+        kinesis_record_bytes(t.record_bytes, t.per_record, t.compression) / p.kinesis_put_payload_unit_bytes
     )
     return [
         Line("kinesis", "shard-hours", shard_hours, "shard-hour",

@@ -14,6 +14,8 @@ from iotpipe.cost.estimate import (
 )
 from iotpipe.cost.init_time import init_facts
 from iotpipe.cost.prices import DEFAULT_PRICES, PRICES_AS_OF, REGION
+from iotpipe.cost.quotas import quota_plan
+from iotpipe.cost.scale import latency_s, window_tradeoff
 from iotpipe.cost.sizing import payload_cap
 from iotpipe.cost.template_facts import DEFAULTS_FROM
 from iotpipe.cost.traffic import monthly_traffic
@@ -35,10 +37,16 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "batch_limited_by": est.batch_limit,
         "readings_per_record": w.readings_per_record,
         "kinesis_records_per_month": round(est.readings_per_month / max(1, w.readings_per_record)),
-        "payload_cap_records": payload_cap(w.record_bytes, w.readings_per_record),
+        "compression": w.compression,
+        "payload_cap_records": payload_cap(w.record_bytes, w.readings_per_record, w.compression),
         "payload_cap_readings": (
-            payload_cap(w.record_bytes, w.readings_per_record) * max(1, w.readings_per_record)
+            payload_cap(w.record_bytes, w.readings_per_record, w.compression) * max(1, w.readings_per_record)
         ),
+        "shard_choice": est.shard_choice,
+        "quota_plan": quota_plan(est),
+        "deploy_parameters": deploy_parameters(est),
+        "latency_s": latency_s(est),
+        "batching_window_tradeoff": window_tradeoff(w),
         "write_concurrency": w.write_concurrency,
         "flagged_share": w.anomaly_rate,
         "aggregates_retention_days": w.aggregates_retention_days,
@@ -73,6 +81,16 @@ def to_json(est: Estimate, what_if: list[dict[str, Any]] | None = None) -> dict[
         "athena": athena_facts(est),
         "init": init_facts(w, est.shards),  # cold starts per function (iotpipe/cost/init_time.py)
     }
+
+
+def deploy_parameters(est: Estimate) -> dict[str, Any]:
+    """The template parameters that deploy this plan (``scripts/deploy.sh --param K=V``)."""
+    w = est.workload
+    params: dict[str, Any] = {"ShardCount": est.shards, "BatchingWindowSeconds": w.batching_window_s,
+                              "BatchSize": w.batch_size}
+    if w.aggregates_billing_mode == "PROVISIONED":
+        params["AggregatesMaxCapacity"] = w.aggregates_max_units
+    return params
 
 
 # The aggregates table's throughput lines (either capacity mode): what the window writes and reads cost.
@@ -146,6 +164,7 @@ def render(est: Estimate) -> str:
         f"halving target <= {HALVING_TARGET_USD_PER_MILLION:.2f}: {halving}; dominated by {est.dominant()}; "
         f"aggregates table {w.aggregates_billing_mode}",
     ]
+    out += render_plan(est)
     athena = athena_facts(est)
     day_gb = athena["bytes_scanned_per_day_query"] / 1e9
     compacted_mb = athena["compacted_bytes_scanned_per_day_query"] / 1e6
@@ -155,3 +174,31 @@ def render(est: Estimate) -> str:
                f"over processed_compacted (Parquet) {compacted_mb:,.1f} MB = "
                f"{athena['compacted_usd_per_day_query']:.6f} USD (--athena-queries-per-day N costs N a day)")
     return "\n".join(out)
+
+
+def render_plan(est: Estimate) -> list[str]:
+    """The capacity plan against the default quotas, and the batching window's latency/cost trade-off."""
+    plan = quota_plan(est)
+    choice = est.shard_choice
+    out = ["", f"  capacity plan ({plan['region']} default quotas); deploy with "
+           + " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in deploy_parameters(est).items())]
+    if choice:
+        out.append(f"  shards: {choice['chosen']} (the write limits need {choice['write_limits']}, a batch "
+                   f"spanning the whole window {choice['batching_window']}; the cheapest between is taken)")
+    for row in plan["rows"]:
+        flag = "ok" if row["within"] else f"RAISE to {row['increase']['to']:,} ({row['increase']['quota']})"
+        out.append(f"    {row['resource']:<55} {row['needed']:>12,.1f} of {row['default_quota']:>9,}  {flag}")
+    used = plan["hard_limits_used"]
+    out.append(f"    per shard: {used['shard_records_per_s']:.1%} of 1,000 records/s, "
+               f"{used['shard_bytes_per_s']:.1%} of 1 MiB/s; processor busy "
+               f"{used['lambda_busy_per_shard']:.1%} of each shard's one-at-a-time invocations")
+    out += ["", "  batching window: latency (AWS, modelled) against cost",
+            f"    {'window s':>8} {'shards':>7} {'batch s':>8} {'writes/reading':>15} {'USD/M':>8} "
+            f"{'latency mean/max s':>19}"]
+    for row in window_tradeoff(est.workload):
+        lat = row["latency_s"]
+        out.append(f"    {row['batching_window_s']:>8g} {row['shards']:>7} {row['batch_seconds']:>8.1f} "
+                   f"{row['ddb_writes_per_reading']:>15.4f} {row['usd_per_million_readings']:>8.4f} "
+                   f"{lat['mean']:>9.1f} / {lat['max']:<7.1f}")
+    return out

@@ -30,8 +30,11 @@ def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
          else "aggregates table PROVISIONED, auto scaled",
          {"aggregates_billing_mode": "PAY_PER_REQUEST" if w.aggregates_billing_mode == "PROVISIONED"
           else "PROVISIONED"}),
-        ("aggregates TTL 30 d, no PITR on aggregates",
-         {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
+        ("aggregates kept 90 d with PITR" if not w.aggregates_pitr else "aggregates kept 30 d, no PITR",
+         {"aggregates_retention_days": 90.0, "aggregates_pitr": True} if not w.aggregates_pitr
+         else {"aggregates_retention_days": 30.0, "aggregates_pitr": False}),
+        ("packed records not gzipped" if w.compression == "gzip" else "packed records gzipped",
+         {"compression": "none" if w.compression == "gzip" else "gzip"}),
         ("aggregates table class Standard-IA (storage -60 %, throughput +25 %)"
          if w.aggregates_table_class == "STANDARD" else "aggregates table class Standard",
          {"aggregates_table_class": "STANDARD_INFREQUENT_ACCESS" if w.aggregates_table_class == "STANDARD"
@@ -39,11 +42,8 @@ def what_if_scenarios(w: Workload) -> list[tuple[str, dict[str, Any]]]:
         ("ArchiveCompaction disabled (no Parquet copy)" if w.archive_compaction
          else "ArchiveCompaction enabled (hourly Parquet copy)",
          {"archive_compaction": not w.archive_compaction}),
-        # More shards: fewer records per shard per second, so a payload-capped batch spans more seconds.
-        ("4 shards, BatchingWindowSeconds 60", {"shards": 4, "batching_window_s": 60.0}),
-        ("4 shards, window 60 s, aggregates TTL 30 d, no PITR on aggregates",
-         {"shards": 4, "batching_window_s": 60.0, "aggregates_retention_days": 30.0,
-          "aggregates_pitr": False}),
+        ("shards sized by the write limits only (not for the batching window)",
+         {"shard_sizing": "write_limits"}),
     ]
 
 

@@ -25,17 +25,17 @@ ROOT = Path(__file__).resolve().parents[2]
 # package without the repository, or no PyYAML), and reported as such in the JSON ("defaults_from").
 FALLBACK_DEFAULTS: dict[str, Any] = {
     "batch_size": 10_000,
-    "batching_window_s": 30.0,
+    "batching_window_s": 60.0,
     "alert_cooldown_s": 300,
     "anomaly_ttl_days": 30.0,
-    "aggregates_retention_days": 90.0,
+    "aggregates_retention_days": 30.0,
     "archive_ia_after_days": 30.0,
     "archive_expire_days": 365.0,
     "archive_ia_min_object_filter": True,
     "log_retention_days": 14.0,
     "processor_memory_mb": 1024,
     "write_concurrency": 16,
-    "aggregates_pitr": True,
+    "aggregates_pitr": False,
     "anomalies_pitr": True,
     "alarms": 12,
     "aggregates_billing_mode": "PROVISIONED",
@@ -59,16 +59,23 @@ WRITE_CONCURRENCY_ENV = "WRITE_CONCURRENCY"
 def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
     """Workload defaults that mirror the template: parameter defaults and resource properties.
 
-    A property given as ``!Ref Param`` resolves to the parameter's default; a literal is taken as is.
+    A property given as ``!Ref Param`` resolves to the parameter's default, ``!If [Cond, a, b]`` to the
+    branch an ``!Equals`` condition on parameter defaults picks; a literal is taken as is.
     Raises (OSError, ImportError, KeyError, ValueError, TypeError) when the template cannot be read.
     """
     doc = load_template(path)
     params = doc.get("Parameters") or {}
     resources = doc["Resources"]
+    conditions = doc.get("Conditions") or {}
 
     def value(v: Any) -> Any:
         if isinstance(v, dict) and set(v) == {"Ref"} and v["Ref"] in params:
             return params[v["Ref"]]["Default"]
+        if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("If", "Fn::If"):  # !If or its long form
+            name, when_true, when_false = next(iter(v.values()))
+            condition = conditions[name]
+            left, right = condition.get("Fn::Equals") or condition["Equals"]
+            return value(when_true if str(value(left)) == str(value(right)) else when_false)
         return v
 
     def param(name: str) -> Any:
@@ -115,7 +122,7 @@ def template_defaults(path: Path = TEMPLATE) -> dict[str, Any]:
         "batching_window_s": float(param("BatchingWindowSeconds")),
         "alert_cooldown_s": int(param("AlertCooldownSeconds")),
         "anomaly_ttl_days": float(param("AnomalyTtlDays")),
-        # No TTL: the table grows without bound; the model then keeps the fallback's 90 days (see docs).
+        # No TTL: the table grows without bound; the model then keeps the fallback's 30 days (see docs).
         "aggregates_retention_days": (
             float(param("AggregatesTtlDays")) if ttl_on else FALLBACK_DEFAULTS["aggregates_retention_days"]
         ),

@@ -39,6 +39,7 @@ class Traffic:
     readings: float  # readings per month
     record_bytes: float  # one reading's bytes (measured or the workload's)
     per_record: int  # readings per Kinesis record
+    compression: str  # of a Kinesis record: "gzip" or "none" (a measured record size is as sent)
     shards: int
     batch_records: float  # readings per batch, from the batch shape (the formula's)
     valid: float  # share of readings that are not malformed
@@ -70,9 +71,12 @@ def monthly_traffic(w: Workload, m: Measured) -> Traffic:
     rps = w.devices * w.rate_hz
     readings = rps * SECONDS_PER_MONTH
     record_bytes = m.record_bytes or w.record_bytes
+    # a measured size is the bytes the stream carried per reading: already compressed if it was
+    compression = "none" if m.record_bytes else w.compression
     per_record = max(1, w.readings_per_record)
-    shards = w.shards or shards_for(rps, record_bytes, per_record)
-    batch_records, _, groups = batch_shape(replace(w, record_bytes=int(record_bytes)), shards)
+    shards = w.shards or shards_for(rps, record_bytes, per_record, compression)
+    sized = replace(w, record_bytes=int(record_bytes), compression=compression)
+    batch_records, _, groups = batch_shape(sized, shards)
     valid = 1.0 - w.malformed_rate
 
     invocations_per_reading = m.invocations_per_reading or 1.0 / batch_records
@@ -107,7 +111,8 @@ def monthly_traffic(w: Workload, m: Measured) -> Traffic:
                                    cooldown_writes / batches, alerts / batches,
                                    s3_puts_per_reading * per_invocation_records)
     return Traffic(
-        rps=rps, readings=readings, record_bytes=record_bytes, per_record=per_record, shards=shards,
+        rps=rps, readings=readings, record_bytes=record_bytes, per_record=per_record,
+        compression=compression, shards=shards,
         batch_records=batch_records, valid=valid, invocations_per_reading=invocations_per_reading,
         invocations=invocations, per_invocation_records=per_invocation_records, batches=batches,
         writes_per_reading=writes_per_reading, reads_per_reading=reads_per_reading,

@@ -29,7 +29,10 @@ class Workload:
 
     devices: int
     rate_hz: float
-    shards: int | None = None  # None: sized from the rate (SHARD_HEADROOM)
+    shards: int | None = None  # None: sized from the rate (``shard_sizing``)
+    # "cheapest": the cheapest count between the write limits' and the batching window's
+    # (iotpipe.cost.estimate.estimate); "write_limits": 80 % of the per-shard write limits only.
+    shard_sizing: str = "cheapest"
     batch_size: int = DEFAULTS["batch_size"]  # template BatchSize
     batching_window_s: float = DEFAULTS["batching_window_s"]  # template BatchingWindowSeconds
     window_s: int = 60  # aggregation window
@@ -38,6 +41,10 @@ class Workload:
     # pack (SIM_PACK = 25, simulator/config.py), what a gateway batching its devices' readings sends.
     # 1 = one reading per record (HTTP ingest, unpacked producers).
     readings_per_record: int = 25
+    # "gzip": producers gzip each packed record (the simulator's sink does for packed records; the
+    # processor inflates it, docs/data-model.md), ~17 % of the JSON at 25 per record
+    # (iotpipe.cost.sizing.GZIP_RATIO_BY_PACK); "none": plain JSON.
+    compression: str = "gzip"
     malformed_rate: float = 0.01  # simulator default SIM_MALFORMED_RATE
     anomaly_rate: float = FLAGGED_SHARE  # share of valid readings the detector flags (see FLAGGED_SHARE)
     alert_cooldown_s: int = DEFAULTS["alert_cooldown_s"]  # template AlertCooldownSeconds (per device)

@@ -1,5 +1,6 @@
 """End to end through the deployed stack: a packed Kinesis record (JSON array of readings) with good and
-bad elements -> aggregates, per-element quarantine lines and processed lines carrying their index.
+bad elements -> aggregates, per-element quarantine lines and processed lines carrying their index; and
+gzip-compressed packed records (the simulator's default) -> aggregates, a corrupt one quarantined.
 
 Same conventions as test_processing_mixed_batch.py: the ``deployed_stack`` fixture, unique names per run,
 only the stack's public surfaces (Kinesis in, DynamoDB and S3 out).
@@ -18,6 +19,7 @@ import boto3
 import orjson
 import pytest
 
+from simulator.sinks import encode_pack
 from tests.integration.streams import put_records
 from tests.integration.test_processing_mixed_batch import iso, poll, reading
 
@@ -146,6 +148,94 @@ def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: d
         statuses = {line["index"]: line["status"] for line in processed.values()}
         aggregated = dict.fromkeys((0, 1, 3, 8), "aggregated")
         assert statuses == {**aggregated, 6: "duplicate"}
+    finally:
+        ddb.delete_item(TableName=deployed_stack["DevicesTableName"], Key={"device_id": {"S": device}})
+        ddb.delete_item(
+            TableName=deployed_stack["AggregatesTableName"],
+            Key={"device_id": {"S": device}, "window_start": {"N": str(window_start)}},
+        )
+
+
+def test_compressed_packed_records_aggregate_and_a_corrupt_one_is_quarantined(
+    deployed_stack: dict[str, str],
+) -> None:
+    ddb = boto3.client("dynamodb")
+    kinesis = boto3.client("kinesis")
+    s3 = boto3.client("s3")
+    device = f"itest-gz-{uuid.uuid4().hex[:12]}"
+    now_ms = int(time.time() * 1000)
+    window_start = (now_ms // 60_000) * 60 - 60
+    base_ms = window_start * 1000
+    ddb.put_item(
+        TableName=deployed_stack["DevicesTableName"],
+        Item={
+            "device_id": {"S": device},
+            "name": {"S": "compressed integration test device"},
+            "site": {"S": "itest-site"},
+            "location": {"S": "Porto, PT"},
+            "timezone": {"S": "UTC"},
+            "registered_at": {"S": iso(now_ms)},
+        },
+    )
+    try:
+        # GIVEN 30 readings of one device in two packed records, gzip-compressed as the simulator sends
+        # them (simulator.sinks.encode_pack), and a compressed record cut short in transit
+        docs = [reading(device, base_ms + 1000 * i, temperature=10.0 + i) for i in range(30)]
+        payloads = [orjson.dumps(d) for d in docs]
+        first, second = encode_pack(payloads[:15], compress=True), encode_pack(payloads[15:], compress=True)
+        assert first[:2] == second[:2] == b"\x1f\x8b"
+        corrupt = encode_pack([orjson.dumps(reading(device, base_ms + 45_000))] * 2, compress=True)[:-6]
+
+        # WHEN they are put on the stream
+        entries = [(device, first), (device, second), (device, corrupt)]
+        put_records(kinesis, deployed_stack["StreamName"], entries)
+
+        # THEN the window holds the 30 readings
+        def aggregate() -> dict[str, Any] | None:
+            item = ddb.get_item(
+                TableName=deployed_stack["AggregatesTableName"],
+                Key={"device_id": {"S": device}, "window_start": {"N": str(window_start)}},
+                ConsistentRead=True,
+            ).get("Item")
+            return item if item and int(item["count"]["N"]) >= 30 else None
+
+        item = poll("the aggregate of the compressed records", aggregate)
+        assert int(item["count"]["N"]) == 30
+        temperature = item["channels"]["M"]["temperature"]["M"]
+        assert float(temperature["min"]["N"]) == 10.0
+        assert float(temperature["max"]["N"]) == 39.0
+
+        # AND the processed archive names each reading by (shard, sequence, index in the inflated array)
+        bucket = deployed_stack["ArchiveBucketName"]
+        p_seen: set[str] = set()
+        processed: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+
+        def processed_done() -> dict | None:
+            _lines(s3, bucket, "processed/", p_seen, lambda line: line.get("device_id") == device, processed)
+            return processed if len(processed) >= 30 else None
+
+        poll("the processed lines", processed_done)
+        by_record: dict[str, list[int]] = {}
+        for _shard, seq, index in processed:
+            by_record.setdefault(seq, []).append(index)  # type: ignore[arg-type]
+        assert sorted(sorted(v) for v in by_record.values()) == [list(range(15))] * 2
+        assert {line["status"] for line in processed.values()} == {"aggregated"}
+
+        # AND the cut record is quarantined whole, malformed_json at decode, with its compressed bytes
+        q_seen: set[str] = set()
+        quarantined: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+
+        def ours(line: dict[str, Any]) -> bool:
+            return base64.b64decode(line.get("raw_b64", "")) == corrupt
+
+        def quarantine_done() -> dict | None:
+            _lines(s3, bucket, "quarantine/", q_seen, ours, quarantined)
+            return quarantined or None
+
+        poll("the quarantined record", quarantine_done)
+        (line,) = quarantined.values()
+        assert (line["reason"], line["stage"], "index" in line) == ("malformed_json", "decode", False)
+        assert line["detail"].startswith("gzip data does not decompress")
     finally:
         ddb.delete_item(TableName=deployed_stack["DevicesTableName"], Key={"device_id": {"S": device}})
         ddb.delete_item(

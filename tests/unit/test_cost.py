@@ -22,10 +22,12 @@ READINGS_1000_1HZ = 1000 * 730 * 3600  # 2,628,000,000 readings a month
 # template's defaults do; test_workload_defaults_follow_the_template covers the defaults themselves.
 # They also pin one reading per Kinesis record (the arithmetic is per record); packed records are
 # covered by the tests under "packed records" below. And an on-demand aggregates table (billed per
-# request, so the arithmetic is per write); provisioned capacity is covered under "capacity mode".
+# request, so the arithmetic is per write); provisioned capacity is covered under "capacity mode". And
+# plain JSON records with shards sized by the write limits alone; gzip records and the cheapest shard
+# count are covered under "cost falls with scale".
 SMALL = {"batch_size": 500, "batching_window_s": 10.0, "anomaly_rate": 0.01,
          "archive_ia_min_object_filter": False, "write_concurrency": 16, "readings_per_record": 1,
-         "aggregates_billing_mode": "PAY_PER_REQUEST"}
+         "aggregates_billing_mode": "PAY_PER_REQUEST", "compression": "none", "shard_sizing": "write_limits"}
 
 
 def _line(est: cost.Estimate, component: str, item_prefix: str) -> cost.Line:
@@ -220,32 +222,40 @@ def test_alert_cooldown_writes_and_publishes() -> None:
 
 
 def test_template_defaults_at_1000_devices_unpacked() -> None:
-    # The template as it is (BatchSize 10,000, window 30 s, payload-capped at 7,516 records, 0.2 % flagged)
-    # with one reading per Kinesis record
+    # The template as it is (BatchSize 10,000, window 60 s, 0.2 % flagged) with one reading per Kinesis
+    # record: the 6 MB payload holds 7,516 records, 7.5 s of a 1,000-record/s stream; the write limits
+    # need 2 shards, a batch spanning the 60 s window 8 (60,000 / 7,516); the cheapest between is chosen
     est = estimate(Workload(devices=1000, rate_hz=1.0, readings_per_record=1,
                             aggregates_billing_mode="PAY_PER_REQUEST"))
+    assert est.shard_choice["write_limits"] == 2
+    assert est.shard_choice["batching_window"] == 8
+    assert 2 < est.shards < 8
     assert est.batch_limit == "payload"
     assert est.batch_records == 7516
     assert est.dominant() == "dynamodb"
-    assert est.per_million > cost.TARGET_USD_PER_MILLION  # honest: 0.13 USD per million, not met
-    assert est.per_million < 0.15
-    # with the template's provisioned aggregates table it is: 0.096
+    assert est.per_million < cost.TARGET_USD_PER_MILLION
+    # with the template's provisioned aggregates table: cheaper still, but above the gzip packed figure
     provisioned = estimate(Workload(devices=1000, rate_hz=1.0, readings_per_record=1))
-    assert provisioned.per_million < cost.TARGET_USD_PER_MILLION
+    assert provisioned.per_million < est.per_million
+    assert provisioned.per_million > estimate(Workload(devices=1000, rate_hz=1.0)).per_million
 
 
 def test_template_defaults_at_1000_devices_packed() -> None:
-    # The default workload packs 25 readings per record (the simulator's default SIM_PACK): 1 shard
-    # (40 records/s, ~201 KB/s), 865 records = 21,625 readings per 6 MB payload = 21.6 s of stream
+    # The default workload packs 25 readings per record (the simulator's default SIM_PACK) and gzips it:
+    # 25 x 201 + 1 = 5,026 JSON bytes x 0.169 = 849 bytes; an event record is 1,133 base64 + 570 bytes, so
+    # 6 MB holds 3,694 records = 92,350 readings; one shard carries 1,000 readings/s, so the 60 s window
+    # (60,000 readings) closes each batch: a batch spans a minute of every device, ~2 writes per window
     w = Workload(devices=1000, rate_hz=1.0)
-    assert w.readings_per_record == 25
+    assert (w.readings_per_record, w.compression, w.batching_window_s) == (25, "gzip", 60.0)
     est = estimate(w)
     assert est.shards == 1
-    assert est.batch_limit == "payload"
-    assert est.batch_records == 21_625
-    assert est.batch_seconds == pytest.approx(21.625)
+    assert est.batch_limit == "window"
+    assert est.batch_records == 60_000
+    assert est.batch_seconds == pytest.approx(60.0)
+    assert est.ddb_writes_per_reading == pytest.approx(2 / 60 * 0.99, rel=1e-3)
     assert est.dominant() == "dynamodb"
-    assert est.per_million < cost.TARGET_USD_PER_MILLION
+    assert est.per_million <= cost.HALVING_TARGET_USD_PER_MILLION
+    assert est.per_million < estimate(replace(w, compression="none")).per_million
     assert est.per_million < estimate(replace(w, readings_per_record=1)).per_million * 0.8
 
 
@@ -291,9 +301,9 @@ def test_main_prints_one_json_object_last(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out.strip().splitlines()
     doc = json.loads(out[-1])
     assert doc["usd_per_million_readings"] > 0
-    assert doc["target_met"] is True  # packed 25 readings per record (0.097 USD/M; unpacked 0.132)
+    assert doc["target_met"] is True  # gzip packed 25 readings per record: 0.044 USD/M
     assert doc["readings_per_record"] == 25
-    assert doc["payload_cap_readings"] == 21_625
+    assert doc["payload_cap_readings"] == 92_350  # gzip packed: 3,694 records of 25
     assert doc["prices_as_of"] == "2026-11"
     assert doc["defaults_from"] == "cloudformation/template.yaml"
     assert doc["write_concurrency"] == cost.WRITE_CONCURRENCY
@@ -344,22 +354,21 @@ def test_workload_defaults_follow_the_template() -> None:
 
 
 def test_template_defaults_read_a_changed_template(tmp_path: Path) -> None:
-    # GIVEN the template with other defaults, another memory size, no PITR on aggregates, no size filter
+    # GIVEN the template with other defaults, another memory size, PITR on aggregates, no size filter
     text = cost.TEMPLATE.read_text()
     changed = (
         text.replace("  BatchSize:\n    Type: Number\n    Default: 10000",
                      "  BatchSize:\n    Type: Number\n    Default: 1234")
-        .replace("  BatchingWindowSeconds:\n    Type: Number\n    Default: 30",
+        .replace("  BatchingWindowSeconds:\n    Type: Number\n    Default: 60",
                  "  BatchingWindowSeconds:\n    Type: Number\n    Default: 7")
-        .replace("  AggregatesTtlDays:\n    Type: Number\n    Default: 90",
+        .replace("  AggregatesTtlDays:\n    Type: Number\n    Default: 30",
                  "  AggregatesTtlDays:\n    Type: Number\n    Default: 45")
         .replace("      MemorySize: 1024\n", "      MemorySize: 2048\n", 1)
         .replace("            ObjectSizeGreaterThan: 131072\n", "")
     )
-    agg = changed.index("  AggregatesTable:")
-    pitr = changed.index("PointInTimeRecoveryEnabled: true", agg)
-    on = "PointInTimeRecoveryEnabled: true"
-    changed = changed[:pitr] + "PointInTimeRecoveryEnabled: false" + changed[pitr + len(on):]
+    on = "  AggregatesPointInTimeRecovery:\n    Type: String\n    Default: disabled"
+    assert on in changed
+    changed = changed.replace(on, on.replace("disabled", "enabled"))
     assert changed.count("Default: 1234") == 1
     assert "Default: 7\n" in changed
     assert "Default: 45" in changed
@@ -369,7 +378,7 @@ def test_template_defaults_read_a_changed_template(tmp_path: Path) -> None:
     d = cost.template_defaults(path)
     assert (d["batch_size"], d["batching_window_s"], d["aggregates_retention_days"]) == (1234, 7.0, 45.0)
     assert d["processor_memory_mb"] == 2048
-    assert d["aggregates_pitr"] is False
+    assert d["aggregates_pitr"] is True
     assert d["anomalies_pitr"] is True
     assert d["archive_ia_min_object_filter"] is False
     assert d["alarms"] == cost.template_defaults(cost.TEMPLATE)["alarms"]
@@ -424,7 +433,7 @@ def test_flagged_share_is_the_detectors_false_alarm_rate_plus_true_anomalies() -
 
 def test_aggregates_ttl_bounds_storage() -> None:
     # 1000 devices: 43.8 M windows a month of (666 + 2 x 60 + 100) = 886 bytes, kept 90 + 2 days
-    est = estimate(_workload(anomaly_rate=0.0))
+    est = estimate(_workload(anomaly_rate=0.0, aggregates_retention_days=90, aggregates_pitr=True))
     windows = 1000 * 2_628_000 / 60
     gb = windows * 886 * 92 / (730 / 24) / 1024**3
     assert _line(est, "dynamodb", "storage").quantity == pytest.approx(gb)
@@ -473,9 +482,9 @@ def test_readings_per_record_flag_and_what_if(capsys: pytest.CaptureFixture[str]
                       "--aggregates-billing-mode", "PAY_PER_REQUEST"]) == 0
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert doc["readings_per_record"] == 1
-    assert doc["target_met"] is False
     assert doc["what_if"][1]["change"] == {"readings_per_record": 25}
-    assert doc["what_if"][1]["target_met"] is True
+    # packing 25 per record (and gzipping them) is cheaper than one reading per record
+    assert doc["what_if"][1]["usd_per_million_readings"] < doc["usd_per_million_readings"] * 0.8
 
 
 def test_athena_is_priced_per_tb_of_archive_a_query_reads() -> None:
@@ -535,14 +544,14 @@ def test_provisioned_capacity_is_consumed_units_over_the_target_utilisation() ->
 
 
 def test_template_defaults_at_1000_devices_provisioned() -> None:
-    # The template as it is: 0.0623 writes/reading x 2,628 M = 163.7 M writes of 1 WCU a month = 62.3 WCU/s,
-    # / 0.70 = 89.0 WCU x 730 h x 0.00065 = 42.22 USD (on-demand: 163.7 M x 0.625 / M = 102.30 USD)
+    # The template as it is: 0.033 writes/reading x 2,628 M = 86.7 M writes of 1 WCU a month = 33.0 WCU/s,
+    # / 0.70 = 47.1 WCU x 730 h x 0.00065 = 22.37 USD (on-demand: 86.7 M x 0.625 / M = 54.20 USD)
     est = estimate(Workload(devices=1000, rate_hz=1.0))
     assert est.workload.aggregates_billing_mode == "PROVISIONED"
-    assert _line(est, "dynamodb", "aggregates WCU").usd == pytest.approx(42.22, abs=0.01)
+    assert _line(est, "dynamodb", "aggregates WCU").usd == pytest.approx(22.37, abs=0.01)
     on_demand = estimate(Workload(devices=1000, rate_hz=1.0, aggregates_billing_mode="PAY_PER_REQUEST"))
-    assert _line(on_demand, "dynamodb", "aggregate writes").usd == pytest.approx(102.30, abs=0.01)
-    assert est.per_million < on_demand.per_million - 0.025  # 0.0698 against 0.0970
+    assert _line(on_demand, "dynamodb", "aggregate writes").usd == pytest.approx(54.20, abs=0.01)
+    assert est.per_million < on_demand.per_million - 0.01  # 0.0439 against 0.0582
 
 
 def test_provisioned_never_goes_below_the_minimum_and_fixed_capacity_can_fall_short() -> None:
@@ -612,16 +621,16 @@ def test_json_says_what_stands_in_the_way_of_the_halving_target(capsys: pytest.C
     assert cost.main(["--devices", "1000", "--rate", "1", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     floor = doc["halving_floor"]
-    # THEN the aggregates' provisioned WCU + RCU are 42.22 + 8.57 USD, and without them the rest of the
-    # bill is (183.28 - 50.79) / 2,628 M readings = 0.0504 USD per million (0.0482 before the archive
-    # compactor's 5.93 USD): above 0.05 on its own
-    assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(50.79, abs=0.01)
-    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0504, abs=0.0001)
-    target = doc["halving_target_usd_per_million_readings"]
-    assert floor["usd_per_million_without_aggregates_throughput"] > target
-    # AND 52.86 USD of it is the aggregates' and anomalies' storage + PITR (90-day TTL): 0.0201 per million
-    assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0201, abs=0.0001)
-    assert doc["halving_target_met"] is False
+    # THEN the aggregates' provisioned WCU + RCU are 22.37 + 4.60 USD, and without them the rest of the
+    # bill is (115.48 - 26.97) / 2,628 M readings = 0.0337 USD per million
+    assert floor["aggregates_throughput_usd_per_month"] == pytest.approx(26.97, abs=0.01)
+    assert floor["usd_per_million_without_aggregates_throughput"] == pytest.approx(0.0337, abs=0.0001)
+    # AND 13.18 USD of it is the aggregates' (30-day TTL, no PITR) and anomalies' storage + the
+    # anomalies' PITR: 0.0050 per million
+    assert floor["dynamodb_storage_and_pitr_usd_per_million"] == pytest.approx(0.0050, abs=0.0001)
+    # AND the whole bill meets the target: 0.0439 USD per million
+    assert doc["usd_per_million_readings"] <= doc["halving_target_usd_per_million_readings"]
+    assert doc["halving_target_met"] is True
 
 
 def test_the_compactor_is_priced_and_a_compacted_query_scans_what_was_measured(
@@ -685,8 +694,8 @@ def test_the_calibrator_schedule_comes_from_the_template_and_its_scans_are_price
 
 def test_the_standard_ia_table_class_trades_storage_for_throughput() -> None:
     # GIVEN the same fleet with the aggregates table in each class (no anomalies: storage is the aggregates')
-    std = estimate(_workload(anomaly_rate=0.0, aggregates_billing_mode="PROVISIONED"))
-    ia = estimate(_workload(anomaly_rate=0.0, aggregates_billing_mode="PROVISIONED",
+    std = estimate(_workload(anomaly_rate=0.0, aggregates_billing_mode="PROVISIONED", aggregates_pitr=True))
+    ia = estimate(_workload(anomaly_rate=0.0, aggregates_billing_mode="PROVISIONED", aggregates_pitr=True,
                             aggregates_table_class="STANDARD_INFREQUENT_ACCESS"))
     # THEN storage is 0.10 instead of 0.25 USD per GB-month, PITR unchanged, throughput 25 % dearer
     assert _line(ia, "dynamodb", "storage").usd == pytest.approx(_line(std, "dynamodb", "storage").usd * 0.4)

@@ -31,9 +31,11 @@ def _without_embedded_parameters(call: str) -> str:
     # AWS::Athena::NamedQuery provider (ArchiveSql=catalog, docs/querying.md) and no
     # AWS::ApplicationAutoScaling one (AggregatesCapacityScaling=disabled, docs/scalability-and-cost.md);
     # its IoT rules have no kinesis action (IotRuleAction=sqs, docs/mqtt-devices.md); its IAM evaluator
-    # resolves no cloudwatch: condition key and it serves no TLS (IamEnforcer=ministack, docs/security.md).
+    # resolves no cloudwatch: condition key and it serves no TLS (IamEnforcer=ministack, docs/security.md);
+    # it invokes as soon as records exist (BatchingWindowSeconds=1, as local targets deploy).
     return call.replace("--parameter-overrides ArchiveSql=catalog AggregatesCapacityScaling=disabled "
-                        "IotCoreIngest=enabled IotRuleAction=sqs IamEnforcer=ministack ", "")
+                        "IotCoreIngest=enabled IotRuleAction=sqs IamEnforcer=ministack "
+                        "BatchingWindowSeconds=1 ", "")
 
 
 def test_aws_dry_run_makes_the_same_calls_as_the_emulator_with_only_the_endpoint_different() -> None:
@@ -61,6 +63,9 @@ def test_aws_dry_run_makes_the_same_calls_as_the_emulator_with_only_the_endpoint
     # AND only the embedded deploy drops the two IAM statements ministack cannot evaluate
     assert any("IamEnforcer=ministack" in c for c in embedded)
     assert not any("IamEnforcer" in c for c in aws)
+    # AND only local deploys shorten the batching window (AWS keeps the template's 60 s: the cost default)
+    assert any("BatchingWindowSeconds=1" in c for c in embedded)
+    assert not any("BatchingWindowSeconds" in c for c in aws)
 
 
 def test_localstack_deploys_without_sql_over_the_archive() -> None:
@@ -71,6 +76,8 @@ def test_localstack_deploys_without_sql_over_the_archive() -> None:
     assert deploy
     assert "ArchiveSql=disabled" in deploy[0]
     assert "DeviceAuthMode=function" in deploy[0]
+    # AND readings are batched for a second, not the AWS default's minute (LocalStack honours the window)
+    assert "BatchingWindowSeconds=1" in deploy[0]
 
 
 def test_unknown_target_is_refused_with_a_clear_message() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import random
+import zlib
 from typing import Any
 
 import orjson
@@ -313,6 +315,105 @@ def test_packs_stay_under_the_byte_limit() -> None:
     sizes = [size for group in by_key.values() for size in group[:-1]]
     assert sizes
     assert min(sizes) > 2048 - 250
+
+
+def inflated(data: bytes) -> list[bytes]:
+    """A record's payloads, a compressed pack inflated first (as the processor does)."""
+    return unpack_or_raw(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+
+
+def test_compressed_packs_decode_back_to_the_readings() -> None:
+    # GIVEN readings with malformed ones, and the simulator's defaults: pack 25, compressed
+    config = SimulatorConfig()
+    assert (config.pack, config.compress) == (25, True)
+    items = readings(2000, devices=40, malformed_rate=0.03)
+
+    def run() -> list[dict[str, Any]]:
+        fake = FakeKinesis()
+        sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=4, pack=config.pack,
+                           compress=config.compress)
+        with sink:
+            for produced in items:
+                sink.add(produced)
+        return fake.stored
+
+    stored = run()
+    # THEN every pack of 2 or more readings is gzip (one member, mtime 0) of the JSON array of its payloads
+    packs = [r for r in stored if r["Data"][:2] == b"\x1f\x8b"]
+    assert len(packs) > len(stored) / 2
+    for r in packs:
+        member = zlib.decompressobj(wbits=31)
+        assert member.decompress(r["Data"]) == gzip.decompress(r["Data"])
+        assert member.eof  # one gzip member, nothing after it
+        assert not member.unused_data
+    assert all(len(unpack(gzip.decompress(r["Data"]))) >= 2 for r in packs)
+    assert max(len(unpack(gzip.decompress(r["Data"]))) for r in packs) == 25
+    # AND lone readings and malformed records go plain, byte for byte
+    bad = {p.payload for p in items if p.category == "malformed"}
+    plain = [r["Data"] for r in stored if r["Data"][:2] != b"\x1f\x8b"]
+    assert bad <= set(plain)
+    # AND each pack group's payloads come back in the order they were produced, each exactly once
+    by_key: dict[str, list[bytes]] = {}
+    for r in stored:
+        by_key.setdefault(r["PartitionKey"], []).extend(inflated(r["Data"]))
+    want: dict[str, list[bytes]] = {}
+    for p in items:
+        want.setdefault(f"pack-{pack_group(p.device_id):02d}", []).append(p.payload)
+    assert by_key == want
+    # AND compressed records are ~4x smaller than their JSON, and reproducible (same readings, same bytes)
+    assert sum(len(r["Data"]) for r in packs) * 3 < sum(len(gzip.decompress(r["Data"])) for r in packs)
+    assert all(r["Data"][4:8] == b"\0\0\0\0" for r in packs)  # gzip MTIME 0: no clock in the bytes
+    assert [r["Data"] for r in run()] == [r["Data"] for r in stored]
+
+
+def test_compressed_pack_split_respects_both_caps() -> None:
+    items = readings(1000, devices=10)
+    # GIVEN a 2 KiB pack limit: it bounds the JSON (what the processor caps), not the compressed bytes
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=1, pack=100, max_pack_bytes=2048,
+                       compress=True)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    packs = [gzip.decompress(r["Data"]) for r in fake.stored if r["Data"][:2] == b"\x1f\x8b"]
+    assert packs
+    assert all(len(p) <= 2048 for p in packs)
+    assert max(len(unpack(p)) for p in packs) < 15  # closed on JSON bytes, as uncompressed
+    assert max(len(r["Data"]) for r in fake.stored) < 1024
+    # GIVEN a record limit below what 100 compressed readings take (Kinesis's 1 MiB, scaled down)
+    fake = FakeKinesis()
+    sink = KinesisSink("s", client=fake, clock=FakeClock(), shard_count=1, pack=100, compress=True,
+                       max_record_bytes=600)
+    with sink:
+        for produced in items:
+            sink.add(produced)
+    # THEN packs are split until each compressed record (data + key) fits, readings kept in order
+    assert all(len(r["Data"]) + len(r["PartitionKey"]) <= 600 for r in fake.stored)
+    assert max(len(inflated(r["Data"])) for r in fake.stored) > 10
+    by_key: dict[str, list[bytes]] = {}
+    for r in fake.stored:
+        by_key.setdefault(r["PartitionKey"], []).extend(inflated(r["Data"]))
+    want: dict[str, list[bytes]] = {}
+    for p in items:
+        want.setdefault(f"pack-{pack_group(p.device_id):02d}", []).append(p.payload)
+    assert by_key == want
+    assert sink.stats.sent == 1000
+    # AND a pack limit above the processor's cap is refused up front
+    with pytest.raises(ValueError, match="max_pack_bytes"):
+        KinesisSink("s", client=fake, max_pack_bytes=2 * 1024 * 1024)
+
+
+def test_compress_switch_from_the_environment_and_the_command_line() -> None:
+    assert SimulatorConfig.from_env({"SIM_COMPRESS": "false"}).compress is False
+    assert SimulatorConfig.from_env({}).compress is True
+    sink = make_sink(SimulatorConfig.from_env({"SIM_SINK": "kinesis", "SIM_COMPRESS": "off"}))
+    assert isinstance(sink, KinesisSink)
+    assert sink.compress is False
+    assert make_sink(SimulatorConfig(sink="kinesis")).compress is True  # type: ignore[attr-defined]
+    from simulator.cli import parse_config
+
+    assert parse_config(["run", "--compress", "false", "--sink", "kinesis"]).compress is False
+    assert parse_config(["run", "--compress", "true", "--sink", "kinesis"]).compress is True
 
 
 def test_pack_1_sends_one_reading_per_record_as_before() -> None:

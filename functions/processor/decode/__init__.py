@@ -7,6 +7,8 @@ A record's data is either one reading (a JSON object) or a *packed record*: a JS
 (at most ``max_packed_bytes`` and ``max_packed_readings``, docs/data-model.md). The record is parsed once;
 each element of a packed record is then validated on its own and becomes a Reading or a Rejection with
 its ``index``. A record that cannot be parsed (or is too large, or an empty array) is one Rejection.
+Either form may arrive gzip-compressed (data starting 1f 8b): it is inflated, under a hard cap, by
+``functions.processor.gzipped`` and then decoded the same way.
 
 Modules: ``rules`` (bounds and limits), ``shape`` (the schema fast path), ``single`` (one reading
 document), ``packed`` (one record: an object or a packed array), ``common`` (the producers' shape in one

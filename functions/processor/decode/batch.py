@@ -9,7 +9,7 @@ import orjson
 
 from functions.core.readings import Reading
 from functions.processor.decode.common import common_reading
-from functions.processor.decode.packed import check_packed, decode_base64, decode_items, element_rejection
+from functions.processor.decode.packed import check_packed, decode_base64, element_rejection, parse_record
 from functions.processor.decode.rules import DecodeRules
 from functions.processor.decode.single import check_document
 from functions.processor.records import KinesisRecord, Rejection
@@ -23,7 +23,8 @@ def decode_batch(
 
     Same results as ``decode_items`` per record, with one Python call per well-formed reading instead
     of four: decode inline, try ``common_reading``, and only if that declines run ``check_document``
-    (or ``decode_items`` when base64 or JSON failed or the record is large, to produce the rejection).
+    (``parse_record`` parses a record when base64 or JSON failed, to produce the rejection, when the
+    record is large, or when it is compressed, to inflate it).
     """
     readings: list[Reading] = []
     rejections: list[Rejection] = []
@@ -31,32 +32,34 @@ def decode_batch(
     loads = orjson.loads
     b64decode = decode_base64
     # base64 of at most this many characters decodes to at most max_record_bytes (<= max_packed_bytes
-    # too), so every size check of decode_items passes. Larger records go through decode_items.
+    # too), so every size check of parse_record passes. Larger records go through parse_record.
     max_b64 = min(rules.max_record_bytes, rules.max_packed_bytes) * 4 // 3
     for record in records:
         data_b64 = record.data_b64
+        doc: Any
         if len(data_b64) <= max_b64:
             try:
                 doc = loads(b64decode(data_b64, strict_mode=True))
-            except ValueError:  # binascii.Error, orjson.JSONDecodeError: decode_items says which
-                items = decode_items(record, rules, now_ms)
-            else:
-                if type(doc) is not list:
-                    out = common_reading(doc, record, rules, now_ms) or check_document(
-                        doc, record, rules, now_ms
-                    )
-                    if type(out) is Reading:
-                        add_reading(out)
-                    else:
-                        rejections.append(out)  # type: ignore[arg-type]
-                    continue
-                if 0 < len(doc) <= rules.max_packed_readings:
-                    _decode_packed(doc, record, rules, now_ms, readings, rejections)
-                    continue
-                items = check_packed(doc, record, rules, now_ms)
+            except ValueError:
+                # binascii.Error or orjson.JSONDecodeError: parse_record says which. A compressed record
+                # lands here too (orjson refuses the gzip magic at its first byte) and parse_record
+                # inflates it, so uncompressed records pay nothing for compression's existence.
+                doc = parse_record(record, rules)
         else:
-            items = decode_items(record, rules, now_ms)
-        _sort_items(items, readings, rejections)
+            doc = parse_record(record, rules)
+        if type(doc) is list:
+            if 0 < len(doc) <= rules.max_packed_readings:
+                _decode_packed(doc, record, rules, now_ms, readings, rejections)
+            else:
+                _sort_items(check_packed(doc, record, rules, now_ms), readings, rejections)
+        elif type(doc) is Rejection:
+            rejections.append(doc)
+        else:
+            out = common_reading(doc, record, rules, now_ms) or check_document(doc, record, rules, now_ms)
+            if type(out) is Reading:
+                add_reading(out)
+            else:
+                rejections.append(out)  # type: ignore[arg-type]
     return readings, rejections
 
 

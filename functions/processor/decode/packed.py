@@ -1,4 +1,5 @@
-"""One Kinesis record decoded: base64, size, JSON; a packed record (JSON array) judged element by element."""
+"""One Kinesis record decoded: base64, size, gzip, JSON; a packed record (JSON array) judged element by
+element."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from functions.core.readings import Reading
 from functions.processor.decode.common import common_reading
 from functions.processor.decode.rules import DecodeRules
 from functions.processor.decode.single import check_document
+from functions.processor.gzipped import GzipRefused, inflate, is_gzip
 from functions.processor.records import (
     MALFORMED_JSON,
     OVERSIZED,
@@ -27,33 +29,49 @@ decode_base64 = binascii.a2b_base64
 def decode_items(record: KinesisRecord, rules: DecodeRules, now_ms: int) -> list[Reading | Rejection]:
     """Decode and check one record: one item for a single reading, one per element for a packed record.
 
-    Whole-record rejections (one item, ``index`` None): ``oversized`` (over ``max_record_bytes`` for an
-    object, over ``max_packed_bytes`` or ``max_packed_readings`` for an array), ``malformed_json`` (not
-    base64, not JSON), ``schema_invalid`` for an empty array. Otherwise each element is checked like a
-    single reading, with its own reason.
+    Data starting with the gzip magic (1f 8b) is inflated first (``gzipped.inflate``), then decoded the
+    same way. Whole-record rejections (one item, ``index`` None): ``oversized`` (over ``max_record_bytes``
+    for an object, over ``max_packed_bytes`` or ``max_packed_readings`` for an array, compressed or
+    inflated), ``malformed_json`` (not base64, gzip that does not decompress, not JSON), ``schema_invalid``
+    for an empty array. Otherwise each element is checked like a single reading, with its own reason.
     """
-    # Size first, on the base64 length (4 chars per 3 bytes), before spending time decoding.
+    doc = parse_record(record, rules)
+    if type(doc) is Rejection:
+        return [doc]
+    if type(doc) is list:
+        return check_packed(doc, record, rules, now_ms)
+    return [check_document(doc, record, rules, now_ms)]
+
+
+def parse_record(record: KinesisRecord, rules: DecodeRules) -> Any:
+    """A record's JSON document (base64, then gzip if compressed, then the size cap of an object or an
+    array, then JSON), or the ``Rejection`` of the whole record. A JSON document is never a Rejection."""
+    # Size first, on the base64 length (4 chars per 3 bytes), before spending time decoding. For a
+    # compressed record this is its compressed size; its inflated size is capped by inflate().
     data_b64 = record.data_b64
     limit = max(rules.max_record_bytes, rules.max_packed_bytes)
     if len(data_b64) * 3 // 4 > limit + 2:
-        return [Rejection(record, OVERSIZED, STAGE_DECODE, f"record larger than {limit} bytes")]
+        return Rejection(record, OVERSIZED, STAGE_DECODE, f"record larger than {limit} bytes")
     try:
         raw = decode_base64(data_b64, strict_mode=True)
     except (binascii.Error, ValueError):
-        return [Rejection(record, MALFORMED_JSON, STAGE_DECODE, "data is not valid base64")]
+        return Rejection(record, MALFORMED_JSON, STAGE_DECODE, "data is not valid base64")
+    if is_gzip(raw):
+        # Then decoded exactly like uncompressed data: element indexes are positions in the inflated array.
+        try:
+            raw = inflate(raw, limit)
+        except GzipRefused as exc:
+            return Rejection(record, exc.reason, STAGE_DECODE, exc.detail)
     # JSON may start with whitespace; only an array can be a packed record, and only it gets the larger cap.
     packed = raw[:1] == b"[" or raw.lstrip()[:1] == b"["
     cap = rules.max_packed_bytes if packed else rules.max_record_bytes
     if len(raw) > cap:
         what = "packed record" if packed else "record"
-        return [Rejection(record, OVERSIZED, STAGE_DECODE, f"{what} larger than {cap} bytes")]
+        return Rejection(record, OVERSIZED, STAGE_DECODE, f"{what} larger than {cap} bytes")
     try:
-        doc: Any = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return [Rejection(record, MALFORMED_JSON, STAGE_DECODE, str(exc)[:200])]
-    if type(doc) is list:
-        return check_packed(doc, record, rules, now_ms)
-    return [check_document(doc, record, rules, now_ms)]
+        return Rejection(record, MALFORMED_JSON, STAGE_DECODE, str(exc)[:200])
 
 
 def decode_record(record: KinesisRecord, rules: DecodeRules, now_ms: int) -> Reading | Rejection:
