@@ -16,7 +16,6 @@ mapping's own limits):
 from __future__ import annotations
 
 import gzip
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -136,9 +135,10 @@ def cut_batches(records: Iterable[Record], batch_size: int, window_s: float,
 
 
 def event_records(batch: list[Record], first_seq: int, shard_id: str) -> list[dict[str, Any]]:
-    """The Lambda event's ``Records`` for a batch; sequence numbers from ``first_seq``."""
-    now = time.time()
-    return [kinesis_event_record(r.data, first_seq + i, shard_id, now, r.partition_key)
+    """The Lambda event's ``Records`` for a batch; sequence numbers from ``first_seq``. Each record arrived
+    when it was sent (Kinesis stamps ``approximateArrivalTimestamp`` on PutRecords): the processor judges
+    lateness against it, so a replay slower than real time does not turn readings late."""
+    return [kinesis_event_record(r.data, first_seq + i, shard_id, r.sent_ms / 1000, r.partition_key)
             for i, r in enumerate(batch)]
 
 

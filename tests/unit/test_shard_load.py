@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.e2e.shard_feed import Record, cut_batches, packed_records, payload_bytes
+from bench.e2e.shard_feed import SEQ_BASE, Record, cut_batches, event_records, packed_records, payload_bytes
 from bench.shard_load import plan_for, workload_overrides
 from iotpipe.cost import cli as cost
 from iotpipe.cost.bench_input import measured_from_shard_bench
@@ -142,3 +143,13 @@ def test_iotpipe_cost_prices_the_fleet_with_its_point(tmp_path: Path,
     # AND a fleet the run has no point for is a clear error, not the formula
     assert cost.main(["--devices", "5000", "--rate", "1", "--json", "--from-shard-bench", str(path)]) == 2
     assert "no point for 5,000 devices" in capsys.readouterr().err
+
+
+def test_a_record_arrives_when_it_was_sent() -> None:
+    # GIVEN a record sent ten minutes before the replay runs
+    sent_ms = int(time.time() * 1000) - 600_000
+    # WHEN it becomes an event record
+    (event,) = event_records([Record(b"{}", sent_ms, 1, "pack-07")], SEQ_BASE, "shardId-000000000000")
+    # THEN its arrival is its send time (the processor judges lateness against it, not the replay's clock)
+    assert event["kinesis"]["approximateArrivalTimestamp"] == sent_ms / 1000
+    assert event["kinesis"]["partitionKey"] == "pack-07"
