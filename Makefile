@@ -21,7 +21,7 @@ EMU_CRYPTOGRAPHY := 51.0.1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: help venv emulator-env install up down status test test-unit test-integration test-localstack lint security bench bench-e2e cost build deploy-dry-run clean
+.PHONY: help venv emulator-env install up down status test test-unit test-integration test-localstack lint security bench bench-e2e bench-shards cost build deploy-dry-run clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -87,6 +87,9 @@ cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz, the capacity plan, and 1
 
 bench-e2e: install ## end-to-end benchmark on the embedded emulator (a few minutes)
 	@set -o pipefail; mkdir -p out; $(PY) bench/end_to_end.py | tee out/e2e.out
+
+bench-shards: install ## one shard of 1k/10k/100k/1M-device fleets at its per-shard load, counted (~10 min)
+	@set -o pipefail; mkdir -p out; $(PY) bench/shard_load.py --fleets 1000,10000,100000,1000000 | tee out/shard-load.out
 
 bench: install ## every benchmark in bench/ (each ends with one JSON line)
 	@set -o pipefail; mkdir -p out; for b in bench/*.py; do echo "== $$b"; $(PY) $$b | tee out/$$(basename $$b .py).out || exit 1; done

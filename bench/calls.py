@@ -54,9 +54,9 @@ def packed_batches(
 ) -> list[list[dict[str, Any]]]:
     """Batches of Kinesis event records, each ``batch_s`` seconds of stream by send time. Within a batch,
     good readings are packed ``pack`` per record within a pack group as the simulator's sink packs them (a
-    malformed record goes alone and closes its group's open pack); sequence numbers rise over the shard."""
-    from simulator.sinks import pack_group
-    from testkit.events import SEQ_BASE, kinesis_event_record, packed
+    malformed record goes alone and closes its group's open pack; bench/e2e/shard_feed.py); sequence numbers
+    rise over the shard."""
+    from bench.e2e.shard_feed import SEQ_BASE, Packer, event_records
 
     by_batch: dict[int, list[Any]] = {}
     start = produced[0].send_ms if produced else 0
@@ -65,23 +65,9 @@ def packed_batches(
     seq = SEQ_BASE
     batches: list[list[dict[str, Any]]] = []
     for _, members in sorted(by_batch.items()):
-        records: list[bytes] = []
-        open_packs: dict[int, list[bytes]] = {}
-        for p in members:
-            group = pack_group(p.device_id)
-            if p.category == "malformed" or pack <= 1:
-                if open_packs.get(group):
-                    records.append(packed(open_packs.pop(group)))
-                records.append(p.payload)
-                continue
-            group_pack = open_packs.setdefault(group, [])
-            group_pack.append(p.payload)
-            if len(group_pack) == pack:
-                records.append(packed(open_packs.pop(group)))
-        records.extend(packed(m) if len(m) > 1 else m[0] for m in open_packs.values() if m)
-        now = time.time()
-        batches.append([kinesis_event_record(data, seq + i, shard_id, now, f"pack-{i % 64:02d}")
-                        for i, data in enumerate(records)])
+        packer = Packer(pack)
+        records = [r for p in members for r in packer.add(p)] + packer.flush()
+        batches.append(event_records(records, seq, shard_id))
         seq += len(records)
     return batches
 

@@ -35,6 +35,7 @@ class CallCounter:
         self.aggregates_table = aggregates_table
         self.counts: Counter[str] = Counter()
         self.consumed: Counter[str] = Counter()
+        self.body_bytes: Counter[str] = Counter()  # bytes of each S3 PutObject body, per API
         self.wcu = 0
         self._lock = threading.Lock()
 
@@ -47,6 +48,7 @@ class CallCounter:
         with self._lock:
             self.counts.clear()
             self.consumed.clear()
+            self.body_bytes.clear()
             self.wcu = 0
 
     def _table(self, name: str) -> str:
@@ -79,6 +81,8 @@ class CallCounter:
                 self.counts[f"dynamodb.GetItem.{self._table(params['TableName'])}"] += 1
             else:
                 self.counts[f"{service}.{name}"] += 1
+                if name == "PutObject" and isinstance(params.get("Body"), bytes | bytearray):
+                    self.body_bytes[f"{service}.{name}"] += len(params["Body"])
 
     def after_call(self, model: Any, parsed: dict[str, Any], **_: Any) -> None:
         consumed = parsed.get("ConsumedCapacity")

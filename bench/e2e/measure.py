@@ -29,7 +29,12 @@ def pct(values: list[float], q: float) -> float | None:
 
 def expected_of(records: list[Produced]) -> dict[str, Any]:
     """What the pipeline should do with these records, from the simulator's own labels."""
-    outcomes = Counter(expected_outcome(p.category, p.kind) for p in records)
+    return expected_from(Counter(expected_outcome(p.category, p.kind) for p in records))
+
+
+def expected_from(outcomes: Counter[str]) -> dict[str, Any]:
+    """``expected_of`` from outcomes already tallied (``simulator.malformed.expected_outcome`` each)."""
+    outcomes = Counter(outcomes)
     aggregated, duplicates = outcomes.pop("aggregated", 0), outcomes.pop("duplicate", 0)
     return {"aggregated": aggregated, "duplicates": duplicates, "quarantined": dict(outcomes)}
 

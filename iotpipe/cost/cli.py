@@ -3,6 +3,7 @@
     iotpipe cost --devices 1000 --rate 1 [--json] [--batch-size N] [--batching-window S] [--shards N]
     iotpipe cost --devices 1000 --rate 1 --from-bench out/e2e.json
     iotpipe cost --devices 1000 --rate 1 --from-calls out/calls.json     # bench/calls.py's counts
+    iotpipe cost --devices 1000000 --rate 1 --from-shard-bench bench/results/shard-load-DATE.json
     iotpipe cost --devices 1000 --rate 1 --aggregates-billing-mode PAY_PER_REQUEST
     iotpipe cost --devices 1000 --rate 1 --athena-queries-per-day 50 --athena-days-per-query 1
     iotpipe cost --devices 1000 --rate 1 --detector sagemaker [--sagemaker-memory-mb 2048]
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from iotpipe.console import run_app
-from iotpipe.cost.bench_input import measured_from_bench, measured_from_calls
+from iotpipe.cost.bench_input import measured_from_bench, measured_from_calls, measured_from_shard_bench
 from iotpipe.cost.estimate import estimate
 from iotpipe.cost.render import render, to_json
 from iotpipe.cost.scale import FLEETS, fleet_sweep, plot_sweep
@@ -43,6 +44,8 @@ def cost(
     ] = None,
     from_calls: Annotated[Path | None, typer.Option(
         metavar="FILE", help="use the DynamoDB calls per reading counted by bench/calls.py")] = None,
+    from_shard_bench: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="use bench/shard_load.py's counts for the point of --devices")] = None,
     aggregates_billing_mode: Annotated[str, typer.Option(
         help="PROVISIONED (auto scaled) or PAY_PER_REQUEST (default: the template's AggregatesBillingMode)")
     ] = D.aggregates_billing_mode,
@@ -101,8 +104,8 @@ def cost(
     if aggregates_billing_mode not in ("PROVISIONED", "PAY_PER_REQUEST"):
         print("--aggregates-billing-mode must be PROVISIONED or PAY_PER_REQUEST", file=sys.stderr)
         return 2
-    if from_bench and from_calls:
-        print("--from-bench and --from-calls are exclusive", file=sys.stderr)
+    if sum(f is not None for f in (from_bench, from_calls, from_shard_bench)) > 1:
+        print("--from-bench, --from-calls and --from-shard-bench are exclusive", file=sys.stderr)
         return 2
     if detector not in ("embedded", "sagemaker"):
         print(f"--detector is embedded or sagemaker, not {detector!r}", file=sys.stderr)
@@ -154,6 +157,8 @@ def cost(
             measured = measured_from_bench(from_bench)
         elif from_calls:
             measured = measured_from_calls(from_calls)
+        elif from_shard_bench:
+            measured = measured_from_shard_bench(from_shard_bench, devices)
     except (OSError, ValueError, KeyError) as exc:
         print(f"cannot read bench figures: {exc}", file=sys.stderr)
         return 2
