@@ -81,6 +81,7 @@ class Plan:
     batch_records: float  # readings per batch, the model's
     batch_seconds: float
     batch_limit: str  # what closes a batch in the model: BatchSize, payload or window
+    compression: str  # the model's record compression: gzip or none
     usd_per_million: float
     ddb_writes_per_reading: float
 
@@ -114,10 +115,11 @@ def plan_for(fleet: int, overrides: dict[str, Any]) -> Plan:
     est = estimate(w)
     n = max(1, w.readings_per_record)
     return Plan(fleet=fleet, shards=est.shards, devices_per_shard=max(1, round(fleet / est.shards)),
-                readings_per_record=n, record_bytes=kinesis_record_bytes(w.record_bytes, n),
+                readings_per_record=n, record_bytes=kinesis_record_bytes(w.record_bytes, n, w.compression),
                 batch_size=w.batch_size, batching_window_s=w.batching_window_s,
                 batch_records=est.batch_records, batch_seconds=est.batch_seconds, batch_limit=est.batch_limit,
-                usd_per_million=est.per_million, ddb_writes_per_reading=est.ddb_writes_per_reading)
+                compression=w.compression, usd_per_million=est.per_million,
+                ddb_writes_per_reading=est.ddb_writes_per_reading)
 
 
 def say(message: str) -> None:
@@ -128,7 +130,10 @@ def say(message: str) -> None:
 def shard_load(
     fleets: Annotated[str, typer.Option(help="fleet sizes, comma-separated")] = "1000,10000,100000,1000000",
     minutes: Annotated[float, typer.Option(help="minutes of event time per point")] = 4.0,
-    compress: Annotated[bool, typer.Option(help="gzip each record of good readings (mtime 0)")] = False,
+    compress: Annotated[bool | None, typer.Option(
+        "--compress/--no-compress",
+        help="gzip each record of good readings (mtime 0); default: as the model's plan (its compression)")
+    ] = None,
     flush_ms: Annotated[int, typer.Option(
         help="also close open packs every this many ms of send time (the simulator's runner: 250); "
              "0: packs close when full, as the cost model assumes")] = 0,
@@ -144,6 +149,8 @@ def shard_load(
     sizes = [int(s) for s in fleets.split(",") if s.strip()]
     overrides = workload_overrides(workload or [])
     plans = [plan_for(n, overrides) for n in sizes]
+    if compress is None:
+        compress = all(p.compression == "gzip" for p in plans)
     for p in plans:
         say(f"plan {p.fleet:>9,} devices: {p.shards} shards, {p.devices_per_shard} devices/shard, "
             f"{p.readings_per_record} readings/record, batch {p.batch_records:,.0f} readings "
