@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +29,7 @@ from iotpipe.cost.estimate import estimate
 from iotpipe.cost.render import render, to_json
 from iotpipe.cost.scale import FLEETS, fleet_sweep, plot_sweep
 from iotpipe.cost.scenarios import what_if
-from iotpipe.cost.workload import Workload
+from iotpipe.cost.workload import Measured, Workload
 
 D = Workload(devices=0, rate_hz=0)  # the defaults every option shows
 app = typer.Typer(add_completion=False, help="Monthly AWS cost of the pipeline.")
@@ -165,7 +166,8 @@ def cost(
     est = estimate(workload, measured=measured)
     doc = to_json(est, what_if(workload))
     if sweep:
-        doc["fleet_sweep"] = fleet_sweep(workload, sorted({*FLEETS, devices}))
+        doc["fleet_sweep"] = fleet_sweep(workload, sorted({*FLEETS, devices}),
+                                         shard_bench_points(from_shard_bench) if from_shard_bench else None)
         doc["fleet_sweep_plot"] = str(plot_sweep(doc["fleet_sweep"], plot, rate))
     if not json_only:
         print(render(est))
@@ -177,6 +179,16 @@ def cost(
             print(render_sweep(doc["fleet_sweep"], doc["fleet_sweep_plot"]))
     print(json.dumps(doc, sort_keys=True))
     return 0
+
+
+def shard_bench_points(path: Path) -> Callable[[int], Measured | None]:
+    """The measured figures of each fleet size the per-shard bench counted (None for the others)."""
+    def measured_for(devices: int) -> Measured | None:
+        try:
+            return measured_from_shard_bench(path, devices)
+        except ValueError:
+            return None
+    return measured_for
 
 
 def render_sweep(rows: list[dict[str, Any]], plot_path: str) -> str:
