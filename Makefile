@@ -88,7 +88,7 @@ cost: venv ## monthly AWS cost at 1,000 devices x 1 Hz, the capacity plan, and 1
 bench-e2e: install ## end-to-end benchmark on the embedded emulator (a few minutes)
 	@set -o pipefail; mkdir -p out; $(PY) bench/end_to_end.py | tee out/e2e.out
 
-bench-shards: install ## one shard of 1k/10k/100k/1M-device fleets at its per-shard load, counted (~10 min)
+bench-shards: install ## one shard of 1k/10k/100k/1M-device fleets at its per-shard load, counted (~3 min)
 	@set -o pipefail; mkdir -p out; $(PY) bench/shard_load.py --fleets 1000,10000,100000,1000000 | tee out/shard-load.out
 
 bench: install ## every benchmark in bench/ (each ends with one JSON line)
