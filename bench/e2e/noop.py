@@ -4,6 +4,7 @@ so the pipeline's drain rate can be set against what the emulator itself sustain
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,25 @@ def handler(event, context):
 '''
 
 
+def noop_role(stream_arn: str) -> str:
+    """The role the no-op function runs as: the emulator enforces IAM (AUTH=true), so CreateFunction needs
+    a role that exists, and the mapping reads the stream as that role."""
+    iam = boto3.client("iam")
+    name = "bench-noop"
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    try:
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    read = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": stream_arn, "Action": [
+        "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:DescribeStream",
+        "kinesis:DescribeStreamSummary", "kinesis:ListShards"]}]}
+    iam.put_role_policy(RoleName=name, PolicyName=stream_arn.rsplit("/", 1)[-1],
+                        PolicyDocument=json.dumps(read))
+    return str(arn)
+
+
 def create_noop(stream_name: str, count_file: Path, batch_size: int, shards: int = 1) -> None:
     kinesis, lam = boto3.client("kinesis"), boto3.client("lambda")
     kinesis.create_stream(StreamName=stream_name, ShardCount=shards)
@@ -32,7 +52,7 @@ def create_noop(stream_name: str, count_file: Path, batch_size: int, shards: int
         zf.writestr("noop.py", NOOP_SOURCE)
     lam.create_function(
         FunctionName=f"{stream_name}-fn", Runtime="python3.12", Handler="noop.handler",
-        Role="arn:aws:iam::000000000000:role/bench-noop", Code={"ZipFile": buf.getvalue()},
+        Role=noop_role(arn), Code={"ZipFile": buf.getvalue()},
         Timeout=60, MemorySize=128, Environment={"Variables": {"NOOP_COUNT_FILE": str(count_file)}},
     )
     lam.create_event_source_mapping(EventSourceArn=arn, FunctionName=f"{stream_name}-fn",
