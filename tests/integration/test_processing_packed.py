@@ -40,6 +40,13 @@ def _lines(s3: Any, bucket: str, prefix: str, seen: set[str], keep: Any, into: d
                     into[(line["shard_id"], line["sequence_number"], line.get("index"))] = line
 
 
+def register(ddb: Any, table: str, device: str, name: str, now_ms: int) -> None:
+    """Put a device in the registry so its readings are enriched, not quarantined unknown_device."""
+    ddb.put_item(TableName=table, Item={
+        "device_id": {"S": device}, "name": {"S": name}, "site": {"S": "itest-site"},
+        "location": {"S": "Porto, PT"}, "timezone": {"S": "UTC"}, "registered_at": {"S": iso(now_ms)}})
+
+
 def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: dict[str, str]) -> None:
     ddb = boto3.client("dynamodb")
     kinesis = boto3.client("kinesis")
@@ -51,17 +58,7 @@ def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: d
     now_ms = int(time.time() * 1000)
     window_start = (now_ms // 60_000) * 60 - 60
     base_ms = window_start * 1000
-    ddb.put_item(
-        TableName=deployed_stack["DevicesTableName"],
-        Item={
-            "device_id": {"S": device},
-            "name": {"S": "packed integration test device"},
-            "site": {"S": "itest-site"},
-            "location": {"S": "Porto, PT"},
-            "timezone": {"S": "UTC"},
-            "registered_at": {"S": iso(now_ms)},
-        },
-    )
+    register(ddb, deployed_stack["DevicesTableName"], device, "packed integration test device", now_ms)
     try:
         # GIVEN one packed record: 4 good readings, a duplicate, and one bad element per reason
         elements: list[Any] = [
@@ -166,17 +163,7 @@ def test_compressed_packed_records_aggregate_and_a_corrupt_one_is_quarantined(
     now_ms = int(time.time() * 1000)
     window_start = (now_ms // 60_000) * 60 - 60
     base_ms = window_start * 1000
-    ddb.put_item(
-        TableName=deployed_stack["DevicesTableName"],
-        Item={
-            "device_id": {"S": device},
-            "name": {"S": "compressed integration test device"},
-            "site": {"S": "itest-site"},
-            "location": {"S": "Porto, PT"},
-            "timezone": {"S": "UTC"},
-            "registered_at": {"S": iso(now_ms)},
-        },
-    )
+    register(ddb, deployed_stack["DevicesTableName"], device, "compressed integration test device", now_ms)
     try:
         # GIVEN 30 readings of one device in two packed records, gzip-compressed as the simulator sends
         # them (simulator.sinks.encode_pack), and a compressed record cut short in transit
