@@ -13,6 +13,7 @@ import gzip
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -45,6 +46,19 @@ def register(ddb: Any, table: str, device: str, name: str, now_ms: int) -> None:
     ddb.put_item(TableName=table, Item={
         "device_id": {"S": device}, "name": {"S": name}, "site": {"S": "itest-site"},
         "location": {"S": "Porto, PT"}, "timezone": {"S": "UTC"}, "registered_at": {"S": iso(now_ms)}})
+
+
+def window_with(ddb: Any, stack: dict[str, str], device: str, window_start: int, count: int
+                ) -> Callable[[], dict[str, Any] | None]:
+    """A poll for the device's window item once it holds at least ``count`` readings."""
+    def aggregate() -> dict[str, Any] | None:
+        item = ddb.get_item(
+            TableName=stack["AggregatesTableName"],
+            Key={"device_id": {"S": device}, "window_start": {"N": str(window_start)}},
+            ConsistentRead=True,
+        ).get("Item")
+        return item if item and int(item["count"]["N"]) >= count else None
+    return aggregate
 
 
 def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: dict[str, str]) -> None:
@@ -81,15 +95,7 @@ def test_packed_record_aggregates_and_quarantines_each_element(deployed_stack: d
         put_records(kinesis, deployed_stack["StreamName"], [(device, data), (device, broken)])
 
         # THEN the window holds the 4 good readings, the duplicate counted once
-        def aggregate() -> dict[str, Any] | None:
-            item = ddb.get_item(
-                TableName=deployed_stack["AggregatesTableName"],
-                Key={"device_id": {"S": device}, "window_start": {"N": str(window_start)}},
-                ConsistentRead=True,
-            ).get("Item")
-            return item if item and int(item["count"]["N"]) >= 4 else None
-
-        item = poll("the aggregate", aggregate)
+        item = poll("the aggregate", window_with(ddb, deployed_stack, device, window_start, 4))
         assert int(item["count"]["N"]) == 4
         temperature = item["channels"]["M"]["temperature"]["M"]
         assert float(temperature["mean"]["N"]) == pytest.approx(21.5)
@@ -178,15 +184,8 @@ def test_compressed_packed_records_aggregate_and_a_corrupt_one_is_quarantined(
         put_records(kinesis, deployed_stack["StreamName"], entries)
 
         # THEN the window holds the 30 readings
-        def aggregate() -> dict[str, Any] | None:
-            item = ddb.get_item(
-                TableName=deployed_stack["AggregatesTableName"],
-                Key={"device_id": {"S": device}, "window_start": {"N": str(window_start)}},
-                ConsistentRead=True,
-            ).get("Item")
-            return item if item and int(item["count"]["N"]) >= 30 else None
-
-        item = poll("the aggregate of the compressed records", aggregate)
+        item = poll("the aggregate of the compressed records",
+                    window_with(ddb, deployed_stack, device, window_start, 30))
         assert int(item["count"]["N"]) == 30
         temperature = item["channels"]["M"]["temperature"]["M"]
         assert float(temperature["min"]["N"]) == 10.0
